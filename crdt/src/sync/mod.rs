@@ -1,0 +1,19 @@
+//! The replication protocol, as a sans-IO state machine per document.
+//!
+//! - [`message`]: signed deltas, summaries and batches; the [`Authenticator`] trait.
+//! - [`log`]: the per-author delta log that anti-entropy serves from.
+//! - [`replica`]: [`Replica`], its inputs, outputs, events and errors.
+//!
+//! Fast path: a durable local write is broadcast as [`Message::Delta`]. Repair path
+//! (anti-entropy): on every new peer and periodically with a random one, a replica sends
+//! its version vector; the other answers with exactly the deltas it lacks, in bounded
+//! batches, and with its own summary if it lacks something in turn.
+
+mod log;
+pub mod message;
+pub mod replica;
+#[cfg(test)]
+mod tests;
+
+pub use message::{Authenticator, Message, SeqRange, SignedDelta, TestAuth, MAX_MESSAGE_BYTES};
+pub use replica::{Config, Event, Input, Output, Replica, Stats, SyncError};

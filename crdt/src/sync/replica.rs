@@ -1,0 +1,532 @@
+//! [`Replica`]: the replication state machine of one document on one node.
+//!
+//! Sans-IO: the driver feeds [`Input`]s with the current time through
+//! [`Replica::handle`], then drains [`Output`]s with [`Replica::poll_output`] until it
+//! returns `None` — after *every* call to `handle`. The replica never reads a clock, never
+//! draws global randomness (its RNG is seeded by the driver) and never touches the
+//! network or the disk.
+//!
+//! Durability contract: every delta the replica applies is handed out as
+//! [`Output::Persist`] with an increasing ticket; the driver stores them in ticket order
+//! and reports [`Input::Persisted`]. A local write is acknowledged
+//! ([`Event::Acknowledged`]), broadcast and served to peers only once it is durable, so a
+//! crash can lose only writes nobody was told about, and no peer ever saw.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::log::DeltaLog;
+use super::message::{Authenticator, Message, SeqRange, SignedDelta};
+use crate::clock::{ClockError, Hlc, Timestamp};
+use crate::doc::{Delta, DeltaLimits, Doc, DocError, Op};
+use crate::id::{ActorId, DocId};
+use crate::vv::VersionVector;
+
+/// Tunables; the defaults suit a node on a LAN or the Internet.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Remote clocks further ahead than this are refused.
+    pub max_clock_drift_ms: u64,
+    /// How often a replica starts anti-entropy with a random peer.
+    pub anti_entropy_interval_ms: u64,
+    /// Deltas per anti-entropy batch.
+    pub max_batch_deltas: usize,
+    /// Bytes per anti-entropy batch (a single larger delta still goes alone).
+    pub max_batch_bytes: usize,
+    /// Out-of-order deltas held while waiting for the gap to fill; beyond this they are
+    /// dropped and anti-entropy fetches them later.
+    pub max_pending: usize,
+    /// A delta starting more than this many sequence numbers past what is held is refused.
+    pub max_seq_lead: u64,
+    /// A delta reaching more than this many dots past what is held is refused.
+    pub max_dot_lead: u64,
+    /// Largest encoded delta accepted or produced.
+    pub max_delta_bytes: usize,
+    /// Most entries folded into one delta at a time.
+    pub fold_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_clock_drift_ms: 60_000,
+            anti_entropy_interval_ms: 3_000,
+            max_batch_deltas: 256,
+            max_batch_bytes: 1 << 20,
+            max_pending: 4_096,
+            max_seq_lead: 1 << 20,
+            max_dot_lead: 1 << 32,
+            max_delta_bytes: 1 << 20,
+            fold_batch: 1_024,
+        }
+    }
+}
+
+/// What happens to a replica.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A local write; `tag` comes back in [`Event::Acknowledged`].
+    Write { op: Op, tag: u64 },
+    /// A message from a peer.
+    Message { from: ActorId, msg: Message },
+    /// A replica of this document is now reachable.
+    PeerUp(ActorId),
+    /// A replica is no longer reachable.
+    PeerDown(ActorId),
+    /// Every [`Output::Persist`] up to and including `ticket` is durable.
+    Persisted { ticket: u64 },
+    /// Time passes; starts periodic anti-entropy when due.
+    Tick,
+    /// Fold this replica's own oldest deltas into one (compaction).
+    Fold,
+}
+
+/// What the replica asks its driver to do, in order.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send to one peer.
+    Send { to: ActorId, msg: Message },
+    /// Publish to every replica (the document's gossip topic).
+    Broadcast(Message),
+    /// Make `delta` durable, then report `Persisted { ticket }`. It replaces every stored
+    /// delta of the same author whose sequence range it covers (a fold).
+    Persist { ticket: u64, delta: SignedDelta },
+    Event(Event),
+}
+
+/// Things a driver may want to tell a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The local write tagged `tag` is durable; it has sequence number `seq`.
+    Acknowledged { tag: u64, seq: u64 },
+    /// A delta changed (or may have changed) the document.
+    Applied { author: ActorId, seqs: SeqRange, local: bool },
+}
+
+/// A write or message the replica refused. The replica's state is unchanged by it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("message for document {got}, but this replica holds {expected}")]
+    WrongDoc { expected: DocId, got: DocId },
+    #[error("invalid sequence range {first}..={last}")]
+    BadSeqRange { first: u64, last: u64 },
+    #[error("bad signature on delta {first}..={last} by {author}")]
+    BadSignature { author: ActorId, first: u64, last: u64 },
+    #[error("delta from {author} starts at {seq}, more than {max_lead} past the {known} held")]
+    SeqTooFarAhead { author: ActorId, seq: u64, known: u64, max_lead: u64 },
+    #[error("a peer sent this replica's own delta {seq}, which it never wrote (it holds {known})")]
+    OwnDeltaFromFuture { seq: u64, known: u64 },
+    #[error("delta of {size} bytes exceeds the limit of {max}")]
+    DeltaTooLarge { size: usize, max: usize },
+    #[error("invalid delta from {author}: {source}")]
+    Doc { author: ActorId, source: DocError },
+    #[error("delta clock refused: {0}")]
+    Clock(#[from] ClockError),
+    #[error("invalid write: {0}")]
+    Write(#[from] DocError),
+}
+
+/// Counters of what the replica has done, for metrics and simulation reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub buffered: u64,
+    pub dropped: u64,
+    pub rejected: u64,
+    pub folded: u64,
+}
+
+/// A local write waiting to become durable.
+#[derive(Debug)]
+struct Unacked {
+    ticket: u64,
+    tag: u64,
+    delta: SignedDelta,
+    size: usize,
+}
+
+/// One document's replica on one node.
+pub struct Replica {
+    config: Config,
+    actor: ActorId,
+    auth: Arc<dyn Authenticator>,
+    doc: Doc,
+    clock: Hlc,
+    log: DeltaLog,
+    /// Sequence number of the next local write (counts unacknowledged ones).
+    next_seq: u64,
+    unacked: VecDeque<Unacked>,
+    next_ticket: u64,
+    /// Out-of-order deltas, verified, by (author, first seq).
+    pending: BTreeMap<(ActorId, u64), (SignedDelta, usize)>,
+    peers: BTreeSet<ActorId>,
+    rng: ChaCha8Rng,
+    next_anti_entropy_ms: u64,
+    outputs: VecDeque<Output>,
+    stats: Stats,
+}
+
+impl Replica {
+    /// A new, empty replica of document `doc` for `actor`.
+    pub fn new(doc: DocId, actor: ActorId, auth: Arc<dyn Authenticator>, config: Config, seed: u64) -> Self {
+        let clock = Hlc::new(config.max_clock_drift_ms);
+        Replica {
+            config,
+            actor,
+            auth,
+            doc: Doc::new(doc),
+            clock,
+            log: DeltaLog::default(),
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            next_ticket: 1,
+            pending: BTreeMap::new(),
+            peers: BTreeSet::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            next_anti_entropy_ms: 0,
+            outputs: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Rebuilds a replica from the deltas it had persisted (in any order). They came from
+    /// this node's own store, so they are not verified again; deltas of another document
+    /// are skipped, and so is any that would leave a gap.
+    pub fn restore(
+        doc: DocId,
+        actor: ActorId,
+        auth: Arc<dyn Authenticator>,
+        config: Config,
+        seed: u64,
+        stored: impl IntoIterator<Item = SignedDelta>,
+    ) -> Self {
+        let mut r = Replica::new(doc, actor, auth, config, seed);
+        let mut all: Vec<SignedDelta> = stored.into_iter().filter(|d| d.doc == doc).collect();
+        // Longest range first among equal starts, so a fold lands before what it covers.
+        all.sort_by(|a, b| (a.author, a.seqs.first, std::cmp::Reverse(a.seqs.last)).cmp(&(b.author, b.seqs.first, std::cmp::Reverse(b.seqs.last))));
+        let mut latest = Timestamp::default();
+        for d in all {
+            if d.seqs.last <= r.log.vv().get(&d.author) {
+                continue;
+            }
+            let size = d.signing_bytes().len() + d.signature.len();
+            r.doc.apply(&d.delta);
+            latest = latest.max(d.hlc);
+            r.log.insert(d, size);
+        }
+        r.clock.restore(latest);
+        r.next_seq = r.log.vv().get(&actor) + 1;
+        r
+    }
+
+    pub fn doc(&self) -> &Doc {
+        &self.doc
+    }
+
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+
+    /// The version vector of deltas held and servable (own writes once durable).
+    pub fn vv(&self) -> &VersionVector {
+        self.log.vv()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of deltas in the log (shrinks when authors fold).
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// Every delta held, for snapshots and tests.
+    pub fn deltas(&self) -> impl Iterator<Item = &SignedDelta> {
+        self.log.iter()
+    }
+
+    pub fn peers(&self) -> impl Iterator<Item = &ActorId> {
+        self.peers.iter()
+    }
+
+    /// The next thing for the driver to do, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Feeds one input at physical time `now_ms`. On error the document is unchanged by
+    /// the offending write or delta (other deltas in the same batch may still apply).
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Result<(), SyncError> {
+        match input {
+            Input::Write { op, tag } => self.write(now_ms, &op, tag),
+            Input::Message { from, msg } => self.on_message(now_ms, from, msg),
+            Input::PeerUp(peer) => {
+                if peer != self.actor && self.peers.insert(peer) {
+                    self.send_summary(peer, true);
+                }
+                Ok(())
+            }
+            Input::PeerDown(peer) => {
+                self.peers.remove(&peer);
+                Ok(())
+            }
+            Input::Persisted { ticket } => {
+                self.on_persisted(ticket);
+                Ok(())
+            }
+            Input::Tick => {
+                self.on_tick(now_ms);
+                Ok(())
+            }
+            Input::Fold => self.fold_own(),
+        }
+    }
+
+    fn write(&mut self, now_ms: u64, op: &Op, tag: u64) -> Result<(), SyncError> {
+        let mut clock = self.clock.clone();
+        let hlc = clock.now(now_ms);
+        let delta = self.doc.prepare(self.actor, hlc, op)?;
+        let signed = self.sign(SeqRange::one(self.next_seq), hlc, delta);
+        let size = signed.signing_bytes().len() + signed.signature.len();
+        if size > self.config.max_delta_bytes {
+            return Err(SyncError::DeltaTooLarge { size, max: self.config.max_delta_bytes });
+        }
+        self.clock = clock;
+        self.doc.apply(&signed.delta);
+        self.next_seq += 1;
+        let ticket = self.ticket();
+        self.outputs.push_back(Output::Persist { ticket, delta: signed.clone() });
+        self.event(Event::Applied { author: self.actor, seqs: signed.seqs, local: true });
+        self.unacked.push_back(Unacked { ticket, tag, delta: signed, size });
+        Ok(())
+    }
+
+    fn sign(&self, seqs: SeqRange, hlc: Timestamp, delta: Delta) -> SignedDelta {
+        let mut d = SignedDelta { doc: self.doc.id(), author: self.actor, seqs, hlc, delta, signature: Vec::new() };
+        d.signature = self.auth.sign(&self.actor, &d.signing_bytes());
+        d
+    }
+
+    fn ticket(&mut self) -> u64 {
+        let t = self.next_ticket;
+        self.next_ticket += 1;
+        t
+    }
+
+    fn event(&mut self, e: Event) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn on_persisted(&mut self, ticket: u64) {
+        while self.unacked.front().is_some_and(|u| u.ticket <= ticket) {
+            let Some(u) = self.unacked.pop_front() else { break };
+            let seq = u.delta.seqs.last;
+            self.log.insert(u.delta.clone(), u.size);
+            self.event(Event::Acknowledged { tag: u.tag, seq });
+            self.outputs.push_back(Output::Broadcast(Message::Delta(u.delta)));
+        }
+    }
+
+    fn on_tick(&mut self, now_ms: u64) {
+        if now_ms < self.next_anti_entropy_ms || self.peers.is_empty() {
+            return;
+        }
+        self.next_anti_entropy_ms = now_ms + self.config.anti_entropy_interval_ms;
+        let i = self.rng.random_range(0..self.peers.len());
+        if let Some(peer) = self.peers.iter().nth(i).copied() {
+            self.send_summary(peer, true);
+        }
+    }
+
+    fn send_summary(&mut self, to: ActorId, reply: bool) {
+        let msg = Message::Summary { doc: self.doc.id(), vv: self.log.vv().clone(), reply };
+        self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    fn check_doc(&self, got: DocId) -> Result<(), SyncError> {
+        if got != self.doc.id() {
+            return Err(SyncError::WrongDoc { expected: self.doc.id(), got });
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, now_ms: u64, from: ActorId, msg: Message) -> Result<(), SyncError> {
+        self.check_doc(msg.doc())?;
+        match msg {
+            Message::Delta(d) => self.receive(now_ms, d),
+            Message::Summary { vv, reply, .. } => {
+                let (deltas, more) =
+                    self.log.missing_for(&vv, self.config.max_batch_deltas, self.config.max_batch_bytes);
+                if !deltas.is_empty() {
+                    let msg = Message::Deltas { doc: self.doc.id(), deltas, more };
+                    self.outputs.push_back(Output::Send { to: from, msg });
+                }
+                if reply && self.log.vv().lacks_any_of(&vv) {
+                    self.send_summary(from, false);
+                }
+                Ok(())
+            }
+            Message::Deltas { deltas, more, .. } => {
+                let before = self.log.vv().total();
+                let mut first_err = Ok(());
+                for d in deltas {
+                    if let Err(e) = self.receive(now_ms, d) {
+                        if first_err.is_ok() {
+                            first_err = Err(e);
+                        }
+                    }
+                }
+                // Ask for the next batch only if this one made progress, so a peer that
+                // keeps saying "more" without delivering cannot keep us busy.
+                if more && self.log.vv().total() > before {
+                    self.send_summary(from, false);
+                }
+                first_err
+            }
+        }
+    }
+
+    /// Takes a delta from the network: verify, then apply, buffer or ignore.
+    fn receive(&mut self, now_ms: u64, d: SignedDelta) -> Result<(), SyncError> {
+        let result = self.try_receive(now_ms, d);
+        if result.is_err() {
+            self.stats.rejected += 1;
+        }
+        result
+    }
+
+    fn try_receive(&mut self, now_ms: u64, d: SignedDelta) -> Result<(), SyncError> {
+        self.check_doc(d.doc)?;
+        let SeqRange { first, last } = d.seqs;
+        if first == 0 || first > last {
+            return Err(SyncError::BadSeqRange { first, last });
+        }
+        let known = self.log.vv().get(&d.author);
+        if d.author == self.actor {
+            if last < self.next_seq {
+                self.stats.duplicates += 1;
+                return Ok(());
+            }
+            return Err(SyncError::OwnDeltaFromFuture { seq: last, known });
+        }
+        if last <= known && !self.log.would_fold(&d) {
+            self.stats.duplicates += 1;
+            return Ok(());
+        }
+        if first > known.saturating_add(1).saturating_add(self.config.max_seq_lead) {
+            return Err(SyncError::SeqTooFarAhead { author: d.author, seq: first, known, max_lead: self.config.max_seq_lead });
+        }
+        let bytes = d.signing_bytes();
+        let size = bytes.len() + d.signature.len();
+        if size > self.config.max_delta_bytes {
+            return Err(SyncError::DeltaTooLarge { size, max: self.config.max_delta_bytes });
+        }
+        if !self.auth.verify(&d.author, &bytes, &d.signature) {
+            return Err(SyncError::BadSignature { author: d.author, first, last });
+        }
+        if first > known + 1 {
+            if self.pending.len() < self.config.max_pending {
+                self.pending.insert((d.author, first), (d, size));
+                self.stats.buffered += 1;
+            } else {
+                self.stats.dropped += 1;
+            }
+            return Ok(());
+        }
+        let author = d.author;
+        self.apply_verified(now_ms, d, size)?;
+        self.drain_pending(now_ms, author);
+        Ok(())
+    }
+
+    /// Applies a verified delta that extends (or folds) its author's run.
+    fn apply_verified(&mut self, now_ms: u64, d: SignedDelta, size: usize) -> Result<(), SyncError> {
+        let limits = DeltaLimits {
+            now_ms,
+            max_drift_ms: self.config.max_clock_drift_ms,
+            max_dot_lead: self.config.max_dot_lead,
+        };
+        self.doc.validate_delta(&d.author, &d.delta, &limits).map_err(|source| SyncError::Doc { author: d.author, source })?;
+        self.clock.observe(d.hlc, now_ms)?;
+        let folds_only = d.seqs.last <= self.log.vv().get(&d.author);
+        if !folds_only {
+            self.doc.apply(&d.delta);
+            self.stats.applied += 1;
+            self.event(Event::Applied { author: d.author, seqs: d.seqs, local: false });
+        } else {
+            self.stats.folded += 1;
+        }
+        self.log.insert(d.clone(), size);
+        let ticket = self.ticket();
+        self.outputs.push_back(Output::Persist { ticket, delta: d });
+        Ok(())
+    }
+
+    /// Applies buffered deltas of `author` that now follow on.
+    fn drain_pending(&mut self, now_ms: u64, author: ActorId) {
+        loop {
+            let next = self.log.vv().get(&author) + 1;
+            let Some(key) = self.pending.range((author, 0)..=(author, next)).next().map(|(k, _)| *k) else {
+                return;
+            };
+            let Some((d, size)) = self.pending.remove(&key) else { return };
+            if d.seqs.last < next {
+                self.stats.duplicates += 1;
+                continue;
+            }
+            if self.apply_verified(now_ms, d, size).is_err() {
+                self.stats.rejected += 1;
+            }
+        }
+    }
+
+    /// Folds this replica's oldest durable deltas into one re-signed delta that replaces
+    /// them here and, once broadcast, on every replica. Skips when there is nothing to
+    /// fold or the fold would exceed the delta size limit.
+    fn fold_own(&mut self) -> Result<(), SyncError> {
+        let mut n = self.config.fold_batch;
+        while n >= 2 {
+            let run = self.log.first_entries(&self.actor, n);
+            if run.len() < 2 {
+                return Ok(());
+            }
+            let first = run[0].seqs.first;
+            let last = run[run.len() - 1].seqs.last;
+            let hlc = run.iter().map(|d| d.hlc).max().unwrap_or_default();
+            let mut folded = Delta::default();
+            for d in &run {
+                folded.join_with(&d.delta);
+            }
+            let signed = self.sign(SeqRange { first, last }, hlc, folded);
+            let size = signed.signing_bytes().len() + signed.signature.len();
+            if size <= self.config.max_delta_bytes {
+                self.log.insert(signed.clone(), size);
+                self.stats.folded += 1;
+                let ticket = self.ticket();
+                self.outputs.push_back(Output::Persist { ticket, delta: signed.clone() });
+                self.outputs.push_back(Output::Broadcast(Message::Delta(signed)));
+                return Ok(());
+            }
+            n = run.len() / 2;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("doc", &self.doc.id())
+            .field("actor", &self.actor)
+            .field("vv", self.log.vv())
+            .field("pending", &self.pending.len())
+            .field("unacked", &self.unacked.len())
+            .finish_non_exhaustive()
+    }
+}
