@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ctx::CausalContext;
 use crate::id::ActorId;
-use crate::store::{Causal, DotFun, DotStore};
+use crate::store::{Join, Causal, DotFun, DotStore};
 use crate::dot::Dot;
 
 /// The largest running total one actor's entry may hold; larger values are refused so the
@@ -94,8 +94,8 @@ impl DotStore for PnCounter {
     fn for_each_dot(&self, f: &mut dyn FnMut(&Dot)) {
         self.0.for_each_dot(f)
     }
-    fn join(&mut self, ctx: &CausalContext, other: &Self, other_ctx: &CausalContext) {
-        self.0.join(ctx, &other.0, other_ctx)
+    fn join(&mut self, other: &Self, j: &Join<'_>) {
+        self.0.join(&other.0, j)
     }
 }
 

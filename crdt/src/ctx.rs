@@ -85,6 +85,30 @@ impl CausalContext {
         self.actors.is_empty()
     }
 
+    /// How many dots are in both contexts (saturating).
+    pub fn intersection_len(&self, other: &CausalContext) -> u64 {
+        if other.actors.len() < self.actors.len() {
+            return other.intersection_len(self);
+        }
+        let mut n = 0u64;
+        for (actor, mine) in &self.actors {
+            let Some(theirs) = other.actors.get(actor) else { continue };
+            let (mut i, mut j) = (0, 0);
+            while i < mine.len() && j < theirs.len() {
+                let (lo, hi) = (mine[i].0.max(theirs[j].0), mine[i].1.min(theirs[j].1));
+                if lo <= hi {
+                    n = n.saturating_add(hi - lo + 1);
+                }
+                if mine[i].1 < theirs[j].1 {
+                    i += 1;
+                } else {
+                    j += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// The actors that have any dot here, in order.
     pub fn actors(&self) -> impl Iterator<Item = &ActorId> {
         self.actors.keys()
@@ -203,6 +227,21 @@ mod tests {
         y.insert_range(a(), 2, 11);
         x.union(&y);
         assert_eq!(x.iter().next().unwrap().1.as_slice(), &[(1, 12)]);
+    }
+
+    #[test]
+    fn intersection_counts_shared_dots() {
+        let b = ActorId::from_index(2);
+        let mut x = CausalContext::new();
+        x.insert_range(a(), 1, 10);
+        x.insert_range(a(), 20, 30);
+        x.insert_range(b, 1, 5);
+        let mut y = CausalContext::new();
+        y.insert_range(a(), 5, 25);
+        y.insert_range(ActorId::from_index(3), 1, 5);
+        assert_eq!(x.intersection_len(&y), 6 + 6);
+        assert_eq!(y.intersection_len(&x), 12);
+        assert_eq!(x.intersection_len(&x), 10 + 11 + 5);
     }
 
     #[test]

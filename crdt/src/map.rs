@@ -13,13 +13,12 @@ use serde::Serialize;
 
 use crate::clock::Timestamp;
 use crate::counter::PnCounter;
-use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::json::Json;
 use crate::mvreg::MvRegister;
 use crate::register::LwwRegister;
 use crate::set::OrSet;
-use crate::store::{DotMap, DotStore};
+use crate::store::{Join, DotMap, DotStore};
 
 /// The kinds of value a key can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -117,12 +116,12 @@ impl DotStore for Entry {
         self.map.for_each_dot(f);
     }
 
-    fn join(&mut self, ctx: &CausalContext, other: &Self, other_ctx: &CausalContext) {
-        self.counter.join(ctx, &other.counter, other_ctx);
-        self.register.join(ctx, &other.register, other_ctx);
-        self.mv.join(ctx, &other.mv, other_ctx);
-        self.set.join(ctx, &other.set, other_ctx);
-        self.map.join(ctx, &other.map, other_ctx);
+    fn join(&mut self, other: &Self, j: &Join<'_>) {
+        self.counter.join(&other.counter, j);
+        self.register.join(&other.register, j);
+        self.mv.join(&other.mv, j);
+        self.set.join(&other.set, j);
+        self.map.join(&other.map, j);
     }
 }
 
@@ -187,7 +186,7 @@ impl DotStore for Map {
     fn for_each_dot(&self, f: &mut dyn FnMut(&Dot)) {
         self.0.for_each_dot(f)
     }
-    fn join(&mut self, ctx: &CausalContext, other: &Self, other_ctx: &CausalContext) {
-        self.0.join(ctx, &other.0, other_ctx)
+    fn join(&mut self, other: &Self, j: &Join<'_>) {
+        self.0.join(&other.0, j)
     }
 }

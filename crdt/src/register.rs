@@ -9,7 +9,7 @@ use crate::clock::Timestamp;
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::id::ActorId;
-use crate::store::{Causal, DotFun, DotStore};
+use crate::store::{Join, Causal, DotFun, DotStore};
 
 /// An LWW register as a dot store; `T` is the value type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,8 +60,8 @@ impl<T: Clone + Ord + std::fmt::Debug> DotStore for LwwRegister<T> {
     fn for_each_dot(&self, f: &mut dyn FnMut(&Dot)) {
         self.0.for_each_dot(f)
     }
-    fn join(&mut self, ctx: &CausalContext, other: &Self, other_ctx: &CausalContext) {
-        self.0.join(ctx, &other.0, other_ctx)
+    fn join(&mut self, other: &Self, j: &Join<'_>) {
+        self.0.join(&other.0, j)
     }
 }
 

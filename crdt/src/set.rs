@@ -7,7 +7,7 @@
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::id::ActorId;
-use crate::store::{Causal, DotMap, DotSet, DotStore};
+use crate::store::{Join, Causal, DotMap, DotSet, DotStore};
 
 /// An OR-set of `T` as a dot store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,8 +83,8 @@ impl<T: Ord + Clone + std::fmt::Debug> DotStore for OrSet<T> {
     fn for_each_dot(&self, f: &mut dyn FnMut(&Dot)) {
         self.0.for_each_dot(f)
     }
-    fn join(&mut self, ctx: &CausalContext, other: &Self, other_ctx: &CausalContext) {
-        self.0.join(ctx, &other.0, other_ctx)
+    fn join(&mut self, other: &Self, j: &Join<'_>) {
+        self.0.join(&other.0, j)
     }
 }
 

@@ -10,6 +10,7 @@
 //! Laws (checked by `tests/laws.rs` for every type): join is commutative, associative and
 //! idempotent, and joining a mutator's delta equals joining the fully mutated state.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
@@ -32,15 +33,48 @@ pub trait DotStore: Clone + Default + PartialEq + Debug {
     /// Calls `f` with every dot held, in order.
     fn for_each_dot(&self, f: &mut dyn FnMut(&Dot));
 
-    /// Joins `other` (whose context is `other_ctx`) into `self` (whose context is `ctx`).
-    /// Contexts are joined by the caller afterwards.
-    fn join(&mut self, ctx: &CausalContext, other: &Self, other_ctx: &CausalContext);
+    /// Joins `other` into `self` under the contexts in `j`. Contexts are joined by the
+    /// caller afterwards.
+    fn join(&mut self, other: &Self, j: &Join<'_>);
 
     /// Every dot held, as a context.
     fn dots(&self) -> CausalContext {
         let mut c = CausalContext::new();
         self.for_each_dot(&mut |d| c.insert(*d));
         c
+    }
+}
+
+/// The contexts of one join, and how many dots it may still remove outside the keys the
+/// other side names.
+///
+/// Joining a small delta into a large map only needs to visit the keys the delta holds,
+/// unless the delta's context covers dots held elsewhere (a remove or delete). The join
+/// counts those candidates up front; each removal spends one, and a map skips scanning
+/// its other keys once none are left. This relies on each dot naming one write at one
+/// place, which every honest author guarantees.
+pub struct Join<'a> {
+    /// Context of the state being joined into.
+    pub ctx: &'a CausalContext,
+    /// Context of the other side.
+    pub other_ctx: &'a CausalContext,
+    removable: Cell<u64>,
+}
+
+impl<'a> Join<'a> {
+    /// A join that assumes any dot may be removed anywhere (always exact).
+    pub fn full(ctx: &'a CausalContext, other_ctx: &'a CausalContext) -> Self {
+        Join { ctx, other_ctx, removable: Cell::new(u64::MAX) }
+    }
+
+    /// Records that a held dot was removed because the other side had seen it.
+    fn removed(&self) {
+        self.removable.set(self.removable.get().saturating_sub(1));
+    }
+
+    /// True while some held dot may still have to be removed.
+    fn may_remove(&self) -> bool {
+        self.removable.get() > 0
     }
 }
 
@@ -82,32 +116,34 @@ impl DotStore for DotSet {
         self.0.iter().for_each(f);
     }
 
-    fn join(&mut self, ctx: &CausalContext, other: &Self, other_ctx: &CausalContext) {
+    fn join(&mut self, other: &Self, j: &Join<'_>) {
         // Fast path: the same single dot on both sides (an element both replicas hold).
         if self.0 == other.0 {
             return;
         }
         let mut out: SmallVec<[Dot; 1]> = SmallVec::new();
-        let (mut i, mut j) = (0, 0);
+        let (mut i, mut k) = (0, 0);
         let (a, b) = (&self.0, &other.0);
-        while i < a.len() || j < b.len() {
-            match (a.get(i), b.get(j)) {
+        while i < a.len() || k < b.len() {
+            match (a.get(i), b.get(k)) {
                 (Some(x), Some(y)) if x == y => {
                     out.push(*x);
                     i += 1;
-                    j += 1;
+                    k += 1;
                 }
                 (Some(x), y) if y.is_none_or(|y| x < y) => {
-                    if !other_ctx.contains(x) {
+                    if j.other_ctx.contains(x) {
+                        j.removed();
+                    } else {
                         out.push(*x);
                     }
                     i += 1;
                 }
                 (_, Some(y)) => {
-                    if !ctx.contains(y) {
+                    if !j.ctx.contains(y) {
                         out.push(*y);
                     }
-                    j += 1;
+                    k += 1;
                 }
                 _ => unreachable!("loop condition guarantees one side has an element"),
             }
@@ -149,7 +185,7 @@ impl<V: Clone + Ord + Debug> DotStore for DotFun<V> {
         self.0.keys().for_each(f);
     }
 
-    fn join(&mut self, ctx: &CausalContext, other: &Self, other_ctx: &CausalContext) {
+    fn join(&mut self, other: &Self, j: &Join<'_>) {
         self.0.retain(|d, v| match other.0.get(d) {
             Some(ov) => {
                 // One dot names one write, so both sides should agree; if an author
@@ -159,10 +195,16 @@ impl<V: Clone + Ord + Debug> DotStore for DotFun<V> {
                 }
                 true
             }
-            None => !other_ctx.contains(d),
+            None => {
+                let removed = j.other_ctx.contains(d);
+                if removed {
+                    j.removed();
+                }
+                !removed
+            }
         });
         for (d, v) in &other.0 {
-            if !self.0.contains_key(d) && !ctx.contains(d) {
+            if !self.0.contains_key(d) && !j.ctx.contains(d) {
                 self.0.insert(*d, v.clone());
             }
         }
@@ -209,43 +251,74 @@ impl<K: Ord + Clone + Debug, S: DotStore> DotStore for DotMap<K, S> {
         }
     }
 
-    fn join(&mut self, ctx: &CausalContext, other: &Self, other_ctx: &CausalContext) {
-        // A merge walk over both sorted maps, rebuilding the map in one pass: O(n + m)
-        // and no re-balancing, which matters for sets of 100,000 elements.
+    fn join(&mut self, other: &Self, j: &Join<'_>) {
+        if other.0.len() <= 4 || other.0.len().saturating_mul(8) < self.0.len() {
+            self.join_small(other, j);
+        } else {
+            self.join_merge(other, j);
+        }
+    }
+}
+
+impl<K: Ord + Clone + Debug, S: DotStore> DotMap<K, S> {
+    /// Joins a much smaller `other`: O(|other| log n) unless dots may be removed from keys
+    /// `other` does not hold, which needs a scan of those keys.
+    fn join_small(&mut self, other: &Self, j: &Join<'_>) {
+        for (k, ov) in &other.0 {
+            match self.0.get_mut(k) {
+                Some(v) => {
+                    v.join(ov, j);
+                    if v.is_bottom() {
+                        self.0.remove(k);
+                    }
+                }
+                None => {
+                    let mut v = S::default();
+                    v.join(ov, j);
+                    if !v.is_bottom() {
+                        self.0.insert(k.clone(), v);
+                    }
+                }
+            }
+        }
+        if j.may_remove() {
+            let empty = S::default();
+            self.0.retain(|k, v| {
+                if !j.may_remove() || other.0.contains_key(k) {
+                    return true;
+                }
+                v.join(&empty, j);
+                !v.is_bottom()
+            });
+        }
+    }
+
+    /// Joins maps of comparable size: a merge walk over both sorted maps, rebuilding the
+    /// map in one pass, O(n + m) with no re-balancing.
+    fn join_merge(&mut self, other: &Self, j: &Join<'_>) {
         let empty = S::default();
         let mine = std::mem::take(&mut self.0);
         let mut out: Vec<(K, S)> = Vec::with_capacity(mine.len().max(other.0.len()));
         let mut theirs = other.0.iter().peekable();
-        for (k, mut v) in mine {
-            while let Some((ok, ov)) = theirs.next_if(|(ok, _)| *ok < &k) {
-                push_joined(&mut out, ok.clone(), S::default(), ctx, ov, other_ctx);
-            }
-            match theirs.next_if(|(ok, _)| *ok == &k) {
-                Some((_, ov)) => v.join(ctx, ov, other_ctx),
-                None => v.join(ctx, &empty, other_ctx),
-            }
+        let push = |out: &mut Vec<(K, S)>, k: K, mut v: S, ov: &S| {
+            v.join(ov, j);
             if !v.is_bottom() {
                 out.push((k, v));
             }
+        };
+        for (k, v) in mine {
+            while let Some((ok, ov)) = theirs.next_if(|(ok, _)| *ok < &k) {
+                push(&mut out, ok.clone(), S::default(), ov);
+            }
+            match theirs.next_if(|(ok, _)| *ok == &k) {
+                Some((_, ov)) => push(&mut out, k, v, ov),
+                None => push(&mut out, k, v, &empty),
+            }
         }
         for (ok, ov) in theirs {
-            push_joined(&mut out, ok.clone(), S::default(), ctx, ov, other_ctx);
+            push(&mut out, ok.clone(), S::default(), ov);
         }
         self.0 = out.into_iter().collect();
-    }
-}
-
-fn push_joined<K, S: DotStore>(
-    out: &mut Vec<(K, S)>,
-    k: K,
-    mut v: S,
-    ctx: &CausalContext,
-    other: &S,
-    other_ctx: &CausalContext,
-) {
-    v.join(ctx, other, other_ctx);
-    if !v.is_bottom() {
-        out.push((k, v));
     }
 }
 
@@ -263,7 +336,13 @@ impl<S: DotStore> Causal<S> {
 
     /// Joins `other` into `self`.
     pub fn join_with(&mut self, other: &Causal<S>) {
-        self.store.join(&self.ctx, &other.store, &other.ctx);
+        // Dots `other` has seen that `self` has too, less those `other` still holds: the
+        // most dots this join can remove from `self`.
+        let mut held_by_other = 0u64;
+        other.store.for_each_dot(&mut |d| held_by_other += u64::from(self.ctx.contains(d)));
+        let removable = self.ctx.intersection_len(&other.ctx).saturating_sub(held_by_other);
+        let j = Join { ctx: &self.ctx, other_ctx: &other.ctx, removable: Cell::new(removable) };
+        self.store.join(&other.store, &j);
         self.ctx.union(&other.ctx);
     }
 
@@ -302,7 +381,7 @@ mod tests {
         let my_ctx = ctx_of(&[d(1, 1)]);
         let theirs = DotSet::default();
         let their_ctx = ctx_of(&[d(1, 1)]); // they saw it and removed it
-        mine.join(&my_ctx, &theirs, &their_ctx);
+        mine.join(&theirs, &Join::full(&my_ctx, &their_ctx));
         assert!(mine.is_bottom());
     }
 
@@ -310,7 +389,7 @@ mod tests {
     fn a_dot_the_other_side_never_saw_survives() {
         let mut mine = DotSet::single(d(1, 1));
         let my_ctx = ctx_of(&[d(1, 1)]);
-        mine.join(&my_ctx, &DotSet::default(), &CausalContext::new());
+        mine.join(&DotSet::default(), &Join::full(&my_ctx, &CausalContext::new()));
         assert_eq!(mine, DotSet::single(d(1, 1)));
     }
 
@@ -323,7 +402,7 @@ mod tests {
         let mut other: DotMap<String, DotSet> = DotMap::default();
         other.0.insert("c".into(), DotSet::single(d(2, 1)));
         let other_ctx = ctx_of(&[d(1, 1), d(2, 1)]);
-        m.join(&my_ctx, &other, &other_ctx);
+        m.join(&other, &Join::full(&my_ctx, &other_ctx));
         let keys: Vec<_> = m.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["b", "c"]);
     }

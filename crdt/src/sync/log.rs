@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use super::message::{SeqRange, SignedDelta};
+use super::message::SignedDelta;
+#[cfg(test)]
+use super::message::SeqRange;
 use crate::id::ActorId;
 use crate::vv::VersionVector;
 

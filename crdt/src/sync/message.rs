@@ -1,5 +1,7 @@
 //! What replicas say to each other: signed deltas, version-vector summaries and batches.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
@@ -51,7 +53,8 @@ pub struct SignedDelta {
     pub author: ActorId,
     pub seqs: SeqRange,
     pub hlc: Timestamp,
-    pub delta: Delta,
+    /// Shared, so that relaying, logging and persisting a delta never copies it.
+    pub delta: Arc<Delta>,
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }

@@ -308,7 +308,7 @@ impl Replica {
     }
 
     fn sign(&self, seqs: SeqRange, hlc: Timestamp, delta: Delta) -> SignedDelta {
-        let mut d = SignedDelta { doc: self.doc.id(), author: self.actor, seqs, hlc, delta, signature: Vec::new() };
+        let mut d = SignedDelta { doc: self.doc.id(), author: self.actor, seqs, hlc, delta: Arc::new(delta), signature: Vec::new() };
         d.signature = self.auth.sign(&self.actor, &d.signing_bytes());
         d
     }
