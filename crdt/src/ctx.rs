@@ -277,3 +277,9 @@ mod tests {
         }
     }
 }
+
+impl crate::store::Lattice for CausalContext {
+    fn join(&mut self, other: &Self) {
+        self.union(other);
+    }
+}

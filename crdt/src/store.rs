@@ -346,6 +346,14 @@ impl<S: DotStore> Causal<S> {
         self.ctx.union(&other.ctx);
     }
 
+    /// The same join without the small-delta shortcut: every key is visited. Slower;
+    /// property tests check that it always agrees with [`Causal::join_with`].
+    pub fn join_exact(&mut self, other: &Causal<S>) {
+        let j = Join::full(&self.ctx, &other.ctx);
+        self.store.join(&other.store, &j);
+        self.ctx.union(&other.ctx);
+    }
+
     /// The join of `self` and `other`, leaving both unchanged.
     pub fn joined(&self, other: &Causal<S>) -> Causal<S> {
         let mut out = self.clone();

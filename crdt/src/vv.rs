@@ -78,6 +78,12 @@ impl FromIterator<(ActorId, u64)> for VersionVector {
     }
 }
 
+impl crate::store::Lattice for VersionVector {
+    fn join(&mut self, other: &Self) {
+        VersionVector::join(self, other);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

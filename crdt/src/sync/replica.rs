@@ -267,7 +267,10 @@ impl Replica {
             Input::Write { op, tag } => self.write(now_ms, &op, tag),
             Input::Message { from, msg } => self.on_message(now_ms, from, msg),
             Input::PeerUp(peer) => {
-                if peer != self.actor && self.peers.insert(peer) {
+                // Both ends learn of the link; the one with the lower actor id starts the
+                // exchange, which syncs both ways in one round trip. Starting from both
+                // ends would send every missing delta twice.
+                if peer != self.actor && self.peers.insert(peer) && self.actor < peer {
                     self.send_summary(peer, true);
                 }
                 Ok(())
@@ -357,7 +360,10 @@ impl Replica {
     }
 
     fn on_message(&mut self, now_ms: u64, from: ActorId, msg: Message) -> Result<(), SyncError> {
-        self.check_doc(msg.doc())?;
+        if let Err(e) = self.check_doc(msg.doc()) {
+            self.stats.rejected += 1;
+            return Err(e);
+        }
         match msg {
             Message::Delta(d) => self.receive(now_ms, d),
             Message::Summary { vv, reply, .. } => {
