@@ -9,7 +9,9 @@
 use serde::{Deserialize, Serialize};
 
 /// A point in hybrid time, ordered by physical milliseconds, then logical counter.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(from = "(u64, u32)", into = "(u64, u32)")]
 pub struct Timestamp {
     /// Milliseconds since the Unix epoch (or since any epoch all replicas share).
@@ -35,8 +37,14 @@ impl Timestamp {
     /// next millisecond if the logical counter is exhausted.
     fn tick(self) -> Timestamp {
         match self.logical.checked_add(1) {
-            Some(logical) => Timestamp { millis: self.millis, logical },
-            None => Timestamp { millis: self.millis.saturating_add(1), logical: 0 },
+            Some(logical) => Timestamp {
+                millis: self.millis,
+                logical,
+            },
+            None => Timestamp {
+                millis: self.millis.saturating_add(1),
+                logical: 0,
+            },
         }
     }
 }
@@ -47,7 +55,12 @@ impl Timestamp {
 pub enum ClockError {
     /// The timestamp is further in the future than the allowed drift.
     #[error("timestamp {remote_ms} ms is {ahead_ms} ms ahead of local time {now_ms} ms (allowed drift {max_drift_ms} ms)")]
-    TooFarAhead { remote_ms: u64, now_ms: u64, ahead_ms: u64, max_drift_ms: u64 },
+    TooFarAhead {
+        remote_ms: u64,
+        now_ms: u64,
+        ahead_ms: u64,
+        max_drift_ms: u64,
+    },
 }
 
 /// A hybrid logical clock owned by one replica.
@@ -60,7 +73,10 @@ pub struct Hlc {
 impl Hlc {
     /// A clock that refuses remote timestamps more than `max_drift_ms` ahead of local time.
     pub fn new(max_drift_ms: u64) -> Self {
-        Hlc { last: Timestamp::default(), max_drift_ms }
+        Hlc {
+            last: Timestamp::default(),
+            max_drift_ms,
+        }
     }
 
     /// The last timestamp this clock issued or observed.
@@ -72,7 +88,10 @@ impl Hlc {
     /// every timestamp issued or observed before.
     pub fn now(&mut self, now_ms: u64) -> Timestamp {
         self.last = if now_ms > self.last.millis {
-            Timestamp { millis: now_ms, logical: 0 }
+            Timestamp {
+                millis: now_ms,
+                logical: 0,
+            }
         } else {
             self.last.tick()
         };
@@ -124,24 +143,52 @@ mod tests {
         let d = c.now(50);
         let e = c.now(200);
         assert!(a < b && b < d && d < e);
-        assert_eq!(e, Timestamp { millis: 200, logical: 0 });
+        assert_eq!(
+            e,
+            Timestamp {
+                millis: 200,
+                logical: 0
+            }
+        );
     }
 
     #[test]
     fn observed_timestamps_push_the_clock_forward() {
         let mut c = Hlc::new(1000);
-        c.observe(Timestamp { millis: 900, logical: 5 }, 100).unwrap();
+        c.observe(
+            Timestamp {
+                millis: 900,
+                logical: 5,
+            },
+            100,
+        )
+        .unwrap();
         let t = c.now(100);
-        assert_eq!(t, Timestamp { millis: 900, logical: 6 });
+        assert_eq!(
+            t,
+            Timestamp {
+                millis: 900,
+                logical: 6
+            }
+        );
     }
 
     #[test]
     fn timestamps_from_the_far_future_are_refused_and_not_adopted() {
         let mut c = Hlc::new(1000);
         let before = c.now(100);
-        let year_9999 = Timestamp { millis: 253_402_300_799_000, logical: 0 };
+        let year_9999 = Timestamp {
+            millis: 253_402_300_799_000,
+            logical: 0,
+        };
         let err = c.observe(year_9999, 100).unwrap_err();
-        assert!(matches!(err, ClockError::TooFarAhead { max_drift_ms: 1000, .. }));
+        assert!(matches!(
+            err,
+            ClockError::TooFarAhead {
+                max_drift_ms: 1000,
+                ..
+            }
+        ));
         assert_eq!(c.last(), before);
         assert!(c.now(100) < year_9999);
     }
@@ -149,7 +196,20 @@ mod tests {
     #[test]
     fn logical_overflow_rolls_into_the_next_millisecond() {
         let mut c = Hlc::new(1000);
-        c.observe(Timestamp { millis: 10, logical: u32::MAX }, 10).unwrap();
-        assert_eq!(c.now(10), Timestamp { millis: 11, logical: 0 });
+        c.observe(
+            Timestamp {
+                millis: 10,
+                logical: u32::MAX,
+            },
+            10,
+        )
+        .unwrap();
+        assert_eq!(
+            c.now(10),
+            Timestamp {
+                millis: 11,
+                logical: 0
+            }
+        );
     }
 }

@@ -25,7 +25,10 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes untrusted bytes, refusing anything larger than `max` before parsing it.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CodecError> {
     if bytes.len() > max {
-        return Err(CodecError::TooLarge { len: bytes.len(), max });
+        return Err(CodecError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
     }
     serde_cbor::from_slice(bytes).map_err(|e| CodecError::Malformed(e.to_string()))
 }
@@ -42,9 +45,15 @@ mod tests {
 
     #[test]
     fn garbage_and_trailing_bytes_are_malformed() {
-        assert!(matches!(decode::<u64>(&[0xff, 0x00, 0x13], 100), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<u64>(&[0xff, 0x00, 0x13], 100),
+            Err(CodecError::Malformed(_))
+        ));
         let mut bytes = encode(&7u64);
         bytes.push(0);
-        assert!(matches!(decode::<u64>(&bytes, 100), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<u64>(&bytes, 100),
+            Err(CodecError::Malformed(_))
+        ));
     }
 }

@@ -11,9 +11,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ctx::CausalContext;
-use crate::id::ActorId;
-use crate::store::{Join, Causal, DotFun, DotStore};
 use crate::dot::Dot;
+use crate::id::ActorId;
+use crate::store::{Causal, DotFun, DotStore, Join};
 
 /// The largest running total one actor's entry may hold; larger values are refused so the
 /// sum over all actors can never overflow.
@@ -41,12 +41,17 @@ pub struct PnCounter(pub(crate) DotFun<PnEntry>);
 impl PnCounter {
     /// Sum of all live entries. Cannot overflow: entries are bounded by [`MAX_ENTRY_TOTAL`].
     pub fn value(&self) -> i128 {
-        self.0.iter().map(|(_, e)| i128::from(e.inc) - i128::from(e.dec)).sum()
+        self.0
+            .iter()
+            .map(|(_, e)| i128::from(e.inc) - i128::from(e.dec))
+            .sum()
     }
 
     /// `actor`'s live entries: normally at most one.
     fn own(&self, actor: &ActorId) -> impl Iterator<Item = (&Dot, &PnEntry)> {
-        self.0 .0.range(Dot::new(*actor, 0)..=Dot::new(*actor, u64::MAX))
+        self.0
+             .0
+            .range(Dot::new(*actor, 0)..=Dot::new(*actor, u64::MAX))
     }
 
     /// The delta that adds `by` (which may be negative) to the counter as `actor`.
@@ -66,7 +71,11 @@ impl PnCounter {
         *total = total
             .checked_add(amount)
             .filter(|t| *t <= MAX_ENTRY_TOTAL)
-            .ok_or(CounterError::Overflow { actor, total: *total, by: amount })?;
+            .ok_or(CounterError::Overflow {
+                actor,
+                total: *total,
+                by: amount,
+            })?;
         let dot = ctx.next_dot(actor);
         let mut delta = Causal::<PnCounter>::new();
         for (d, _) in self.own(&actor) {
@@ -79,7 +88,11 @@ impl PnCounter {
 
     /// The largest total any entry holds (for validating untrusted deltas).
     pub fn max_entry(&self) -> u64 {
-        self.0.iter().map(|(_, e)| e.inc.max(e.dec)).max().unwrap_or(0)
+        self.0
+            .iter()
+            .map(|(_, e)| e.inc.max(e.dec))
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (&Dot, &PnEntry)> {
@@ -101,7 +114,11 @@ impl DotStore for PnCounter {
 
 impl Causal<PnCounter> {
     /// Applies an increment locally and returns the delta to ship.
-    pub fn apply_incr(&mut self, actor: ActorId, by: i64) -> Result<Causal<PnCounter>, CounterError> {
+    pub fn apply_incr(
+        &mut self,
+        actor: ActorId,
+        by: i64,
+    ) -> Result<Causal<PnCounter>, CounterError> {
         let delta = self.store.incr(&self.ctx, actor, by)?;
         self.join_with(&delta);
         Ok(delta)

@@ -45,7 +45,10 @@ impl CausalContext {
 
     /// The highest counter seen from `actor` (0 if none).
     pub fn max(&self, actor: &ActorId) -> u64 {
-        self.actors.get(actor).and_then(|r| r.last()).map_or(0, |r| r.1)
+        self.actors
+            .get(actor)
+            .and_then(|r| r.last())
+            .map_or(0, |r| r.1)
     }
 
     /// The dot `actor` uses for its next event: one past the highest it has used.
@@ -92,7 +95,9 @@ impl CausalContext {
         }
         let mut n = 0u64;
         for (actor, mine) in &self.actors {
-            let Some(theirs) = other.actors.get(actor) else { continue };
+            let Some(theirs) = other.actors.get(actor) else {
+                continue;
+            };
             let (mut i, mut j) = (0, 0);
             while i < mine.len() && j < theirs.len() {
                 let (lo, hi) = (mine[i].0.max(theirs[j].0), mine[i].1.min(theirs[j].1));
@@ -129,7 +134,10 @@ impl CausalContext {
 
     /// Number of ranges held beyond one per actor: how many gaps are waiting to fill.
     pub fn gaps(&self) -> usize {
-        self.actors.values().map(|r| r.len().saturating_sub(1)).sum()
+        self.actors
+            .values()
+            .map(|r| r.len().saturating_sub(1))
+            .sum()
     }
 
     /// Builds a context from untrusted ranges, refusing any that break the invariants.
@@ -157,6 +165,12 @@ impl CausalContext {
             }
         }
         Ok(CausalContext { actors: out })
+    }
+}
+
+impl crate::store::Lattice for CausalContext {
+    fn join(&mut self, other: &Self) {
+        self.union(other);
     }
 }
 
@@ -275,11 +289,5 @@ mod tests {
         ] {
             assert!(CausalContext::from_ranges([(a(), bad)]).is_err());
         }
-    }
-}
-
-impl crate::store::Lattice for CausalContext {
-    fn join(&mut self, other: &Self) {
-        self.union(other);
     }
 }

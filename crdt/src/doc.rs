@@ -48,12 +48,18 @@ pub struct Op {
 impl Op {
     /// An op on a top-level key.
     pub fn new(key: impl Into<String>, kind: OpKind) -> Self {
-        Op { path: vec![key.into()], kind }
+        Op {
+            path: vec![key.into()],
+            kind,
+        }
     }
 
     /// An op on a nested key: `path` lists the maps from the top, ending with the key.
     pub fn at(path: impl IntoIterator<Item = impl Into<String>>, kind: OpKind) -> Self {
-        Op { path: path.into_iter().map(Into::into).collect(), kind }
+        Op {
+            path: path.into_iter().map(Into::into).collect(),
+            kind,
+        }
     }
 }
 
@@ -66,7 +72,11 @@ pub enum DocError {
     #[error("key path {depth} deep exceeds the maximum depth {MAX_DEPTH}")]
     TooDeep { depth: usize },
     #[error("key {key:?} holds a {found}, not a {wanted}")]
-    WrongKind { key: String, found: Kind, wanted: Kind },
+    WrongKind {
+        key: String,
+        found: Kind,
+        wanted: Kind,
+    },
     #[error(transparent)]
     Counter(#[from] CounterError),
     #[error("delta holds dot {actor}:{counter} that its context does not cover")]
@@ -74,7 +84,12 @@ pub enum DocError {
     #[error("delta by {author} holds a value written by {actor}")]
     ForeignDot { author: ActorId, actor: ActorId },
     #[error("delta names dot {actor}:{counter}, more than {max_lead} ahead of the {known} seen")]
-    DotTooFarAhead { actor: ActorId, counter: u64, known: u64, max_lead: u64 },
+    DotTooFarAhead {
+        actor: ActorId,
+        counter: u64,
+        known: u64,
+        max_lead: u64,
+    },
     #[error("counter entry {total} exceeds {MAX_ENTRY_TOTAL}")]
     CounterEntryTooLarge { total: u64 },
     #[error("register timestamp refused: {0}")]
@@ -90,7 +105,10 @@ pub struct Doc {
 
 impl Doc {
     pub fn new(id: DocId) -> Self {
-        Doc { id, state: Causal::new() }
+        Doc {
+            id,
+            state: Causal::new(),
+        }
     }
 
     pub fn id(&self) -> DocId {
@@ -141,9 +159,15 @@ impl Doc {
             return Err(DocError::EmptyPath);
         }
         if op.path.len() > MAX_DEPTH {
-            return Err(DocError::TooDeep { depth: op.path.len() });
+            return Err(DocError::TooDeep {
+                depth: op.path.len(),
+            });
         }
-        let w = Writer { ctx: &self.state.ctx, actor, ts };
+        let w = Writer {
+            ctx: &self.state.ctx,
+            actor,
+            ts,
+        };
         let (store, ctx) = w.write(&self.state.store, &op.path, &op.kind)?;
         Ok(Causal { store, ctx })
     }
@@ -173,9 +197,15 @@ impl Doc {
                 return;
             }
             if !delta.ctx.contains(d) {
-                err = Some(DocError::DotOutsideContext { actor: d.actor, counter: d.counter });
+                err = Some(DocError::DotOutsideContext {
+                    actor: d.actor,
+                    counter: d.counter,
+                });
             } else if d.actor != *author {
-                err = Some(DocError::ForeignDot { author: *author, actor: d.actor });
+                err = Some(DocError::ForeignDot {
+                    author: *author,
+                    actor: d.actor,
+                });
             }
         });
         if let Some(e) = err {
@@ -204,7 +234,9 @@ impl Doc {
             return Err(DocError::CounterEntryTooLarge { total });
         }
         let mut latest = None::<Timestamp>;
-        delta.store.for_each_timestamp(&mut |t| latest = latest.max(Some(t)));
+        delta
+            .store
+            .for_each_timestamp(&mut |t| latest = latest.max(Some(t)));
         if let Some(t) = latest {
             crate::clock::Hlc::new(limits.max_drift_ms).check(t, limits.now_ms)?;
         }
@@ -229,7 +261,12 @@ struct Writer<'a> {
 
 impl Writer<'_> {
     /// The delta store and context of `kind` applied at `path` under `map`.
-    fn write(&self, map: &Map, path: &[String], kind: &OpKind) -> Result<(Map, CausalContext), DocError> {
+    fn write(
+        &self,
+        map: &Map,
+        path: &[String],
+        kind: &OpKind,
+    ) -> Result<(Map, CausalContext), DocError> {
         let (key, rest) = path.split_first().ok_or(DocError::EmptyPath)?;
         let current = map.get(key);
         let empty = Entry::default();
@@ -238,7 +275,10 @@ impl Writer<'_> {
             // Descend into a nested map, creating it implicitly.
             check_kind(key, entry, Kind::Map)?;
             let (inner, ctx) = self.write(&entry.map, rest, kind)?;
-            let wrapped = Entry { map: inner, ..Entry::default() };
+            let wrapped = Entry {
+                map: inner,
+                ..Entry::default()
+            };
             return Ok((Map::singleton(key.clone(), wrapped), ctx));
         }
         let mut delta = Entry::default();
@@ -282,7 +322,11 @@ impl Writer<'_> {
 
 fn check_kind(key: &str, entry: &Entry, wanted: Kind) -> Result<(), DocError> {
     match entry.kind() {
-        Some(found) if found != wanted => Err(DocError::WrongKind { key: key.to_owned(), found, wanted }),
+        Some(found) if found != wanted => Err(DocError::WrongKind {
+            key: key.to_owned(),
+            found,
+            wanted,
+        }),
         _ => Ok(()),
     }
 }
@@ -293,7 +337,10 @@ mod tests {
     use serde_json::json;
 
     fn ts(ms: u64) -> Timestamp {
-        Timestamp { millis: ms, logical: 0 }
+        Timestamp {
+            millis: ms,
+            logical: 0,
+        }
     }
 
     fn write(doc: &mut Doc, actor: u64, t: u64, op: Op) -> Delta {
@@ -312,10 +359,33 @@ mod tests {
         write(&mut d, 1, 1, Op::new("n", OpKind::Incr(5)));
         write(&mut d, 1, 2, Op::new("n", OpKind::Incr(-2)));
         write(&mut d, 1, 3, Op::new("title", OpKind::Set("hello".into())));
-        write(&mut d, 1, 4, Op::new("obj", OpKind::Set(Json::parse_or_string(r#"{"b":[1,2]}"#))));
-        write(&mut d, 1, 5, Op::new("tags", OpKind::Add(vec!["z".into(), "a".into()])));
-        write(&mut d, 1, 6, Op::new("mv", OpKind::SetMulti(Json::parse_or_string("7"))));
-        write(&mut d, 1, 7, Op::at(["cfg", "net", "port"], OpKind::Set(Json::parse_or_string("8080"))));
+        write(
+            &mut d,
+            1,
+            4,
+            Op::new("obj", OpKind::Set(Json::parse_or_string(r#"{"b":[1,2]}"#))),
+        );
+        write(
+            &mut d,
+            1,
+            5,
+            Op::new("tags", OpKind::Add(vec!["z".into(), "a".into()])),
+        );
+        write(
+            &mut d,
+            1,
+            6,
+            Op::new("mv", OpKind::SetMulti(Json::parse_or_string("7"))),
+        );
+        write(
+            &mut d,
+            1,
+            7,
+            Op::at(
+                ["cfg", "net", "port"],
+                OpKind::Set(Json::parse_or_string("8080")),
+            ),
+        );
         assert_eq!(
             d.to_json(),
             json!({
@@ -332,7 +402,12 @@ mod tests {
         let mut d = doc();
         write(&mut d, 1, 1, Op::new("n", OpKind::Incr(1)));
         let before = d.clone();
-        d.prepare(ActorId::from_index(1), ts(2), &Op::new("n", OpKind::Incr(1))).unwrap();
+        d.prepare(
+            ActorId::from_index(1),
+            ts(2),
+            &Op::new("n", OpKind::Incr(1)),
+        )
+        .unwrap();
         assert_eq!(d, before);
     }
 
@@ -340,9 +415,25 @@ mod tests {
     fn writing_the_wrong_kind_is_refused_but_set_replaces_anything() {
         let mut d = doc();
         write(&mut d, 1, 1, Op::new("n", OpKind::Incr(1)));
-        let err = d.prepare(ActorId::from_index(1), ts(2), &Op::new("n", OpKind::Add(vec!["x".into()])));
-        assert!(matches!(err, Err(DocError::WrongKind { found: Kind::Counter, wanted: Kind::Set, .. })));
-        write(&mut d, 1, 3, Op::new("n", OpKind::Set("now a string".into())));
+        let err = d.prepare(
+            ActorId::from_index(1),
+            ts(2),
+            &Op::new("n", OpKind::Add(vec!["x".into()])),
+        );
+        assert!(matches!(
+            err,
+            Err(DocError::WrongKind {
+                found: Kind::Counter,
+                wanted: Kind::Set,
+                ..
+            })
+        ));
+        write(
+            &mut d,
+            1,
+            3,
+            Op::new("n", OpKind::Set("now a string".into())),
+        );
         assert_eq!(d.get(&["n"]), Some(json!("now a string")));
         assert_eq!(d.entry(&["n"]).unwrap().counter.value(), 0);
     }
@@ -365,29 +456,55 @@ mod tests {
     fn paths_deeper_than_the_limit_are_refused() {
         let d = doc();
         let path: Vec<String> = (0..=MAX_DEPTH).map(|i| i.to_string()).collect();
-        let err = d.prepare(ActorId::from_index(1), ts(1), &Op::at(path, OpKind::Incr(1)));
+        let err = d.prepare(
+            ActorId::from_index(1),
+            ts(1),
+            &Op::at(path, OpKind::Incr(1)),
+        );
         assert!(matches!(err, Err(DocError::TooDeep { .. })));
     }
 
     #[test]
     fn validation_refuses_forged_or_hostile_deltas() {
         let d = doc();
-        let limits = DeltaLimits { now_ms: 1_000, max_drift_ms: 100, max_dot_lead: 1_000 };
+        let limits = DeltaLimits {
+            now_ms: 1_000,
+            max_drift_ms: 100,
+            max_dot_lead: 1_000,
+        };
         let (a, b) = (ActorId::from_index(1), ActorId::from_index(2));
         let good = d.prepare(a, ts(1), &Op::new("k", OpKind::Incr(1))).unwrap();
         assert!(d.validate_delta(&a, &good, &limits).is_ok());
         // Claiming another actor's write.
-        assert!(matches!(d.validate_delta(&b, &good, &limits), Err(DocError::ForeignDot { .. })));
+        assert!(matches!(
+            d.validate_delta(&b, &good, &limits),
+            Err(DocError::ForeignDot { .. })
+        ));
         // A register from the year 9999.
-        let future = d.prepare(a, ts(253_402_300_799_000), &Op::new("k", OpKind::Set("x".into()))).unwrap();
-        assert!(matches!(d.validate_delta(&a, &future, &limits), Err(DocError::Clock(_))));
+        let future = d
+            .prepare(
+                a,
+                ts(253_402_300_799_000),
+                &Op::new("k", OpKind::Set("x".into())),
+            )
+            .unwrap();
+        assert!(matches!(
+            d.validate_delta(&a, &future, &limits),
+            Err(DocError::Clock(_))
+        ));
         // Dots far ahead of anything seen.
         let mut ahead = good.clone();
         ahead.ctx.insert_range(b, 1, 1 << 40);
-        assert!(matches!(d.validate_delta(&a, &ahead, &limits), Err(DocError::DotTooFarAhead { .. })));
+        assert!(matches!(
+            d.validate_delta(&a, &ahead, &limits),
+            Err(DocError::DotTooFarAhead { .. })
+        ));
         // A dot the context does not cover.
         let mut outside = good.clone();
         outside.ctx = CausalContext::new();
-        assert!(matches!(d.validate_delta(&a, &outside, &limits), Err(DocError::DotOutsideContext { .. })));
+        assert!(matches!(
+            d.validate_delta(&a, &outside, &limits),
+            Err(DocError::DotOutsideContext { .. })
+        ));
     }
 }

@@ -73,7 +73,11 @@ impl DocId {
 
 impl fmt::Display for DocId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&data_encoding::BASE32_NOPAD.encode(&self.0).to_ascii_lowercase())
+        f.write_str(
+            &data_encoding::BASE32_NOPAD
+                .encode(&self.0)
+                .to_ascii_lowercase(),
+        )
     }
 }
 
@@ -90,7 +94,9 @@ impl FromStr for DocId {
         let bytes = data_encoding::BASE32_NOPAD
             .decode(s.to_ascii_uppercase().as_bytes())
             .map_err(|_| ParseDocIdError(s.to_owned()))?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| ParseDocIdError(s.to_owned()))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| ParseDocIdError(s.to_owned()))?;
         Ok(DocId(arr))
     }
 }

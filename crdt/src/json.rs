@@ -29,7 +29,8 @@ impl Json {
     /// Accepts text only if it is already canonical JSON (used on untrusted input).
     pub fn from_canonical(text: String) -> Option<Self> {
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        (v.to_string() == text).then_some(Json(text))
+        let canonical = v.to_string();
+        (canonical == text).then_some(Json(text))
     }
 
     pub fn to_value(&self) -> serde_json::Value {
@@ -61,7 +62,10 @@ mod tests {
     #[test]
     fn parses_json_or_falls_back_to_a_string() {
         assert_eq!(Json::parse_or_string("42").as_str(), "42");
-        assert_eq!(Json::parse_or_string("{ \"b\":1, \"a\":2 }").as_str(), r#"{"a":2,"b":1}"#);
+        assert_eq!(
+            Json::parse_or_string("{ \"b\":1, \"a\":2 }").as_str(),
+            r#"{"a":2,"b":1}"#
+        );
         assert_eq!(Json::parse_or_string("hello").as_str(), r#""hello""#);
     }
 

@@ -18,7 +18,7 @@ use crate::json::Json;
 use crate::mvreg::MvRegister;
 use crate::register::LwwRegister;
 use crate::set::OrSet;
-use crate::store::{Join, DotMap, DotStore};
+use crate::store::{DotMap, DotStore, Join};
 
 /// The kinds of value a key can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -77,10 +77,14 @@ impl Entry {
         use serde_json::Value;
         match self.kind() {
             Some(Kind::Map) => self.map.to_json(),
-            Some(Kind::Set) => Value::Array(self.set.iter().map(|m| Value::String(m.clone())).collect()),
+            Some(Kind::Set) => {
+                Value::Array(self.set.iter().map(|m| Value::String(m.clone())).collect())
+            }
             Some(Kind::Counter) => counter_json(self.counter.value()),
             Some(Kind::Register) => self.register.value().map_or(Value::Null, Json::to_value),
-            Some(Kind::MultiRegister) => Value::Array(self.mv.values().into_iter().map(Json::to_value).collect()),
+            Some(Kind::MultiRegister) => {
+                Value::Array(self.mv.values().into_iter().map(Json::to_value).collect())
+            }
             None => Value::Null,
         }
     }
@@ -146,6 +150,16 @@ impl Map {
         self.0.is_empty()
     }
 
+    /// A map of the given entries; bottom entries are left out.
+    pub fn from_entries(entries: impl IntoIterator<Item = (String, Entry)>) -> Map {
+        Map(DotMap(
+            entries
+                .into_iter()
+                .filter(|(_, e)| !e.is_bottom())
+                .collect(),
+        ))
+    }
+
     /// A map holding one key (used to wrap a nested delta).
     pub(crate) fn singleton(key: String, entry: Entry) -> Map {
         let mut m = Map::default();
@@ -161,7 +175,16 @@ impl Map {
 
     /// Deepest nesting of maps below this one (0 for a flat map).
     pub fn depth(&self) -> usize {
-        self.iter().map(|(_, e)| if e.map.is_bottom() { 0 } else { 1 + e.map.depth() }).max().unwrap_or(0)
+        self.iter()
+            .map(|(_, e)| {
+                if e.map.is_bottom() {
+                    0
+                } else {
+                    1 + e.map.depth()
+                }
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn for_each_timestamp(&self, f: &mut dyn FnMut(Timestamp)) {

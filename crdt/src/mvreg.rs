@@ -4,7 +4,7 @@
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::id::ActorId;
-use crate::store::{Join, Causal, DotFun, DotStore};
+use crate::store::{Causal, DotFun, DotStore, Join};
 
 /// A multi-value register as a dot store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,7 +28,10 @@ impl<T: Clone + Ord + std::fmt::Debug> MvRegister<T> {
     /// The delta that sets the register to `value` as `actor`.
     pub fn set(&self, ctx: &CausalContext, actor: ActorId, value: T) -> Causal<Self> {
         let dot = ctx.next_dot(actor);
-        let mut delta = Causal { store: MvRegister::default(), ctx: self.dots() };
+        let mut delta = Causal {
+            store: MvRegister::default(),
+            ctx: self.dots(),
+        };
         delta.ctx.insert(dot);
         delta.store.0 .0.insert(dot, value);
         delta

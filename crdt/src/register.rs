@@ -9,7 +9,7 @@ use crate::clock::Timestamp;
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::id::ActorId;
-use crate::store::{Join, Causal, DotFun, DotStore};
+use crate::store::{Causal, DotFun, DotStore, Join};
 
 /// An LWW register as a dot store; `T` is the value type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,9 +35,18 @@ impl<T: Clone + Ord + std::fmt::Debug> LwwRegister<T> {
     }
 
     /// The delta that sets the register to `value` at time `ts` as `actor`.
-    pub fn set(&self, ctx: &CausalContext, actor: ActorId, ts: Timestamp, value: T) -> Causal<Self> {
+    pub fn set(
+        &self,
+        ctx: &CausalContext,
+        actor: ActorId,
+        ts: Timestamp,
+        value: T,
+    ) -> Causal<Self> {
         let dot = ctx.next_dot(actor);
-        let mut delta = Causal { store: LwwRegister::default(), ctx: self.dots() };
+        let mut delta = Causal {
+            store: LwwRegister::default(),
+            ctx: self.dots(),
+        };
         delta.ctx.insert(dot);
         delta.store.0 .0.insert(dot, (ts, value));
         delta
@@ -70,7 +79,10 @@ mod tests {
     use super::*;
 
     fn ts(ms: u64) -> Timestamp {
-        Timestamp { millis: ms, logical: 0 }
+        Timestamp {
+            millis: ms,
+            logical: 0,
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::id::ActorId;
-use crate::store::{Join, Causal, DotMap, DotSet, DotStore};
+use crate::store::{Causal, DotMap, DotSet, DotStore, Join};
 
 /// An OR-set of `T` as a dot store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +38,15 @@ impl<T: Ord + Clone + std::fmt::Debug> OrSet<T> {
     }
 
     /// The delta that adds `members` as `actor`: one new dot per member.
-    pub fn add(&self, ctx: &CausalContext, actor: ActorId, members: impl IntoIterator<Item = T>) -> Causal<Self> {
+    pub fn add(
+        &self,
+        ctx: &CausalContext,
+        actor: ActorId,
+        members: impl IntoIterator<Item = T>,
+    ) -> Causal<Self> {
         let mut delta = Causal::<Self>::new();
-        let mut next = ctx.next_dot(actor).counter;
-        for m in members {
+        let first = ctx.next_dot(actor).counter;
+        for (next, m) in (first..).zip(members) {
             if let Some(old) = self.0.get(&m) {
                 old.iter().for_each(|d| delta.ctx.insert(*d));
             }
@@ -50,7 +55,6 @@ impl<T: Ord + Clone + std::fmt::Debug> OrSet<T> {
                 prev.iter().for_each(|d| delta.ctx.insert(*d));
             }
             let dot = Dot::new(actor, next);
-            next += 1;
             delta.ctx.insert(dot);
             delta.store.0 .0.insert(m, DotSet::single(dot));
         }
@@ -90,7 +94,11 @@ impl<T: Ord + Clone + std::fmt::Debug> DotStore for OrSet<T> {
 
 impl<T: Ord + Clone + std::fmt::Debug> Causal<OrSet<T>> {
     /// Adds locally and returns the delta to ship.
-    pub fn apply_add(&mut self, actor: ActorId, members: impl IntoIterator<Item = T>) -> Causal<OrSet<T>> {
+    pub fn apply_add(
+        &mut self,
+        actor: ActorId,
+        members: impl IntoIterator<Item = T>,
+    ) -> Causal<OrSet<T>> {
         let delta = self.store.add(&self.ctx, actor, members);
         self.join_with(&delta);
         delta

@@ -64,7 +64,11 @@ pub struct Join<'a> {
 impl<'a> Join<'a> {
     /// A join that assumes any dot may be removed anywhere (always exact).
     pub fn full(ctx: &'a CausalContext, other_ctx: &'a CausalContext) -> Self {
-        Join { ctx, other_ctx, removable: Cell::new(u64::MAX) }
+        Join {
+            ctx,
+            other_ctx,
+            removable: Cell::new(u64::MAX),
+        }
     }
 
     /// Records that a held dot was removed because the other side had seen it.
@@ -339,9 +343,18 @@ impl<S: DotStore> Causal<S> {
         // Dots `other` has seen that `self` has too, less those `other` still holds: the
         // most dots this join can remove from `self`.
         let mut held_by_other = 0u64;
-        other.store.for_each_dot(&mut |d| held_by_other += u64::from(self.ctx.contains(d)));
-        let removable = self.ctx.intersection_len(&other.ctx).saturating_sub(held_by_other);
-        let j = Join { ctx: &self.ctx, other_ctx: &other.ctx, removable: Cell::new(removable) };
+        other
+            .store
+            .for_each_dot(&mut |d| held_by_other += u64::from(self.ctx.contains(d)));
+        let removable = self
+            .ctx
+            .intersection_len(&other.ctx)
+            .saturating_sub(held_by_other);
+        let j = Join {
+            ctx: &self.ctx,
+            other_ctx: &other.ctx,
+            removable: Cell::new(removable),
+        };
         self.store.join(&other.store, &j);
         self.ctx.union(&other.ctx);
     }
@@ -397,7 +410,10 @@ mod tests {
     fn a_dot_the_other_side_never_saw_survives() {
         let mut mine = DotSet::single(d(1, 1));
         let my_ctx = ctx_of(&[d(1, 1)]);
-        mine.join(&DotSet::default(), &Join::full(&my_ctx, &CausalContext::new()));
+        mine.join(
+            &DotSet::default(),
+            &Join::full(&my_ctx, &CausalContext::new()),
+        );
         assert_eq!(mine, DotSet::single(d(1, 1)));
     }
 

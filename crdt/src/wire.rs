@@ -48,7 +48,9 @@ impl Actors {
 }
 
 fn map_to_wire<'a>(m: &'a Map, actors: &Actors) -> WireMap<'a> {
-    m.iter().map(|(k, e)| (Cow::Borrowed(k.as_str()), entry_to_wire(e, actors))).collect()
+    m.iter()
+        .map(|(k, e)| (Cow::Borrowed(k.as_str()), entry_to_wire(e, actors)))
+        .collect()
 }
 
 fn entry_to_wire<'a>(e: &'a Entry, actors: &Actors) -> WireEntry<'a> {
@@ -56,13 +58,23 @@ fn entry_to_wire<'a>(e: &'a Entry, actors: &Actors) -> WireEntry<'a> {
     for (d, v) in e.counter.entries() {
         counter.extend([u64::from(actors.idx(&d.actor)), d.counter, v.inc, v.dec]);
     }
-    let register = e.register.entries().map(|(d, (ts, v))| (actors.idx(&d.actor), d.counter, *ts, Cow::Borrowed(v))).collect();
-    let mv = e.mv.entries().map(|(d, v)| (actors.idx(&d.actor), d.counter, Cow::Borrowed(v))).collect();
+    let register = e
+        .register
+        .entries()
+        .map(|(d, (ts, v))| (actors.idx(&d.actor), d.counter, *ts, Cow::Borrowed(v)))
+        .collect();
+    let mv =
+        e.mv.entries()
+            .map(|(d, v)| (actors.idx(&d.actor), d.counter, Cow::Borrowed(v)))
+            .collect();
     let set = e
         .set
         .entries()
         .map(|(m, dots)| {
-            let flat = dots.iter().flat_map(|d| [u64::from(actors.idx(&d.actor)), d.counter]).collect();
+            let flat = dots
+                .iter()
+                .flat_map(|d| [u64::from(actors.idx(&d.actor)), d.counter])
+                .collect();
             (Cow::Borrowed(m.as_str()), flat)
         })
         .collect();
@@ -72,8 +84,18 @@ fn entry_to_wire<'a>(e: &'a Entry, actors: &Actors) -> WireEntry<'a> {
 impl Serialize for Causal<Map> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let table: Vec<ActorId> = self.ctx.actors().copied().collect();
-        let actors = Actors(table.iter().enumerate().map(|(i, a)| (*a, i as u32)).collect());
-        let ctx = self.ctx.iter().map(|(_, r)| r.iter().flat_map(|&(lo, hi)| [lo, hi]).collect()).collect();
+        let actors = Actors(
+            table
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (*a, i as u32))
+                .collect(),
+        );
+        let ctx = self
+            .ctx
+            .iter()
+            .map(|(_, r)| r.iter().flat_map(|&(lo, hi)| [lo, hi]).collect())
+            .collect();
         WireState(table, ctx, map_to_wire(&self.store, &actors)).serialize(s)
     }
 }
@@ -88,7 +110,10 @@ struct Decoder<'t> {
 
 impl Decoder<'_> {
     fn dot(&self, idx: u64, counter: u64) -> Result<Dot, Refusal> {
-        let actor = usize::try_from(idx).ok().and_then(|i| self.table.get(i)).ok_or("actor index out of range")?;
+        let actor = usize::try_from(idx)
+            .ok()
+            .and_then(|i| self.table.get(i))
+            .ok_or("actor index out of range")?;
         if counter == 0 {
             return Err("dot counter 0");
         }
@@ -122,18 +147,36 @@ impl Decoder<'_> {
         }
         for q in w.0.chunks_exact(4) {
             let d = self.dot(q[0], q[1])?;
-            if e.counter.0 .0.insert(d, PnEntry { inc: q[2], dec: q[3] }).is_some() {
+            if e.counter
+                .0
+                 .0
+                .insert(
+                    d,
+                    PnEntry {
+                        inc: q[2],
+                        dec: q[3],
+                    },
+                )
+                .is_some()
+            {
                 return Err("duplicate counter dot");
             }
         }
         for (i, c, ts, v) in w.1 {
-            let v = Json::from_canonical(v.into_owned().as_str().to_owned()).ok_or("non-canonical JSON")?;
-            if e.register.0 .0.insert(self.dot(i.into(), c)?, (ts, v)).is_some() {
+            let v = Json::from_canonical(v.into_owned().as_str().to_owned())
+                .ok_or("non-canonical JSON")?;
+            if e.register
+                .0
+                 .0
+                .insert(self.dot(i.into(), c)?, (ts, v))
+                .is_some()
+            {
                 return Err("duplicate register dot");
             }
         }
         for (i, c, v) in w.2 {
-            let v = Json::from_canonical(v.into_owned().as_str().to_owned()).ok_or("non-canonical JSON")?;
+            let v = Json::from_canonical(v.into_owned().as_str().to_owned())
+                .ok_or("non-canonical JSON")?;
             if e.mv.0 .0.insert(self.dot(i.into(), c)?, v).is_some() {
                 return Err("duplicate register dot");
             }
@@ -143,8 +186,14 @@ impl Decoder<'_> {
             if flat.len() % 2 != 0 {
                 return Err("set dots not in pairs");
             }
-            let dots: SmallVec<[Dot; 1]> = flat.chunks_exact(2).map(|p| self.dot(p[0], p[1])).collect::<Result<_, _>>()?;
-            members.push((m.into_owned(), DotSet::from_sorted(dots).ok_or("set dots empty or unsorted")?));
+            let dots: SmallVec<[Dot; 1]> = flat
+                .chunks_exact(2)
+                .map(|p| self.dot(p[0], p[1]))
+                .collect::<Result<_, _>>()?;
+            members.push((
+                m.into_owned(),
+                DotSet::from_sorted(dots).ok_or("set dots empty or unsorted")?,
+            ));
         }
         if !members.windows(2).all(|p| p[0].0 < p[1].0) {
             return Err("set members not strictly sorted");
@@ -159,7 +208,9 @@ impl<'de> Deserialize<'de> for Causal<Map> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let WireState(table, ranges, root) = WireState::deserialize(d)?;
         if table.len() != ranges.len() || !table.windows(2).all(|p| p[0] < p[1]) {
-            return Err(D::Error::custom("actor table unsorted or not matching the context"));
+            return Err(D::Error::custom(
+                "actor table unsorted or not matching the context",
+            ));
         }
         let mut per_actor = Vec::with_capacity(table.len());
         for (a, flat) in table.iter().zip(ranges) {
@@ -170,7 +221,12 @@ impl<'de> Deserialize<'de> for Causal<Map> {
             per_actor.push((*a, r));
         }
         let ctx = CausalContext::from_ranges(per_actor).map_err(D::Error::custom)?;
-        let store = Decoder { table: &table, depth: 0 }.map(root).map_err(D::Error::custom)?;
+        let store = Decoder {
+            table: &table,
+            depth: 0,
+        }
+        .map(root)
+        .map_err(D::Error::custom)?;
         let mut outside = None;
         store.for_each_dot(&mut |d| {
             if outside.is_none() && !ctx.contains(d) {
@@ -178,7 +234,10 @@ impl<'de> Deserialize<'de> for Causal<Map> {
             }
         });
         if let Some(d) = outside {
-            return Err(D::Error::custom(format!("dot {}:{} held but not in the context", d.actor, d.counter)));
+            return Err(D::Error::custom(format!(
+                "dot {}:{} held but not in the context",
+                d.actor, d.counter
+            )));
         }
         Ok(Causal { store, ctx })
     }
@@ -203,7 +262,16 @@ mod tests {
         ];
         for (i, op) in ops.iter().enumerate() {
             let actor = ActorId::from_index(i as u64 % 2 + 1);
-            let delta = d.prepare(actor, Timestamp { millis: i as u64, logical: 0 }, op).unwrap();
+            let delta = d
+                .prepare(
+                    actor,
+                    Timestamp {
+                        millis: i as u64,
+                        logical: 0,
+                    },
+                    op,
+                )
+                .unwrap();
             d.apply(&delta);
         }
         d
@@ -222,7 +290,10 @@ mod tests {
     fn every_truncation_of_a_valid_encoding_is_refused() {
         let bytes = encode(sample().state());
         for n in 0..bytes.len() {
-            assert!(decode::<Causal<Map>>(&bytes[..n], 1 << 20).is_err(), "prefix {n} decoded");
+            assert!(
+                decode::<Causal<Map>>(&bytes[..n], 1 << 20).is_err(),
+                "prefix {n} decoded"
+            );
         }
     }
 
@@ -230,24 +301,62 @@ mod tests {
     fn hostile_layouts_are_refused() {
         let a = ActorId::from_index(1);
         let enc = |s: &WireState<'_>| serde_cbor::to_vec(s).unwrap();
-        let set_entry = |dots: Vec<u64>| WireEntry(vec![], vec![], vec![], vec![(Cow::Borrowed("m"), dots)], vec![]);
+        let set_entry = |dots: Vec<u64>| {
+            WireEntry(
+                vec![],
+                vec![],
+                vec![],
+                vec![(Cow::Borrowed("m"), dots)],
+                vec![],
+            )
+        };
         let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("index out of range", enc(&WireState(vec![a], vec![vec![1, 1]], vec![(Cow::Borrowed("k"), set_entry(vec![5, 1]))]))),
-            ("dot outside context", enc(&WireState(vec![a], vec![vec![1, 1]], vec![(Cow::Borrowed("k"), set_entry(vec![0, 9]))]))),
-            ("bad range", enc(&WireState(vec![a], vec![vec![5, 1]], vec![]))),
+            (
+                "index out of range",
+                enc(&WireState(
+                    vec![a],
+                    vec![vec![1, 1]],
+                    vec![(Cow::Borrowed("k"), set_entry(vec![5, 1]))],
+                )),
+            ),
+            (
+                "dot outside context",
+                enc(&WireState(
+                    vec![a],
+                    vec![vec![1, 1]],
+                    vec![(Cow::Borrowed("k"), set_entry(vec![0, 9]))],
+                )),
+            ),
+            (
+                "bad range",
+                enc(&WireState(vec![a], vec![vec![5, 1]], vec![])),
+            ),
             ("table mismatch", enc(&WireState(vec![a], vec![], vec![]))),
             (
                 "unsorted keys",
                 enc(&WireState(
                     vec![a],
                     vec![vec![1, 2]],
-                    vec![(Cow::Borrowed("z"), set_entry(vec![0, 1])), (Cow::Borrowed("a"), set_entry(vec![0, 2]))],
+                    vec![
+                        (Cow::Borrowed("z"), set_entry(vec![0, 1])),
+                        (Cow::Borrowed("a"), set_entry(vec![0, 2])),
+                    ],
                 )),
             ),
-            ("empty entry", enc(&WireState(vec![a], vec![vec![1, 1]], vec![(Cow::Borrowed("k"), WireEntry::default())]))),
+            (
+                "empty entry",
+                enc(&WireState(
+                    vec![a],
+                    vec![vec![1, 1]],
+                    vec![(Cow::Borrowed("k"), WireEntry::default())],
+                )),
+            ),
         ];
         for (what, bytes) in cases {
-            assert!(decode::<Causal<Map>>(&bytes, 1 << 20).is_err(), "{what} was accepted");
+            assert!(
+                decode::<Causal<Map>>(&bytes, 1 << 20).is_err(),
+                "{what} was accepted"
+            );
         }
     }
 }

@@ -26,7 +26,12 @@ trait Subject: 'static {
     type Store: DotStore + 'static;
     type Op: Debug + Clone + 'static;
     fn op() -> BoxedStrategy<Self::Op>;
-    fn delta(state: &Causal<Self::Store>, actor: ActorId, ts: Timestamp, op: &Self::Op) -> Causal<Self::Store>;
+    fn delta(
+        state: &Causal<Self::Store>,
+        actor: ActorId,
+        ts: Timestamp,
+        op: &Self::Op,
+    ) -> Causal<Self::Store>;
 }
 
 /// One step of a history: replica `r` writes `op`, or (if `None`) merges replica `r + 1`.
@@ -38,15 +43,24 @@ fn history<S: Subject>() -> impl Strategy<Value = Vec<Step<S::Op>>> {
     prop::collection::vec((0..REPLICAS, prop::option::weighted(0.8, S::op())), 0..40)
 }
 
-/// Runs a history; returns the replicas' states and every delta written.
-fn play<S: Subject>(steps: &[Step<S::Op>]) -> (Vec<Causal<S::Store>>, Vec<Causal<S::Store>>) {
+/// The replicas' states after a history, and every delta written.
+type Played<S> = (
+    Vec<Causal<<S as Subject>::Store>>,
+    Vec<Causal<<S as Subject>::Store>>,
+);
+
+/// Runs a history.
+fn play<S: Subject>(steps: &[Step<S::Op>]) -> Played<S> {
     let mut states = vec![Causal::<S::Store>::default(); REPLICAS];
     let mut deltas = Vec::new();
     for (t, (r, op)) in steps.iter().enumerate() {
         match op {
             Some(op) => {
                 let actor = ActorId::from_index(*r as u64 + 1);
-                let ts = Timestamp { millis: t as u64 / 3, logical: 0 };
+                let ts = Timestamp {
+                    millis: t as u64 / 3,
+                    logical: 0,
+                };
                 let d = S::delta(&states[*r], actor, ts, op);
                 states[*r].join_with(&d);
                 deltas.push(d);
@@ -68,26 +82,50 @@ fn joined<L: Lattice>(a: &L, b: &L) -> L {
 
 fn check_lattice<L: Lattice + PartialEq + Debug>(a: &L, b: &L, c: &L) -> Result<(), TestCaseError> {
     prop_assert_eq!(joined(a, b), joined(b, a), "join is not commutative");
-    prop_assert_eq!(joined(&joined(a, b), c), joined(a, &joined(b, c)), "join is not associative");
+    prop_assert_eq!(
+        joined(&joined(a, b), c),
+        joined(a, &joined(b, c)),
+        "join is not associative"
+    );
     prop_assert_eq!(joined(a, a), a.clone(), "join is not idempotent");
     Ok(())
 }
 
-fn check_laws<S: Subject>(steps: &[Step<S::Op>], op: &S::Op, order: &[usize]) -> Result<(), TestCaseError> {
+fn check_laws<S: Subject>(
+    steps: &[Step<S::Op>],
+    op: &S::Op,
+    order: &[usize],
+) -> Result<(), TestCaseError> {
     let (states, deltas) = play::<S>(steps);
     let (a, b, c) = (&states[0], &states[1], &states[2]);
     check_lattice(a, b, c)?;
 
     // Shipping the delta vs shipping the mutated state, to a replica that has seen `a`.
-    let d = S::delta(a, ActorId::from_index(1), Timestamp { millis: 1_000, logical: 0 }, op);
+    let d = S::delta(
+        a,
+        ActorId::from_index(1),
+        Timestamp {
+            millis: 1_000,
+            logical: 0,
+        },
+        op,
+    );
     let seen_a = joined(b, a);
-    prop_assert_eq!(joined(&seen_a, &d), joined(&seen_a, &joined(a, &d)), "delta differs from full state");
+    prop_assert_eq!(
+        joined(&seen_a, &d),
+        joined(&seen_a, &joined(a, &d)),
+        "delta differs from full state"
+    );
 
     // The fast join agrees with the exact join, for deltas and for whole states.
     for other in [&d, c] {
         let mut exact = seen_a.clone();
         exact.join_exact(other);
-        prop_assert_eq!(joined(&seen_a, other), exact, "fast join differs from exact join");
+        prop_assert_eq!(
+            joined(&seen_a, other),
+            exact,
+            "fast join differs from exact join"
+        );
     }
 
     // Deltas in any order, with duplicates, converge to the join of all states.
@@ -104,7 +142,11 @@ fn check_laws<S: Subject>(steps: &[Step<S::Op>], op: &S::Op, order: &[usize]) ->
     let mut all = a.clone();
     all.join_with(b);
     all.join_with(c);
-    prop_assert_eq!(&all, &expected, "replica states are not the join of the deltas");
+    prop_assert_eq!(
+        &all,
+        &expected,
+        "replica states are not the join of the deltas"
+    );
     Ok(())
 }
 
@@ -116,7 +158,9 @@ impl Subject for Counter {
         (-5i64..=5).boxed()
     }
     fn delta(s: &Causal<PnCounter>, actor: ActorId, _: Timestamp, by: &i64) -> Causal<PnCounter> {
-        s.store.incr(&s.ctx, actor, *by).expect("small increments never overflow")
+        s.store
+            .incr(&s.ctx, actor, *by)
+            .expect("small increments never overflow")
     }
 }
 
@@ -127,7 +171,12 @@ impl Subject for Lww {
     fn op() -> BoxedStrategy<u8> {
         (0u8..4).boxed()
     }
-    fn delta(s: &Causal<LwwRegister<u8>>, actor: ActorId, ts: Timestamp, v: &u8) -> Causal<LwwRegister<u8>> {
+    fn delta(
+        s: &Causal<LwwRegister<u8>>,
+        actor: ActorId,
+        ts: Timestamp,
+        v: &u8,
+    ) -> Causal<LwwRegister<u8>> {
         s.store.set(&s.ctx, actor, ts, *v)
     }
 }
@@ -139,7 +188,12 @@ impl Subject for Mv {
     fn op() -> BoxedStrategy<u8> {
         (0u8..4).boxed()
     }
-    fn delta(s: &Causal<MvRegister<u8>>, actor: ActorId, _: Timestamp, v: &u8) -> Causal<MvRegister<u8>> {
+    fn delta(
+        s: &Causal<MvRegister<u8>>,
+        actor: ActorId,
+        _: Timestamp,
+        v: &u8,
+    ) -> Causal<MvRegister<u8>> {
         s.store.set(&s.ctx, actor, *v)
     }
 }
@@ -152,7 +206,12 @@ impl Subject for Set {
     fn op() -> BoxedStrategy<(bool, Vec<u8>)> {
         (any::<bool>(), prop::collection::vec(0u8..6, 1..3)).boxed()
     }
-    fn delta(s: &Causal<OrSet<u8>>, actor: ActorId, _: Timestamp, (add, m): &(bool, Vec<u8>)) -> Causal<OrSet<u8>> {
+    fn delta(
+        s: &Causal<OrSet<u8>>,
+        actor: ActorId,
+        _: Timestamp,
+        (add, m): &(bool, Vec<u8>),
+    ) -> Causal<OrSet<u8>> {
         if *add {
             s.store.add(&s.ctx, actor, m.iter().copied())
         } else {
@@ -172,11 +231,15 @@ impl Subject for Docs {
             (-3i64..=3).prop_map(OpKind::Incr),
             (0u8..3).prop_map(|v| OpKind::Set(Json::parse_or_string(&v.to_string()))),
             (0u8..3).prop_map(|v| OpKind::SetMulti(Json::parse_or_string(&v.to_string()))),
-            prop::collection::vec(0u8..4, 1..3).prop_map(|m| OpKind::Add(m.iter().map(|x| x.to_string()).collect())),
-            prop::collection::vec(0u8..4, 1..3).prop_map(|m| OpKind::Remove(m.iter().map(|x| x.to_string()).collect())),
+            prop::collection::vec(0u8..4, 1..3)
+                .prop_map(|m| OpKind::Add(m.iter().map(|x| x.to_string()).collect())),
+            prop::collection::vec(0u8..4, 1..3)
+                .prop_map(|m| OpKind::Remove(m.iter().map(|x| x.to_string()).collect())),
             Just(OpKind::Delete),
         ];
-        (path, kind).prop_map(|(path, kind)| Op::at(path, kind)).boxed()
+        (path, kind)
+            .prop_map(|(path, kind)| Op::at(path, kind))
+            .boxed()
     }
     fn delta(s: &Causal<Map>, actor: ActorId, ts: Timestamp, op: &Op) -> Causal<Map> {
         // Ops of the wrong kind for a key are refused; they make an empty delta here.

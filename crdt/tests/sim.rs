@@ -38,7 +38,10 @@ fn check(mix: &str, seed: u64) -> Report {
         report.ok(),
         "simulation failed; replay with LATTICE_SIM_SEED={seed} LATTICE_SIM_MIX={mix}\n{report}"
     );
-    assert!(report.writes_acknowledged > 0, "seed {seed} ({mix}): no write was acknowledged\n{report}");
+    assert!(
+        report.writes_acknowledged > 0,
+        "seed {seed} ({mix}): no write was acknowledged\n{report}"
+    );
     report
 }
 
@@ -50,7 +53,10 @@ fn sweep(mix: &str, seeds: std::ops::Range<u64>) {
     }
     // The crash bursts must actually catch writes in flight, or the test proves little.
     if mix == "slow-disk" {
-        assert!(lost_unacked > 0, "no crash ever caught an unacknowledged write");
+        assert!(
+            lost_unacked > 0,
+            "no crash ever caught an unacknowledged write"
+        );
     }
 }
 
@@ -82,7 +88,10 @@ fn the_same_seed_gives_the_same_report() {
     assert_eq!(a, b);
     assert_eq!(a.to_string(), b.to_string());
     let c = run(&config("harsh", 8));
-    assert_ne!(a.digest, c.digest, "different seeds should write different data");
+    assert_ne!(
+        a.digest, c.digest,
+        "different seeds should write different data"
+    );
 }
 
 #[test]
@@ -99,7 +108,10 @@ fn a_network_that_drops_everything_never_converges_and_says_so() {
 /// Replays one seed from the environment (seed 0 of the default mix if unset).
 #[test]
 fn replay() {
-    let seed = std::env::var("LATTICE_SIM_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seed = std::env::var("LATTICE_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mix = std::env::var("LATTICE_SIM_MIX").unwrap_or_else(|_| "default".into());
     let r = check(&mix, seed);
     println!("{r}");

@@ -19,12 +19,29 @@ const TICK_MS: u64 = 250;
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { to: usize, from: usize, epoch: u64, msg: Message },
-    PersistDone { node: usize, epoch: u64, ticket: u64 },
-    Tick { node: usize },
-    Write { node: usize },
-    Crash { node: usize },
-    Restart { node: usize },
+    Deliver {
+        to: usize,
+        from: usize,
+        epoch: u64,
+        msg: Message,
+    },
+    PersistDone {
+        node: usize,
+        epoch: u64,
+        ticket: u64,
+    },
+    Tick {
+        node: usize,
+    },
+    Write {
+        node: usize,
+    },
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
     Partition,
     Heal,
     Check,
@@ -66,12 +83,26 @@ pub(super) struct Sim<'c> {
 impl<'c> Sim<'c> {
     pub(super) fn new(cfg: &'c SimConfig) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let doc = DocId::derive(&ActorId::from_index(0), "sim", &cfg.seed.to_be_bytes().repeat(2).try_into().unwrap_or([0; 16]));
+        let doc = DocId::derive(
+            &ActorId::from_index(0),
+            "sim",
+            &cfg.seed
+                .to_be_bytes()
+                .repeat(2)
+                .try_into()
+                .unwrap_or([0; 16]),
+        );
         let net = Net::new(cfg.nodes, cfg.degree, &mut rng);
         let nodes = (0..cfg.nodes)
             .map(|i| {
                 let actor = ActorId::from_index(i as u64 + 1);
-                let replica = Replica::new(doc, actor, Arc::new(TestAuth), cfg.replica.clone(), cfg.seed ^ (i as u64) << 20);
+                let replica = Replica::new(
+                    doc,
+                    actor,
+                    Arc::new(TestAuth),
+                    cfg.replica.clone(),
+                    cfg.seed ^ (i as u64) << 20,
+                );
                 Node {
                     actor,
                     replica: Some(replica),
@@ -174,7 +205,9 @@ impl<'c> Sim<'c> {
                 break;
             }
             self.now = at;
-            let Some(ev) = self.events.remove(&id) else { continue };
+            let Some(ev) = self.events.remove(&id) else {
+                continue;
+            };
             self.step(ev);
         }
         self.finish()
@@ -182,7 +215,12 @@ impl<'c> Sim<'c> {
 
     fn step(&mut self, ev: Ev) {
         match ev {
-            Ev::Deliver { to, from, epoch, msg } => {
+            Ev::Deliver {
+                to,
+                from,
+                epoch,
+                msg,
+            } => {
                 let node = &self.nodes[to];
                 if node.epoch != epoch || node.replica.is_none() || !self.net.linked(from, to) {
                     self.report.messages_lost += 1;
@@ -190,13 +228,23 @@ impl<'c> Sim<'c> {
                 }
                 let relay = matches!(msg, Message::Delta(_)).then(|| msg.clone());
                 let from_actor = self.nodes[from].actor;
-                let applied = self.input(to, Input::Message { from: from_actor, msg });
+                let applied = self.input(
+                    to,
+                    Input::Message {
+                        from: from_actor,
+                        msg,
+                    },
+                );
                 // Gossip relays what it newly accepted, as gossipsub does after validation.
                 if let (Some(m), true) = (relay, applied) {
                     self.send_to_peers(to, Some(from), m);
                 }
             }
-            Ev::PersistDone { node, epoch, ticket } => {
+            Ev::PersistDone {
+                node,
+                epoch,
+                ticket,
+            } => {
                 let n = &mut self.nodes[node];
                 if n.epoch != epoch {
                     return;
@@ -244,7 +292,9 @@ impl Sim<'_> {
     /// remote delta was applied.
     fn input(&mut self, node: usize, input: Input) -> bool {
         let now = self.now;
-        let Some(replica) = self.nodes[node].replica.as_mut() else { return false };
+        let Some(replica) = self.nodes[node].replica.as_mut() else {
+            return false;
+        };
         if replica.handle(now, input).is_err() {
             self.report.deltas_rejected += 1;
         }
@@ -264,10 +314,19 @@ impl Sim<'_> {
                 Output::Persist { ticket, delta } => {
                     let n = &mut self.nodes[node];
                     n.writing.push((ticket, delta));
-                    let done = n.last_write_done_ms.max(now + self.rng.random_range(1..=self.cfg.disk_latency_ms.max(1)));
+                    let done = n
+                        .last_write_done_ms
+                        .max(now + self.rng.random_range(1..=self.cfg.disk_latency_ms.max(1)));
                     n.last_write_done_ms = done;
                     let epoch = n.epoch;
-                    self.schedule(done, Ev::PersistDone { node, epoch, ticket });
+                    self.schedule(
+                        done,
+                        Ev::PersistDone {
+                            node,
+                            epoch,
+                            ticket,
+                        },
+                    );
                 }
                 Output::Event(Event::Acknowledged { tag, .. }) => {
                     if let Some(w) = self.nodes[node].in_flight.remove(&tag) {
@@ -299,10 +358,26 @@ impl Sim<'_> {
         let epoch = self.nodes[to].epoch;
         if self.rng.random_bool(self.cfg.dup) {
             let at = self.now + self.rng.random_range(1..=50);
-            self.schedule(at, Ev::Deliver { to, from, epoch, msg: msg.clone() });
+            self.schedule(
+                at,
+                Ev::Deliver {
+                    to,
+                    from,
+                    epoch,
+                    msg: msg.clone(),
+                },
+            );
         }
         let at = self.now + self.rng.random_range(1..=50);
-        self.schedule(at, Ev::Deliver { to, from, epoch, msg });
+        self.schedule(
+            at,
+            Ev::Deliver {
+                to,
+                from,
+                epoch,
+                msg,
+            },
+        );
     }
 
     /// Live neighbours `node` can reach now.
@@ -358,7 +433,14 @@ impl Sim<'_> {
         }
         let seed = self.cfg.seed ^ ((node as u64) << 20) ^ (n.epoch << 40);
         let stored: Vec<SignedDelta> = n.disk.values().cloned().collect();
-        n.replica = Some(Replica::restore(self.doc, n.actor, Arc::new(TestAuth), self.cfg.replica.clone(), seed, stored));
+        n.replica = Some(Replica::restore(
+            self.doc,
+            n.actor,
+            Arc::new(TestAuth),
+            self.cfg.replica.clone(),
+            seed,
+            stored,
+        ));
         for p in self.peers(node) {
             self.link_changed(node, p, true);
         }
@@ -392,7 +474,9 @@ impl Sim<'_> {
     /// True if every node is up and all hold the same deltas and the same state.
     fn all_agree(&self) -> bool {
         let mut replicas = self.nodes.iter().map(|n| n.replica.as_ref());
-        let Some(Some(first)) = replicas.next() else { return false };
+        let Some(Some(first)) = replicas.next() else {
+            return false;
+        };
         let (vv, digest) = (first.vv(), first.doc().digest());
         replicas.all(|r| r.is_some_and(|r| r.vv() == vv && r.doc().digest() == digest))
     }
@@ -404,16 +488,22 @@ impl Sim<'_> {
         let mut digests = std::collections::BTreeSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
             let Some(r) = &n.replica else {
-                self.report.model_mismatches.push(format!("node {i} is down at the end"));
+                self.report
+                    .model_mismatches
+                    .push(format!("node {i} is down at the end"));
                 continue;
             };
             let (lost, problems) = self.model.check(r.doc());
             self.report.acknowledged_lost += lost;
-            self.report.model_mismatches.extend(problems.into_iter().map(|p| format!("node {i}: {p}")));
+            self.report
+                .model_mismatches
+                .extend(problems.into_iter().map(|p| format!("node {i}: {p}")));
             digests.insert(r.doc().digest());
         }
         if digests.len() == 1 {
-            self.report.digest = digests.first().map(|d| d.iter().map(|b| format!("{b:02x}")).collect());
+            self.report.digest = digests
+                .first()
+                .map(|d| d.iter().map(|b| format!("{b:02x}")).collect());
         }
         // Keep reports short when something is badly wrong.
         self.report.model_mismatches.truncate(20);

@@ -64,7 +64,10 @@ impl SimConfig {
             disk_latency_ms: 20,
             settle_limit_ms: 300_000,
             measure_bytes: false,
-            replica: Config { anti_entropy_interval_ms: 2_000, ..Config::default() },
+            replica: Config {
+                anti_entropy_interval_ms: 2_000,
+                ..Config::default()
+            },
         }
     }
 }
@@ -108,22 +111,41 @@ impl std::fmt::Display for Report {
         writeln!(f, "seed                {}", self.seed)?;
         writeln!(f, "converged           {}", self.converged)?;
         match self.converge_ms {
-            Some(ms) => writeln!(f, "converge time       {ms} ms (virtual, after the last heal)")?,
+            Some(ms) => writeln!(
+                f,
+                "converge time       {ms} ms (virtual, after the last heal)"
+            )?,
             None => writeln!(f, "converge time       never")?,
         }
-        writeln!(f, "writes              {} attempted, {} acknowledged", self.writes_attempted, self.writes_acknowledged)?;
+        writeln!(
+            f,
+            "writes              {} attempted, {} acknowledged",
+            self.writes_attempted, self.writes_acknowledged
+        )?;
         writeln!(f, "acknowledged lost   {}", self.acknowledged_lost)?;
         for m in &self.model_mismatches {
             writeln!(f, "  mismatch: {m}")?;
         }
-        writeln!(f, "messages            {} sent, {} lost", self.messages_sent, self.messages_lost)?;
+        writeln!(
+            f,
+            "messages            {} sent, {} lost",
+            self.messages_sent, self.messages_lost
+        )?;
         if let Some(b) = self.bytes_sent {
             writeln!(f, "bytes sent          {b}")?;
         }
         writeln!(f, "deltas rejected     {}", self.deltas_rejected)?;
-        writeln!(f, "faults              {} partitions, {} crashes", self.partitions, self.crashes)?;
+        writeln!(
+            f,
+            "faults              {} partitions, {} crashes",
+            self.partitions, self.crashes
+        )?;
         writeln!(f, "virtual time        {} ms", self.virtual_ms)?;
-        write!(f, "digest              {}", self.digest.as_deref().unwrap_or("(replicas differ)"))
+        write!(
+            f,
+            "digest              {}",
+            self.digest.as_deref().unwrap_or("(replicas differ)")
+        )
     }
 }
 
@@ -131,4 +153,3 @@ impl std::fmt::Display for Report {
 pub fn run(cfg: &SimConfig) -> Report {
     driver::Sim::new(cfg).run()
 }
-

@@ -35,7 +35,10 @@ impl Net {
             }
         }
         neighbours.iter_mut().for_each(|v| v.sort_unstable());
-        Net { neighbours, group: vec![0; n] }
+        Net {
+            neighbours,
+            group: vec![0; n],
+        }
     }
 
     pub(super) fn neighbours(&self, node: usize) -> &[usize] {

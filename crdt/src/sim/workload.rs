@@ -45,7 +45,13 @@ impl Workload {
                 let by = rng.random_range(1..=5);
                 (Tracked::Count(by), Op::new("c", OpKind::Incr(by)))
             }
-            60..=69 => (Tracked::Other, Op::new("r", OpKind::Set(Json::parse_or_string(&format!("{node}:{id}"))))),
+            60..=69 => (
+                Tracked::Other,
+                Op::new(
+                    "r",
+                    OpKind::Set(Json::parse_or_string(&format!("{node}:{id}"))),
+                ),
+            ),
             70..=76 => {
                 let m = format!("m{}", rng.random_range(0..8));
                 (Tracked::Other, Op::new("s", OpKind::Add(vec![m])))
@@ -56,10 +62,19 @@ impl Workload {
             }
             83..=90 => {
                 let k = format!("x{}", rng.random_range(0..3));
-                (Tracked::Other, Op::at(["m", k.as_str()], OpKind::Incr(rng.random_range(-3..=3))))
+                (
+                    Tracked::Other,
+                    Op::at(["m", k.as_str()], OpKind::Incr(rng.random_range(-3..=3))),
+                )
             }
             91..=93 => (Tracked::Other, Op::new("m", OpKind::Delete)),
-            _ => (Tracked::Other, Op::new("mv", OpKind::SetMulti(Json::parse_or_string(&id.to_string())))),
+            _ => (
+                Tracked::Other,
+                Op::new(
+                    "mv",
+                    OpKind::SetMulti(Json::parse_or_string(&id.to_string())),
+                ),
+            ),
         };
         (Write { id, kind }, op)
     }
@@ -87,8 +102,10 @@ impl Model {
     /// and a description of every other disagreement.
     pub(super) fn check(&self, doc: &Doc) -> (u64, Vec<String>) {
         let mut problems = Vec::new();
-        let present: BTreeSet<String> =
-            doc.entry(&["g"]).map(|e| e.set.iter().cloned().collect()).unwrap_or_default();
+        let present: BTreeSet<String> = doc
+            .entry(&["g"])
+            .map(|e| e.set.iter().cloned().collect())
+            .unwrap_or_default();
         let lost = self.grow.difference(&present).count() as u64;
         if lost > 0 {
             problems.push(format!("{lost} acknowledged set members missing"));
@@ -98,7 +115,10 @@ impl Model {
         }
         let count = doc.entry(&["c"]).map_or(0, |e| e.counter.value());
         if count != self.count {
-            problems.push(format!("counter is {count}, acknowledged increments sum to {}", self.count));
+            problems.push(format!(
+                "counter is {count}, acknowledged increments sum to {}",
+                self.count
+            ));
         }
         let lost_incr = u64::from(count < self.count);
         (lost + lost_incr, problems)

@@ -4,8 +4,6 @@
 use std::collections::BTreeMap;
 
 use super::message::SignedDelta;
-#[cfg(test)]
-use super::message::SeqRange;
 use crate::id::ActorId;
 use crate::vv::VersionVector;
 
@@ -45,8 +43,11 @@ impl DeltaLog {
         let author = delta.author;
         let seqs = delta.seqs;
         let run = self.authors.entry(author).or_default();
-        let covered: Vec<u64> =
-            run.range(seqs.first..=seqs.last).filter(|(_, l)| seqs.covers(&l.delta.seqs)).map(|(k, _)| *k).collect();
+        let covered: Vec<u64> = run
+            .range(seqs.first..=seqs.last)
+            .filter(|(_, l)| seqs.covers(&l.delta.seqs))
+            .map(|(k, _)| *k)
+            .collect();
         for k in covered {
             run.remove(&k);
             self.entries -= 1;
@@ -59,8 +60,13 @@ impl DeltaLog {
 
     /// True if `delta` is a fold that would replace two or more held entries.
     pub(crate) fn would_fold(&self, delta: &SignedDelta) -> bool {
-        let Some(run) = self.authors.get(&delta.author) else { return false };
-        run.range(delta.seqs.first..=delta.seqs.last).filter(|(_, l)| delta.seqs.covers(&l.delta.seqs)).take(2).count()
+        let Some(run) = self.authors.get(&delta.author) else {
+            return false;
+        };
+        run.range(delta.seqs.first..=delta.seqs.last)
+            .filter(|(_, l)| delta.seqs.covers(&l.delta.seqs))
+            .take(2)
+            .count()
             == 2
     }
 
@@ -81,7 +87,10 @@ impl DeltaLog {
                 continue;
             }
             // The entry containing `have + 1` may start earlier (a fold): include it.
-            let start = run.range(..=have.saturating_add(1)).next_back().map_or(0, |(k, _)| *k);
+            let start = run
+                .range(..=have.saturating_add(1))
+                .next_back()
+                .map_or(0, |(k, _)| *k);
             for (_, l) in run.range(start..) {
                 if l.delta.seqs.last <= have {
                     continue;
@@ -98,17 +107,15 @@ impl DeltaLog {
 
     /// `author`'s first `max` entries, oldest first.
     pub(crate) fn first_entries(&self, author: &ActorId, max: usize) -> Vec<&SignedDelta> {
-        self.authors.get(author).map_or_else(Vec::new, |run| run.values().take(max).map(|l| &l.delta).collect())
+        self.authors.get(author).map_or_else(Vec::new, |run| {
+            run.values().take(max).map(|l| &l.delta).collect()
+        })
     }
 
     /// Every delta held.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &SignedDelta> {
-        self.authors.values().flat_map(|run| run.values().map(|l| &l.delta))
-    }
-
-    /// The range of `author`'s entry that starts at `first`, if held.
-    #[cfg(test)]
-    pub(crate) fn entry_range(&self, author: &ActorId, first: u64) -> Option<SeqRange> {
-        self.authors.get(author)?.get(&first).map(|l| l.delta.seqs)
+        self.authors
+            .values()
+            .flat_map(|run| run.values().map(|l| &l.delta))
     }
 }

@@ -24,7 +24,10 @@ pub struct SeqRange {
 
 impl SeqRange {
     pub fn one(seq: u64) -> Self {
-        SeqRange { first: seq, last: seq }
+        SeqRange {
+            first: seq,
+            last: seq,
+        }
     }
 
     /// True if this range covers all of `other`.
@@ -62,7 +65,14 @@ pub struct SignedDelta {
 impl SignedDelta {
     /// The bytes the author signs: everything but the signature, canonically encoded.
     pub fn signing_bytes(&self) -> Vec<u8> {
-        codec::encode(&("lattice delta v1", &self.doc, &self.author, &self.seqs, &self.hlc, &self.delta))
+        codec::encode(&(
+            "lattice delta v1",
+            &self.doc,
+            &self.author,
+            &self.seqs,
+            &self.hlc,
+            &self.delta,
+        ))
     }
 }
 
@@ -99,9 +109,17 @@ pub enum Message {
     Delta(SignedDelta),
     /// "This is what I hold": the receiver answers with deltas the sender lacks, and if
     /// `reply` is set and the sender holds deltas the receiver lacks, with its own summary.
-    Summary { doc: DocId, vv: VersionVector, reply: bool },
+    Summary {
+        doc: DocId,
+        vv: VersionVector,
+        reply: bool,
+    },
     /// A bounded batch of deltas the receiver lacked; `more` if the sender had more.
-    Deltas { doc: DocId, deltas: Vec<SignedDelta>, more: bool },
+    Deltas {
+        doc: DocId,
+        deltas: Vec<SignedDelta>,
+        more: bool,
+    },
 }
 
 impl Message {

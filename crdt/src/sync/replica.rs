@@ -88,12 +88,18 @@ pub enum Input {
 #[derive(Clone, Debug)]
 pub enum Output {
     /// Send to one peer.
-    Send { to: ActorId, msg: Message },
+    Send {
+        to: ActorId,
+        msg: Message,
+    },
     /// Publish to every replica (the document's gossip topic).
     Broadcast(Message),
     /// Make `delta` durable, then report `Persisted { ticket }`. It replaces every stored
     /// delta of the same author whose sequence range it covers (a fold).
-    Persist { ticket: u64, delta: SignedDelta },
+    Persist {
+        ticket: u64,
+        delta: SignedDelta,
+    },
     Event(Event),
 }
 
@@ -103,7 +109,11 @@ pub enum Event {
     /// The local write tagged `tag` is durable; it has sequence number `seq`.
     Acknowledged { tag: u64, seq: u64 },
     /// A delta changed (or may have changed) the document.
-    Applied { author: ActorId, seqs: SeqRange, local: bool },
+    Applied {
+        author: ActorId,
+        seqs: SeqRange,
+        local: bool,
+    },
 }
 
 /// A write or message the replica refused. The replica's state is unchanged by it.
@@ -115,9 +125,18 @@ pub enum SyncError {
     #[error("invalid sequence range {first}..={last}")]
     BadSeqRange { first: u64, last: u64 },
     #[error("bad signature on delta {first}..={last} by {author}")]
-    BadSignature { author: ActorId, first: u64, last: u64 },
+    BadSignature {
+        author: ActorId,
+        first: u64,
+        last: u64,
+    },
     #[error("delta from {author} starts at {seq}, more than {max_lead} past the {known} held")]
-    SeqTooFarAhead { author: ActorId, seq: u64, known: u64, max_lead: u64 },
+    SeqTooFarAhead {
+        author: ActorId,
+        seq: u64,
+        known: u64,
+        max_lead: u64,
+    },
     #[error("a peer sent this replica's own delta {seq}, which it never wrote (it holds {known})")]
     OwnDeltaFromFuture { seq: u64, known: u64 },
     #[error("delta of {size} bytes exceeds the limit of {max}")]
@@ -173,7 +192,13 @@ pub struct Replica {
 
 impl Replica {
     /// A new, empty replica of document `doc` for `actor`.
-    pub fn new(doc: DocId, actor: ActorId, auth: Arc<dyn Authenticator>, config: Config, seed: u64) -> Self {
+    pub fn new(
+        doc: DocId,
+        actor: ActorId,
+        auth: Arc<dyn Authenticator>,
+        config: Config,
+        seed: u64,
+    ) -> Self {
         let clock = Hlc::new(config.max_clock_drift_ms);
         Replica {
             config,
@@ -208,7 +233,13 @@ impl Replica {
         let mut r = Replica::new(doc, actor, auth, config, seed);
         let mut all: Vec<SignedDelta> = stored.into_iter().filter(|d| d.doc == doc).collect();
         // Longest range first among equal starts, so a fold lands before what it covers.
-        all.sort_by(|a, b| (a.author, a.seqs.first, std::cmp::Reverse(a.seqs.last)).cmp(&(b.author, b.seqs.first, std::cmp::Reverse(b.seqs.last))));
+        all.sort_by(|a, b| {
+            (a.author, a.seqs.first, std::cmp::Reverse(a.seqs.last)).cmp(&(
+                b.author,
+                b.seqs.first,
+                std::cmp::Reverse(b.seqs.last),
+            ))
+        });
         let mut latest = Timestamp::default();
         for d in all {
             if d.seqs.last <= r.log.vv().get(&d.author) {
@@ -298,20 +329,42 @@ impl Replica {
         let signed = self.sign(SeqRange::one(self.next_seq), hlc, delta);
         let size = signed.signing_bytes().len() + signed.signature.len();
         if size > self.config.max_delta_bytes {
-            return Err(SyncError::DeltaTooLarge { size, max: self.config.max_delta_bytes });
+            return Err(SyncError::DeltaTooLarge {
+                size,
+                max: self.config.max_delta_bytes,
+            });
         }
         self.clock = clock;
         self.doc.apply(&signed.delta);
         self.next_seq += 1;
         let ticket = self.ticket();
-        self.outputs.push_back(Output::Persist { ticket, delta: signed.clone() });
-        self.event(Event::Applied { author: self.actor, seqs: signed.seqs, local: true });
-        self.unacked.push_back(Unacked { ticket, tag, delta: signed, size });
+        self.outputs.push_back(Output::Persist {
+            ticket,
+            delta: signed.clone(),
+        });
+        self.event(Event::Applied {
+            author: self.actor,
+            seqs: signed.seqs,
+            local: true,
+        });
+        self.unacked.push_back(Unacked {
+            ticket,
+            tag,
+            delta: signed,
+            size,
+        });
         Ok(())
     }
 
     fn sign(&self, seqs: SeqRange, hlc: Timestamp, delta: Delta) -> SignedDelta {
-        let mut d = SignedDelta { doc: self.doc.id(), author: self.actor, seqs, hlc, delta: Arc::new(delta), signature: Vec::new() };
+        let mut d = SignedDelta {
+            doc: self.doc.id(),
+            author: self.actor,
+            seqs,
+            hlc,
+            delta: Arc::new(delta),
+            signature: Vec::new(),
+        };
         d.signature = self.auth.sign(&self.actor, &d.signing_bytes());
         d
     }
@@ -328,11 +381,14 @@ impl Replica {
 
     fn on_persisted(&mut self, ticket: u64) {
         while self.unacked.front().is_some_and(|u| u.ticket <= ticket) {
-            let Some(u) = self.unacked.pop_front() else { break };
+            let Some(u) = self.unacked.pop_front() else {
+                break;
+            };
             let seq = u.delta.seqs.last;
             self.log.insert(u.delta.clone(), u.size);
             self.event(Event::Acknowledged { tag: u.tag, seq });
-            self.outputs.push_back(Output::Broadcast(Message::Delta(u.delta)));
+            self.outputs
+                .push_back(Output::Broadcast(Message::Delta(u.delta)));
         }
     }
 
@@ -341,20 +397,43 @@ impl Replica {
             return;
         }
         self.next_anti_entropy_ms = now_ms + self.config.anti_entropy_interval_ms;
-        let i = self.rng.random_range(0..self.peers.len());
-        if let Some(peer) = self.peers.iter().nth(i).copied() {
+        self.summary_to_random_peer(None);
+    }
+
+    /// Starts an exchange with a random peer other than `except`, if there is one.
+    fn summary_to_random_peer(&mut self, except: Option<ActorId>) {
+        let candidates =
+            self.peers.len() - usize::from(except.is_some_and(|e| self.peers.contains(&e)));
+        if candidates == 0 {
+            return;
+        }
+        let i = self.rng.random_range(0..candidates);
+        if let Some(peer) = self
+            .peers
+            .iter()
+            .filter(|p| Some(**p) != except)
+            .nth(i)
+            .copied()
+        {
             self.send_summary(peer, true);
         }
     }
 
     fn send_summary(&mut self, to: ActorId, reply: bool) {
-        let msg = Message::Summary { doc: self.doc.id(), vv: self.log.vv().clone(), reply };
+        let msg = Message::Summary {
+            doc: self.doc.id(),
+            vv: self.log.vv().clone(),
+            reply,
+        };
         self.outputs.push_back(Output::Send { to, msg });
     }
 
     fn check_doc(&self, got: DocId) -> Result<(), SyncError> {
         if got != self.doc.id() {
-            return Err(SyncError::WrongDoc { expected: self.doc.id(), got });
+            return Err(SyncError::WrongDoc {
+                expected: self.doc.id(),
+                got,
+            });
         }
         Ok(())
     }
@@ -367,10 +446,17 @@ impl Replica {
         match msg {
             Message::Delta(d) => self.receive(now_ms, d),
             Message::Summary { vv, reply, .. } => {
-                let (deltas, more) =
-                    self.log.missing_for(&vv, self.config.max_batch_deltas, self.config.max_batch_bytes);
+                let (deltas, more) = self.log.missing_for(
+                    &vv,
+                    self.config.max_batch_deltas,
+                    self.config.max_batch_bytes,
+                );
                 if !deltas.is_empty() {
-                    let msg = Message::Deltas { doc: self.doc.id(), deltas, more };
+                    let msg = Message::Deltas {
+                        doc: self.doc.id(),
+                        deltas,
+                        more,
+                    };
                     self.outputs.push_back(Output::Send { to: from, msg });
                 }
                 if reply && self.log.vv().lacks_any_of(&vv) {
@@ -388,10 +474,16 @@ impl Replica {
                         }
                     }
                 }
+                let progressed = self.log.vv().total() > before;
                 // Ask for the next batch only if this one made progress, so a peer that
                 // keeps saying "more" without delivering cannot keep us busy.
-                if more && self.log.vv().total() > before {
+                if more && progressed {
                     self.send_summary(from, false);
+                } else if progressed {
+                    // News learned by repair spreads on by repair: start an exchange with
+                    // another random peer now rather than at the next periodic round. It
+                    // stops by itself where an exchange brings nothing new.
+                    self.summary_to_random_peer(Some(from));
                 }
                 first_err
             }
@@ -425,16 +517,32 @@ impl Replica {
             self.stats.duplicates += 1;
             return Ok(());
         }
-        if first > known.saturating_add(1).saturating_add(self.config.max_seq_lead) {
-            return Err(SyncError::SeqTooFarAhead { author: d.author, seq: first, known, max_lead: self.config.max_seq_lead });
+        if first
+            > known
+                .saturating_add(1)
+                .saturating_add(self.config.max_seq_lead)
+        {
+            return Err(SyncError::SeqTooFarAhead {
+                author: d.author,
+                seq: first,
+                known,
+                max_lead: self.config.max_seq_lead,
+            });
         }
         let bytes = d.signing_bytes();
         let size = bytes.len() + d.signature.len();
         if size > self.config.max_delta_bytes {
-            return Err(SyncError::DeltaTooLarge { size, max: self.config.max_delta_bytes });
+            return Err(SyncError::DeltaTooLarge {
+                size,
+                max: self.config.max_delta_bytes,
+            });
         }
         if !self.auth.verify(&d.author, &bytes, &d.signature) {
-            return Err(SyncError::BadSignature { author: d.author, first, last });
+            return Err(SyncError::BadSignature {
+                author: d.author,
+                first,
+                last,
+            });
         }
         if first > known + 1 {
             if self.pending.len() < self.config.max_pending {
@@ -452,19 +560,33 @@ impl Replica {
     }
 
     /// Applies a verified delta that extends (or folds) its author's run.
-    fn apply_verified(&mut self, now_ms: u64, d: SignedDelta, size: usize) -> Result<(), SyncError> {
+    fn apply_verified(
+        &mut self,
+        now_ms: u64,
+        d: SignedDelta,
+        size: usize,
+    ) -> Result<(), SyncError> {
         let limits = DeltaLimits {
             now_ms,
             max_drift_ms: self.config.max_clock_drift_ms,
             max_dot_lead: self.config.max_dot_lead,
         };
-        self.doc.validate_delta(&d.author, &d.delta, &limits).map_err(|source| SyncError::Doc { author: d.author, source })?;
+        self.doc
+            .validate_delta(&d.author, &d.delta, &limits)
+            .map_err(|source| SyncError::Doc {
+                author: d.author,
+                source,
+            })?;
         self.clock.observe(d.hlc, now_ms)?;
         let folds_only = d.seqs.last <= self.log.vv().get(&d.author);
         if !folds_only {
             self.doc.apply(&d.delta);
             self.stats.applied += 1;
-            self.event(Event::Applied { author: d.author, seqs: d.seqs, local: false });
+            self.event(Event::Applied {
+                author: d.author,
+                seqs: d.seqs,
+                local: false,
+            });
         } else {
             self.stats.folded += 1;
         }
@@ -478,10 +600,17 @@ impl Replica {
     fn drain_pending(&mut self, now_ms: u64, author: ActorId) {
         loop {
             let next = self.log.vv().get(&author) + 1;
-            let Some(key) = self.pending.range((author, 0)..=(author, next)).next().map(|(k, _)| *k) else {
+            let Some(key) = self
+                .pending
+                .range((author, 0)..=(author, next))
+                .next()
+                .map(|(k, _)| *k)
+            else {
                 return;
             };
-            let Some((d, size)) = self.pending.remove(&key) else { return };
+            let Some((d, size)) = self.pending.remove(&key) else {
+                return;
+            };
             if d.seqs.last < next {
                 self.stats.duplicates += 1;
                 continue;
@@ -515,8 +644,12 @@ impl Replica {
                 self.log.insert(signed.clone(), size);
                 self.stats.folded += 1;
                 let ticket = self.ticket();
-                self.outputs.push_back(Output::Persist { ticket, delta: signed.clone() });
-                self.outputs.push_back(Output::Broadcast(Message::Delta(signed)));
+                self.outputs.push_back(Output::Persist {
+                    ticket,
+                    delta: signed.clone(),
+                });
+                self.outputs
+                    .push_back(Output::Broadcast(Message::Delta(signed)));
                 return Ok(());
             }
             n = run.len() / 2;

@@ -15,7 +15,13 @@ fn doc_id() -> DocId {
 }
 
 fn replica(i: u64) -> Replica {
-    Replica::new(doc_id(), ActorId::from_index(i), Arc::new(TestAuth), Config::default(), i)
+    Replica::new(
+        doc_id(),
+        ActorId::from_index(i),
+        Arc::new(TestAuth),
+        Config::default(),
+        i,
+    )
 }
 
 /// Replicas wired together: messages are delivered in order, persists complete at once
@@ -77,7 +83,12 @@ impl Pump {
                 }
                 Output::Broadcast(msg) => {
                     for to in 0..self.replicas.len() {
-                        if to != i && self.links[i][to] && self.replicas[i].peers().any(|p| *p == self.replicas[to].actor()) {
+                        if to != i
+                            && self.links[i][to]
+                            && self.replicas[i]
+                                .peers()
+                                .any(|p| *p == self.replicas[to].actor())
+                        {
                             self.wire.push_back((i, to, msg.clone()));
                         }
                     }
@@ -96,7 +107,9 @@ impl Pump {
 
     fn flush(&mut self, i: usize) {
         let held = std::mem::take(&mut self.held[i]);
-        let Some(last) = held.last().map(|(t, _)| *t) else { return };
+        let Some(last) = held.last().map(|(t, _)| *t) else {
+            return;
+        };
         self.disks[i].extend(held.into_iter().map(|(_, d)| d));
         self.input(i, Input::Persisted { ticket: last });
     }
@@ -124,7 +137,9 @@ impl Pump {
     /// Delivers until the wire is empty (bounded).
     fn settle(&mut self) {
         for _ in 0..1_000_000 {
-            let Some((from, to, msg)) = self.wire.pop_front() else { return };
+            let Some((from, to, msg)) = self.wire.pop_front() else {
+                return;
+            };
             if !self.links[from][to] {
                 continue;
             }
@@ -153,10 +168,16 @@ fn concurrent_writes_on_connected_replicas_converge() {
     p.write(0, incr("n", 1));
     p.write(1, incr("n", 2));
     p.write(2, Op::new("s", OpKind::Add(vec!["x".into()])));
-    p.write(1, Op::new("title", OpKind::Set(Json::parse_or_string("hi"))));
+    p.write(
+        1,
+        Op::new("title", OpKind::Set(Json::parse_or_string("hi"))),
+    );
     p.settle();
     for i in 0..3 {
-        assert_eq!(p.json(i), serde_json::json!({"n": 3, "s": ["x"], "title": "hi"}));
+        assert_eq!(
+            p.json(i),
+            serde_json::json!({"n": 3, "s": ["x"], "title": "hi"})
+        );
         assert_eq!(p.replicas[i].doc().digest(), p.replicas[0].doc().digest());
     }
     assert_eq!(p.acked.len(), 4);
@@ -180,7 +201,11 @@ fn a_late_joiner_catches_up_through_anti_entropy_alone_in_bounded_batches() {
     assert_eq!(p.json(1)["n"], 1_000);
     assert_eq!(p.replicas[1].doc().digest(), p.replicas[0].doc().digest());
     let max = Config::default().max_batch_deltas;
-    assert!(p.deltas_messages.len() >= 1_100 / max, "expected several batches: {:?}", p.deltas_messages);
+    assert!(
+        p.deltas_messages.len() >= 1_100 / max,
+        "expected several batches: {:?}",
+        p.deltas_messages
+    );
     assert!(p.deltas_messages.iter().all(|n| *n <= max));
 }
 
@@ -211,11 +236,24 @@ fn writes_are_acknowledged_broadcast_and_served_only_once_durable() {
     p.hold_persists = true;
     p.write(0, incr("n", 5));
     assert!(p.acked.is_empty());
-    assert!(p.wire.is_empty(), "an unpersisted write must not be broadcast");
+    assert!(
+        p.wire.is_empty(),
+        "an unpersisted write must not be broadcast"
+    );
     // The write is visible locally at once.
     assert_eq!(p.json(0)["n"], 5);
     // A summary exchange must not leak it either.
-    p.input(0, Input::Message { from: p.replicas[1].actor(), msg: Message::Summary { doc: doc_id(), vv: Default::default(), reply: false } });
+    p.input(
+        0,
+        Input::Message {
+            from: p.replicas[1].actor(),
+            msg: Message::Summary {
+                doc: doc_id(),
+                vv: Default::default(),
+                reply: false,
+            },
+        },
+    );
     assert!(p.wire.is_empty());
     p.hold_persists = false;
     p.flush(0);
@@ -232,7 +270,14 @@ fn a_crash_loses_only_unacknowledged_writes_and_sequence_numbers_continue() {
     p.write(0, incr("n", 10));
     // Crash: rebuild from what reached the disk.
     let disk = p.disks[0].clone();
-    let restored = Replica::restore(doc_id(), ActorId::from_index(1), Arc::new(TestAuth), Config::default(), 9, disk);
+    let restored = Replica::restore(
+        doc_id(),
+        ActorId::from_index(1),
+        Arc::new(TestAuth),
+        Config::default(),
+        9,
+        disk,
+    );
     assert_eq!(restored.doc().to_json()["n"], 1);
     assert_eq!(restored.vv().get(&ActorId::from_index(1)), 1);
     p.replicas[0] = restored;
@@ -253,14 +298,35 @@ fn out_of_order_deltas_wait_for_the_gap_then_apply() {
     let mut b = replica(2);
     let from = ActorId::from_index(1);
     for d in [&deltas[2], &deltas[1]] {
-        b.handle(1_000, Input::Message { from, msg: Message::Delta(d.clone()) }).unwrap();
+        b.handle(
+            1_000,
+            Input::Message {
+                from,
+                msg: Message::Delta(d.clone()),
+            },
+        )
+        .unwrap();
     }
     assert_eq!(b.doc().to_json(), serde_json::json!({}));
     assert_eq!(b.stats().buffered, 2);
-    b.handle(1_000, Input::Message { from, msg: Message::Delta(deltas[0].clone()) }).unwrap();
+    b.handle(
+        1_000,
+        Input::Message {
+            from,
+            msg: Message::Delta(deltas[0].clone()),
+        },
+    )
+    .unwrap();
     assert_eq!(b.doc().to_json()["n"], 6);
     // Duplicates are harmless.
-    b.handle(1_000, Input::Message { from, msg: Message::Delta(deltas[1].clone()) }).unwrap();
+    b.handle(
+        1_000,
+        Input::Message {
+            from,
+            msg: Message::Delta(deltas[1].clone()),
+        },
+    )
+    .unwrap();
     assert_eq!(b.doc().to_json()["n"], 6);
     assert_eq!(b.stats().duplicates, 1);
 }
@@ -268,7 +334,11 @@ fn out_of_order_deltas_wait_for_the_gap_then_apply() {
 fn one_delta(author: u64, op: Op) -> SignedDelta {
     let mut a = Pump::new(author);
     a.write(author as usize - 1, op);
-    let d = a.replicas[author as usize - 1].deltas().next().cloned().unwrap();
+    let d = a.replicas[author as usize - 1]
+        .deltas()
+        .next()
+        .cloned()
+        .unwrap();
     d
 }
 
@@ -281,7 +351,15 @@ fn resign(mut d: SignedDelta) -> SignedDelta {
 fn rejects(d: SignedDelta) -> SyncError {
     let mut b = replica(9);
     let before = b.doc().clone();
-    let err = b.handle(1_000, Input::Message { from: ActorId::from_index(1), msg: Message::Delta(d) }).unwrap_err();
+    let err = b
+        .handle(
+            1_000,
+            Input::Message {
+                from: ActorId::from_index(1),
+                msg: Message::Delta(d),
+            },
+        )
+        .unwrap_err();
     assert_eq!(b.doc(), &before, "a rejected delta changed the state");
     assert_eq!(b.vv(), &VersionVector::default());
     assert_eq!(b.stats().rejected, 1);
@@ -300,20 +378,35 @@ fn forged_and_hostile_deltas_are_rejected_and_change_nothing() {
 
     let mut other_doc = good.clone();
     other_doc.doc = DocId::derive(&ActorId::from_index(0), "other", &[0; 16]);
-    assert!(matches!(rejects(resign(other_doc)), SyncError::WrongDoc { .. }));
+    assert!(matches!(
+        rejects(resign(other_doc)),
+        SyncError::WrongDoc { .. }
+    ));
 
     let mut far = good.clone();
     far.seqs = SeqRange::one(1 << 40);
-    assert!(matches!(rejects(resign(far)), SyncError::SeqTooFarAhead { .. }));
+    assert!(matches!(
+        rejects(resign(far)),
+        SyncError::SeqTooFarAhead { .. }
+    ));
 
     let mut backwards = good.clone();
     backwards.seqs = SeqRange { first: 5, last: 2 };
-    assert!(matches!(rejects(resign(backwards)), SyncError::BadSeqRange { .. }));
+    assert!(matches!(
+        rejects(resign(backwards)),
+        SyncError::BadSeqRange { .. }
+    ));
 
     // Author 2 claims a write whose dot belongs to author 1.
     let mut impostor = good.clone();
     impostor.author = ActorId::from_index(2);
-    assert!(matches!(rejects(resign(impostor)), SyncError::Doc { source: crate::DocError::ForeignDot { .. }, .. }));
+    assert!(matches!(
+        rejects(resign(impostor)),
+        SyncError::Doc {
+            source: crate::DocError::ForeignDot { .. },
+            ..
+        }
+    ));
 
     // A counter entry beyond the limit.
     let mut overflow = good.clone();
@@ -324,7 +417,13 @@ fn forged_and_hostile_deltas_are_rejected_and_change_nothing() {
         }
     }
     overflow.delta = Arc::new(delta);
-    assert!(matches!(rejects(resign(overflow)), SyncError::Doc { source: crate::DocError::CounterEntryTooLarge { .. }, .. }));
+    assert!(matches!(
+        rejects(resign(overflow)),
+        SyncError::Doc {
+            source: crate::DocError::CounterEntryTooLarge { .. },
+            ..
+        }
+    ));
 
     // A register from the year 9999.
     let future = one_delta(1, Op::new("r", OpKind::Set(Json::parse_or_string("x"))));
@@ -336,7 +435,13 @@ fn forged_and_hostile_deltas_are_rejected_and_change_nothing() {
     }
     let mut future = future;
     future.delta = Arc::new(delta);
-    assert!(matches!(rejects(resign(future)), SyncError::Doc { source: crate::DocError::Clock(_), .. }));
+    assert!(matches!(
+        rejects(resign(future)),
+        SyncError::Doc {
+            source: crate::DocError::Clock(_),
+            ..
+        }
+    ));
 
     // A delta whose author clock is from the year 9999.
     let mut clock = good.clone();
@@ -358,7 +463,17 @@ fn a_bad_delta_in_a_batch_does_not_stop_the_good_ones() {
         d
     });
     let mut b = replica(2);
-    let err = b.handle(1_000, Input::Message { from: ActorId::from_index(1), msg: Message::Deltas { doc: doc_id(), deltas, more: false } });
+    let err = b.handle(
+        1_000,
+        Input::Message {
+            from: ActorId::from_index(1),
+            msg: Message::Deltas {
+                doc: doc_id(),
+                deltas,
+                more: false,
+            },
+        },
+    );
     assert!(matches!(err, Err(SyncError::BadSignature { .. })));
     assert_eq!(b.doc().to_json()["n"], 3);
 }
@@ -367,7 +482,17 @@ fn a_bad_delta_in_a_batch_does_not_stop_the_good_ones() {
 fn messages_for_another_document_are_refused() {
     let mut b = replica(1);
     let other = DocId::derive(&ActorId::from_index(5), "x", &[0; 16]);
-    let err = b.handle(0, Input::Message { from: ActorId::from_index(2), msg: Message::Summary { doc: other, vv: Default::default(), reply: true } });
+    let err = b.handle(
+        0,
+        Input::Message {
+            from: ActorId::from_index(2),
+            msg: Message::Summary {
+                doc: other,
+                vv: Default::default(),
+                reply: true,
+            },
+        },
+    );
     assert!(matches!(err, Err(SyncError::WrongDoc { .. })));
     assert!(b.poll_output().is_none());
 }
@@ -385,7 +510,11 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
     p.input(0, Input::Fold);
     p.settle();
     assert_eq!(p.replicas[0].log_len(), 1);
-    assert_eq!(p.replicas[1].log_len(), 1, "the fold replaces the originals on the peer too");
+    assert_eq!(
+        p.replicas[1].log_len(),
+        1,
+        "the fold replaces the originals on the peer too"
+    );
     // A late joiner gets the single folded delta.
     p.deltas_messages.clear();
     p.connect(2, 0);
@@ -395,9 +524,22 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
     assert_eq!(p.replicas[2].doc().digest(), p.replicas[0].doc().digest());
     // The folded delta is small: a counter written 100 times keeps one entry.
     let folded = p.replicas[0].deltas().next().unwrap();
-    assert_eq!(folded.seqs, SeqRange { first: 1, last: 100 });
+    assert_eq!(
+        folded.seqs,
+        SeqRange {
+            first: 1,
+            last: 100
+        }
+    );
     // And on disk it replaced the originals when stored in order.
-    let restored = Replica::restore(doc_id(), ActorId::from_index(1), Arc::new(TestAuth), Config::default(), 1, p.disks[0].clone());
+    let restored = Replica::restore(
+        doc_id(),
+        ActorId::from_index(1),
+        Arc::new(TestAuth),
+        Config::default(),
+        1,
+        p.disks[0].clone(),
+    );
     assert_eq!(restored.log_len(), 1);
     assert_eq!(restored.doc().to_json()["n"], 100);
     assert!(p.errors.is_empty(), "{:?}", p.errors);
@@ -407,7 +549,13 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
 fn a_replica_refuses_its_own_deltas_from_the_future() {
     let d = one_delta(1, incr("n", 1));
     let mut me = replica(1);
-    let err = me.handle(0, Input::Message { from: ActorId::from_index(2), msg: Message::Delta(d) });
+    let err = me.handle(
+        0,
+        Input::Message {
+            from: ActorId::from_index(2),
+            msg: Message::Delta(d),
+        },
+    );
     assert!(matches!(err, Err(SyncError::OwnDeltaFromFuture { .. })));
 }
 
@@ -416,8 +564,16 @@ fn messages_round_trip_through_cbor_and_garbage_is_refused() {
     let d = one_delta(1, Op::at(["a", "b"], OpKind::Add(vec!["x".into()])));
     let msgs = [
         Message::Delta(d.clone()),
-        Message::Deltas { doc: doc_id(), deltas: vec![d], more: true },
-        Message::Summary { doc: doc_id(), vv: [(ActorId::from_index(1), 3)].into_iter().collect(), reply: true },
+        Message::Deltas {
+            doc: doc_id(),
+            deltas: vec![d],
+            more: true,
+        },
+        Message::Summary {
+            doc: doc_id(),
+            vv: [(ActorId::from_index(1), 3)].into_iter().collect(),
+            reply: true,
+        },
     ];
     for m in msgs {
         assert_eq!(Message::decode(&m.encode()).unwrap(), m);
