@@ -1,0 +1,171 @@
+//! The composed network behaviour, and the swarm built around it.
+
+use std::time::Duration;
+
+use libp2p::core::upgrade;
+use libp2p::identity::Keypair;
+use libp2p::pnet::PnetConfig;
+use libp2p::request_response::ProtocolSupport;
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{
+    autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, memory_connection_limits,
+    noise, ping, relay, request_response, tcp, upnp, yamux, Swarm, SwarmBuilder, Transport,
+};
+
+use crate::codec::FrameCodec;
+use crate::config::{Config, DhtMode};
+use crate::error::Error;
+use crate::{access, protocols};
+
+/// Every protocol a Lattice node speaks, composed. The allow/block list and the limits
+/// come first so they refuse connections before anything else spends on them.
+#[derive(NetworkBehaviour)]
+pub(crate) struct Behaviour {
+    pub access: access::Behaviour,
+    pub limits: connection_limits::Behaviour,
+    pub memory: memory_connection_limits::Behaviour,
+    pub identify: identify::Behaviour,
+    pub ping: ping::Behaviour,
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub mdns: Toggle<mdns::tokio::Behaviour>,
+    pub gossipsub: gossipsub::Behaviour,
+    pub autonat: autonat::Behaviour,
+    pub relay: relay::client::Behaviour,
+    pub dcutr: dcutr::Behaviour,
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
+    /// `/lattice/sync/1`: document anti-entropy.
+    pub sync: request_response::Behaviour<FrameCodec>,
+    /// `/lattice/blob/1`: verified blob chunk ranges.
+    pub blob: request_response::Behaviour<FrameCodec>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long an idle connection stays open: long enough for the DHT and gossip to use it.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Pending connection attempts allowed each way.
+const MAX_PENDING_CONNECTIONS: u32 = 64;
+
+fn behaviour(
+    cfg: &Config,
+    key: &Keypair,
+    relay: relay::client::Behaviour,
+) -> Result<Behaviour, BoxError> {
+    let peer_id = key.public().to_peer_id();
+
+    let mut kad_cfg = kad::Config::new(protocols::KAD);
+    kad_cfg.set_query_timeout(cfg.request_timeout * 3);
+    kad_cfg.set_periodic_bootstrap_interval(Some(cfg.bootstrap_interval));
+    let mut kad =
+        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+    kad.set_mode(match cfg.dht_mode {
+        DhtMode::Server => Some(kad::Mode::Server),
+        DhtMode::Client => Some(kad::Mode::Client),
+        DhtMode::Auto => None,
+    });
+
+    let gossip_cfg = gossipsub::ConfigBuilder::default()
+        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validate_messages()
+        .max_transmit_size(cfg.max_gossip_bytes)
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()?;
+    let gossipsub = gossipsub::Behaviour::new(
+        gossipsub::MessageAuthenticity::Signed(key.clone()),
+        gossip_cfg,
+    )?;
+
+    let mdns = if cfg.mdns {
+        Some(mdns::tokio::Behaviour::new(
+            mdns::Config::default(),
+            peer_id,
+        )?)
+    } else {
+        None
+    };
+    let limits = connection_limits::ConnectionLimits::default()
+        .with_max_established(Some(cfg.max_connections))
+        .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
+        .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
+        .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS));
+    let rr = |protocol| {
+        request_response::Behaviour::with_codec(
+            FrameCodec {
+                max_request: cfg.max_request_bytes,
+                max_response: cfg.max_response_bytes,
+            },
+            [(protocol, ProtocolSupport::Full)],
+            request_response::Config::default().with_request_timeout(cfg.request_timeout),
+        )
+    };
+
+    Ok(Behaviour {
+        access: access::Behaviour::default(),
+        limits: connection_limits::Behaviour::new(limits),
+        memory: memory_connection_limits::Behaviour::with_max_percentage(cfg.max_memory_fraction),
+        identify: identify::Behaviour::new(
+            identify::Config::new(protocols::IDENTIFY_VERSION.to_owned(), key.public())
+                .with_agent_version(format!("lattice/{}", env!("CARGO_PKG_VERSION"))),
+        ),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
+        kad,
+        mdns: mdns.into(),
+        gossipsub,
+        autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+        relay,
+        dcutr: dcutr::Behaviour::new(peer_id),
+        upnp: cfg.upnp.then(upnp::tokio::Behaviour::default).into(),
+        sync: rr(protocols::SYNC),
+        blob: rr(protocols::BLOB),
+    })
+}
+
+/// Builds the swarm: TCP+Noise+Yamux, QUIC and DNS, or with a pre-shared key TCP through
+/// the private-network handshake (QUIC cannot carry one), plus the relay client.
+pub(crate) fn build_swarm(cfg: &Config) -> Result<Swarm<Behaviour>, Error> {
+    let transport_err = |e: &dyn std::fmt::Display| Error::Transport(e.to_string());
+    let swarm_cfg =
+        |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
+    let builder = SwarmBuilder::with_existing_identity(cfg.keypair.clone()).with_tokio();
+    let swarm = match cfg.psk {
+        Some(psk) => builder
+            .with_other_transport(|key| -> Result<_, BoxError> {
+                let noise = noise::Config::new(key)?;
+                Ok(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .and_then(move |socket, _| PnetConfig::new(psk).handshake(socket))
+                        .upgrade(upgrade::Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default())
+                        .timeout(Duration::from_secs(20)),
+                )
+            })
+            .map_err(|e| transport_err(&e))?
+            .with_dns()
+            .map_err(|e| transport_err(&e))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport_err(&e))?
+            .with_behaviour(|key, relay| behaviour(cfg, key, relay))
+            .map_err(|e| transport_err(&e))?
+            .with_swarm_config(swarm_cfg)
+            .build(),
+        None => builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| transport_err(&e))?
+            .with_quic()
+            .with_dns()
+            .map_err(|e| transport_err(&e))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(|e| transport_err(&e))?
+            .with_behaviour(|key, relay| behaviour(cfg, key, relay))
+            .map_err(|e| transport_err(&e))?
+            .with_swarm_config(swarm_cfg)
+            .build(),
+    };
+    Ok(swarm)
+}

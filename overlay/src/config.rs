@@ -1,0 +1,103 @@
+//! Overlay configuration.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use libp2p::identity::Keypair;
+use libp2p::pnet::PreSharedKey;
+use libp2p::Multiaddr;
+
+/// How this node takes part in the Kademlia DHT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DhtMode {
+    /// Answer DHT queries (the default: a DHT of clients answers nobody).
+    #[default]
+    Server,
+    /// Only ask; for nodes that cannot be reached.
+    Client,
+    /// libp2p's automatic mode: a client until an external address is confirmed.
+    Auto,
+}
+
+impl FromStr for DhtMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "server" => Ok(DhtMode::Server),
+            "client" => Ok(DhtMode::Client),
+            "auto" => Ok(DhtMode::Auto),
+            other => Err(format!(
+                "unknown DHT mode {other:?}: expected server, client or auto"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for DhtMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DhtMode::Server => "server",
+            DhtMode::Client => "client",
+            DhtMode::Auto => "auto",
+        })
+    }
+}
+
+/// Everything the overlay needs to start.
+#[derive(Clone)]
+pub struct Config {
+    pub keypair: Keypair,
+    /// Addresses to listen on; the default is every interface, a random port, TCP and QUIC.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to join through. An address may end in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    pub mdns: bool,
+    /// UPnP port mapping on the local gateway.
+    pub upnp: bool,
+    pub dht_mode: DhtMode,
+    /// A private swarm: only peers with this key can even handshake. Disables QUIC,
+    /// which cannot carry a pre-shared key.
+    pub psk: Option<PreSharedKey>,
+    /// Most established connections in all, and per peer.
+    pub max_connections: u32,
+    pub max_connections_per_peer: u32,
+    /// Refuse new connections when the process uses more than this share of the
+    /// machine's memory.
+    pub max_memory_fraction: f64,
+    /// How often to re-run the Kademlia bootstrap.
+    pub bootstrap_interval: Duration,
+    /// Deadline for every request the overlay makes (dials, DHT queries, requests).
+    pub request_timeout: Duration,
+    /// Largest request and response on the request-response protocols.
+    pub max_request_bytes: usize,
+    pub max_response_bytes: usize,
+    /// Largest gossip message.
+    pub max_gossip_bytes: usize,
+}
+
+impl Config {
+    pub fn new(keypair: Keypair) -> Self {
+        Config {
+            keypair,
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
+            ],
+            bootstrap: Vec::new(),
+            mdns: true,
+            upnp: true,
+            dht_mode: DhtMode::Server,
+            psk: None,
+            max_connections: 256,
+            max_connections_per_peer: 4,
+            max_memory_fraction: 0.9,
+            bootstrap_interval: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(10),
+            max_request_bytes: 4 << 20,
+            max_response_bytes: 16 << 20,
+            max_gossip_bytes: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Errors of the overlay handle.
+
+use std::time::Duration;
+
+/// An operation the overlay could not carry out.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("the overlay has shut down")]
+    Shutdown,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("too many operations in flight ({0}); try again")]
+    Busy(usize),
+    #[error("dial failed: {0}")]
+    Dial(String),
+    #[error("peer {0} is blocked by the allow/block list")]
+    Blocked(libp2p::PeerId),
+    #[error("invalid multiaddr {addr:?}: {reason}")]
+    BadAddr { addr: String, reason: String },
+    #[error("request failed: {0}")]
+    Request(String),
+    #[error("gossip: {0}")]
+    Gossip(String),
+    #[error("DHT: {0}")]
+    Dht(String),
+    #[error("transport setup failed: {0}")]
+    Transport(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: String, reason: String },
+}

@@ -1,0 +1,54 @@
+//! What the overlay tells the node.
+
+use libp2p::request_response::ResponseChannel;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+
+/// An event from the overlay. Delivered on a bounded channel; if the node falls behind,
+/// events are dropped (and counted) rather than stalling the network: gossip is repaired
+/// by anti-entropy, and an unanswered request times out at its sender.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    PeerConnected {
+        peer: PeerId,
+        addr: Multiaddr,
+    },
+    PeerDisconnected {
+        peer: PeerId,
+    },
+    /// A gossip message awaiting validation: answer with [`crate::Overlay::report_gossip`]
+    /// before it is forwarded to anyone.
+    Gossip {
+        topic: String,
+        source: PeerId,
+        author: Option<PeerId>,
+        id: GossipId,
+        data: Vec<u8>,
+    },
+    /// A request to answer with [`crate::Overlay::respond`].
+    Request {
+        peer: PeerId,
+        protocol: StreamProtocol,
+        data: Vec<u8>,
+        responder: Responder,
+    },
+}
+
+/// Identifies a gossip message for its validation verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GossipId(pub(crate) libp2p::gossipsub::MessageId);
+
+/// Where to send a request's response.
+#[derive(Debug)]
+pub struct Responder(pub(crate) ResponseChannel<Vec<u8>>);
+
+/// The verdict on a gossip message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: deliver and forward.
+    Accept,
+    /// Invalid: drop, and penalise the peer that sent it.
+    Reject,
+    /// Not valid here, but not the sender's fault: drop without penalty.
+    Ignore,
+}

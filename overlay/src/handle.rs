@@ -1,0 +1,170 @@
+//! [`Overlay`]: the cloneable handle through which the node drives the swarm task.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::event::{GossipId, Responder, Verdict};
+
+/// Commands waiting for the swarm task: callers wait when it is this far behind.
+pub(crate) const COMMAND_CAPACITY: usize = 256;
+
+/// A snapshot of the node's place in the network.
+#[derive(Clone, Debug, Serialize)]
+pub struct Info {
+    pub peer_id: String,
+    pub listen_addrs: Vec<String>,
+    pub external_addrs: Vec<String>,
+    pub connected_peers: usize,
+    pub dht_peers: usize,
+    pub blocked: Vec<String>,
+    pub allow_only: Option<Vec<String>>,
+}
+
+/// A known peer.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerInfo {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    /// Last ping round trip.
+    pub rtt_ms: Option<f64>,
+    pub connected: bool,
+    /// In this node's Kademlia routing table.
+    pub in_dht: bool,
+}
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
+
+#[derive(Debug)]
+pub(crate) enum Command {
+    Info(Reply<Info>),
+    Peers(Reply<Vec<PeerInfo>>),
+    Dial(Multiaddr, Reply<PeerId>),
+    Block(Vec<PeerId>, Reply<()>),
+    Unblock(Vec<PeerId>, Reply<()>),
+    AllowOnly(Vec<PeerId>, Reply<()>),
+    AllowAll(Reply<()>),
+    Subscribe(String, Reply<()>),
+    Publish(String, Vec<u8>, Reply<()>),
+    ReportGossip(GossipId, PeerId, Verdict),
+    Request(PeerId, StreamProtocol, Vec<u8>, Reply<Vec<u8>>),
+    Respond(Responder, Vec<u8>),
+    Provide(Vec<u8>, Reply<()>),
+    Providers(Vec<u8>, Reply<Vec<PeerId>>),
+}
+
+/// The handle to a running overlay. Cheap to clone; every method has a deadline.
+/// Dropping every handle stops the swarm task.
+#[derive(Clone, Debug)]
+pub struct Overlay {
+    pub(crate) tx: mpsc::Sender<Command>,
+    pub(crate) peer_id: PeerId,
+    pub(crate) timeout: Duration,
+}
+
+impl Overlay {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        // The swarm task answers every command itself within the configured deadline;
+        // the margin covers queueing.
+        let deadline = self.timeout * 4;
+        tokio::time::timeout(deadline, async {
+            self.tx.send(make(tx)).await.map_err(|_| Error::Shutdown)?;
+            rx.await.map_err(|_| Error::Shutdown)?
+        })
+        .await
+        .map_err(|_| Error::Timeout(deadline))?
+    }
+
+    fn tell(&self, cmd: Command) -> Result<(), Error> {
+        self.tx.try_send(cmd).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::Busy(COMMAND_CAPACITY),
+            mpsc::error::TrySendError::Closed(_) => Error::Shutdown,
+        })
+    }
+
+    pub async fn info(&self) -> Result<Info, Error> {
+        self.call(Command::Info).await
+    }
+
+    /// Connected peers, then peers known only from the DHT.
+    pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
+        self.call(Command::Peers).await
+    }
+
+    /// Connects to an address (which may be just `/p2p/<peer id>`, dialled through
+    /// addresses the DHT knows). Returns the peer once connected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, Error> {
+        self.call(|r| Command::Dial(addr, r)).await
+    }
+
+    /// Disconnects the peers and refuses them until unblocked.
+    pub async fn block(&self, peers: Vec<PeerId>) -> Result<(), Error> {
+        self.call(|r| Command::Block(peers, r)).await
+    }
+
+    pub async fn unblock(&self, peers: Vec<PeerId>) -> Result<(), Error> {
+        self.call(|r| Command::Unblock(peers, r)).await
+    }
+
+    /// Talks only to these peers (plus none blocked): everyone else is disconnected.
+    pub async fn allow_only(&self, peers: Vec<PeerId>) -> Result<(), Error> {
+        self.call(|r| Command::AllowOnly(peers, r)).await
+    }
+
+    pub async fn allow_all(&self) -> Result<(), Error> {
+        self.call(Command::AllowAll).await
+    }
+
+    pub async fn subscribe(&self, topic: impl Into<String>) -> Result<(), Error> {
+        let topic = topic.into();
+        self.call(|r| Command::Subscribe(topic, r)).await
+    }
+
+    pub async fn publish(&self, topic: impl Into<String>, data: Vec<u8>) -> Result<(), Error> {
+        let topic = topic.into();
+        self.call(|r| Command::Publish(topic, data, r)).await
+    }
+
+    /// Delivers the verdict on a gossip message; only accepted messages are forwarded.
+    pub fn report_gossip(
+        &self,
+        id: GossipId,
+        source: PeerId,
+        verdict: Verdict,
+    ) -> Result<(), Error> {
+        self.tell(Command::ReportGossip(id, source, verdict))
+    }
+
+    /// Sends a request and waits for the response (bounded by the request timeout).
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+        data: Vec<u8>,
+    ) -> Result<Vec<u8>, Error> {
+        self.call(|r| Command::Request(peer, protocol, data, r))
+            .await
+    }
+
+    pub fn respond(&self, responder: Responder, data: Vec<u8>) -> Result<(), Error> {
+        self.tell(Command::Respond(responder, data))
+    }
+
+    /// Announces in the DHT that this node provides `key`.
+    pub async fn provide(&self, key: Vec<u8>) -> Result<(), Error> {
+        self.call(|r| Command::Provide(key, r)).await
+    }
+
+    /// Peers the DHT knows to provide `key`.
+    pub async fn providers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, Error> {
+        self.call(|r| Command::Providers(key, r)).await
+    }
+}

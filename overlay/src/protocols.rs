@@ -1,0 +1,13 @@
+//! Versioned protocol names. Lattice runs its own DHT and protocols, never the public
+//! IPFS ones, so strangers on the same network do not mix with a Lattice swarm.
+
+use libp2p::StreamProtocol;
+
+/// Kademlia, under Lattice's own name.
+pub const KAD: StreamProtocol = StreamProtocol::new("/lattice/kad/1.0.0");
+/// Document anti-entropy (request-response).
+pub const SYNC: StreamProtocol = StreamProtocol::new("/lattice/sync/1");
+/// Verified blob chunk ranges (request-response).
+pub const BLOB: StreamProtocol = StreamProtocol::new("/lattice/blob/1");
+/// The identify protocol version: peers with another version are not added to the DHT.
+pub const IDENTIFY_VERSION: &str = "/lattice/1.0.0";

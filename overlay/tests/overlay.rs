@@ -1,0 +1,188 @@
+//! Overlays in one process on 127.0.0.1: dialing, the DHT, request-response, gossip and
+//! the allow/block list. Every wait is bounded by a timeout so nothing hangs.
+
+use std::time::Duration;
+
+use lattice_overlay::{protocols, spawn, Config, Event, Keypair, Overlay, Verdict};
+use libp2p::Multiaddr;
+use tokio::sync::mpsc::Receiver;
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn node(bootstrap: Vec<Multiaddr>) -> (Overlay, Receiver<Event>) {
+    let mut cfg = Config::new(Keypair::generate_ed25519());
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    cfg.mdns = false;
+    cfg.upnp = false;
+    cfg.bootstrap = bootstrap;
+    cfg.request_timeout = Duration::from_secs(5);
+    let (o, rx, _task) = spawn(cfg, None).await.expect("overlay starts");
+    (o, rx)
+}
+
+async fn addr_of(o: &Overlay) -> Multiaddr {
+    let info = o.info().await.unwrap();
+    let a: Multiaddr = info.listen_addrs[0].parse().unwrap();
+    a.with(libp2p::multiaddr::Protocol::P2p(o.peer_id()))
+}
+
+/// Polls `check` every 100 ms until it holds, or fails after `LIMIT`.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let r = timeout(LIMIT, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn request_response_round_trip() {
+    let (a, _arx) = node(vec![]).await;
+    let (b, mut brx) = node(vec![]).await;
+    let b_overlay = b.clone();
+    // B answers every sync request with the bytes reversed.
+    tokio::spawn(async move {
+        while let Some(ev) = brx.recv().await {
+            if let Event::Request {
+                data,
+                responder,
+                protocol,
+                ..
+            } = ev
+            {
+                assert_eq!(protocol, protocols::SYNC);
+                let mut r = data;
+                r.reverse();
+                b_overlay.respond(responder, r).unwrap();
+            }
+        }
+    });
+    assert_eq!(a.dial(addr_of(&b).await).await.unwrap(), b.peer_id());
+    let resp = timeout(
+        LIMIT,
+        a.request(b.peer_id(), protocols::SYNC, b"abc".to_vec()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(resp, b"cba");
+}
+
+#[tokio::test]
+async fn a_request_to_a_silent_peer_times_out() {
+    let (a, _arx) = node(vec![]).await;
+    let (b, _brx) = node(vec![]).await; // never answers
+    a.dial(addr_of(&b).await).await.unwrap();
+    let r = timeout(LIMIT, a.request(b.peer_id(), protocols::SYNC, vec![1]))
+        .await
+        .unwrap();
+    assert!(r.is_err(), "a request nobody answers must fail, not hang");
+}
+
+#[tokio::test]
+async fn gossip_is_delivered_after_validation() {
+    let (a, _arx) = node(vec![]).await;
+    let (b, mut brx) = node(vec![]).await;
+    a.subscribe("t").await.unwrap();
+    b.subscribe("t").await.unwrap();
+    a.dial(addr_of(&b).await).await.unwrap();
+    let got = timeout(LIMIT, async {
+        loop {
+            a.publish("t", b"hello".to_vec()).await.unwrap();
+            if let Ok(Some(Event::Gossip {
+                topic,
+                data,
+                id,
+                source,
+                author,
+            })) = timeout(Duration::from_millis(300), async {
+                loop {
+                    match brx.recv().await {
+                        Some(e @ Event::Gossip { .. }) => return Some(e),
+                        Some(_) => continue,
+                        None => return None,
+                    }
+                }
+            })
+            .await
+            {
+                b.report_gossip(id, source, Verdict::Accept).unwrap();
+                assert_eq!(author, Some(a.peer_id()));
+                return (topic, data);
+            }
+        }
+    })
+    .await
+    .expect("gossip arrives");
+    assert_eq!(got, ("t".to_owned(), b"hello".to_vec()));
+}
+
+#[tokio::test]
+async fn the_dht_introduces_peers_that_share_only_a_bootstrap_node() {
+    let (a, _arx) = node(vec![]).await;
+    let boot = addr_of(&a).await;
+    let (b, _brx) = node(vec![boot.clone()]).await;
+    let (c, _crx) = node(vec![boot]).await;
+    let b_id = b.peer_id().to_string();
+    eventually("C's routing table to hold B", || async {
+        c.peers()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.peer_id == b_id && p.in_dht)
+    })
+    .await;
+    let only_id: Multiaddr = format!("/p2p/{}", b.peer_id()).parse().unwrap();
+    assert_eq!(c.dial(only_id).await.unwrap(), b.peer_id());
+}
+
+#[tokio::test]
+async fn blocking_disconnects_and_keeps_out_until_unblocked() {
+    let (a, _arx) = node(vec![]).await;
+    let (b, _brx) = node(vec![]).await;
+    let a_addr = addr_of(&a).await;
+    b.dial(a_addr.clone()).await.unwrap();
+    a.block(vec![b.peer_id()]).await.unwrap();
+    eventually("A to drop B", || async {
+        a.info().await.unwrap().connected_peers == 0
+    })
+    .await;
+    assert!(
+        b.dial(a_addr.clone()).await.is_err(),
+        "a blocked peer must not get back in"
+    );
+    a.unblock(vec![b.peer_id()]).await.unwrap();
+    assert_eq!(b.dial(a_addr).await.unwrap(), a.peer_id());
+}
+
+#[tokio::test]
+async fn allow_only_drops_everyone_else() {
+    let (a, _arx) = node(vec![]).await;
+    let (b, _brx) = node(vec![]).await;
+    let (c, _crx) = node(vec![]).await;
+    let a_addr = addr_of(&a).await;
+    b.dial(a_addr.clone()).await.unwrap();
+    c.dial(a_addr.clone()).await.unwrap();
+    a.allow_only(vec![b.peer_id()]).await.unwrap();
+    let b_id = b.peer_id().to_string();
+    eventually("A to keep only B", || async {
+        let peers = a.peers().await.unwrap();
+        let connected: Vec<_> = peers
+            .iter()
+            .filter(|p| p.connected)
+            .map(|p| p.peer_id.clone())
+            .collect();
+        connected == [b_id.clone()]
+    })
+    .await;
+    assert!(c.dial(a_addr.clone()).await.is_err());
+    a.allow_all().await.unwrap();
+    assert_eq!(c.dial(a_addr).await.unwrap(), a.peer_id());
+}
