@@ -30,9 +30,82 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run a node in the foreground until SIGINT or SIGTERM.
+    Daemon(DaemonArgs),
+    /// This node's peer id and listen addresses.
+    Id,
+    /// A summary of the node.
+    Status,
+    /// Connected peers (then peers known only from the DHT), with round-trip times.
+    Peers,
+    /// Connect to a peer: a full multiaddr, or just /p2p/PEER_ID to use addresses the DHT knows.
+    Dial {
+        #[arg(value_name = "MULTIADDR")]
+        addr: String,
+    },
+    /// The allow/block list.
+    #[command(subcommand)]
+    Net(NetCommand),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Local testnets and the deterministic simulator.
     #[command(subcommand)]
     Testnet(TestnetCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DaemonArgs {
+    /// Data directory (identity, storage). Default: $LATTICE_HOME, else the platform data dir.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (repeatable). Default: all interfaces, random port, TCP and QUIC.
+    #[arg(long, value_name = "MULTIADDR")]
+    pub listen: Vec<String>,
+    /// A peer to join through (repeatable), e.g. /ip4/192.0.2.1/tcp/4001/p2p/12D3Koo...
+    #[arg(long, value_name = "MULTIADDR")]
+    pub bootstrap: Vec<String>,
+    /// Do not discover peers on the LAN by mDNS.
+    #[arg(long)]
+    pub no_mdns: bool,
+    /// Do not ask the LAN gateway for a port mapping by UPnP.
+    #[arg(long)]
+    pub no_upnp: bool,
+    /// DHT mode: server (default), client, or auto.
+    #[arg(long, value_name = "MODE")]
+    pub dht_mode: Option<String>,
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9090.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Pre-shared key file: a private swarm that strangers cannot handshake with.
+    #[arg(long, value_name = "FILE")]
+    pub psk_file: Option<PathBuf>,
+    /// Log format: text or json. Filter with LATTICE_LOG (or RUST_LOG).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NetCommand {
+    /// Disconnect these peers and refuse them until unblocked.
+    Block {
+        #[arg(required = true, value_name = "PEER")]
+        peers: Vec<String>,
+    },
+    /// Let blocked peers back in.
+    Unblock {
+        #[arg(required = true, value_name = "PEER")]
+        peers: Vec<String>,
+    },
+    /// Talk only to these peers; disconnect everyone else.
+    AllowOnly {
+        #[arg(required = true, value_name = "PEER")]
+        peers: Vec<String>,
+    },
+    /// End allow-only mode (blocked peers stay blocked).
+    AllowAll,
 }
 
 #[derive(Subcommand, Debug)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
@@ -13,7 +13,7 @@ use crate::event::{GossipId, Responder, Verdict};
 pub(crate) const COMMAND_CAPACITY: usize = 256;
 
 /// A snapshot of the node's place in the network.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Info {
     pub peer_id: String,
     pub listen_addrs: Vec<String>,
@@ -25,7 +25,7 @@ pub struct Info {
 }
 
 /// A known peer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PeerInfo {
     pub peer_id: String,
     pub addrs: Vec<String>,

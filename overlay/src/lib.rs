@@ -40,7 +40,7 @@ pub use error::Error;
 pub use event::{Event, GossipId, Responder, Verdict};
 pub use handle::{Info, Overlay, PeerInfo};
 pub use libp2p::identity::Keypair;
-pub use libp2p::pnet::PreSharedKey;
+pub use libp2p::pnet::{KeyParseError, PreSharedKey};
 pub use libp2p::{Multiaddr as Addr, PeerId, StreamProtocol};
 
 /// Events waiting for the node; beyond this they are dropped and counted.

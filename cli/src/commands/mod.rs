@@ -1,13 +1,34 @@
 //! One module per command group; each turns parsed arguments into calls and output.
 
+mod daemon;
+mod net;
+mod node;
 mod testnet;
 
 use std::process::ExitCode;
 
+use clap::CommandFactory;
+
 use crate::args::{Cli, Command};
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
     match cli.command {
-        Command::Testnet(cmd) => testnet::run(&cli.global, cmd),
+        Command::Daemon(args) => daemon::run(g, args),
+        Command::Id => node::id(g),
+        Command::Status => node::status(g),
+        Command::Peers => node::peers(g),
+        Command::Dial { addr } => node::dial(g, addr),
+        Command::Net(cmd) => net::run(g, cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "lattice",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Testnet(cmd) => testnet::run(g, cmd),
     }
 }

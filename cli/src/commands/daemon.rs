@@ -1,0 +1,89 @@
+//! `lattice daemon`
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use lattice_node::config::{self, FileConfig, LogFormat};
+use lattice_node::Config;
+use lattice_overlay::{Addr, DhtMode};
+use tracing_subscriber::EnvFilter;
+
+use crate::args::{DaemonArgs, Global};
+
+fn addrs(list: &[String], flag: &str) -> anyhow::Result<Vec<Addr>> {
+    list.iter()
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("invalid {flag} multiaddr {a:?}"))
+        })
+        .collect()
+}
+
+/// Defaults, then the config file, then flags.
+fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
+    let file = match config::config_file() {
+        Some(p) => FileConfig::load(&p)?.unwrap_or_default(),
+        None => FileConfig::default(),
+    };
+    let data_dir = config::data_dir(a.data_dir.as_deref())?;
+    let socket = config::socket_path(g.socket.as_deref(), Some(&data_dir))?;
+    let dht_mode: DhtMode = match a.dht_mode.as_deref().or(file.dht_mode.as_deref()) {
+        Some(m) => m.parse().map_err(anyhow::Error::msg)?,
+        None => DhtMode::default(),
+    };
+    let log_format = match &a.log_format {
+        Some(f) => f.parse().map_err(anyhow::Error::msg)?,
+        None => file.log_format.unwrap_or_default(),
+    };
+    let listen = if a.listen.is_empty() {
+        file.listen.unwrap_or_default()
+    } else {
+        addrs(&a.listen, "--listen")?
+    };
+    let bootstrap = if a.bootstrap.is_empty() {
+        file.bootstrap.unwrap_or_default()
+    } else {
+        addrs(&a.bootstrap, "--bootstrap")?
+    };
+    let cfg = Config {
+        data_dir,
+        socket,
+        listen,
+        bootstrap,
+        mdns: !a.no_mdns && file.mdns.unwrap_or(true),
+        upnp: !a.no_upnp && file.upnp.unwrap_or(true),
+        dht_mode,
+        metrics: a.metrics.or(file.metrics),
+        psk_file: a.psk_file.clone().or(file.psk_file),
+        shutdown_grace: std::time::Duration::from_secs(5),
+    };
+    Ok((cfg, log_format))
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = std::env::var("LATTICE_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<ExitCode> {
+    let (cfg, format) = config(g, &a)?;
+    init_logging(format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(lattice_node::daemon::run(cfg))?;
+    Ok(ExitCode::SUCCESS)
+}

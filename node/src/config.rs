@@ -1,0 +1,204 @@
+//! Node configuration: defaults, then `<config dir>/config.toml`, then flags.
+//! Also where the data directory and the control socket are found.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lattice_overlay::{Addr, DhtMode};
+use serde::Deserialize;
+
+/// The platform allows this many bytes in a Unix socket path (108 with the terminating
+/// NUL on Linux; less on some systems).
+pub const MAX_SOCKET_PATH: usize = 100;
+
+/// A configuration problem, said so that the user can fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("no data directory: set --data-dir or LATTICE_HOME (no home directory found)")]
+    NoDataDir,
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("socket path {path} is {len} bytes; the limit is {MAX_SOCKET_PATH} (use --socket with a shorter path)")]
+    SocketPathTooLong { path: PathBuf, len: usize },
+    #[error("invalid pre-shared key in {path}: {message}")]
+    Psk { path: PathBuf, message: String },
+}
+
+/// How the daemon writes its log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            o => Err(format!("unknown log format {o:?}: expected text or json")),
+        }
+    }
+}
+
+/// `config.toml`: every field optional; flags override it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<Vec<Addr>>,
+    pub bootstrap: Option<Vec<Addr>>,
+    pub mdns: Option<bool>,
+    pub upnp: Option<bool>,
+    pub dht_mode: Option<String>,
+    pub metrics: Option<SocketAddr>,
+    pub psk_file: Option<PathBuf>,
+    pub log_format: Option<LogFormat>,
+}
+
+impl FileConfig {
+    /// Reads the file if it exists.
+    pub fn load(path: &Path) -> Result<Option<FileConfig>, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
+        };
+        toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::Parse {
+                path: path.into(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Everything the daemon needs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub listen: Vec<Addr>,
+    pub bootstrap: Vec<Addr>,
+    pub mdns: bool,
+    pub upnp: bool,
+    pub dht_mode: DhtMode,
+    pub metrics: Option<SocketAddr>,
+    pub psk_file: Option<PathBuf>,
+    /// How long SIGTERM waits for in-flight control requests before exiting anyway.
+    pub shutdown_grace: Duration,
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("", "", "lattice")
+}
+
+/// The data directory: `flag`, else `LATTICE_HOME`, else the platform's data directory.
+pub fn data_dir(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    if let Some(d) = flag {
+        return Ok(d.into());
+    }
+    if let Some(d) = std::env::var_os("LATTICE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(d.into());
+    }
+    project_dirs()
+        .map(|p| p.data_dir().to_path_buf())
+        .ok_or(ConfigError::NoDataDir)
+}
+
+/// Where `config.toml` lives.
+pub fn config_file() -> Option<PathBuf> {
+    project_dirs().map(|p| p.config_dir().join("config.toml"))
+}
+
+/// The control socket: `flag` (or `LATTICE_SOCKET`, which clap folds into the flag), else
+/// `$XDG_RUNTIME_DIR/lattice/lattice.sock`, else `<data>/lattice.sock`.
+pub fn socket_path(flag: Option<&Path>, data_dir: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    let path = match flag {
+        Some(p) => p.to_path_buf(),
+        None => match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+            Some(run) => PathBuf::from(run).join("lattice").join("lattice.sock"),
+            None => self::data_dir(data_dir)?.join("lattice.sock"),
+        },
+    };
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(ConfigError::SocketPathTooLong { path, len });
+    }
+    Ok(path)
+}
+
+/// Reads a pre-shared key file (the `/key/swarm/psk/1.0.0/` format: three lines, the key
+/// in base16 on the last).
+pub fn read_psk(path: &Path) -> Result<lattice_overlay::PreSharedKey, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    text.trim()
+        .parse()
+        .map_err(|e: lattice_overlay::KeyParseError| ConfigError::Psk {
+            path: path.into(),
+            message: e.to_string(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_socket_paths_are_refused_naming_the_limit() {
+        let long = PathBuf::from(format!("/tmp/{}/lattice.sock", "x".repeat(120)));
+        let err = socket_path(Some(&long), None).unwrap_err();
+        assert!(err.to_string().contains("limit is 100"), "{err}");
+    }
+
+    #[test]
+    fn config_files_are_parsed_strictly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        assert!(FileConfig::load(&p).unwrap().is_none());
+        std::fs::write(
+            &p,
+            "mdns = false\nbootstrap = [\"/ip4/127.0.0.1/tcp/4001\"]\n",
+        )
+        .unwrap();
+        let c = FileConfig::load(&p).unwrap().unwrap();
+        assert_eq!(c.mdns, Some(false));
+        assert_eq!(c.bootstrap.unwrap().len(), 1);
+        std::fs::write(&p, "mdsn = false\n").unwrap();
+        assert!(FileConfig::load(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("mdsn"));
+    }
+
+    #[test]
+    fn psk_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("swarm.key");
+        std::fs::write(
+            &p,
+            format!("/key/swarm/psk/1.0.0/\n/base16/\n{}\n", "ab".repeat(32)),
+        )
+        .unwrap();
+        assert!(read_psk(&p).is_ok());
+        std::fs::write(&p, "nonsense").unwrap();
+        assert!(read_psk(&p).is_err());
+    }
+}

@@ -1,0 +1,146 @@
+//! [`Client`]: a connection to a daemon's control socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+use super::api::{ApiError, Hello, Request, Response, PROTOCOL_VERSION};
+use super::codec::{self, FrameError};
+
+/// How long a call may take before the client gives up (dials and DHT queries included).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("no daemon at {0} (start one with `lattice daemon`)")]
+    NoDaemon(PathBuf),
+    #[error("not allowed to use {0}: it belongs to another user")]
+    PermissionDenied(PathBuf),
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the daemon at {0} did not answer in time")]
+    Timeout(PathBuf),
+    #[error("the daemon speaks control protocol {0}, this client speaks {PROTOCOL_VERSION}; upgrade one of them")]
+    Version(u32),
+    #[error("{}", .0.message)]
+    Api(ApiError),
+    #[error("control connection failed: {0}")]
+    Frame(#[from] FrameError),
+}
+
+impl ClientError {
+    /// The daemon's error, if that is what this is.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+pub struct Client {
+    path: PathBuf,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    next_id: u64,
+    /// The daemon's hello.
+    pub daemon: Hello,
+}
+
+impl Client {
+    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        let connect = tokio::time::timeout(CONNECT_TIMEOUT, UnixStream::connect(path)).await;
+        let stream = match connect {
+            Err(_) => return Err(ClientError::Timeout(path.into())),
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                        ClientError::NoDaemon(path.into())
+                    }
+                    std::io::ErrorKind::PermissionDenied => {
+                        ClientError::PermissionDenied(path.into())
+                    }
+                    _ => ClientError::Connect {
+                        path: path.into(),
+                        source: e,
+                    },
+                })
+            }
+        };
+        let (mut rd, mut wr) = stream.into_split();
+        let ours = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            agent: format!("lattice-cli/{}", env!("CARGO_PKG_VERSION")),
+        };
+        let exchange = async {
+            codec::write(&mut wr, &ours).await?;
+            let bytes = codec::read_frame(&mut rd).await?;
+            // A daemon that refuses our version answers with an error response instead.
+            if let Ok(r) = codec::decode::<Response>(&bytes) {
+                if let Some(e) = r.error {
+                    return Err(ClientError::Api(e));
+                }
+            }
+            Ok::<Hello, ClientError>(codec::decode::<Hello>(&bytes)?)
+        };
+        let daemon = tokio::time::timeout(CONNECT_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(path.into()))??;
+        if daemon.protocol_version != PROTOCOL_VERSION {
+            return Err(ClientError::Version(daemon.protocol_version));
+        }
+        Ok(Client {
+            path: path.into(),
+            rd,
+            wr,
+            next_id: 1,
+            daemon,
+        })
+    }
+
+    /// Calls `method` and decodes its result.
+    pub async fn call<P: Serialize, R: DeserializeOwned>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> Result<R, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = Request {
+            id,
+            method: method.to_owned(),
+            params: codec::to_value(params)?,
+        };
+        let path = self.path.clone();
+        let exchange = async {
+            codec::write(&mut self.wr, &req).await?;
+            loop {
+                let resp: Response = codec::read(&mut self.rd).await?;
+                if let Some(e) = resp.error {
+                    // Errors about the frame itself come with id 0.
+                    if resp.id == id || resp.id == 0 {
+                        return Err(ClientError::Api(e));
+                    }
+                }
+                if resp.id != id {
+                    continue;
+                }
+                let value = resp.result.unwrap_or(serde_cbor::Value::Null);
+                return Ok(codec::from_value(value)?);
+            }
+        };
+        tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(path))?
+    }
+}

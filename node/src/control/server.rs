@@ -1,0 +1,245 @@
+//! The control socket server: a Unix socket (0600, in a 0700 directory we create) that
+//! only the daemon's own user may use, speaking the frames of [`super::codec`].
+//!
+//! Each connection: `Hello` both ways, then requests answered in order. A malformed or
+//! oversized frame gets an error answer and closes that connection only; an unknown method
+//! gets an error answer and the connection stays open. On shutdown the server stops
+//! accepting, lets every connection finish the request it is running, removes the socket
+//! and returns.
+
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use super::api::{ApiError, ErrorCode, Hello, Request, Response, PROTOCOL_VERSION};
+use super::codec::{self, FrameError};
+
+/// Clients served at once; more are told `busy` and closed.
+pub const MAX_CLIENTS: usize = 64;
+/// A client must say hello this fast.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers calls. Implemented by the daemon.
+pub trait Handler: Send + Sync + 'static {
+    fn call(
+        &self,
+        method: &str,
+        params: serde_cbor::Value,
+    ) -> impl Future<Output = Result<serde_cbor::Value, ApiError>> + Send;
+    /// Called after every request, for metrics.
+    fn observe(&self, _method: &str, _elapsed: Duration, _ok: bool) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("another lattice daemon is already listening on {0} (stop it first, or use another --socket)")]
+    InUse(PathBuf),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error("cannot create the control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Server {
+    /// Binds the socket, replacing a stale one left by a crash but refusing to take over
+    /// from a live daemon.
+    pub async fn bind(path: &Path) -> Result<Server, ServerError> {
+        let io = |source| ServerError::Io {
+            path: path.into(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(io)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io)?;
+            }
+        }
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(ServerError::NotASocket(path.into()));
+            }
+            let live =
+                tokio::time::timeout(Duration::from_secs(1), UnixStream::connect(path)).await;
+            if matches!(live, Ok(Ok(_))) {
+                return Err(ServerError::InUse(path.into()));
+            }
+            info!(path = %path.display(), "replacing a stale control socket");
+            std::fs::remove_file(path).map_err(io)?;
+        }
+        let listener = UnixListener::bind(path).map_err(io)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        Ok(Server {
+            listener,
+            path: path.into(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains connections for at most `grace`
+    /// and removes the socket.
+    pub async fn serve<H: Handler>(
+        self,
+        handler: Arc<H>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) {
+        let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let mut conns = JoinSet::new();
+        let me = nix::unistd::geteuid().as_raw();
+        let mut next_conn = 0u64;
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                a = self.listener.accept() => a,
+                // Reap finished connections as we go so the set stays small.
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            };
+            let (stream, _) = match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    continue;
+                }
+            };
+            next_conn += 1;
+            let permit = slots.clone().try_acquire_owned();
+            let (handler, shutdown) = (handler.clone(), shutdown.clone());
+            let span = tracing::debug_span!("control", conn = next_conn);
+            conns.spawn(
+                async move {
+                    match permit {
+                        Ok(_permit) => connection(stream, me, handler, shutdown).await,
+                        Err(_) => refuse_busy(stream).await,
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        drop(self.listener);
+        let _ = std::fs::remove_file(&self.path);
+        let drained =
+            tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            warn!(
+                remaining = conns.len(),
+                "control connections still busy at shutdown; closing them"
+            );
+            conns.shutdown().await;
+        }
+    }
+}
+
+async fn refuse_busy(mut stream: UnixStream) {
+    let e = ApiError::new(
+        ErrorCode::Busy,
+        format!("the daemon already serves {MAX_CLIENTS} clients; try again"),
+    );
+    let _ = codec::write(&mut stream, &Response::err(0, e)).await;
+}
+
+async fn connection<H: Handler>(
+    stream: UnixStream,
+    me: u32,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) {
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == me => {}
+        Ok(cred) => {
+            warn!(
+                uid = cred.uid(),
+                "refused a control connection from another user"
+            );
+            return;
+        }
+        Err(e) => {
+            warn!("cannot check the control client's credentials: {e}");
+            return;
+        }
+    }
+    let (mut rd, mut wr) = stream.into_split();
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, codec::read::<Hello, _>(&mut rd)).await;
+    let hello = match hello {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return answer_frame_error(&mut wr, e).await,
+        Err(_) => return,
+    };
+    if hello.protocol_version != PROTOCOL_VERSION {
+        let msg = format!(
+            "protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}",
+            hello.protocol_version
+        );
+        let _ = codec::write(
+            &mut wr,
+            &Response::err(0, ApiError::new(ErrorCode::UnsupportedVersion, msg)),
+        )
+        .await;
+        return;
+    }
+    let ours = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent: format!("lattice/{}", env!("CARGO_PKG_VERSION")),
+    };
+    if codec::write(&mut wr, &ours).await.is_err() {
+        return;
+    }
+    debug!(agent = %hello.agent, "client connected");
+    loop {
+        let frame = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            f = codec::read_frame(&mut rd) => f,
+        };
+        let req = match frame.and_then(|b| codec::decode::<Request>(&b)) {
+            Ok(r) => r,
+            Err(e) => return answer_frame_error(&mut wr, e).await,
+        };
+        let started = Instant::now();
+        let result = handler.call(&req.method, req.params).await;
+        handler.observe(&req.method, started.elapsed(), result.is_ok());
+        let resp = match result {
+            Ok(v) => Response::ok(req.id, v),
+            Err(e) => Response::err(req.id, e),
+        };
+        if codec::write(&mut wr, &resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Tells the client what was wrong with its frame (the connection then closes).
+async fn answer_frame_error<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, e: FrameError) {
+    let error = match e {
+        FrameError::Closed | FrameError::Io(_) => return,
+        FrameError::TooLarge(n) => ApiError::new(
+            ErrorCode::FrameTooLarge,
+            format!(
+                "frame of {n} bytes exceeds the {}-byte limit",
+                codec::MAX_FRAME
+            ),
+        ),
+        FrameError::Malformed(m) => ApiError::new(ErrorCode::MalformedFrame, m),
+    };
+    debug!(%error, "bad frame; closing the connection");
+    let _ = codec::write(wr, &Response::err(0, error)).await;
+}

@@ -1,0 +1,288 @@
+//! The daemon: starts every part in order, serves the control socket, and on SIGINT or
+//! SIGTERM stops in order (stop accepting, finish in-flight requests, stop the overlay,
+//! remove the socket).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lattice_overlay::{Addr, Event, Overlay, PeerId};
+use prometheus_client::registry::Registry;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::control::api::{self, method, ApiError, ErrorCode};
+use crate::control::codec;
+use crate::control::server::{Handler, Server, ServerError};
+use crate::identity::{self, IdentityError};
+use crate::lock::{DataDirLock, LockError};
+use crate::metrics::{self, Metrics};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("network: {0}")]
+    Overlay(#[from] lattice_overlay::Error),
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+const METHODS: &[&str] = &[
+    method::ID,
+    method::STATUS,
+    method::PEERS,
+    method::DIAL,
+    method::NET_BLOCK,
+    method::NET_UNBLOCK,
+    method::NET_ALLOW_ONLY,
+    method::NET_ALLOW_ALL,
+];
+
+/// True for the methods this daemon answers.
+pub fn is_known_method(m: &str) -> bool {
+    METHODS.contains(&m)
+}
+
+/// What the control handler needs.
+struct Daemon {
+    overlay: Overlay,
+    started: Instant,
+    data_dir: PathBuf,
+    metrics: Metrics,
+}
+
+fn bad_request(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::BadRequest, e.to_string())
+}
+
+fn network(e: lattice_overlay::Error) -> ApiError {
+    use lattice_overlay::Error as E;
+    let code = match &e {
+        E::Shutdown => ErrorCode::Unavailable,
+        E::Timeout(_) => ErrorCode::Timeout,
+        E::Busy(_) => ErrorCode::Busy,
+        E::BadAddr { .. } => ErrorCode::BadRequest,
+        _ => ErrorCode::NetworkError,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn params<T: serde::de::DeserializeOwned>(v: serde_cbor::Value) -> Result<T, ApiError> {
+    codec::from_value(v).map_err(bad_request)
+}
+
+fn result<T: serde::Serialize>(v: &T) -> Result<serde_cbor::Value, ApiError> {
+    codec::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
+    if list.is_empty() {
+        return Err(bad_request("no peers given"));
+    }
+    list.iter()
+        .map(|p| {
+            PeerId::from_str(p).map_err(|e| bad_request(format!("invalid peer id {p:?}: {e}")))
+        })
+        .collect()
+}
+
+impl Handler for Daemon {
+    async fn call(&self, m: &str, p: serde_cbor::Value) -> Result<serde_cbor::Value, ApiError> {
+        match m {
+            method::ID => {
+                let info = self.overlay.info().await.map_err(network)?;
+                result(&api::IdInfo {
+                    peer_id: info.peer_id,
+                    listen_addrs: info.listen_addrs,
+                })
+            }
+            method::STATUS => {
+                let info = self.overlay.info().await.map_err(network)?;
+                result(&api::Status {
+                    peer_id: info.peer_id,
+                    version: env!("CARGO_PKG_VERSION").to_owned(),
+                    peers: info.connected_peers,
+                    dht_peers: info.dht_peers,
+                    docs: 0,
+                    blobs: 0,
+                    uptime_s: self.started.elapsed().as_secs(),
+                    listen_addrs: info.listen_addrs,
+                    external_addrs: info.external_addrs,
+                    data_dir: self.data_dir.display().to_string(),
+                    blocked: info.blocked,
+                    allow_only: info.allow_only,
+                })
+            }
+            method::PEERS => result(&self.overlay.peers().await.map_err(network)?),
+            method::DIAL => {
+                let a: api::DialParams = params(p)?;
+                let addr = Addr::from_str(&a.addr)
+                    .map_err(|e| bad_request(format!("invalid multiaddr {:?}: {e}", a.addr)))?;
+                let peer = self.overlay.dial(addr).await.map_err(network)?;
+                result(&api::Dialed {
+                    peer_id: peer.to_string(),
+                })
+            }
+            method::NET_BLOCK => {
+                let a: api::PeersParams = params(p)?;
+                self.overlay
+                    .block(peer_ids(a.peers)?)
+                    .await
+                    .map_err(network)?;
+                result(&api::Done {})
+            }
+            method::NET_UNBLOCK => {
+                let a: api::PeersParams = params(p)?;
+                self.overlay
+                    .unblock(peer_ids(a.peers)?)
+                    .await
+                    .map_err(network)?;
+                result(&api::Done {})
+            }
+            method::NET_ALLOW_ONLY => {
+                let a: api::PeersParams = params(p)?;
+                self.overlay
+                    .allow_only(peer_ids(a.peers)?)
+                    .await
+                    .map_err(network)?;
+                result(&api::Done {})
+            }
+            method::NET_ALLOW_ALL => {
+                self.overlay.allow_all().await.map_err(network)?;
+                result(&api::Done {})
+            }
+            other => Err(ApiError::new(
+                ErrorCode::UnknownMethod,
+                format!("unknown method {other:?}"),
+            )),
+        }
+    }
+
+    fn observe(&self, method: &str, elapsed: Duration, ok: bool) {
+        self.metrics.control_request(method, elapsed, ok);
+    }
+}
+
+/// Runs a daemon until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    let shutdown = CancellationToken::new();
+    let mut signals = JoinSet::new();
+    for kind in [
+        tokio::signal::unix::SignalKind::interrupt(),
+        tokio::signal::unix::SignalKind::terminate(),
+    ] {
+        let mut s = tokio::signal::unix::signal(kind).map_err(DaemonError::Signals)?;
+        let token = shutdown.clone();
+        signals.spawn(async move {
+            if s.recv().await.is_some() {
+                info!("signal received; shutting down");
+                token.cancel();
+            }
+        });
+    }
+    let r = run_until(config, shutdown).await;
+    signals.abort_all();
+    r
+}
+
+/// Runs a daemon until `shutdown` is cancelled.
+pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let dir = &config.data_dir;
+    let io = |source| DaemonError::DataDir {
+        path: dir.clone(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    let _lock = DataDirLock::acquire(dir)?;
+    let key = identity::load_or_create(&dir.join("identity.key"))?;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let mut net = lattice_overlay::Config::new(key);
+    if !config.listen.is_empty() {
+        net.listen = config.listen.clone();
+    }
+    net.bootstrap = config.bootstrap.clone();
+    net.mdns = config.mdns;
+    net.upnp = config.upnp;
+    net.dht_mode = config.dht_mode;
+    if let Some(path) = &config.psk_file {
+        net.psk = Some(crate::config::read_psk(path)?);
+        net.listen.retain(|a| !a.to_string().contains("/quic"));
+        info!("private swarm: pre-shared key in use, QUIC disabled");
+    }
+    let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
+    let server = Server::bind(&config.socket).await?;
+    let registry = Arc::new(registry);
+    if let Some(addr) = config.metrics {
+        metrics::serve(addr, registry.clone(), shutdown.clone())
+            .await
+            .map_err(|source| DaemonError::Metrics { addr, source })?;
+    }
+
+    let mut tasks = JoinSet::new();
+    tasks.spawn(drain_events(events, metrics.clone()));
+    let daemon = Arc::new(Daemon {
+        overlay: overlay.clone(),
+        started: Instant::now(),
+        data_dir: dir.clone(),
+        metrics,
+    });
+    info!(
+        peer_id = %overlay.peer_id(),
+        socket = %server.path().display(),
+        data_dir = %dir.display(),
+        "lattice daemon ready"
+    );
+    drop(overlay);
+    server.serve(daemon, shutdown, config.shutdown_grace).await;
+
+    // The server has returned, so the handler and its overlay handle are gone; the other
+    // tasks hold none. The overlay task ends once the last handle is dropped.
+    tasks.shutdown().await;
+    match tokio::time::timeout(Duration::from_secs(5), overlay_task).await {
+        Ok(_) => {}
+        Err(_) => warn!("overlay did not stop in time"),
+    }
+    info!("lattice daemon stopped");
+    Ok(())
+}
+
+/// Consumes overlay events. Documents and blobs (later) subscribe here; for now it keeps
+/// the metrics and declines what nobody handles.
+async fn drain_events(mut events: tokio::sync::mpsc::Receiver<Event>, metrics: Metrics) {
+    while let Some(e) = events.recv().await {
+        match e {
+            Event::PeerConnected { .. } => metrics.peer_connected(),
+            Event::PeerDisconnected { .. } => metrics.peer_disconnected(),
+            // No topic is subscribed and no protocol served yet: dropping the responder
+            // tells the requester at once that nothing answers here.
+            _ => {}
+        }
+    }
+}

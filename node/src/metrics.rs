@@ -1,0 +1,145 @@
+//! Prometheus metrics: libp2p's (recorded by the overlay) plus Lattice's own, served as
+//! text on `--metrics ADDR` at `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    outcome: &'static str,
+}
+
+/// Lattice's own metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram>,
+    peers: Gauge,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them under `lattice_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 4.0, 10))
+            }),
+            peers: Gauge::default(),
+        };
+        let sub = registry.sub_registry_with_prefix("lattice");
+        sub.register(
+            "control_requests",
+            "Control socket requests, by method and outcome",
+            m.requests.clone(),
+        );
+        sub.register(
+            "control_request_seconds",
+            "Control request latency",
+            m.latency.clone(),
+        );
+        sub.register(
+            "connected_peers",
+            "Peers with an open connection",
+            m.peers.clone(),
+        );
+        m
+    }
+
+    pub fn control_request(&self, method: &str, elapsed: Duration, ok: bool) {
+        // Unknown methods are bucketed together so a client cannot grow the label set.
+        let method = if crate::daemon::is_known_method(method) {
+            method
+        } else {
+            "unknown"
+        };
+        let labels = RequestLabels {
+            method: method.to_owned(),
+            outcome: if ok { "ok" } else { "error" },
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.latency
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn peer_connected(&self) {
+        self.peers.inc();
+    }
+
+    pub fn peer_disconnected(&self) {
+        self.peers.dec();
+    }
+}
+
+/// Largest HTTP request head read.
+const MAX_HEAD: usize = 8 << 10;
+
+/// Binds `addr` and serves `/metrics` until `shutdown`.
+pub async fn serve(
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(addr = %listener.local_addr()?, "serving metrics");
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+            };
+            let registry = registry.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; MAX_HEAD];
+                let mut n = 0;
+                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                    while n < head.len() && !head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut head[n..]).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(k) => n += k,
+                        }
+                    }
+                })
+                .await;
+                if read.is_err() {
+                    return;
+                }
+                let (status, ctype, body) = if head[..n].starts_with(b"GET /metrics") {
+                    let mut body = String::new();
+                    match prometheus_client::encoding::text::encode(&mut body, &registry) {
+                        Ok(()) => (
+                            "200 OK",
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            body,
+                        ),
+                        Err(e) => ("500 Internal Server Error", "text/plain", e.to_string()),
+                    }
+                } else {
+                    ("404 Not Found", "text/plain", "try /metrics\n".to_owned())
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if let Err(e) = stream.write_all(resp.as_bytes()).await {
+                    debug!("metrics response not sent: {e}");
+                }
+            });
+        }
+    });
+    Ok(())
+}
