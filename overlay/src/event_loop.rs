@@ -9,7 +9,7 @@ use futures::StreamExt;
 use libp2p::metrics::{Metrics, Recorder};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{gossipsub, identify, kad, mdns, ping, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::mpsc;
@@ -51,6 +51,9 @@ pub(crate) struct EventLoop {
     queries: HashMap<kad::QueryId, Query>,
     rtt: HashMap<PeerId, Duration>,
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Peers that identified themselves on a connection still open: the ones that really
+    /// accepted this node (a peer that refuses us closes before identifying).
+    identified: HashSet<PeerId>,
     bootstrapped: bool,
     dropped_events: u64,
 }
@@ -74,6 +77,7 @@ impl EventLoop {
             queries: HashMap::new(),
             rtt: HashMap::new(),
             addrs: HashMap::new(),
+            identified: HashSet::new(),
             bootstrapped: false,
             dropped_events: 0,
         }
@@ -311,11 +315,24 @@ impl EventLoop {
                 return;
             }
         }
+        if let Some(p) = peer {
+            if self.swarm.is_connected(&p) && self.identified.contains(&p) {
+                let _ = reply.send(Ok(p));
+                return;
+            }
+        }
         let only_peer = addr.iter().count() == 1 && peer.is_some();
+        // Always a new connection: one that is open but not yet identified may be one the
+        // remote is about to refuse.
         let opts = match peer {
             // Just `/p2p/<id>`: the DHT supplies the addresses.
-            Some(p) if only_peer => DialOpts::peer_id(p).build(),
-            Some(p) => DialOpts::peer_id(p).addresses(vec![addr]).build(),
+            Some(p) if only_peer => DialOpts::peer_id(p)
+                .condition(PeerCondition::Always)
+                .build(),
+            Some(p) => DialOpts::peer_id(p)
+                .condition(PeerCondition::Always)
+                .addresses(vec![addr])
+                .build(),
             None => DialOpts::unknown_peer_id().address(addr).build(),
         };
         let id = opts.connection_id();
@@ -328,10 +345,6 @@ impl EventLoop {
                         reply,
                     },
                 );
-            }
-            // Already connected (the default dial condition): that is success.
-            Err(DialError::DialPeerConditionFalse(_)) => {
-                let _ = reply.send(peer.ok_or_else(|| Error::Dial("already connected".into())));
             }
             Err(DialError::NoAddresses) => {
                 let msg =
@@ -419,6 +432,7 @@ impl EventLoop {
                     let _ = p.reply.send(Err(Error::Dial(msg)));
                 }
                 if num_established == 0 {
+                    self.identified.remove(&peer_id);
                     self.addrs.remove(&peer_id);
                     self.rtt.remove(&peer_id);
                     self.emit(Event::PeerDisconnected { peer: peer_id });
@@ -454,6 +468,7 @@ impl EventLoop {
                     connection_id,
                 } = e
                 {
+                    self.identified.insert(peer_id);
                     if let Some(p) = self.dials.remove(&connection_id) {
                         let _ = p.reply.send(Ok(peer_id));
                     }
