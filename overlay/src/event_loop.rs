@@ -26,6 +26,11 @@ use crate::protocols;
 const MAX_PENDING: usize = 1_024;
 /// How often deadlines are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
+/// While the routing table is smaller than a Kademlia bucket (a small or young network),
+/// re-run the bootstrap this often, so peers that joined after us are found in seconds
+/// rather than at the next periodic bootstrap.
+const SMALL_TABLE_BOOTSTRAP: Duration = Duration::from_secs(5);
+const SMALL_TABLE: usize = 20;
 
 struct Pending<T> {
     deadline: Instant,
@@ -55,6 +60,7 @@ pub(crate) struct EventLoop {
     /// accepted this node (a peer that refuses us closes before identifying).
     identified: HashSet<PeerId>,
     bootstrapped: bool,
+    last_bootstrap: Instant,
     dropped_events: u64,
 }
 
@@ -79,6 +85,7 @@ impl EventLoop {
             addrs: HashMap::new(),
             identified: HashSet::new(),
             bootstrapped: false,
+            last_bootstrap: Instant::now(),
             dropped_events: 0,
         }
     }
@@ -99,7 +106,10 @@ impl EventLoop {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
-                _ = tick.tick() => self.expire(),
+                _ = tick.tick() => {
+                    self.expire();
+                    self.bootstrap_if_small();
+                }
             }
         }
         info!("overlay stopped");
@@ -354,6 +364,18 @@ impl EventLoop {
             Err(e) => {
                 let _ = reply.send(Err(Error::Dial(e.to_string())));
             }
+        }
+    }
+
+    fn bootstrap_if_small(&mut self) {
+        if self.last_bootstrap.elapsed() < SMALL_TABLE_BOOTSTRAP {
+            return;
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let size: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+        if size > 0 && size < SMALL_TABLE {
+            self.last_bootstrap = Instant::now();
+            let _ = kad.bootstrap();
         }
     }
 
