@@ -27,8 +27,15 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
     }
-    let mut buf = vec![0u8; len];
-    io.read_exact(&mut buf).await?;
+    // Grow as bytes arrive rather than trusting the announced length.
+    let mut buf = Vec::with_capacity(len.min(64 << 10));
+    let n = io.take(len as u64).read_to_end(&mut buf).await?;
+    if n != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "truncated frame",
+        ));
+    }
     Ok(buf)
 }
 

@@ -186,3 +186,45 @@ async fn allow_only_drops_everyone_else() {
     a.allow_all().await.unwrap();
     assert_eq!(c.dial(a_addr).await.unwrap(), a.peer_id());
 }
+
+fn psk(byte: u8) -> lattice_overlay::PreSharedKey {
+    lattice_overlay::PreSharedKey::new([byte; 32])
+}
+
+async fn private_node(key: Option<lattice_overlay::PreSharedKey>) -> (Overlay, Receiver<Event>) {
+    let mut cfg = Config::new(Keypair::generate_ed25519());
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    cfg.mdns = false;
+    cfg.upnp = false;
+    cfg.psk = key;
+    cfg.request_timeout = Duration::from_secs(3);
+    let (o, rx, _task) = spawn(cfg, None).await.expect("overlay starts");
+    (o, rx)
+}
+
+#[tokio::test]
+async fn a_private_swarm_admits_only_holders_of_its_key() {
+    let (a, _arx) = private_node(Some(psk(1))).await;
+    let (b, _brx) = private_node(Some(psk(1))).await;
+    let (stranger, _srx) = private_node(Some(psk(2))).await;
+    let (public, _prx) = private_node(None).await;
+    let a_addr = addr_of(&a).await;
+    assert_eq!(
+        timeout(LIMIT, b.dial(a_addr.clone()))
+            .await
+            .unwrap()
+            .unwrap(),
+        a.peer_id()
+    );
+    assert!(
+        timeout(LIMIT, stranger.dial(a_addr.clone()))
+            .await
+            .unwrap()
+            .is_err(),
+        "a wrong key must not handshake"
+    );
+    assert!(
+        timeout(LIMIT, public.dial(a_addr)).await.unwrap().is_err(),
+        "no key must not handshake"
+    );
+}

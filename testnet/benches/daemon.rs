@@ -23,7 +23,10 @@ fn binary() -> Result<PathBuf> {
     }
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/lattice");
     if !p.exists() {
-        bail!("{} not found: run `cargo build --release` first (or set LATTICE_BIN)", p.display());
+        bail!(
+            "{} not found: run `cargo build --release` first (or set LATTICE_BIN)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -34,8 +37,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("no value")?.parse()?)
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("no value")?
+        .parse()?)
 }
 
 fn main() -> Result<()> {
@@ -55,10 +65,15 @@ fn main() -> Result<()> {
         drop(d);
     }
     ready.sort();
-    println!("start to socket ready: median {:?} (min {:?}, max {:?}, 5 runs)", ready[2], ready[0], ready[4]);
+    println!(
+        "start to socket ready: median {:?} (min {:?}, max {:?}, 5 runs)",
+        ready[2], ready[0], ready[4]
+    );
 
     let d = Daemon::start(&bin, &tmp.join("rtt"), &[])?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut times = rt.block_on(async {
         let mut c = Client::connect(&d.socket).await?;
         let mut times = Vec::with_capacity(1_000);
@@ -101,7 +116,12 @@ fn idle_rss(bin: &std::path::Path, dir: &std::path::Path) -> Result<()> {
     let mut child = if root {
         // A private network namespace with only loopback: mDNS and UPnP stay on this machine.
         Command::new("unshare")
-            .args(["-n", "sh", "-c", &format!("ip link set lo up && exec {daemon}")])
+            .args([
+                "-n",
+                "sh",
+                "-c",
+                &format!("ip link set lo up && exec {daemon}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?
@@ -112,10 +132,15 @@ fn idle_rss(bin: &std::path::Path, dir: &std::path::Path) -> Result<()> {
             .stderr(Stdio::null())
             .spawn()?
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let ready = wait_for("the idle daemon", Duration::from_secs(30), Duration::from_millis(50), || {
-        Ok(rt.block_on(Client::connect(&socket)).ok().map(|_| ()))
-    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let ready = wait_for(
+        "the idle daemon",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || Ok(rt.block_on(Client::connect(&socket)).ok().map(|_| ())),
+    );
     if let Err(e) = ready {
         let _ = child.kill();
         return Err(e);
@@ -125,7 +150,15 @@ fn idle_rss(bin: &std::path::Path, dir: &std::path::Path) -> Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     let rss = rss?;
-    let what = if root { "DHT, gossipsub, mDNS and UPnP on" } else { "DHT and gossipsub on; mDNS and UPnP off (not root)" };
-    println!("idle RSS after 30 s ({what}): {} KiB = {:.1} MiB", rss, rss as f64 / 1024.0);
+    let what = if root {
+        "DHT, gossipsub, mDNS and UPnP on"
+    } else {
+        "DHT and gossipsub on; mDNS and UPnP off (not root)"
+    };
+    println!(
+        "idle RSS after 30 s ({what}): {} KiB = {:.1} MiB",
+        rss,
+        rss as f64 / 1024.0
+    );
     Ok(())
 }

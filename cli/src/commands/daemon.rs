@@ -31,8 +31,10 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
         Some(m) => m.parse().map_err(anyhow::Error::msg)?,
         None => DhtMode::default(),
     };
+    // `--json` on the daemon asks for machine-readable output: JSON log lines.
     let log_format = match &a.log_format {
         Some(f) => f.parse().map_err(anyhow::Error::msg)?,
+        None if g.json => LogFormat::Json,
         None => file.log_format.unwrap_or_default(),
     };
     let listen = if a.listen.is_empty() {

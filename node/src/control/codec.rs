@@ -7,6 +7,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest frame either side accepts.
 pub const MAX_FRAME: usize = 16 << 20;
+/// Once a frame's length has arrived, its body must follow within this time, so a client
+/// that stalls mid-frame cannot hold a connection slot forever.
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -21,7 +24,8 @@ pub enum FrameError {
     Io(#[from] std::io::Error),
 }
 
-/// Reads one frame's bytes. Refuses an oversized frame before reading its body.
+/// Reads one frame's bytes. Refuses an oversized frame before reading its body, and
+/// grows the buffer as bytes arrive rather than trusting the announced length.
 pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
@@ -33,8 +37,19 @@ pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Result<Vec<u8>, Fram
     if len as usize > MAX_FRAME {
         return Err(FrameError::TooLarge(len.into()));
     }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf).await?;
+    let mut buf = Vec::with_capacity((len as usize).min(64 << 10));
+    let mut body = (&mut *r).take(len.into());
+    let n = tokio::time::timeout(BODY_TIMEOUT, body.read_to_end(&mut buf))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "frame body not received in time",
+            )
+        })??;
+    if n != len as usize {
+        return Err(FrameError::Closed);
+    }
     Ok(buf)
 }
 
