@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::id::ActorId;
-use crate::store::{Causal, DotFun, DotStore, Join};
+use crate::store::{Causal, DotFun};
 
 /// The largest running total one actor's entry may hold; larger values are refused so the
 /// sum over all actors can never overflow.
@@ -100,17 +100,7 @@ impl PnCounter {
     }
 }
 
-impl DotStore for PnCounter {
-    fn is_bottom(&self) -> bool {
-        self.0.is_bottom()
-    }
-    fn for_each_dot(&self, f: &mut dyn FnMut(&Dot)) {
-        self.0.for_each_dot(f)
-    }
-    fn join(&mut self, other: &Self, j: &Join<'_>) {
-        self.0.join(&other.0, j)
-    }
-}
+crate::store::forward_dot_store!(PnCounter);
 
 impl Causal<PnCounter> {
     /// Applies an increment locally and returns the delta to ship.

@@ -202,14 +202,4 @@ impl Map {
     }
 }
 
-impl DotStore for Map {
-    fn is_bottom(&self) -> bool {
-        self.0.is_bottom()
-    }
-    fn for_each_dot(&self, f: &mut dyn FnMut(&Dot)) {
-        self.0.for_each_dot(f)
-    }
-    fn join(&mut self, other: &Self, j: &Join<'_>) {
-        self.0.join(&other.0, j)
-    }
-}
+crate::store::forward_dot_store!(Map);

@@ -4,7 +4,7 @@
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::id::ActorId;
-use crate::store::{Causal, DotFun, DotStore, Join};
+use crate::store::{Causal, DotFun, DotStore};
 
 /// A multi-value register as a dot store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,17 +42,7 @@ impl<T: Clone + Ord + std::fmt::Debug> MvRegister<T> {
     }
 }
 
-impl<T: Clone + Ord + std::fmt::Debug> DotStore for MvRegister<T> {
-    fn is_bottom(&self) -> bool {
-        self.0.is_bottom()
-    }
-    fn for_each_dot(&self, f: &mut dyn FnMut(&Dot)) {
-        self.0.for_each_dot(f)
-    }
-    fn join(&mut self, other: &Self, j: &Join<'_>) {
-        self.0.join(&other.0, j)
-    }
-}
+crate::store::forward_dot_store!(MvRegister<T>);
 
 #[cfg(test)]
 mod tests {

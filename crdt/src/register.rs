@@ -9,7 +9,7 @@ use crate::clock::Timestamp;
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::id::ActorId;
-use crate::store::{Causal, DotFun, DotStore, Join};
+use crate::store::{Causal, DotFun, DotStore};
 
 /// An LWW register as a dot store; `T` is the value type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,17 +62,7 @@ impl<T: Clone + Ord + std::fmt::Debug> LwwRegister<T> {
     }
 }
 
-impl<T: Clone + Ord + std::fmt::Debug> DotStore for LwwRegister<T> {
-    fn is_bottom(&self) -> bool {
-        self.0.is_bottom()
-    }
-    fn for_each_dot(&self, f: &mut dyn FnMut(&Dot)) {
-        self.0.for_each_dot(f)
-    }
-    fn join(&mut self, other: &Self, j: &Join<'_>) {
-        self.0.join(&other.0, j)
-    }
-}
+crate::store::forward_dot_store!(LwwRegister<T>);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
 use crate::id::ActorId;
-use crate::store::{Causal, DotMap, DotSet, DotStore, Join};
+use crate::store::{Causal, DotMap, DotSet};
 
 /// An OR-set of `T` as a dot store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,17 +80,7 @@ impl<T: Ord + Clone + std::fmt::Debug> OrSet<T> {
     }
 }
 
-impl<T: Ord + Clone + std::fmt::Debug> DotStore for OrSet<T> {
-    fn is_bottom(&self) -> bool {
-        self.0.is_bottom()
-    }
-    fn for_each_dot(&self, f: &mut dyn FnMut(&Dot)) {
-        self.0.for_each_dot(f)
-    }
-    fn join(&mut self, other: &Self, j: &Join<'_>) {
-        self.0.join(&other.0, j)
-    }
-}
+crate::store::forward_dot_store!(OrSet<T>);
 
 impl<T: Ord + Clone + std::fmt::Debug> Causal<OrSet<T>> {
     /// Adds locally and returns the delta to ship.

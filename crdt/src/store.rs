@@ -82,6 +82,24 @@ impl<'a> Join<'a> {
     }
 }
 
+/// Implements [`DotStore`] for a newtype over another dot store by forwarding to it.
+macro_rules! forward_dot_store {
+    ($ty:ident $(<$g:ident>)?) => {
+        impl$(<$g: Clone + Ord + std::fmt::Debug>)? $crate::store::DotStore for $ty$(<$g>)? {
+            fn is_bottom(&self) -> bool {
+                self.0.is_bottom()
+            }
+            fn for_each_dot(&self, f: &mut dyn FnMut(&$crate::dot::Dot)) {
+                self.0.for_each_dot(f)
+            }
+            fn join(&mut self, other: &Self, j: &$crate::store::Join<'_>) {
+                self.0.join(&other.0, j)
+            }
+        }
+    };
+}
+pub(crate) use forward_dot_store;
+
 /// A set of dots: the dots under which one element of an OR-set was added.
 /// Sorted, no duplicates; almost always a single dot, kept inline.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
