@@ -6,14 +6,18 @@
 //! - [`control`]: the control socket — protocol, server and [`control::Client`].
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`daemon`]: [`daemon::run`], which starts everything and stops it in order.
+//! - [`auth`]: signing and verifying deltas with nodes' Ed25519 keys.
+//! - [`store`]: durable storage (redb) on its own thread.
 //!
 //! Documents (issue #4) and blobs and services (issue #6) are built on this next.
 
+pub mod auth;
 pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod identity;
 pub mod lock;
 pub mod metrics;
+pub mod store;
 
 pub use config::Config;

@@ -39,7 +39,7 @@ pub use config::{Config, DhtMode};
 pub use error::Error;
 pub use event::{Event, GossipId, Responder, Verdict};
 pub use handle::{Info, Overlay, PeerInfo};
-pub use libp2p::identity::Keypair;
+pub use libp2p::identity::{self, Keypair};
 pub use libp2p::pnet::{KeyParseError, PreSharedKey};
 pub use libp2p::{Multiaddr as Addr, PeerId, StreamProtocol};
 

@@ -1,0 +1,90 @@
+//! Signing and verifying deltas with nodes' Ed25519 keys: a writer's actor id is its
+//! Ed25519 public key, so a delta's author is also the key that must have signed it.
+
+use lattice_crdt::sync::Authenticator;
+use lattice_crdt::ActorId;
+use lattice_overlay::identity::{ed25519, Keypair, PublicKey};
+use lattice_overlay::PeerId;
+
+/// Signs as this node; verifies anyone.
+pub struct NodeAuth {
+    key: ed25519::Keypair,
+}
+
+/// A key that cannot sign deltas.
+#[derive(Debug, thiserror::Error)]
+#[error("the node identity is not an Ed25519 key")]
+pub struct NotEd25519;
+
+impl NodeAuth {
+    pub fn new(key: &Keypair) -> Result<Self, NotEd25519> {
+        Ok(NodeAuth {
+            key: key.clone().try_into_ed25519().map_err(|_| NotEd25519)?,
+        })
+    }
+
+    /// This node's actor id.
+    pub fn actor(&self) -> ActorId {
+        ActorId(self.key.public().to_bytes())
+    }
+}
+
+impl Authenticator for NodeAuth {
+    fn sign(&self, _author: &ActorId, msg: &[u8]) -> Vec<u8> {
+        self.key.sign(msg)
+    }
+
+    fn verify(&self, author: &ActorId, msg: &[u8], signature: &[u8]) -> bool {
+        ed25519::PublicKey::try_from_bytes(&author.0).is_ok_and(|pk| pk.verify(msg, signature))
+    }
+}
+
+/// The actor id of a peer, if its peer id embeds an Ed25519 key (as Lattice nodes' do).
+pub fn actor_of_peer(peer: &PeerId) -> Option<ActorId> {
+    let mh = peer.as_ref();
+    // Ed25519 peer ids are identity multihashes (code 0) of the protobuf-encoded key.
+    if mh.code() != 0 {
+        return None;
+    }
+    let pk = PublicKey::try_decode_protobuf(mh.digest())
+        .ok()?
+        .try_into_ed25519()
+        .ok()?;
+    Some(ActorId(pk.to_bytes()))
+}
+
+/// The peer id of an actor.
+pub fn peer_of_actor(actor: &ActorId) -> Option<PeerId> {
+    let pk = ed25519::PublicKey::try_from_bytes(&actor.0).ok()?;
+    Some(PublicKey::from(pk).to_peer_id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_only_for_their_author_and_bytes() {
+        let k = Keypair::generate_ed25519();
+        let auth = NodeAuth::new(&k).unwrap();
+        let me = auth.actor();
+        let sig = auth.sign(&me, b"delta");
+        assert!(auth.verify(&me, b"delta", &sig));
+        assert!(!auth.verify(&me, b"other", &sig));
+        let other = NodeAuth::new(&Keypair::generate_ed25519()).unwrap().actor();
+        assert!(!auth.verify(&other, b"delta", &sig));
+        assert!(
+            !auth.verify(&ActorId([0; 32]), b"delta", &sig),
+            "garbage keys verify nothing"
+        );
+    }
+
+    #[test]
+    fn peer_ids_and_actor_ids_map_both_ways() {
+        let k = Keypair::generate_ed25519();
+        let peer = k.public().to_peer_id();
+        let actor = NodeAuth::new(&k).unwrap().actor();
+        assert_eq!(actor_of_peer(&peer), Some(actor));
+        assert_eq!(peer_of_actor(&actor), Some(peer));
+    }
+}

@@ -1,0 +1,115 @@
+//! The redb tables and the transactions over them.
+
+use std::path::Path;
+
+use lattice_crdt::sync::{SignedDelta, MAX_MESSAGE_BYTES};
+use lattice_crdt::{codec, DocId};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// Document id → metadata (CBOR).
+const DOCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("docs");
+/// doc id ‖ author ‖ first seq (big-endian) → signed delta (CBOR).
+const DELTAS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deltas");
+
+/// What a node knows of a document besides its content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocMeta {
+    #[serde(with = "serde_bytes")]
+    pub id: [u8; 32],
+    /// The local alias (the name given at creation).
+    pub name: String,
+    /// Open documents accept writes from anyone; closed ones only from their writers.
+    pub open: bool,
+    pub created_ms: u64,
+}
+
+pub(super) fn open(path: &Path) -> Result<redb::Database, StoreError> {
+    let db = redb::Database::create(path)?;
+    let w = db.begin_write()?;
+    w.open_table(DOCS)?;
+    w.open_table(DELTAS)?;
+    w.commit()?;
+    Ok(db)
+}
+
+fn delta_key(d: &SignedDelta) -> [u8; 72] {
+    key(&d.doc, &d.author.0, d.seqs.first)
+}
+
+fn key(doc: &DocId, author: &[u8; 32], first: u64) -> [u8; 72] {
+    let mut k = [0u8; 72];
+    k[..32].copy_from_slice(&doc.0);
+    k[32..64].copy_from_slice(author);
+    k[64..].copy_from_slice(&first.to_be_bytes());
+    k
+}
+
+pub(super) fn put_doc(db: &redb::Database, meta: &DocMeta) -> Result<(), StoreError> {
+    let w = db.begin_write()?;
+    w.open_table(DOCS)?
+        .insert(meta.id.as_slice(), codec::encode(meta).as_slice())?;
+    w.commit()?;
+    Ok(())
+}
+
+pub(super) fn docs(db: &redb::Database) -> Result<Vec<DocMeta>, StoreError> {
+    let r = db.begin_read()?;
+    let t = r.open_table(DOCS)?;
+    let mut out = Vec::new();
+    for row in t.range::<&[u8]>(..)? {
+        let (_, v) = row?;
+        out.push(
+            codec::decode(v.value(), 1 << 20).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Stores deltas in one transaction; each replaces the stored deltas of its author whose
+/// range it covers (a fold).
+pub(super) fn persist(db: &redb::Database, deltas: &[&SignedDelta]) -> Result<(), StoreError> {
+    let w = db.begin_write()?;
+    {
+        let mut t = w.open_table(DELTAS)?;
+        for d in deltas {
+            if d.seqs.first < d.seqs.last {
+                let lo = key(&d.doc, &d.author.0, d.seqs.first);
+                let hi = key(&d.doc, &d.author.0, d.seqs.last);
+                let mut covered = Vec::new();
+                for row in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+                    let (k, v) = row?;
+                    let old: SignedDelta = decode_delta(v.value())?;
+                    if d.seqs.covers(&old.seqs) {
+                        covered.push(k.value().to_vec());
+                    }
+                }
+                for k in covered {
+                    t.remove(k.as_slice())?;
+                }
+            }
+            t.insert(delta_key(d).as_slice(), codec::encode(*d).as_slice())?;
+        }
+    }
+    w.commit()?;
+    Ok(())
+}
+
+fn decode_delta(bytes: &[u8]) -> Result<SignedDelta, StoreError> {
+    codec::decode(bytes, MAX_MESSAGE_BYTES).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub(super) fn load(db: &redb::Database, doc: &DocId) -> Result<Vec<SignedDelta>, StoreError> {
+    let r = db.begin_read()?;
+    let t = r.open_table(DELTAS)?;
+    let lo = key(doc, &[0; 32], 0);
+    let hi = key(doc, &[0xff; 32], u64::MAX);
+    let mut out = Vec::new();
+    for row in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+        let (_, v) = row?;
+        out.push(decode_delta(v.value())?);
+    }
+    Ok(out)
+}

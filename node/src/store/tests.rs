@@ -1,0 +1,94 @@
+use std::sync::Arc;
+
+use lattice_crdt::sync::{Config, Input, Output, Replica, TestAuth};
+use lattice_crdt::{ActorId, DocId, Op, OpKind};
+
+use super::*;
+
+fn deltas(n: usize) -> (DocId, Vec<SignedDelta>) {
+    let doc = DocId::derive(&ActorId::from_index(1), "t", &[0; 16]);
+    let mut r = Replica::new(
+        doc,
+        ActorId::from_index(1),
+        Arc::new(TestAuth),
+        Config::default(),
+        1,
+    );
+    let mut out = Vec::new();
+    for i in 0..n {
+        r.handle(
+            1_000,
+            Input::Write {
+                op: Op::new("n", OpKind::Incr(1)),
+                tag: i as u64,
+            },
+        )
+        .unwrap();
+        while let Some(o) = r.poll_output() {
+            if let Output::Persist { ticket, delta } = o {
+                out.push(delta);
+                r.handle(1_000, Input::Persisted { ticket }).unwrap();
+            }
+        }
+    }
+    (doc, out)
+}
+
+#[tokio::test]
+async fn deltas_survive_a_reopen_and_folds_replace_what_they_cover() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lattice.redb");
+    let (doc, ds) = deltas(5);
+    {
+        let (store, thread) = Store::open(&path).unwrap();
+        store
+            .put_doc(DocMeta {
+                id: doc.0,
+                name: "t".into(),
+                open: true,
+                created_ms: 1,
+            })
+            .await
+            .unwrap();
+        // Concurrent writers are committed together, each acknowledged.
+        let writes: Vec<_> = ds.iter().map(|d| store.persist(vec![d.clone()])).collect();
+        for w in writes {
+            w.await.unwrap();
+        }
+        drop(store);
+        thread.join();
+    }
+    let (store, _thread) = Store::open(&path).unwrap();
+    assert_eq!(store.docs().await.unwrap()[0].name, "t");
+    let back = store.load(doc).await.unwrap();
+    assert_eq!(back, ds);
+
+    // A fold of seqs 1..=5 replaces the five originals.
+    let restored = Replica::restore(
+        doc,
+        ActorId::from_index(1),
+        Arc::new(TestAuth),
+        Config::default(),
+        1,
+        back,
+    );
+    let mut r = restored;
+    r.handle(1_000, Input::Fold).unwrap();
+    let mut folded = None;
+    while let Some(o) = r.poll_output() {
+        if let Output::Persist { delta, .. } = o {
+            folded = Some(delta);
+        }
+    }
+    store.persist(vec![folded.unwrap()]).await.unwrap();
+    let after = store.load(doc).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!((after[0].seqs.first, after[0].seqs.last), (1, 5));
+}
+
+#[tokio::test]
+async fn an_unknown_document_has_no_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _t) = Store::open(&dir.path().join("x.redb")).unwrap();
+    assert!(store.load(DocId([9; 32])).await.unwrap().is_empty());
+}
