@@ -52,8 +52,16 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Local testnets and the deterministic simulator.
+    Testnet(TestnetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TestnetArgs {
+    /// The testnet's directory (holds testnet.json, each node's data, socket and log).
+    #[arg(long, global = true, env = "LATTICE_TESTNET", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
     #[command(subcommand)]
-    Testnet(TestnetCommand),
+    pub command: TestnetCommand,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -110,6 +118,41 @@ pub enum NetCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum TestnetCommand {
+    /// Start N daemons on 127.0.0.1 (node 0 bootstraps the rest); returns once all joined.
+    Up {
+        #[arg(short = 'n', long = "nodes", value_name = "N")]
+        nodes: usize,
+        /// Node i listens on TCP port P + i (default: random ports).
+        #[arg(long, value_name = "P")]
+        base_port: Option<u16>,
+        /// Extra arguments for every `lattice daemon`, after `--`.
+        #[arg(last = true, value_name = "DAEMON-ARGS")]
+        daemon_args: Vec<String>,
+    },
+    /// Each node: pid, alive, peers, address.
+    Status,
+    /// Stop every node (also after an interrupted `up`).
+    Down,
+    /// SIGKILL node I.
+    Kill { index: usize },
+    /// Start node I again on its data dir (same peer id).
+    Restart { index: usize },
+    /// Run any lattice command against node I: `testnet exec 3 -- status --json`.
+    Exec {
+        index: usize,
+        #[arg(last = true, required = true, value_name = "ARGS")]
+        args: Vec<String>,
+    },
+    /// Let nodes talk only within their group, e.g. "0-4|5-9".
+    Partition { groups: String },
+    /// End the partition and reconnect.
+    Heal,
+    /// Every node's log merged in time order, each line tagged with its node.
+    Logs {
+        /// Keep printing new lines until interrupted.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Simulate N replicas of one document in this process, deterministically: message
     /// loss, duplication, partitions and crashes. Exits non-zero unless every replica
     /// converged and no acknowledged write was lost.

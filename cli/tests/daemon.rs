@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lattice_testnet::net::{wait_for, Daemon};
+use lattice_testnet::daemon::{wait_for, Daemon};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lattice");

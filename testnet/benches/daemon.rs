@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use lattice_node::control::api::{method, Status};
 use lattice_node::control::Client;
-use lattice_testnet::net::{wait_for, Daemon};
+use lattice_testnet::daemon::{wait_for, Daemon};
 
 fn binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("LATTICE_BIN") {

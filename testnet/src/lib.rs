@@ -1,11 +1,14 @@
 //! Local testnets for trying Lattice out: many nodes on one machine, faults on purpose.
 //!
-//! - [`net`]: real daemons as child processes — start, wait until ready, drive with the
-//!   CLI, kill (always, on drop). End-to-end tests are built on it.
+//! - [`daemon`]: one daemon as a child process — start, wait until ready, drive with the
+//!   CLI, kill (on drop unless detached). End-to-end tests are built on it.
+//! - [`manifest`]: `DIR/testnet.json`, the record of a testnet's nodes.
+//! - [`net`]: process testnets — `up`, `status`, `kill`, `restart`, `partition`, `heal`,
+//!   `logs`, `down`.
 //! - [`sim`]: the deterministic simulator front end (`lattice testnet sim`), driving the
 //!   `lattice-crdt` replication state machine for many virtual replicas in one process.
-//!
-//! The `lattice testnet up | down | kill | partition | ...` commands grow from [`net`].
 
+pub mod daemon;
+pub mod manifest;
 pub mod net;
 pub mod sim;

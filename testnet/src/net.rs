@@ -1,257 +1,427 @@
-//! Real daemons as child processes: start one in its own directory, wait until its
-//! control socket answers, drive it with the `lattice` CLI, and kill it — on drop at the
-//! latest, so no test or testnet leaves a daemon behind.
+//! Process testnets: N daemons on 127.0.0.1 from one directory — start, inspect, kill,
+//! restart, partition, heal, and stop them all. Node 0 is every other node's bootstrap.
 
-use std::fs::{self, File};
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use lattice_node::control::Client;
+use anyhow::{bail, ensure, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde::Serialize;
 
-/// How long a daemon may take to answer on its socket after starting.
-pub const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often readiness and exit are polled.
-const POLL: Duration = Duration::from_millis(25);
+use crate::daemon::{wait_for, Daemon};
+use crate::manifest::{Manifest, Node};
 
-/// One `lattice daemon` process.
-#[derive(Debug)]
-pub struct Daemon {
-    child: Option<Child>,
-    bin: PathBuf,
-    /// The node's directory: `data/`, `lattice.sock`, `daemon.log`.
-    pub dir: PathBuf,
-    pub data_dir: PathBuf,
+/// How long `up` waits for every node to join node 0.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `down` waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// One node as `testnet status` reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeStatus {
+    pub index: usize,
+    pub peer_id: Option<String>,
+    pub pid: Option<u32>,
+    pub alive: bool,
+    /// Connected peers, if the node answered.
+    pub peers: Option<u64>,
+    pub listen: Option<String>,
     pub socket: PathBuf,
     pub log: PathBuf,
-    /// Extra `lattice daemon` arguments, kept for restarts.
-    args: Vec<String>,
 }
 
-impl Daemon {
-    /// Starts a daemon in `dir` listening on 127.0.0.1 only, without mDNS or UPnP (so it
-    /// sends nothing beyond this machine), plus `args`; returns once its socket answers.
-    pub fn start(bin: &Path, dir: &Path, args: &[String]) -> Result<Daemon> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut d = Daemon {
-            child: None,
-            bin: bin.into(),
-            dir: dir.into(),
-            data_dir: dir.join("data"),
-            socket: dir.join("lattice.sock"),
-            log: dir.join("daemon.log"),
-            args: args.to_vec(),
+pub struct Testnet {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// True if `pid` is a live `lattice daemon` serving `socket` (not a reused pid).
+fn is_our_daemon(pid: u32, socket: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let want = socket.as_os_str().as_encoded_bytes();
+    cmdline.split(|b| *b == 0).any(|arg| arg == want)
+}
+
+impl Testnet {
+    /// Starts `n` nodes in `dir`; returns once every node is connected to node 0.
+    /// `progress(started, n)` is called as nodes come up.
+    pub fn up(
+        bin: &Path,
+        dir: &Path,
+        n: usize,
+        base_port: Option<u16>,
+        daemon_args: &[String],
+        mut progress: impl FnMut(&str, usize, usize),
+    ) -> Result<Testnet> {
+        ensure!(n >= 1, "a testnet needs at least one node");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        if let Ok(old) = Testnet::open(dir) {
+            if old.status().iter().any(|s| s.alive) {
+                bail!(
+                    "a testnet is already running in {} (`lattice testnet down --dir {}` first)",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+        }
+        let dir = std::fs::canonicalize(dir)?;
+        let mut net = Testnet {
+            dir: dir.clone(),
+            manifest: Manifest {
+                bin: bin.into(),
+                base_port,
+                daemon_args: daemon_args.to_vec(),
+                nodes: Vec::new(),
+            },
         };
-        d.spawn()?;
-        d.wait_ready(START_TIMEOUT)?;
-        Ok(d)
-    }
-
-    /// The command line the daemon runs with.
-    pub fn command_line(&self) -> Vec<String> {
-        let mut v: Vec<String> = vec![
-            "daemon".into(),
-            "--data-dir".into(),
-            self.data_dir.display().to_string(),
-            "--socket".into(),
-            self.socket.display().to_string(),
-            "--no-mdns".into(),
-            "--no-upnp".into(),
-        ];
-        if !self.args.iter().any(|a| a == "--listen") {
-            v.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into()]);
+        for i in 0..n {
+            let node_dir = net.node_dir(i);
+            net.manifest.nodes.push(Node {
+                index: i,
+                peer_id: None,
+                socket: node_dir.join("lattice.sock"),
+                listen: None,
+                pid: None,
+                log: node_dir.join("daemon.log"),
+                data_dir: node_dir.join("data"),
+            });
         }
-        v.extend(self.args.iter().cloned());
-        v
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let log = File::options().create(true).append(true).open(&self.log)?;
-        let child = Command::new(&self.bin)
-            .args(self.command_line())
-            .env(
-                "LATTICE_LOG",
-                std::env::var("LATTICE_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("cannot run {}", self.bin.display()))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// Waits until the control socket completes a hello, or fails with the log's tail if
-    /// the daemon exits or `timeout` passes.
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_exit_status()? {
-                bail!(
-                    "daemon exited with {status} before it was ready; log tail:\n{}",
-                    self.log_tail(30)
-                );
+        net.manifest.save(&dir)?;
+        for i in 0..n {
+            net.start_node(i)?;
+            progress("started", i + 1, n);
+        }
+        if n > 1 {
+            let boot = net.manifest.nodes[0]
+                .peer_id
+                .clone()
+                .context("node 0 has no peer id")?;
+            for i in 1..n {
+                let node = &net.manifest.nodes[i];
+                wait_for(
+                    &format!("node {i} to join node 0"),
+                    JOIN_TIMEOUT,
+                    Duration::from_millis(100),
+                    || {
+                        let peers = net.cli_json(i, &["peers"])?;
+                        let joined = peers.as_array().is_some_and(|a| {
+                            a.iter()
+                                .any(|p| p["peer_id"] == boot.as_str() && p["connected"] == true)
+                        });
+                        Ok(joined.then_some(()))
+                    },
+                )
+                .with_context(|| format!("node {i} log tail:\n{}", tail(&node.log, 20)))?;
+                progress("joined", i + 1, n);
             }
-            if rt.block_on(Client::connect(&self.socket)).is_ok() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "daemon not ready after {timeout:?}; log tail:\n{}",
-                    self.log_tail(30)
-                );
-            }
-            std::thread::sleep(POLL);
         }
+        Ok(net)
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    pub fn open(dir: &Path) -> Result<Testnet> {
+        Ok(Testnet {
+            dir: dir.into(),
+            manifest: Manifest::load(dir)?,
+        })
     }
 
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.try_exit_status(), Ok(None)) && self.child.is_some()
+    fn node_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node-{i}"))
     }
 
-    fn try_exit_status(&mut self) -> Result<Option<ExitStatus>> {
-        match self.child.as_mut() {
-            Some(c) => Ok(c.try_wait()?),
-            None => Ok(None),
-        }
-    }
-
-    /// Runs `lattice --socket <this daemon's socket> ARGS...`.
-    pub fn cli(&self, args: &[&str]) -> Result<Output> {
-        Command::new(&self.bin)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("cannot run {}", self.bin.display()))
-    }
-
-    /// Runs a CLI command with `--json` and parses its output; fails (with stderr) on a
-    /// non-zero exit.
-    pub fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let out = self.cli(&all)?;
-        if !out.status.success() {
-            bail!(
-                "`lattice {}` failed ({}): {}",
-                all.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        serde_json::from_slice(&out.stdout).with_context(|| {
+    fn node(&self, i: usize) -> Result<&Node> {
+        self.manifest.nodes.get(i).with_context(|| {
             format!(
-                "`lattice {}` printed no JSON: {}",
-                all.join(" "),
-                String::from_utf8_lossy(&out.stdout)
+                "no node {i}: this testnet has nodes 0-{}",
+                self.manifest.nodes.len() - 1
             )
         })
     }
 
-    /// The node's peer id.
-    pub fn peer_id(&self) -> Result<String> {
-        let id = self.json(&["id"])?;
-        id["peer_id"]
-            .as_str()
-            .map(str::to_owned)
-            .context("`id` has no peer_id")
+    /// A live node other than `i` to bootstrap from (node 0 first).
+    fn bootstrap_for(&self, i: usize) -> Option<String> {
+        self.manifest
+            .nodes
+            .iter()
+            .filter(|n| n.index != i && n.pid.is_some_and(|p| is_our_daemon(p, &n.socket)))
+            .find_map(|n| n.listen.clone())
     }
 
-    /// A dialable address: the first listen address with `/p2p/<peer id>`.
-    pub fn addr(&self) -> Result<String> {
-        let id = self.json(&["id"])?;
-        let peer = id["peer_id"].as_str().context("no peer_id")?;
-        let a = id["listen_addrs"]
-            .get(0)
-            .and_then(|a| a.as_str())
-            .context("no listen address")?;
-        Ok(format!("{a}/p2p/{peer}"))
-    }
-
-    /// SIGKILL, and reap.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+    /// Starts node `i` (detached), records its pid and address.
+    fn start_node(&mut self, i: usize) -> Result<()> {
+        let mut args = Vec::new();
+        if let Some(base) = self.manifest.base_port {
+            let port = u16::try_from(u32::from(base) + i as u32)
+                .context("--base-port plus node count exceeds 65535")?;
+            args.extend(["--listen".to_owned(), format!("/ip4/127.0.0.1/tcp/{port}")]);
         }
-    }
-
-    /// SIGTERM, then waits up to `timeout` for the exit; SIGKILL after that.
-    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
-        let Some(mut c) = self.child.take() else {
-            bail!("daemon is not running")
-        };
-        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM)?;
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = c.try_wait()? {
-                return Ok(s);
-            }
-            if Instant::now() >= deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                bail!("daemon ignored SIGTERM for {timeout:?}; killed it");
-            }
-            std::thread::sleep(POLL);
+        if let Some(b) = self.bootstrap_for(i) {
+            args.extend(["--bootstrap".to_owned(), b]);
         }
+        args.extend(self.manifest.daemon_args.iter().cloned());
+        let d = Daemon::start(&self.manifest.bin, &self.node_dir(i), &args)
+            .with_context(|| format!("node {i} did not start"))?;
+        let peer_id = d.peer_id()?;
+        let listen = d.addr()?;
+        let pid = d.detach();
+        let node = &mut self.manifest.nodes[i];
+        node.pid = pid;
+        node.peer_id = Some(peer_id);
+        node.listen = Some(listen);
+        self.manifest.save(&self.dir)
     }
 
-    /// Starts the daemon again on the same directory (same data, same peer id).
-    pub fn restart(&mut self) -> Result<()> {
-        self.kill();
-        self.spawn()?;
-        self.wait_ready(START_TIMEOUT)
+    /// Runs `lattice --socket <node i> ARGS...`.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<Output> {
+        let node = self.node(i)?;
+        std::process::Command::new(&self.manifest.bin)
+            .arg("--socket")
+            .arg(&node.socket)
+            .args(args)
+            .output()
+            .context("cannot run lattice")
     }
 
-    /// The last `n` lines of the daemon's log.
-    pub fn log_tail(&self, n: usize) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+    fn cli_json(&self, i: usize, args: &[&str]) -> Result<serde_json::Value> {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.cli(i, &all)?;
+        ensure!(
+            out.status.success(),
+            "node {i}: `lattice {}`: {}",
+            all.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    pub fn status(&self) -> Vec<NodeStatus> {
+        self.manifest
+            .nodes
+            .iter()
+            .map(|n| {
+                let alive = n.pid.is_some_and(|p| is_our_daemon(p, &n.socket));
+                let peers = if alive {
+                    self.cli_json(n.index, &["status"])
+                        .ok()
+                        .and_then(|s| s["peers"].as_u64())
+                } else {
+                    None
+                };
+                NodeStatus {
+                    index: n.index,
+                    peer_id: n.peer_id.clone(),
+                    pid: n.pid,
+                    alive,
+                    peers,
+                    listen: n.listen.clone(),
+                    socket: n.socket.clone(),
+                    log: n.log.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) -> Result<()> {
+        let node = self.node(i)?;
+        let pid = node
+            .pid
+            .filter(|p| is_our_daemon(*p, &node.socket))
+            .with_context(|| format!("node {i} is not running"))?;
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL)?;
+        wait_for(
+            &format!("node {i} to die"),
+            STOP_GRACE,
+            Duration::from_millis(20),
+            || Ok((!is_our_daemon(pid, &node.socket)).then_some(())),
+        )?;
+        Ok(())
+    }
+
+    /// Starts node `i` again on its data dir (same peer id).
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        let node = self.node(i)?;
+        if let Some(pid) = node.pid.filter(|p| is_our_daemon(*p, &node.socket)) {
+            kill(Pid::from_raw(pid as i32), Signal::SIGKILL)?;
+            let socket = node.socket.clone();
+            wait_for(
+                "the old process to die",
+                STOP_GRACE,
+                Duration::from_millis(20),
+                || Ok((!is_our_daemon(pid, &socket)).then_some(())),
+            )?;
+        }
+        self.start_node(i)
+    }
+
+    /// Splits the nodes into groups that only talk among themselves, e.g. `"0-4|5-9"`.
+    /// Every node must be in exactly one group.
+    pub fn partition(&self, spec: &str) -> Result<()> {
+        let groups = parse_groups(spec, self.manifest.nodes.len())?;
+        for group in &groups {
+            let ids: Vec<String> = group
+                .iter()
+                .filter_map(|i| self.manifest.nodes[*i].peer_id.clone())
+                .collect();
+            for &i in group {
+                let me = self.manifest.nodes[i].peer_id.clone();
+                let mut args = vec!["net", "allow-only"];
+                let others: Vec<&str> = ids
+                    .iter()
+                    .filter(|p| Some(*p) != me.as_ref())
+                    .map(String::as_str)
+                    .collect();
+                if others.is_empty() {
+                    // A group of one: allow only itself, which admits nobody else.
+                    args.push(me.as_deref().unwrap_or_default());
+                } else {
+                    args.extend(others);
+                }
+                self.cli_json(i, &args)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends any partition and reconnects every node to its bootstrap.
+    pub fn heal(&self) -> Result<()> {
+        for n in &self.manifest.nodes {
+            self.cli_json(n.index, &["net", "allow-all"])?;
+        }
+        for n in &self.manifest.nodes {
+            if let Some(b) = self.bootstrap_for(n.index) {
+                // Best effort: the DHT reconnects the rest.
+                let _ = self.cli(n.index, &["dial", &b]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every node: SIGTERM, then SIGKILL for any still alive after a grace period.
+    /// Returns how many were running.
+    pub fn down(&self) -> Result<usize> {
+        let live: Vec<(u32, &Path)> = self
+            .manifest
+            .nodes
+            .iter()
+            .filter_map(|n| {
+                n.pid
+                    .filter(|p| is_our_daemon(*p, &n.socket))
+                    .map(|p| (p, n.socket.as_path()))
+            })
+            .collect();
+        for (pid, _) in &live {
+            let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+        }
+        let stopped = wait_for(
+            "nodes to stop",
+            STOP_GRACE,
+            Duration::from_millis(50),
+            || {
+                Ok(live
+                    .iter()
+                    .all(|(p, s)| !is_our_daemon(*p, s))
+                    .then_some(()))
+            },
+        );
+        if stopped.is_err() {
+            for (pid, socket) in &live {
+                if is_our_daemon(*pid, socket) {
+                    let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                }
+            }
+        }
+        std::fs::remove_file(Manifest::path(&self.dir)).ok();
+        Ok(live.len())
+    }
+
+    /// Every node's log merged in time order, each line tagged with its node.
+    pub fn logs(&self, out: &mut impl Write) -> Result<()> {
+        let mut lines: Vec<(String, usize, String)> = Vec::new();
+        for n in &self.manifest.nodes {
+            let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+            let mut stamp = String::new();
+            for line in text.lines() {
+                // Lines start with an RFC 3339 timestamp; continuation lines keep the last one.
+                if let Some(t) = line
+                    .split_whitespace()
+                    .next()
+                    .filter(|t| t.len() >= 20 && t.as_bytes()[4] == b'-')
+                {
+                    stamp = t.to_owned();
+                }
+                lines.push((stamp.clone(), n.index, line.to_owned()));
+            }
+        }
+        lines.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        for (_, i, line) in lines {
+            writeln!(out, "[{i}] {line}")?;
+        }
+        Ok(())
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// Polls `check` every `every` until it returns `Ok(Some(v))`, or fails after `timeout`
-/// with the last error or a note.
-pub fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    every: Duration,
-    mut check: impl FnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        match check() {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => {}
-            Err(e) => last = Some(e),
+/// Parses `"0-4|5,7|6,8-9"` into groups of node indices, each node exactly once.
+pub fn parse_groups(spec: &str, nodes: usize) -> Result<Vec<Vec<usize>>> {
+    let mut seen = BTreeSet::new();
+    let mut groups = Vec::new();
+    for g in spec.split('|') {
+        let mut group = Vec::new();
+        for part in g.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (lo, hi) = match part.split_once('-') {
+                Some((a, b)) => (a.trim().parse::<usize>(), b.trim().parse::<usize>()),
+                None => (part.parse(), part.parse()),
+            };
+            let (lo, hi) = (
+                lo.with_context(|| format!("bad node range {part:?}"))?,
+                hi.with_context(|| format!("bad node range {part:?}"))?,
+            );
+            ensure!(lo <= hi, "bad node range {part:?}: {lo} > {hi}");
+            ensure!(
+                hi < nodes,
+                "node {hi} does not exist (nodes 0-{})",
+                nodes - 1
+            );
+            for i in lo..=hi {
+                ensure!(seen.insert(i), "node {i} is in two groups");
+                group.push(i);
+            }
         }
-        if Instant::now() >= deadline {
-            return Err(match last {
-                Some(e) => e.context(format!("timed out after {timeout:?} waiting for {what}")),
-                None => anyhow::anyhow!("timed out after {timeout:?} waiting for {what}"),
-            });
+        ensure!(!group.is_empty(), "empty group in {spec:?}");
+        groups.push(group);
+    }
+    ensure!(
+        groups.len() >= 2,
+        "a partition needs at least two groups, like \"0-4|5-9\""
+    );
+    let missing: Vec<usize> = (0..nodes).filter(|i| !seen.contains(i)).collect();
+    ensure!(missing.is_empty(), "nodes {missing:?} are in no group");
+    Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_groups;
+
+    #[test]
+    fn groups_parse_and_bad_specs_are_refused() {
+        assert_eq!(parse_groups("0-1|2", 3).unwrap(), vec![vec![0, 1], vec![2]]);
+        assert_eq!(parse_groups("0,2|1", 3).unwrap(), vec![vec![0, 2], vec![1]]);
+        for bad in ["0-2", "0-1|1-2", "0|5", "0|", "a|b", "2-1|0", "0|1"] {
+            assert!(parse_groups(bad, 3).is_err(), "{bad} was accepted");
         }
-        std::thread::sleep(every);
     }
 }

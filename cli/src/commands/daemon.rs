@@ -66,7 +66,7 @@ fn init_logging(format: LogFormat) {
     let filter = std::env::var("LATTICE_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info".to_owned());
+        .unwrap_or_else(|| "info,libp2p_kad::behaviour=error".to_owned());
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -29,6 +29,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Testnet(cmd) => testnet::run(g, cmd),
+        Command::Testnet(t) => testnet::run(g, t),
     }
 }

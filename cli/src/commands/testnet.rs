@@ -1,19 +1,166 @@
 //! `lattice testnet ...`
 
+use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use anyhow::{Context, Result};
+use lattice_testnet::net::Testnet;
 use lattice_testnet::sim::SimOptions;
+use serde_json::json;
 
-use crate::args::{Global, SimArgs, TestnetCommand};
+use crate::args::{Global, SimArgs, TestnetArgs, TestnetCommand};
 use crate::output;
 
-pub fn run(global: &Global, cmd: TestnetCommand) -> anyhow::Result<ExitCode> {
-    match cmd {
-        TestnetCommand::Sim(args) => sim(global, args),
+fn dir(d: &Option<PathBuf>) -> Result<PathBuf> {
+    d.clone()
+        .context("which testnet? give --dir DIR (or set LATTICE_TESTNET)")
+}
+
+pub fn run(g: &Global, t: TestnetArgs) -> Result<ExitCode> {
+    match t.command {
+        TestnetCommand::Sim(args) => sim(g, args),
+        TestnetCommand::Up {
+            nodes,
+            base_port,
+            daemon_args,
+        } => {
+            let dir = dir(&t.dir)?;
+            let bin = std::env::current_exe().context("cannot find the lattice binary")?;
+            let show = std::io::stderr().is_terminal() && !g.json;
+            let net = Testnet::up(&bin, &dir, nodes, base_port, &daemon_args, |what, i, n| {
+                if show {
+                    eprint!("\r{what} {i}/{n}   ");
+                    if what == "joined" && i == n {
+                        eprintln!();
+                    }
+                }
+            })?;
+            let status = net.status();
+            let text = format!(
+                "{} nodes up in {} (manifest: {})",
+                nodes,
+                net.dir.display(),
+                net.dir.join("testnet.json").display()
+            );
+            output::print(g.json, &status, text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TestnetCommand::Status => {
+            let net = Testnet::open(&dir(&t.dir)?)?;
+            let status = net.status();
+            let mut text = format!(
+                "{:<5} {:<8} {:<6} {:<6} PEER",
+                "NODE", "PID", "ALIVE", "PEERS"
+            );
+            for s in &status {
+                let pid = s.pid.map_or("-".into(), |p| p.to_string());
+                let peers = s.peers.map_or("-".into(), |p| p.to_string());
+                text.push_str(&format!(
+                    "\n{:<5} {pid:<8} {:<6} {peers:<6} {}",
+                    s.index,
+                    s.alive,
+                    s.peer_id.as_deref().unwrap_or("-")
+                ));
+            }
+            output::print(g.json, &status, text)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TestnetCommand::Down => {
+            let net = Testnet::open(&dir(&t.dir)?)?;
+            let n = net.down()?;
+            output::print(
+                g.json,
+                &json!({ "stopped": n }),
+                format!("stopped {n} nodes"),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TestnetCommand::Kill { index } => {
+            let mut net = Testnet::open(&dir(&t.dir)?)?;
+            net.kill(index)?;
+            output::print(
+                g.json,
+                &json!({ "killed": index }),
+                format!("killed node {index}"),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TestnetCommand::Restart { index } => {
+            let mut net = Testnet::open(&dir(&t.dir)?)?;
+            net.restart(index)?;
+            let s = net.status().into_iter().nth(index);
+            output::print(g.json, &s, format!("restarted node {index}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TestnetCommand::Exec { index, args } => {
+            let net = Testnet::open(&dir(&t.dir)?)?;
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = net.cli(index, &args)?;
+            std::io::stdout().write_all(&out.stdout)?;
+            std::io::stderr().write_all(&out.stderr)?;
+            Ok(ExitCode::from(
+                u8::try_from(out.status.code().unwrap_or(1)).unwrap_or(1),
+            ))
+        }
+        TestnetCommand::Partition { groups } => {
+            let net = Testnet::open(&dir(&t.dir)?)?;
+            net.partition(&groups)?;
+            output::print(
+                g.json,
+                &json!({ "partition": groups }),
+                format!("partitioned: {groups}"),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TestnetCommand::Heal => {
+            let net = Testnet::open(&dir(&t.dir)?)?;
+            net.heal()?;
+            output::print(g.json, &json!({ "healed": true }), "healed")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        TestnetCommand::Logs { follow } => {
+            let net = Testnet::open(&dir(&t.dir)?)?;
+            let mut out = std::io::stdout().lock();
+            net.logs(&mut out)?;
+            if follow {
+                follow_logs(&net, &mut out)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-fn sim(global: &Global, a: SimArgs) -> anyhow::Result<ExitCode> {
+/// Prints lines appended to any node's log, tagged, until interrupted.
+fn follow_logs(net: &Testnet, out: &mut impl Write) -> Result<()> {
+    let mut offsets: Vec<u64> = net
+        .manifest
+        .nodes
+        .iter()
+        .map(|n| std::fs::metadata(&n.log).map(|m| m.len()).unwrap_or(0))
+        .collect();
+    loop {
+        for (n, offset) in net.manifest.nodes.iter().zip(offsets.iter_mut()) {
+            let Ok(mut f) = std::fs::File::open(&n.log) else {
+                continue;
+            };
+            f.seek(SeekFrom::Start(*offset))?;
+            let mut new = String::new();
+            f.read_to_string(&mut new)?;
+            // Only whole lines; a partial last line waits for the next round.
+            let whole = new.rfind('\n').map_or(0, |i| i + 1);
+            for line in new[..whole].lines() {
+                writeln!(out, "[{}] {line}", n.index)?;
+            }
+            *offset += whole as u64;
+        }
+        out.flush()?;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn sim(global: &Global, a: SimArgs) -> Result<ExitCode> {
     let opts = SimOptions {
         nodes: a.nodes,
         seed: a.seed,

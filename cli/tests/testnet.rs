@@ -1,0 +1,195 @@
+//! End-to-end tests of `lattice testnet` with real daemons on 127.0.0.1. The testnet is
+//! always taken down when a test ends, pass or fail.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use lattice_testnet::daemon::wait_for;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_lattice");
+const WAIT: Duration = Duration::from_secs(60);
+const EVERY: Duration = Duration::from_millis(200);
+
+/// A testnet directory that is taken down (and its logs shown on failure) when dropped.
+struct Net {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl Net {
+    fn new() -> Net {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("tn");
+        Net { _tmp: tmp, dir }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .arg("testnet")
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "testnet {}: {}",
+            all.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn status(&self) -> Vec<Value> {
+        self.json(&["status"]).as_array().cloned().unwrap()
+    }
+
+    /// Runs `testnet exec I -- ARGS` and parses its JSON output.
+    fn exec_json(&self, i: usize, args: &[&str]) -> Value {
+        let index = i.to_string();
+        let mut all = vec!["exec", index.as_str(), "--"];
+        all.extend(args);
+        let out = self.run(&all);
+        assert!(
+            out.status.success(),
+            "testnet {}: {}",
+            all.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn connected(&self, i: usize) -> Vec<String> {
+        let out = self.exec_json(i, &["peers", "--json"]);
+        out.as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["connected"] == true)
+            .map(|p| p["peer_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.run(&["logs"]);
+            let text = String::from_utf8_lossy(&logs.stdout);
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!(
+                "---- merged logs (tail) ----\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+        let _ = self.run(&["down"]);
+    }
+}
+
+/// True if `pid` runs (a zombie waiting for its new parent to reap it has exited).
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next())
+            != Some("Z")
+    })
+}
+
+#[test]
+fn a_testnet_starts_partitions_heals_restarts_and_stops_with_no_orphans() {
+    let net = Net::new();
+    let up = net.json(&["up", "-n", "3"]);
+    assert_eq!(up.as_array().unwrap().len(), 3);
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(net.dir.join("testnet.json")).unwrap()).unwrap();
+    assert_eq!(manifest["nodes"].as_array().unwrap().len(), 3);
+    let status = net.status();
+    assert!(status.iter().all(|s| s["alive"] == true), "{status:?}");
+    let ids: Vec<String> = status
+        .iter()
+        .map(|s| s["peer_id"].as_str().unwrap().to_owned())
+        .collect();
+    let pids: Vec<u64> = status.iter().map(|s| s["pid"].as_u64().unwrap()).collect();
+
+    // Node 0 on one side, 1 and 2 on the other.
+    net.json(&["partition", "0|1-2"]);
+    wait_for("the partition", WAIT, EVERY, || {
+        let split = net.connected(0).is_empty()
+            && !net.connected(1).contains(&ids[0])
+            && !net.connected(2).contains(&ids[0]);
+        Ok(split.then_some(()))
+    })
+    .unwrap();
+    net.json(&["heal"]);
+    wait_for("node 0 to reconnect", WAIT, EVERY, || {
+        Ok((!net.connected(0).is_empty()).then_some(()))
+    })
+    .unwrap();
+
+    // Kill and restart a node: it comes back with the same identity.
+    net.json(&["kill", "1"]);
+    assert!(!alive(pids[1]));
+    assert_eq!(net.status()[1]["alive"], false);
+    net.json(&["restart", "1"]);
+    let after = net.status();
+    assert_eq!(after[1]["alive"], true);
+    assert_eq!(after[1]["peer_id"], ids[1].as_str());
+
+    // exec passes through output and exit codes.
+    let id = net.exec_json(2, &["id", "--json"]);
+    assert_eq!(id["peer_id"], ids[2].as_str());
+    assert!(!net
+        .run(&["exec", "2", "--", "dial", "not-an-address"])
+        .status
+        .success());
+
+    // Merged logs carry every node's tag, in time order.
+    let logs = String::from_utf8(net.run(&["logs"]).stdout).unwrap();
+    for i in 0..3 {
+        assert!(
+            logs.contains(&format!("[{i}] ")),
+            "node {i} missing from logs"
+        );
+    }
+
+    let live: Vec<u64> = net
+        .status()
+        .iter()
+        .map(|s| s["pid"].as_u64().unwrap())
+        .collect();
+    let down = net.json(&["down"]);
+    assert_eq!(down["stopped"], 3);
+    wait_for("every daemon to exit", WAIT, EVERY, || {
+        Ok(live.iter().all(|p| !alive(*p)).then_some(()))
+    })
+    .unwrap();
+    assert!(!net.dir.join("testnet.json").exists());
+}
+
+#[test]
+fn testnet_commands_explain_what_is_missing() {
+    let net = Net::new();
+    let out = net.run(&["status"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no testnet in"));
+    let no_dir = Command::new(BIN)
+        .args(["testnet", "status"])
+        .env_remove("LATTICE_TESTNET")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&no_dir.stderr).contains("--dir"));
+    net.json(&["up", "-n", "2"]);
+    let again = net.run(&["up", "-n", "2"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already running"));
+    let bad = net.run(&["partition", "0-1"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least two groups"));
+}

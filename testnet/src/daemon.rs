@@ -1,0 +1,266 @@
+//! Real daemons as child processes: start one in its own directory, wait until its
+//! control socket answers, drive it with the `lattice` CLI, and kill it — on drop at the
+//! latest, unless it is deliberately detached to outlive this process (a testnet).
+
+use std::fs::{self, File};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use lattice_node::control::Client;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// How long a daemon may take to answer on its socket after starting.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often readiness and exit are polled.
+const POLL: Duration = Duration::from_millis(25);
+
+/// One `lattice daemon` process.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    bin: PathBuf,
+    /// The node's directory: `data/`, `lattice.sock`, `daemon.log`.
+    pub dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    /// Extra `lattice daemon` arguments, kept for restarts.
+    args: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts a daemon in `dir` listening on 127.0.0.1 only, without mDNS or UPnP (so it
+    /// sends nothing beyond this machine), plus `args`; returns once its socket answers.
+    pub fn start(bin: &Path, dir: &Path, args: &[String]) -> Result<Daemon> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut d = Daemon {
+            child: None,
+            bin: bin.into(),
+            dir: dir.into(),
+            data_dir: dir.join("data"),
+            socket: dir.join("lattice.sock"),
+            log: dir.join("daemon.log"),
+            args: args.to_vec(),
+        };
+        d.spawn()?;
+        d.wait_ready(START_TIMEOUT)?;
+        Ok(d)
+    }
+
+    /// The command line the daemon runs with.
+    pub fn command_line(&self) -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "daemon".into(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+            "--socket".into(),
+            self.socket.display().to_string(),
+            "--no-mdns".into(),
+            "--no-upnp".into(),
+        ];
+        if !self.args.iter().any(|a| a == "--listen") {
+            v.extend(["--listen".into(), "/ip4/127.0.0.1/tcp/0".into()]);
+        }
+        v.extend(self.args.iter().cloned());
+        v
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = File::options().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.bin)
+            .args(self.command_line())
+            .env(
+                "LATTICE_LOG",
+                std::env::var("LATTICE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Its own process group: a Ctrl-C meant for the command that started it does
+            // not reach it; testnets stop their daemons explicitly.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("cannot run {}", self.bin.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits until the control socket completes a hello, or fails with the log's tail if
+    /// the daemon exits or `timeout` passes.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit_status()? {
+                bail!(
+                    "daemon exited with {status} before it was ready; log tail:\n{}",
+                    self.log_tail(30)
+                );
+            }
+            if rt.block_on(Client::connect(&self.socket)).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "daemon not ready after {timeout:?}; log tail:\n{}",
+                    self.log_tail(30)
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.try_exit_status(), Ok(None)) && self.child.is_some()
+    }
+
+    fn try_exit_status(&mut self) -> Result<Option<ExitStatus>> {
+        match self.child.as_mut() {
+            Some(c) => Ok(c.try_wait()?),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs `lattice --socket <this daemon's socket> ARGS...`.
+    pub fn cli(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.bin)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run {}", self.bin.display()))
+    }
+
+    /// Runs a CLI command with `--json` and parses its output; fails (with stderr) on a
+    /// non-zero exit.
+    pub fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.cli(&all)?;
+        if !out.status.success() {
+            bail!(
+                "`lattice {}` failed ({}): {}",
+                all.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "`lattice {}` printed no JSON: {}",
+                all.join(" "),
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// The node's peer id.
+    pub fn peer_id(&self) -> Result<String> {
+        let id = self.json(&["id"])?;
+        id["peer_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("`id` has no peer_id")
+    }
+
+    /// A dialable address: the first listen address with `/p2p/<peer id>`.
+    pub fn addr(&self) -> Result<String> {
+        let id = self.json(&["id"])?;
+        let peer = id["peer_id"].as_str().context("no peer_id")?;
+        let a = id["listen_addrs"]
+            .get(0)
+            .and_then(|a| a.as_str())
+            .context("no listen address")?;
+        Ok(format!("{a}/p2p/{peer}"))
+    }
+
+    /// Lets the daemon outlive this handle (and this process); returns its pid.
+    pub fn detach(mut self) -> Option<u32> {
+        self.child.take().map(|c| c.id())
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit; SIGKILL after that.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let Some(mut c) = self.child.take() else {
+            bail!("daemon is not running")
+        };
+        kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = c.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                bail!("daemon ignored SIGTERM for {timeout:?}; killed it");
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Starts the daemon again on the same directory (same data, same peer id).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill();
+        self.spawn()?;
+        self.wait_ready(START_TIMEOUT)
+    }
+
+    /// The last `n` lines of the daemon's log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `check` every `every` until it returns `Ok(Some(v))`, or fails after `timeout`
+/// with the last error or a note.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        match check() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = Some(e),
+        }
+        if Instant::now() >= deadline {
+            return Err(match last {
+                Some(e) => e.context(format!("timed out after {timeout:?} waiting for {what}")),
+                None => anyhow::anyhow!("timed out after {timeout:?} waiting for {what}"),
+            });
+        }
+        std::thread::sleep(every);
+    }
+}
