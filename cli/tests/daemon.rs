@@ -304,6 +304,24 @@ fn bad_frames_get_errors_and_the_daemon_keeps_serving() {
     run_ok(d, &["status"]);
 }
 
+/// Runs a daemon that is expected to refuse to start.
+fn second_daemon(data_dir: &Path, socket: &Path) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args([
+            "daemon",
+            "--no-mdns",
+            "--no-upnp",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn sigterm_exits_cleanly_and_a_restart_keeps_the_peer_id() {
     let mut net = Net::new();
@@ -312,39 +330,13 @@ fn sigterm_exits_cleanly_and_a_restart_keeps_the_peer_id() {
     let socket = net.nodes[a].socket.clone();
 
     // A second daemon on the same data dir, or on the same socket, is refused clearly.
-    let same_dir = std::process::Command::new(BIN)
-        .args([
-            "daemon",
-            "--no-mdns",
-            "--no-upnp",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--data-dir",
-        ])
-        .arg(&net.nodes[a].data_dir)
-        .arg("--socket")
-        .arg(net.dir("other.sock"))
-        .output()
-        .unwrap();
+    let same_dir = second_daemon(&net.nodes[a].data_dir, &net.dir("other.sock"));
     assert!(!same_dir.status.success());
     assert!(
         String::from_utf8_lossy(&same_dir.stderr).contains("already using"),
         "{same_dir:?}"
     );
-    let same_socket = std::process::Command::new(BIN)
-        .args([
-            "daemon",
-            "--no-mdns",
-            "--no-upnp",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--data-dir",
-        ])
-        .arg(net.dir("other-data"))
-        .arg("--socket")
-        .arg(&socket)
-        .output()
-        .unwrap();
+    let same_socket = second_daemon(&net.dir("other-data"), &socket);
     assert!(!same_socket.status.success());
     assert!(
         String::from_utf8_lossy(&same_socket.stderr).contains("already listening"),

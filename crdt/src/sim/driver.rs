@@ -356,7 +356,12 @@ impl Sim<'_> {
             return;
         }
         let epoch = self.nodes[to].epoch;
-        if self.rng.random_bool(self.cfg.dup) {
+        let copies = if self.rng.random_bool(self.cfg.dup) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
             let at = self.now + self.rng.random_range(1..=50);
             self.schedule(
                 at,
@@ -368,16 +373,6 @@ impl Sim<'_> {
                 },
             );
         }
-        let at = self.now + self.rng.random_range(1..=50);
-        self.schedule(
-            at,
-            Ev::Deliver {
-                to,
-                from,
-                epoch,
-                msg,
-            },
-        );
     }
 
     /// Live neighbours `node` can reach now.
