@@ -30,12 +30,25 @@ pub struct Daemon {
     pub log: PathBuf,
     /// Extra `lattice daemon` arguments, kept for restarts.
     args: Vec<String>,
+    /// Run in a process group of its own (for daemons meant to outlive their starter).
+    own_group: bool,
 }
 
 impl Daemon {
     /// Starts a daemon in `dir` listening on 127.0.0.1 only, without mDNS or UPnP (so it
     /// sends nothing beyond this machine), plus `args`; returns once its socket answers.
     pub fn start(bin: &Path, dir: &Path, args: &[String]) -> Result<Daemon> {
+        Self::start_with(bin, dir, args, false)
+    }
+
+    /// Like [`Daemon::start`], but in a process group of its own, so that a Ctrl-C meant
+    /// for the command that started it does not reach it: for testnet nodes, which are
+    /// stopped explicitly (`testnet down`) and usually [`Daemon::detach`]ed.
+    pub fn start_own_group(bin: &Path, dir: &Path, args: &[String]) -> Result<Daemon> {
+        Self::start_with(bin, dir, args, true)
+    }
+
+    fn start_with(bin: &Path, dir: &Path, args: &[String], own_group: bool) -> Result<Daemon> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut d = Daemon {
             child: None,
@@ -45,6 +58,7 @@ impl Daemon {
             socket: dir.join("lattice.sock"),
             log: dir.join("daemon.log"),
             args: args.to_vec(),
+            own_group,
         };
         d.spawn()?;
         d.wait_ready(START_TIMEOUT)?;
@@ -71,18 +85,19 @@ impl Daemon {
 
     fn spawn(&mut self) -> Result<()> {
         let log = File::options().create(true).append(true).open(&self.log)?;
-        let child = Command::new(&self.bin)
-            .args(self.command_line())
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(self.command_line())
             .env(
                 "LATTICE_LOG",
                 std::env::var("LATTICE_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            // Its own process group: a Ctrl-C meant for the command that started it does
-            // not reach it; testnets stop their daemons explicitly.
-            .process_group(0)
+            .stderr(log);
+        if self.own_group {
+            cmd.process_group(0);
+        }
+        let child = cmd
             .spawn()
             .with_context(|| format!("cannot run {}", self.bin.display()))?;
         self.child = Some(child);

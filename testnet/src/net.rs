@@ -165,7 +165,7 @@ impl Testnet {
             args.extend(["--bootstrap".to_owned(), b]);
         }
         args.extend(self.manifest.daemon_args.iter().cloned());
-        let d = Daemon::start(&self.manifest.bin, &self.node_dir(i), &args)
+        let d = Daemon::start_own_group(&self.manifest.bin, &self.node_dir(i), &args)
             .with_context(|| format!("node {i} did not start"))?;
         let peer_id = d.peer_id()?;
         let listen = d.addr()?;
