@@ -2,18 +2,21 @@
 //!
 //! - [`message`]: signed deltas, summaries and batches; the [`Authenticator`] trait.
 //! - [`log`]: the per-author delta log that anti-entropy serves from.
-//! - [`replica`]: [`Replica`], its inputs, outputs, events and errors.
+//! - [`interface`]: a replica's configuration, inputs, outputs, events and errors.
+//! - [`replica`]: [`Replica`] itself.
 //!
 //! Fast path: a durable local write is broadcast as [`Message::Delta`]. Repair path
 //! (anti-entropy): on every new peer and periodically with a random one, a replica sends
 //! its version vector; the other answers with exactly the deltas it lacks, in bounded
 //! batches, and with its own summary if it lacks something in turn.
 
+pub mod interface;
 mod log;
 pub mod message;
 pub mod replica;
 #[cfg(test)]
 mod tests;
 
+pub use interface::{Config, Event, Input, Output, Stats, SyncError};
 pub use message::{Authenticator, Message, SeqRange, SignedDelta, TestAuth, MAX_MESSAGE_BYTES};
-pub use replica::{Config, Event, Input, Output, Replica, Stats, SyncError};
+pub use replica::Replica;

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::metrics::{Metrics, Recorder};
-use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundRequestId};
-use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{gossipsub, identify, kad, mdns, ping, Multiaddr, PeerId, StreamProtocol, Swarm};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -18,9 +17,11 @@ use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::error::Error;
-use crate::event::{Event, GossipId, Responder, Verdict};
-use crate::handle::{Command, Info, PeerInfo, Reply};
+use crate::event::{Event, GossipId, Responder};
+use crate::handle::{Command, Reply};
 use crate::protocols;
+
+mod commands;
 
 /// Replies of one kind waiting at once; more are refused as busy.
 const MAX_PENDING: usize = 1_024;
@@ -29,8 +30,8 @@ const EXPIRY_TICK: Duration = Duration::from_millis(250);
 /// While the routing table is smaller than a Kademlia bucket (a small or young network),
 /// re-run the bootstrap this often, so peers that joined after us are found in seconds
 /// rather than at the next periodic bootstrap.
-const SMALL_TABLE_BOOTSTRAP: Duration = Duration::from_secs(5);
-const SMALL_TABLE: usize = 20;
+pub(super) const SMALL_TABLE_BOOTSTRAP: Duration = Duration::from_secs(5);
+pub(super) const SMALL_TABLE: usize = 20;
 
 struct Pending<T> {
     deadline: Instant,
@@ -113,302 +114,6 @@ impl EventLoop {
             }
         }
         info!("overlay stopped");
-    }
-
-    fn deadline(&self) -> Instant {
-        Instant::now() + self.timeout
-    }
-
-    fn handle_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Info(reply) => {
-                let _ = reply.send(Ok(self.info()));
-            }
-            Command::Peers(reply) => {
-                let _ = reply.send(Ok(self.peers()));
-            }
-            Command::Dial(addr, reply) => self.dial(addr, reply),
-            Command::Block(peers, reply) => {
-                self.swarm.behaviour_mut().access.block(peers);
-                let _ = reply.send(Ok(()));
-            }
-            Command::Unblock(peers, reply) => {
-                self.swarm.behaviour_mut().access.unblock(peers);
-                let _ = reply.send(Ok(()));
-            }
-            Command::AllowOnly(peers, reply) => {
-                self.swarm.behaviour_mut().access.allow_only(peers);
-                let _ = reply.send(Ok(()));
-            }
-            Command::AllowAll(reply) => {
-                self.swarm.behaviour_mut().access.allow_all();
-                let _ = reply.send(Ok(()));
-            }
-            Command::Subscribe(topic, reply) => {
-                let t = gossipsub::IdentTopic::new(topic);
-                let r = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .subscribe(&t)
-                    .map(|_| ())
-                    .map_err(|e| Error::Gossip(e.to_string()));
-                let _ = reply.send(r);
-            }
-            Command::Publish(topic, data, reply) => {
-                let t = gossipsub::IdentTopic::new(topic);
-                let r = match self.swarm.behaviour_mut().gossipsub.publish(t, data) {
-                    Ok(_) => Ok(()),
-                    // Nobody to send to yet: not an error for the writer; anti-entropy
-                    // delivers later.
-                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => Ok(()),
-                    Err(e) => Err(Error::Gossip(e.to_string())),
-                };
-                let _ = reply.send(r);
-            }
-            Command::ReportGossip(GossipId(id), source, verdict) => {
-                let acceptance = match verdict {
-                    Verdict::Accept => gossipsub::MessageAcceptance::Accept,
-                    Verdict::Reject => gossipsub::MessageAcceptance::Reject,
-                    Verdict::Ignore => gossipsub::MessageAcceptance::Ignore,
-                };
-                self.swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&id, &source, acceptance);
-            }
-            Command::Request(peer, protocol, data, reply) => {
-                if self.requests.len() >= MAX_PENDING {
-                    return busy(reply);
-                }
-                let b = self.swarm.behaviour_mut();
-                let id = if protocol == protocols::SYNC {
-                    b.sync.send_request(&peer, data)
-                } else if protocol == protocols::BLOB {
-                    b.blob.send_request(&peer, data)
-                } else {
-                    let _ = reply.send(Err(Error::Request(format!("unknown protocol {protocol}"))));
-                    return;
-                };
-                self.requests.insert(
-                    id,
-                    Pending {
-                        deadline: self.deadline(),
-                        reply,
-                    },
-                );
-            }
-            Command::Respond(Responder(channel), data) => {
-                // Both behaviours share the codec; the channel knows its own stream.
-                let b = self.swarm.behaviour_mut();
-                if let Err(data) = b.sync.send_response(channel, data) {
-                    debug!(len = data.len(), "response not sent: the requester is gone");
-                }
-            }
-            Command::Provide(key, reply) => {
-                if self.queries.len() >= MAX_PENDING {
-                    return busy(reply);
-                }
-                match self.swarm.behaviour_mut().kad.start_providing(key.into()) {
-                    Ok(id) => {
-                        self.queries.insert(
-                            id,
-                            Query::Provide(Pending {
-                                deadline: self.deadline(),
-                                reply,
-                            }),
-                        );
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(Error::Dht(e.to_string())));
-                    }
-                }
-            }
-            Command::Providers(key, reply) => {
-                if self.queries.len() >= MAX_PENDING {
-                    return busy(reply);
-                }
-                let id = self.swarm.behaviour_mut().kad.get_providers(key.into());
-                self.queries.insert(
-                    id,
-                    Query::Providers(
-                        Pending {
-                            deadline: self.deadline(),
-                            reply,
-                        },
-                        HashSet::new(),
-                    ),
-                );
-            }
-        }
-    }
-
-    fn info(&mut self) -> Info {
-        let access = &self.swarm.behaviour().access;
-        let blocked = access.blocked().map(ToString::to_string).collect();
-        let allow_only = access
-            .allow_only_set()
-            .map(|s| s.iter().map(ToString::to_string).collect());
-        let dht_peers = self
-            .swarm
-            .behaviour_mut()
-            .kad
-            .kbuckets()
-            .map(|b| b.num_entries())
-            .sum();
-        Info {
-            peer_id: self.swarm.local_peer_id().to_string(),
-            listen_addrs: self.swarm.listeners().map(ToString::to_string).collect(),
-            external_addrs: self
-                .swarm
-                .external_addresses()
-                .map(ToString::to_string)
-                .collect(),
-            connected_peers: self.swarm.connected_peers().count(),
-            dht_peers,
-            blocked,
-            allow_only,
-        }
-    }
-
-    fn peers(&mut self) -> Vec<PeerInfo> {
-        let mut dht: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
-        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
-            for e in bucket.iter() {
-                dht.insert(
-                    *e.node.key.preimage(),
-                    e.node.value.iter().cloned().collect(),
-                );
-            }
-        }
-        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        let mut out: Vec<PeerInfo> = connected
-            .iter()
-            .map(|p| PeerInfo {
-                peer_id: p.to_string(),
-                addrs: self
-                    .addrs
-                    .get(p)
-                    .map(|a| a.iter().map(ToString::to_string).collect())
-                    .unwrap_or_default(),
-                rtt_ms: self.rtt.get(p).map(|d| d.as_secs_f64() * 1_000.0),
-                connected: true,
-                in_dht: dht.contains_key(p),
-            })
-            .collect();
-        for (p, addrs) in dht {
-            if !connected.contains(&p) {
-                out.push(PeerInfo {
-                    peer_id: p.to_string(),
-                    addrs: addrs.iter().map(ToString::to_string).collect(),
-                    rtt_ms: None,
-                    connected: false,
-                    in_dht: true,
-                });
-            }
-        }
-        out.sort_by(|a, b| (!a.connected, &a.peer_id).cmp(&(!b.connected, &b.peer_id)));
-        out
-    }
-
-    fn dial(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
-        if self.dials.len() >= MAX_PENDING {
-            return busy(reply);
-        }
-        let peer = match addr.iter().last() {
-            Some(Protocol::P2p(p)) => Some(p),
-            _ => None,
-        };
-        if let Some(p) = peer {
-            if !self.swarm.behaviour().access.is_allowed(&p) {
-                let _ = reply.send(Err(Error::Blocked(p)));
-                return;
-            }
-        }
-        if let Some(p) = peer {
-            if self.swarm.is_connected(&p) && self.identified.contains(&p) {
-                let _ = reply.send(Ok(p));
-                return;
-            }
-        }
-        let only_peer = addr.iter().count() == 1 && peer.is_some();
-        // Always a new connection: one that is open but not yet identified may be one the
-        // remote is about to refuse.
-        let opts = match peer {
-            // Just `/p2p/<id>`: the DHT supplies the addresses.
-            Some(p) if only_peer => DialOpts::peer_id(p)
-                .condition(PeerCondition::Always)
-                .build(),
-            Some(p) => DialOpts::peer_id(p)
-                .condition(PeerCondition::Always)
-                .addresses(vec![addr])
-                .build(),
-            None => DialOpts::unknown_peer_id().address(addr).build(),
-        };
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
-                self.dials.insert(
-                    id,
-                    Pending {
-                        deadline: self.deadline(),
-                        reply,
-                    },
-                );
-            }
-            Err(DialError::NoAddresses) => {
-                let msg =
-                    "no known address for this peer (not in the DHT yet; give a full multiaddr)";
-                let _ = reply.send(Err(Error::Dial(msg.into())));
-            }
-            Err(e) => {
-                let _ = reply.send(Err(Error::Dial(e.to_string())));
-            }
-        }
-    }
-
-    fn bootstrap_if_small(&mut self) {
-        if self.last_bootstrap.elapsed() < SMALL_TABLE_BOOTSTRAP {
-            return;
-        }
-        let kad = &mut self.swarm.behaviour_mut().kad;
-        let size: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
-        if size > 0 && size < SMALL_TABLE {
-            self.last_bootstrap = Instant::now();
-            let _ = kad.bootstrap();
-        }
-    }
-
-    /// Answers every pending reply whose deadline has passed.
-    fn expire(&mut self) {
-        let now = Instant::now();
-        let t = self.timeout;
-        expire_map(&mut self.dials, now, t);
-        expire_map(&mut self.requests, now, t);
-        let late: Vec<kad::QueryId> = self
-            .queries
-            .iter()
-            .filter(|(_, q)| match q {
-                Query::Provide(p) => p.deadline <= now,
-                Query::Providers(p, _) => p.deadline <= now,
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in late {
-            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
-                q.finish();
-            }
-            match self.queries.remove(&id) {
-                Some(Query::Provide(p)) => {
-                    let _ = p.reply.send(Err(Error::Timeout(t)));
-                }
-                // What was found so far is an answer.
-                Some(Query::Providers(p, found)) => {
-                    let _ = p.reply.send(Ok(found.into_iter().collect()));
-                }
-                None => {}
-            }
-        }
     }
 
     fn emit(&mut self, event: Event) {
@@ -648,23 +353,6 @@ impl EventLoop {
                 debug!(%peer, %error, "inbound request failed");
             }
             request_response::Event::ResponseSent { .. } => {}
-        }
-    }
-}
-
-fn expire_map<K: Copy + Eq + std::hash::Hash, T>(
-    map: &mut HashMap<K, Pending<T>>,
-    now: Instant,
-    t: Duration,
-) {
-    let late: Vec<K> = map
-        .iter()
-        .filter(|(_, p)| p.deadline <= now)
-        .map(|(k, _)| *k)
-        .collect();
-    for k in late {
-        if let Some(p) = map.remove(&k) {
-            let _ = p.reply.send(Err(Error::Timeout(t)));
         }
     }
 }

@@ -1,0 +1,142 @@
+//! What goes into and comes out of a [`super::Replica`]: its configuration, inputs,
+//! outputs, events, errors and counters.
+
+use super::message::{Message, SeqRange, SignedDelta};
+use crate::clock::ClockError;
+use crate::doc::{DocError, Op};
+use crate::id::{ActorId, DocId};
+
+/// Tunables; the defaults suit a node on a LAN or the Internet.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Remote clocks further ahead than this are refused.
+    pub max_clock_drift_ms: u64,
+    /// How often a replica starts anti-entropy with a random peer.
+    pub anti_entropy_interval_ms: u64,
+    /// Deltas per anti-entropy batch.
+    pub max_batch_deltas: usize,
+    /// Bytes per anti-entropy batch (a single larger delta still goes alone).
+    pub max_batch_bytes: usize,
+    /// Out-of-order deltas held while waiting for the gap to fill; beyond this they are
+    /// dropped and anti-entropy fetches them later.
+    pub max_pending: usize,
+    /// A delta starting more than this many sequence numbers past what is held is refused.
+    pub max_seq_lead: u64,
+    /// A delta reaching more than this many dots past what is held is refused.
+    pub max_dot_lead: u64,
+    /// Largest encoded delta accepted or produced.
+    pub max_delta_bytes: usize,
+    /// Most entries folded into one delta at a time.
+    pub fold_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_clock_drift_ms: 60_000,
+            anti_entropy_interval_ms: 3_000,
+            max_batch_deltas: 256,
+            max_batch_bytes: 1 << 20,
+            max_pending: 4_096,
+            max_seq_lead: 1 << 20,
+            max_dot_lead: 1 << 32,
+            max_delta_bytes: 1 << 20,
+            fold_batch: 1_024,
+        }
+    }
+}
+
+/// What happens to a replica.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A local write; `tag` comes back in [`Event::Acknowledged`].
+    Write { op: Op, tag: u64 },
+    /// A message from a peer.
+    Message { from: ActorId, msg: Message },
+    /// A replica of this document is now reachable.
+    PeerUp(ActorId),
+    /// A replica is no longer reachable.
+    PeerDown(ActorId),
+    /// Every [`Output::Persist`] up to and including `ticket` is durable.
+    Persisted { ticket: u64 },
+    /// Time passes; starts periodic anti-entropy when due.
+    Tick,
+    /// Fold this replica's own oldest deltas into one (compaction).
+    Fold,
+}
+
+/// What the replica asks its driver to do, in order.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// Send to one peer.
+    Send {
+        to: ActorId,
+        msg: Message,
+    },
+    /// Publish to every replica (the document's gossip topic).
+    Broadcast(Message),
+    /// Make `delta` durable, then report `Persisted { ticket }`. It replaces every stored
+    /// delta of the same author whose sequence range it covers (a fold).
+    Persist {
+        ticket: u64,
+        delta: SignedDelta,
+    },
+    Event(Event),
+}
+
+/// Things a driver may want to tell a user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The local write tagged `tag` is durable; it has sequence number `seq`.
+    Acknowledged { tag: u64, seq: u64 },
+    /// A delta changed (or may have changed) the document.
+    Applied {
+        author: ActorId,
+        seqs: SeqRange,
+        local: bool,
+    },
+}
+
+/// A write or message the replica refused. The replica's state is unchanged by it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    #[error("message for document {got}, but this replica holds {expected}")]
+    WrongDoc { expected: DocId, got: DocId },
+    #[error("invalid sequence range {first}..={last}")]
+    BadSeqRange { first: u64, last: u64 },
+    #[error("bad signature on delta {first}..={last} by {author}")]
+    BadSignature {
+        author: ActorId,
+        first: u64,
+        last: u64,
+    },
+    #[error("delta from {author} starts at {seq}, more than {max_lead} past the {known} held")]
+    SeqTooFarAhead {
+        author: ActorId,
+        seq: u64,
+        known: u64,
+        max_lead: u64,
+    },
+    #[error("a peer sent this replica's own delta {seq}, which it never wrote (it holds {known})")]
+    OwnDeltaFromFuture { seq: u64, known: u64 },
+    #[error("delta of {size} bytes exceeds the limit of {max}")]
+    DeltaTooLarge { size: usize, max: usize },
+    #[error("invalid delta from {author}: {source}")]
+    Doc { author: ActorId, source: DocError },
+    #[error("delta clock refused: {0}")]
+    Clock(#[from] ClockError),
+    #[error("invalid write: {0}")]
+    Write(#[from] DocError),
+}
+
+/// Counters of what the replica has done, for metrics and simulation reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub applied: u64,
+    pub duplicates: u64,
+    pub buffered: u64,
+    pub dropped: u64,
+    pub rejected: u64,
+    pub folded: u64,
+}
