@@ -35,17 +35,22 @@ impl Net {
             .unwrap()
     }
 
-    fn json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.push("--json");
-        let out = self.run(&all);
+    /// Runs `testnet ARGS`, which must succeed, and parses its JSON output.
+    fn run_json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
         assert!(
             out.status.success(),
             "testnet {}: {}",
-            all.join(" "),
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        self.run_json(&all)
     }
 
     fn status(&self) -> Vec<Value> {
@@ -57,14 +62,7 @@ impl Net {
         let index = i.to_string();
         let mut all = vec!["exec", index.as_str(), "--"];
         all.extend(args);
-        let out = self.run(&all);
-        assert!(
-            out.status.success(),
-            "testnet {}: {}",
-            all.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        self.run_json(&all)
     }
 
     fn connected(&self, i: usize) -> Vec<String> {

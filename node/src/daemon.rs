@@ -145,28 +145,15 @@ impl Handler for Daemon {
                     peer_id: peer.to_string(),
                 })
             }
-            method::NET_BLOCK => {
+            method::NET_BLOCK | method::NET_UNBLOCK | method::NET_ALLOW_ONLY => {
                 let a: api::PeersParams = params(p)?;
-                self.overlay
-                    .block(peer_ids(a.peers)?)
-                    .await
-                    .map_err(network)?;
-                result(&api::Done {})
-            }
-            method::NET_UNBLOCK => {
-                let a: api::PeersParams = params(p)?;
-                self.overlay
-                    .unblock(peer_ids(a.peers)?)
-                    .await
-                    .map_err(network)?;
-                result(&api::Done {})
-            }
-            method::NET_ALLOW_ONLY => {
-                let a: api::PeersParams = params(p)?;
-                self.overlay
-                    .allow_only(peer_ids(a.peers)?)
-                    .await
-                    .map_err(network)?;
+                let peers = peer_ids(a.peers)?;
+                let done = match m {
+                    method::NET_BLOCK => self.overlay.block(peers).await,
+                    method::NET_UNBLOCK => self.overlay.unblock(peers).await,
+                    _ => self.overlay.allow_only(peers).await,
+                };
+                done.map_err(network)?;
                 result(&api::Done {})
             }
             method::NET_ALLOW_ALL => {
