@@ -33,6 +33,15 @@ impl VersionVector {
         *e = (*e).max(n);
     }
 
+    /// Lowers `actor`'s entry to `n` if it is higher (deltas were dropped).
+    pub fn retreat(&mut self, actor: ActorId, n: u64) {
+        if n == 0 {
+            self.0.remove(&actor);
+        } else if let Some(e) = self.0.get_mut(&actor) {
+            *e = (*e).min(n);
+        }
+    }
+
     /// Pointwise maximum.
     pub fn join(&mut self, other: &VersionVector) {
         for (a, n) in &other.0 {

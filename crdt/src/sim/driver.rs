@@ -11,7 +11,7 @@ use super::net::Net;
 use super::workload::{Model, Workload, Write};
 use super::{Report, SimConfig};
 use crate::id::{ActorId, DocId};
-use crate::sync::{Event, Input, Message, Output, Replica, SignedDelta, TestAuth};
+use crate::sync::{Acl, Event, Input, Message, Output, Replica, SignedDelta, TestAuth};
 
 /// How often each replica gets a [`Input::Tick`], and how often convergence is checked
 /// once the faults are over.
@@ -335,6 +335,9 @@ impl Sim<'_> {
                     }
                 }
                 Output::Event(Event::Applied { local, .. }) => applied_remote |= !local,
+                // The simulated document is open: nobody edits writers, nothing is cut.
+                Output::Truncate { .. }
+                | Output::Event(Event::Refused { .. } | Event::Truncated { .. }) => {}
             }
         }
         applied_remote
@@ -434,6 +437,7 @@ impl Sim<'_> {
             Arc::new(TestAuth),
             self.cfg.replica.clone(),
             seed,
+            Acl::open(),
             stored,
         ));
         for p in self.peers(node) {

@@ -1,6 +1,7 @@
 //! What goes into and comes out of a [`super::Replica`]: its configuration, inputs,
 //! outputs, events, errors and counters.
 
+use super::acl::AclChange;
 use super::message::{Message, SeqRange, SignedDelta};
 use crate::clock::ClockError;
 use crate::doc::{DocError, Op};
@@ -51,6 +52,8 @@ impl Default for Config {
 pub enum Input {
     /// A local write; `tag` comes back in [`Event::Acknowledged`].
     Write { op: Op, tag: u64 },
+    /// The owner edits the access list of a closed document; acknowledged like a write.
+    Admin { change: AclChange, tag: u64 },
     /// A message from a peer.
     Message { from: ActorId, msg: Message },
     /// A replica of this document is now reachable.
@@ -81,6 +84,12 @@ pub enum Output {
         ticket: u64,
         delta: SignedDelta,
     },
+    /// Delete every stored delta of `author` that reaches past sequence number `after`:
+    /// the owner removed that writer, and those deltas are invalid everywhere.
+    Truncate {
+        author: ActorId,
+        after: u64,
+    },
     Event(Event),
 }
 
@@ -95,6 +104,12 @@ pub enum Event {
         seqs: SeqRange,
         local: bool,
     },
+    /// The local write tagged `tag` will never be acknowledged: this replica's author was
+    /// removed from the writers before it became durable.
+    Refused { tag: u64 },
+    /// `author` was removed from the writers; its deltas past `after` were dropped and the
+    /// document rebuilt without them.
+    Truncated { author: ActorId, after: u64 },
 }
 
 /// A write or message the replica refused. The replica's state is unchanged by it.
@@ -126,6 +141,14 @@ pub enum SyncError {
     Doc { author: ActorId, source: DocError },
     #[error("delta clock refused: {0}")]
     Clock(#[from] ClockError),
+    #[error("{author} is not a writer of this document")]
+    NotAWriter { author: ActorId },
+    #[error("only the document's owner may change its writers")]
+    NotOwner,
+    #[error("the document is open: anyone may write, there are no writers to edit")]
+    OpenDocument,
+    #[error("{writer} was removed from the writers; removal is permanent")]
+    RemovedForGood { writer: ActorId },
     #[error("invalid write: {0}")]
     Write(#[from] DocError),
 }

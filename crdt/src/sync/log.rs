@@ -105,6 +105,29 @@ impl DeltaLog {
         (out, false)
     }
 
+    /// Drops `author`'s entries that reach past sequence number `cut` (a fold straddling
+    /// the cut goes whole). Returns true if anything was dropped.
+    pub(crate) fn truncate_after(&mut self, author: &ActorId, cut: u64) -> bool {
+        let Some(run) = self.authors.get_mut(author) else {
+            return false;
+        };
+        let doomed: Vec<u64> = run
+            .iter()
+            .filter(|(_, l)| l.delta.seqs.last > cut)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &doomed {
+            run.remove(k);
+        }
+        self.entries -= doomed.len();
+        let top = run.values().next_back().map_or(0, |l| l.delta.seqs.last);
+        if run.is_empty() {
+            self.authors.remove(author);
+        }
+        self.vv.retreat(*author, top);
+        !doomed.is_empty()
+    }
+
     /// `author`'s first `max` entries, oldest first.
     pub(crate) fn first_entries(&self, author: &ActorId, max: usize) -> Vec<&SignedDelta> {
         self.authors.get(author).map_or_else(Vec::new, |run| {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::acl::AclOp;
 use crate::clock::Timestamp;
 use crate::codec::{self, CodecError};
 use crate::doc::Delta;
@@ -58,6 +59,9 @@ pub struct SignedDelta {
     pub hlc: Timestamp,
     /// Shared, so that relaying, logging and persisting a delta never copies it.
     pub delta: Arc<Delta>,
+    /// Edits of the access list; only the document's owner may carry any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acl: Vec<AclOp>,
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
@@ -72,6 +76,7 @@ impl SignedDelta {
             &self.seqs,
             &self.hlc,
             &self.delta,
+            &self.acl,
         ))
     }
 }

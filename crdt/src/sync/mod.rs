@@ -1,5 +1,6 @@
 //! The replication protocol, as a sans-IO state machine per document.
 //!
+//! - [`acl`]: a document's genesis and its access list (who may write).
 //! - [`message`]: signed deltas, summaries and batches; the [`Authenticator`] trait.
 //! - [`log`]: the per-author delta log that anti-entropy serves from.
 //! - [`interface`]: a replica's configuration, inputs, outputs, events and errors.
@@ -10,6 +11,7 @@
 //! its version vector; the other answers with exactly the deltas it lacks, in bounded
 //! batches, and with its own summary if it lacks something in turn.
 
+pub mod acl;
 pub mod interface;
 mod log;
 pub mod message;
@@ -17,6 +19,7 @@ pub mod replica;
 #[cfg(test)]
 mod tests;
 
+pub use acl::{Acl, AclChange, AclOp, Genesis, Standing};
 pub use interface::{Config, Event, Input, Output, Stats, SyncError};
 pub use message::{Authenticator, Message, SeqRange, SignedDelta, TestAuth, MAX_MESSAGE_BYTES};
 pub use replica::Replica;

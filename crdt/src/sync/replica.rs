@@ -18,6 +18,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::acl::{Acl, AclChange, AclOp};
 use super::interface::{Config, Event, Input, Output, Stats, SyncError};
 use super::log::DeltaLog;
 use super::message::{Authenticator, Message, SeqRange, SignedDelta};
@@ -40,6 +41,7 @@ pub struct Replica {
     config: Config,
     actor: ActorId,
     auth: Arc<dyn Authenticator>,
+    acl: Acl,
     doc: Doc,
     clock: Hlc,
     log: DeltaLog,
@@ -70,6 +72,7 @@ impl Replica {
             config,
             actor,
             auth,
+            acl: Acl::open(),
             doc: Doc::new(doc),
             clock,
             log: DeltaLog::default(),
@@ -85,18 +88,26 @@ impl Replica {
         }
     }
 
-    /// Rebuilds a replica from the deltas it had persisted (in any order). They came from
-    /// this node's own store, so they are not verified again; deltas of another document
-    /// are skipped, and so is any that would leave a gap.
+    /// The same replica under `acl` (a closed document's genesis rules) instead of open.
+    pub fn with_acl(mut self, acl: Acl) -> Self {
+        self.acl = acl;
+        self
+    }
+
+    /// Rebuilds a replica from the deltas it had persisted (in any order), under the
+    /// genesis rules `acl`. They came from this node's own store, so they are not verified
+    /// again; deltas of another document are skipped, and so is any that would leave a gap
+    /// or that the owner's access edits make invalid.
     pub fn restore(
         doc: DocId,
         actor: ActorId,
         auth: Arc<dyn Authenticator>,
         config: Config,
         seed: u64,
+        acl: Acl,
         stored: impl IntoIterator<Item = SignedDelta>,
     ) -> Self {
-        let mut r = Replica::new(doc, actor, auth, config, seed);
+        let mut r = Replica::new(doc, actor, auth, config, seed).with_acl(acl);
         let mut all: Vec<SignedDelta> = stored.into_iter().filter(|d| d.doc == doc).collect();
         // Longest range first among equal starts, so a fold lands before what it covers.
         all.sort_by(|a, b| {
@@ -106,9 +117,20 @@ impl Replica {
                 std::cmp::Reverse(b.seqs.last),
             ))
         });
+        // The owner's edits first, in its order: they decide which other deltas count.
+        let mut owner_seq = 0;
+        let owner = r.acl.owner();
+        for d in all.iter().filter(|d| Some(d.author) == owner) {
+            if d.seqs.last > owner_seq && d.seqs.first <= owner_seq + 1 {
+                owner_seq = d.seqs.last;
+                for op in &d.acl {
+                    r.acl.apply(op);
+                }
+            }
+        }
         let mut latest = Timestamp::default();
         for d in all {
-            if d.seqs.last <= r.log.vv().get(&d.author) {
+            if d.seqs.last <= r.log.vv().get(&d.author) || !r.acl.permits(&d.author, d.seqs.last) {
                 continue;
             }
             let size = d.signing_bytes().len() + d.signature.len();
@@ -127,6 +149,11 @@ impl Replica {
 
     pub fn actor(&self) -> ActorId {
         self.actor
+    }
+
+    /// Who may write, as the owner's edits held so far say.
+    pub fn acl(&self) -> &Acl {
+        &self.acl
     }
 
     /// The version vector of deltas held and servable (own writes once durable).
@@ -161,7 +188,11 @@ impl Replica {
     /// the offending write or delta (other deltas in the same batch may still apply).
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Result<(), SyncError> {
         match input {
-            Input::Write { op, tag } => self.write(now_ms, &op, tag),
+            Input::Write { op, tag } => self.write(now_ms, Some(&op), Vec::new(), tag),
+            Input::Admin { change, tag } => {
+                let op = self.acl_op(change)?;
+                self.write(now_ms, None, vec![op], tag)
+            }
             Input::Message { from, msg } => self.on_message(now_ms, from, msg),
             Input::PeerUp(peer) => {
                 // Both ends learn of the link; the one with the lower actor id starts the
@@ -188,11 +219,49 @@ impl Replica {
         }
     }
 
-    fn write(&mut self, now_ms: u64, op: &Op, tag: u64) -> Result<(), SyncError> {
+    /// Turns the owner's edit into the op every replica will apply.
+    fn acl_op(&self, change: AclChange) -> Result<AclOp, SyncError> {
+        if self.acl.is_open() {
+            return Err(SyncError::OpenDocument);
+        }
+        if self.acl.owner() != Some(self.actor) {
+            return Err(SyncError::NotOwner);
+        }
+        let removed = |w: &ActorId| {
+            self.acl
+                .writers()
+                .any(|(x, s)| x == w && *s != super::acl::Standing::Writer)
+        };
+        Ok(match change {
+            AclChange::Add(w) if removed(&w) => {
+                return Err(SyncError::RemovedForGood { writer: w })
+            }
+            AclChange::Add(w) => AclOp::Add(w),
+            AclChange::Remove(w) => AclOp::Remove {
+                writer: w,
+                // Everything of theirs this replica holds stays; nothing later counts.
+                cut: self.log.vv().get(&w),
+            },
+        })
+    }
+
+    fn write(
+        &mut self,
+        now_ms: u64,
+        op: Option<&Op>,
+        acl: Vec<AclOp>,
+        tag: u64,
+    ) -> Result<(), SyncError> {
+        if !self.acl.may_write(&self.actor) {
+            return Err(SyncError::NotAWriter { author: self.actor });
+        }
         let mut clock = self.clock.clone();
         let hlc = clock.now(now_ms);
-        let delta = self.doc.prepare(self.actor, hlc, op)?;
-        let signed = self.sign(SeqRange::one(self.next_seq), hlc, delta);
+        let delta = match op {
+            Some(op) => self.doc.prepare(self.actor, hlc, op)?,
+            None => Delta::default(),
+        };
+        let signed = self.sign(SeqRange::one(self.next_seq), hlc, delta, acl);
         let size = signed.signing_bytes().len() + signed.signature.len();
         if size > self.config.max_delta_bytes {
             return Err(SyncError::DeltaTooLarge {
@@ -202,6 +271,7 @@ impl Replica {
         }
         self.clock = clock;
         self.doc.apply(&signed.delta);
+        self.apply_acl(&signed);
         self.next_seq += 1;
         let ticket = self.ticket();
         self.outputs.push_back(Output::Persist {
@@ -222,13 +292,14 @@ impl Replica {
         Ok(())
     }
 
-    fn sign(&self, seqs: SeqRange, hlc: Timestamp, delta: Delta) -> SignedDelta {
+    fn sign(&self, seqs: SeqRange, hlc: Timestamp, delta: Delta, acl: Vec<AclOp>) -> SignedDelta {
         let mut d = SignedDelta {
             doc: self.doc.id(),
             author: self.actor,
             seqs,
             hlc,
             delta: Arc::new(delta),
+            acl,
             signature: Vec::new(),
         };
         d.signature = self.auth.sign(&self.actor, &d.signing_bytes());
@@ -371,6 +442,9 @@ impl Replica {
         if first == 0 || first > last {
             return Err(SyncError::BadSeqRange { first, last });
         }
+        if !d.acl.is_empty() && self.acl.owner() != Some(d.author) {
+            return Err(SyncError::NotOwner);
+        }
         let known = self.log.vv().get(&d.author);
         if d.author == self.actor {
             if last < self.next_seq {
@@ -410,6 +484,9 @@ impl Replica {
                 last,
             });
         }
+        if !self.acl.permits(&d.author, last) {
+            return Err(SyncError::NotAWriter { author: d.author });
+        }
         if first > known + 1 {
             if self.pending.len() < self.config.max_pending {
                 self.pending.insert((d.author, first), (d, size));
@@ -432,6 +509,9 @@ impl Replica {
         d: SignedDelta,
         size: usize,
     ) -> Result<(), SyncError> {
+        if !self.acl.permits(&d.author, d.seqs.last) {
+            return Err(SyncError::NotAWriter { author: d.author });
+        }
         let limits = DeltaLimits {
             now_ms,
             max_drift_ms: self.config.max_clock_drift_ms,
@@ -458,8 +538,64 @@ impl Replica {
         }
         self.log.insert(d.clone(), size);
         let ticket = self.ticket();
-        self.outputs.push_back(Output::Persist { ticket, delta: d });
+        self.outputs.push_back(Output::Persist {
+            ticket,
+            delta: d.clone(),
+        });
+        self.apply_acl(&d);
         Ok(())
+    }
+
+    /// Applies the access edits an owner's delta carries, dropping what they invalidate.
+    fn apply_acl(&mut self, d: &SignedDelta) {
+        if self.acl.owner() != Some(d.author) {
+            return;
+        }
+        for op in &d.acl {
+            if let Some((writer, cut)) = self.acl.apply(op) {
+                self.truncate(writer, cut);
+            }
+        }
+    }
+
+    /// Drops `writer`'s deltas past `cut` everywhere this replica holds them (log, buffer,
+    /// unacknowledged own writes, disk) and rebuilds the document without them.
+    fn truncate(&mut self, writer: ActorId, cut: u64) {
+        let mut dropped = self.log.truncate_after(&writer, cut);
+        self.pending
+            .retain(|(a, _), (d, _)| *a != writer || d.seqs.last <= cut);
+        if writer == self.actor {
+            let refused: Vec<u64> = self
+                .unacked
+                .iter()
+                .filter(|u| u.delta.seqs.last > cut)
+                .map(|u| u.tag)
+                .collect();
+            self.unacked.retain(|u| u.delta.seqs.last <= cut);
+            dropped |= !refused.is_empty();
+            for tag in refused {
+                self.event(Event::Refused { tag });
+            }
+        }
+        if !dropped {
+            return;
+        }
+        let mut doc = Doc::new(self.doc.id());
+        for d in self.log.iter() {
+            doc.apply(&d.delta);
+        }
+        for u in &self.unacked {
+            doc.apply(&u.delta.delta);
+        }
+        self.doc = doc;
+        self.outputs.push_back(Output::Truncate {
+            author: writer,
+            after: cut,
+        });
+        self.event(Event::Truncated {
+            author: writer,
+            after: cut,
+        });
     }
 
     /// Applies buffered deltas of `author` that now follow on.
@@ -501,10 +637,12 @@ impl Replica {
             let last = run[run.len() - 1].seqs.last;
             let hlc = run.iter().map(|d| d.hlc).max().unwrap_or_default();
             let mut folded = Delta::default();
+            let mut acl = Vec::new();
             for d in &run {
                 folded.join_with(&d.delta);
+                acl.extend_from_slice(&d.acl);
             }
-            let signed = self.sign(SeqRange { first, last }, hlc, folded);
+            let signed = self.sign(SeqRange { first, last }, hlc, folded, acl);
             let size = signed.signing_bytes().len() + signed.signature.len();
             if size <= self.config.max_delta_bytes {
                 self.log.insert(signed.clone(), size);

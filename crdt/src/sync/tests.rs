@@ -10,6 +10,8 @@ use crate::id::{ActorId, DocId};
 use crate::json::Json;
 use crate::store::Causal;
 
+mod access;
+
 fn doc_id() -> DocId {
     DocId::derive(&ActorId::from_index(0), "test", &[0; 16])
 }
@@ -44,7 +46,10 @@ struct Pump {
 
 impl Pump {
     fn new(n: u64) -> Self {
-        let replicas: Vec<_> = (1..=n).map(replica).collect();
+        Pump::of((1..=n).map(replica).collect())
+    }
+
+    fn of(replicas: Vec<Replica>) -> Self {
         let n = replicas.len();
         Pump {
             replicas,
@@ -98,6 +103,9 @@ impl Pump {
                     if !self.hold_persists {
                         self.flush(i);
                     }
+                }
+                Output::Truncate { author, after } => {
+                    self.disks[i].retain(|d| d.author != author || d.seqs.last <= after)
                 }
                 Output::Event(Event::Acknowledged { seq, .. }) => self.acked.push((i, seq)),
                 Output::Event(_) => {}
@@ -276,6 +284,7 @@ fn a_crash_loses_only_unacknowledged_writes_and_sequence_numbers_continue() {
         Arc::new(TestAuth),
         Config::default(),
         9,
+        Acl::open(),
         disk,
     );
     assert_eq!(restored.doc().to_json()["n"], 1);
@@ -538,6 +547,7 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
         Arc::new(TestAuth),
         Config::default(),
         1,
+        Acl::open(),
         p.disks[0].clone(),
     );
     assert_eq!(restored.log_len(), 1);

@@ -70,6 +70,7 @@ async fn deltas_survive_a_reopen_and_folds_replace_what_they_cover() {
         Arc::new(TestAuth),
         Config::default(),
         1,
+        lattice_crdt::sync::Acl::open(),
         back,
     );
     let mut r = restored;
