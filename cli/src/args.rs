@@ -46,6 +46,9 @@ pub enum Command {
     /// The allow/block list.
     #[command(subcommand)]
     Net(NetCommand),
+    /// Replicated documents: create, join, read, write, watch.
+    #[command(subcommand)]
+    Doc(DocCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -116,6 +119,92 @@ pub enum NetCommand {
     AllowAll,
 }
 
+/// DOC is a document id or its local alias (its name).
+#[derive(Subcommand, Debug)]
+pub enum DocCommand {
+    /// Create a document. Closed by default: only you (and --writer peers) may write.
+    Create {
+        name: String,
+        /// Anyone may write.
+        #[arg(long, conflicts_with = "writers")]
+        open: bool,
+        /// A peer allowed to write besides you (repeatable).
+        #[arg(long = "writer", value_name = "PEER")]
+        writers: Vec<String>,
+    },
+    /// Replicate a document another node created, by its id.
+    Join {
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Documents this node holds.
+    Ls,
+    /// One document's id, owner, digest and replicas.
+    Info {
+        #[arg(value_name = "DOC")]
+        doc: String,
+    },
+    /// The whole document (or one key) as JSON.
+    Get {
+        #[arg(value_name = "DOC")]
+        doc: String,
+        key: Option<String>,
+    },
+    /// Set a register; VALUE is JSON if it parses, else a string.
+    Set {
+        #[arg(value_name = "DOC")]
+        doc: String,
+        key: String,
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Delete a key and everything observed under it.
+    Del {
+        #[arg(value_name = "DOC")]
+        doc: String,
+        key: String,
+    },
+    /// Add N (default 1, may be negative) to a counter.
+    Incr {
+        #[arg(value_name = "DOC")]
+        doc: String,
+        key: String,
+        #[arg(allow_hyphen_values = true, default_value_t = 1)]
+        n: i64,
+    },
+    /// Add members to a set.
+    Add {
+        #[arg(value_name = "DOC")]
+        doc: String,
+        key: String,
+        #[arg(required = true, allow_hyphen_values = true)]
+        members: Vec<String>,
+    },
+    /// Remove the members this node has seen from a set.
+    Rm {
+        #[arg(value_name = "DOC")]
+        doc: String,
+        key: String,
+        #[arg(required = true, allow_hyphen_values = true)]
+        members: Vec<String>,
+    },
+    /// Print one line per change (local or remote) until interrupted.
+    Watch {
+        #[arg(value_name = "DOC")]
+        doc: String,
+    },
+    /// List the writers of a closed document; the owner may add or remove them. A removed
+    /// writer's later writes are dropped everywhere, and removal is permanent.
+    Writers {
+        #[arg(value_name = "DOC")]
+        doc: String,
+        #[arg(long, value_name = "PEER")]
+        add: Vec<String>,
+        #[arg(long, value_name = "PEER")]
+        remove: Vec<String>,
+    },
+}
+
 #[derive(Subcommand, Debug)]
 pub enum TestnetCommand {
     /// Start N daemons on 127.0.0.1 (node 0 bootstraps the rest); returns once all joined.
@@ -147,6 +236,15 @@ pub enum TestnetCommand {
     Partition { groups: String },
     /// End the partition and reconnect.
     Heal,
+    /// Wait until every live node holds DOC with the same digest; prints
+    /// {"converged_ms": ...}. Exits non-zero on timeout, naming the nodes that differ.
+    WaitConverged {
+        #[arg(value_name = "DOC")]
+        doc: String,
+        /// Give up after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        timeout: f64,
+    },
     /// Every node's log merged in time order, each line tagged with its node.
     Logs {
         /// Keep printing new lines until interrupted.

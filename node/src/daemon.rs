@@ -10,17 +10,21 @@ use std::time::{Duration, Instant};
 
 use lattice_overlay::{Addr, Event, Overlay, PeerId};
 use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::auth::NodeAuth;
 use crate::config::{Config, ConfigError};
 use crate::control::api::{self, method, ApiError, ErrorCode};
 use crate::control::codec;
-use crate::control::server::{Handler, Server, ServerError};
+use crate::control::server::{Handler, Reply, Server, ServerError};
+use crate::docs::{Docs, DocsError};
 use crate::identity::{self, IdentityError};
 use crate::lock::{DataDirLock, LockError};
 use crate::metrics::{self, Metrics};
+use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -47,6 +51,12 @@ pub enum DaemonError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::NotEd25519),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot load documents: {0}")]
+    Docs(#[from] DocsError),
 }
 
 const METHODS: &[&str] = &[
@@ -58,6 +68,18 @@ const METHODS: &[&str] = &[
     method::NET_UNBLOCK,
     method::NET_ALLOW_ONLY,
     method::NET_ALLOW_ALL,
+    method::DOC_CREATE,
+    method::DOC_JOIN,
+    method::DOC_LS,
+    method::DOC_INFO,
+    method::DOC_GET,
+    method::DOC_SET,
+    method::DOC_DEL,
+    method::DOC_INCR,
+    method::DOC_ADD,
+    method::DOC_RM,
+    method::DOC_WATCH,
+    method::DOC_WRITERS,
 ];
 
 /// True for the methods this daemon answers.
@@ -68,6 +90,7 @@ pub fn is_known_method(m: &str) -> bool {
 /// What the control handler needs.
 struct Daemon {
     overlay: Overlay,
+    docs: Docs,
     started: Instant,
     data_dir: PathBuf,
     metrics: Metrics,
@@ -85,6 +108,21 @@ fn network(e: lattice_overlay::Error) -> ApiError {
         E::Busy(_) => ErrorCode::Busy,
         E::BadAddr { .. } => ErrorCode::BadRequest,
         _ => ErrorCode::NetworkError,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+pub(crate) fn docs_error(e: DocsError) -> ApiError {
+    let code = match &e {
+        DocsError::Unknown(_) | DocsError::NoKey { .. } => ErrorCode::NotFound,
+        DocsError::NotAWriter(_) => ErrorCode::NotAWriter,
+        DocsError::Ambiguous { .. } | DocsError::BadRequest(_) | DocsError::Refused(_) => {
+            ErrorCode::BadRequest
+        }
+        DocsError::NoReplica(_) => ErrorCode::NotFound,
+        DocsError::Busy => ErrorCode::Busy,
+        DocsError::Shutdown => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
     };
     ApiError::new(code, e.to_string())
 }
@@ -109,7 +147,20 @@ fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
 }
 
 impl Handler for Daemon {
-    async fn call(&self, m: &str, p: serde_cbor::Value) -> Result<serde_cbor::Value, ApiError> {
+    async fn call(&self, m: &str, p: serde_cbor::Value) -> Result<Reply, ApiError> {
+        if m.starts_with("doc.") {
+            return crate::docs::control::call(&self.docs, m, p).await;
+        }
+        self.net_call(m, p).await.map(Reply::Value)
+    }
+
+    fn observe(&self, method: &str, elapsed: Duration, ok: bool) {
+        self.metrics.control_request(method, elapsed, ok);
+    }
+}
+
+impl Daemon {
+    async fn net_call(&self, m: &str, p: serde_cbor::Value) -> Result<serde_cbor::Value, ApiError> {
         match m {
             method::ID => {
                 let info = self.overlay.info().await.map_err(network)?;
@@ -125,7 +176,7 @@ impl Handler for Daemon {
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                     peers: info.connected_peers,
                     dht_peers: info.dht_peers,
-                    docs: 0,
+                    docs: self.docs.count().await.map_err(docs_error)?,
                     blobs: 0,
                     uptime_s: self.started.elapsed().as_secs(),
                     listen_addrs: info.listen_addrs,
@@ -160,16 +211,13 @@ impl Handler for Daemon {
                 self.overlay.allow_all().await.map_err(network)?;
                 result(&api::Done {})
             }
-            other => Err(ApiError::new(
-                ErrorCode::UnknownMethod,
-                format!("unknown method {other:?}"),
-            )),
+            other => Err(unknown_method(other)),
         }
     }
+}
 
-    fn observe(&self, method: &str, elapsed: Duration, ok: bool) {
-        self.metrics.control_request(method, elapsed, ok);
-    }
+pub(crate) fn unknown_method(m: &str) -> ApiError {
+    ApiError::new(ErrorCode::UnknownMethod, format!("unknown method {m:?}"))
 }
 
 /// Runs a daemon until SIGINT or SIGTERM.
@@ -210,6 +258,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let auth = Arc::new(NodeAuth::new(&key)?);
     let mut net = lattice_overlay::Config::new(key);
     if !config.listen.is_empty() {
         net.listen = config.listen.clone();
@@ -224,6 +273,10 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         info!("private swarm: pre-shared key in use, QUIC disabled");
     }
     let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
+    let (store, store_thread) = Store::open(&dir.join("lattice.redb"))?;
+    let (doc_events_tx, doc_events) = mpsc::channel(crate::docs::EVENT_QUEUE);
+    let (docs, docs_task) =
+        Docs::spawn(overlay.clone(), store, auth, doc_events, metrics.clone()).await?;
     let server = Server::bind(&config.socket).await?;
     let registry = Arc::new(registry);
     if let Some(addr) = config.metrics {
@@ -233,9 +286,10 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(drain_events(events, metrics.clone()));
+    tasks.spawn(dispatch_events(events, metrics.clone(), doc_events_tx));
     let daemon = Arc::new(Daemon {
         overlay: overlay.clone(),
+        docs,
         started: Instant::now(),
         data_dir: dir.clone(),
         metrics,
@@ -249,9 +303,17 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     drop(overlay);
     server.serve(daemon, shutdown, config.shutdown_grace).await;
 
-    // The server has returned, so the handler and its overlay handle are gone; the other
-    // tasks hold none. The overlay task ends once the last handle is dropped.
+    // The server has returned, so the handler and its handles are gone: the documents
+    // actor finishes its queued commits and stops, releasing the store and its overlay
+    // handle. The overlay task ends once the last handle is dropped.
     tasks.shutdown().await;
+    if tokio::time::timeout(Duration::from_secs(10), docs_task)
+        .await
+        .is_err()
+    {
+        warn!("documents did not stop in time");
+    }
+    store_thread.join();
     match tokio::time::timeout(Duration::from_secs(5), overlay_task).await {
         Ok(_) => {}
         Err(_) => warn!("overlay did not stop in time"),
@@ -260,16 +322,24 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
-/// Consumes overlay events. Documents and blobs (later) subscribe here; for now it keeps
-/// the metrics and declines what nobody handles.
-async fn drain_events(mut events: tokio::sync::mpsc::Receiver<Event>, metrics: Metrics) {
+/// Routes overlay events: peer counts to the metrics, the rest to documents (blobs will
+/// get theirs here too). A subsystem that falls behind loses events rather than stalling
+/// the others; what it lost is repaired by anti-entropy or retried by the sender.
+async fn dispatch_events(
+    mut events: mpsc::Receiver<Event>,
+    metrics: Metrics,
+    docs: mpsc::Sender<Event>,
+) {
+    let mut dropped = 0u64;
     while let Some(e) = events.recv().await {
-        match e {
+        match &e {
             Event::PeerConnected { .. } => metrics.peer_connected(),
             Event::PeerDisconnected { .. } => metrics.peer_disconnected(),
-            // No topic is subscribed and no protocol served yet: dropping the responder
-            // tells the requester at once that nothing answers here.
             _ => {}
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = docs.try_send(e) {
+            dropped += 1;
+            warn!(dropped, "documents are not keeping up with overlay events");
         }
     }
 }

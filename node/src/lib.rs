@@ -8,13 +8,13 @@
 //! - [`daemon`]: [`daemon::run`], which starts everything and stops it in order.
 //! - [`auth`]: signing and verifying deltas with nodes' Ed25519 keys.
 //! - [`store`]: durable storage (redb) on its own thread.
-//!
-//! Documents (issue #4) and blobs and services (issue #6) are built on this next.
+//! - [`docs`]: replicated documents, driving the crdt sync state machine over the overlay.
 
 pub mod auth;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod docs;
 pub mod identity;
 pub mod lock;
 pub mod metrics;

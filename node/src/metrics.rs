@@ -28,6 +28,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RequestLabels, Histogram>,
     peers: Gauge,
+    deltas_applied: Counter,
+    deltas_rejected: Counter,
+    sync_bytes_sent: Counter,
 }
 
 impl Metrics {
@@ -39,6 +42,9 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.000_05, 4.0, 10))
             }),
             peers: Gauge::default(),
+            deltas_applied: Counter::default(),
+            deltas_rejected: Counter::default(),
+            sync_bytes_sent: Counter::default(),
         };
         let sub = registry.sub_registry_with_prefix("lattice");
         sub.register(
@@ -56,7 +62,34 @@ impl Metrics {
             "Peers with an open connection",
             m.peers.clone(),
         );
+        sub.register(
+            "deltas_applied",
+            "Document deltas applied (local writes and peers' deltas)",
+            m.deltas_applied.clone(),
+        );
+        sub.register(
+            "deltas_rejected",
+            "Document deltas or sync messages refused (bad signature, not a writer, malformed)",
+            m.deltas_rejected.clone(),
+        );
+        sub.register(
+            "sync_bytes_sent",
+            "Bytes of document sync messages sent (gossip and anti-entropy)",
+            m.sync_bytes_sent.clone(),
+        );
         m
+    }
+
+    pub fn delta_applied(&self) {
+        self.deltas_applied.inc();
+    }
+
+    pub fn delta_rejected(&self) {
+        self.deltas_rejected.inc();
+    }
+
+    pub fn sync_sent(&self, bytes: usize) {
+        self.sync_bytes_sent.inc_by(bytes as u64);
     }
 
     pub fn control_request(&self, method: &str, elapsed: Duration, ok: bool) {

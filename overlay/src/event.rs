@@ -25,6 +25,16 @@ pub enum Event {
         id: GossipId,
         data: Vec<u8>,
     },
+    /// A connected peer subscribed to a topic (also reported for its subscriptions when
+    /// it connects).
+    Subscribed {
+        peer: PeerId,
+        topic: String,
+    },
+    Unsubscribed {
+        peer: PeerId,
+        topic: String,
+    },
     /// A request to answer with [`crate::Overlay::respond`].
     Request {
         peer: PeerId,

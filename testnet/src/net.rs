@@ -40,7 +40,7 @@ pub struct Testnet {
 }
 
 /// True if `pid` is a live `lattice daemon` serving `socket` (not a reused pid).
-fn is_our_daemon(pid: u32, socket: &Path) -> bool {
+pub(crate) fn is_our_daemon(pid: u32, socket: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
@@ -185,6 +185,18 @@ impl Testnet {
             .arg(&node.socket)
             .args(args)
             .output()
+            .context("cannot run lattice")
+    }
+
+    /// Runs a lattice command against node `i` with this process's stdin, stdout and
+    /// stderr, so streaming commands (`doc watch`) print as they go.
+    pub fn exec(&self, i: usize, args: &[&str]) -> Result<std::process::ExitStatus> {
+        let node = self.node(i)?;
+        std::process::Command::new(&self.manifest.bin)
+            .arg("--socket")
+            .arg(&node.socket)
+            .args(args)
+            .status()
             .context("cannot run lattice")
     }
 

@@ -1,6 +1,7 @@
 //! One module per command group; each turns parsed arguments into calls and output.
 
 mod daemon;
+mod doc;
 mod net;
 mod node;
 mod testnet;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peers => node::peers(g),
         Command::Dial { addr } => node::dial(g, addr),
         Command::Net(cmd) => net::run(g, cmd),
+        Command::Doc(cmd) => doc::run(g, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -18,13 +18,21 @@ pub fn call<P: Serialize, R: DeserializeOwned>(
     m: &str,
     params: &P,
 ) -> anyhow::Result<R> {
+    session(g, async |c| Ok(c.call(m, params).await?))
+}
+
+/// Connects to the daemon and runs `f` with the connection.
+pub fn session<T>(
+    g: &Global,
+    f: impl AsyncFnOnce(&mut Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let socket = config::socket_path(g.socket.as_deref(), None)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mut c = Client::connect(&socket).await?;
-        Ok(c.call(m, params).await?)
+        f(&mut c).await
     })
 }
 

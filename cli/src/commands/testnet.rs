@@ -97,12 +97,21 @@ pub fn run(g: &Global, t: TestnetArgs) -> Result<ExitCode> {
         TestnetCommand::Exec { index, args } => {
             let net = Testnet::open(&dir(&t.dir)?)?;
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let out = net.cli(index, &args)?;
-            std::io::stdout().write_all(&out.stdout)?;
-            std::io::stderr().write_all(&out.stderr)?;
+            let status = net.exec(index, &args)?;
             Ok(ExitCode::from(
-                u8::try_from(out.status.code().unwrap_or(1)).unwrap_or(1),
+                u8::try_from(status.code().unwrap_or(1)).unwrap_or(1),
             ))
+        }
+        TestnetCommand::WaitConverged { doc, timeout } => {
+            let net = Testnet::open(&dir(&t.dir)?)?;
+            anyhow::ensure!(
+                timeout.is_finite() && timeout >= 0.0,
+                "--timeout must be a number of seconds"
+            );
+            let c = net.wait_converged(&doc, std::time::Duration::from_secs_f64(timeout))?;
+            // The contract prints this JSON with or without --json: scripts read it.
+            output::print(true, &c, "")?;
+            Ok(ExitCode::SUCCESS)
         }
         TestnetCommand::Partition { groups } => {
             let net = Testnet::open(&dir(&t.dir)?)?;

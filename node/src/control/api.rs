@@ -74,6 +74,8 @@ pub enum ErrorCode {
     /// The parameters do not fit the method.
     BadRequest,
     NotFound,
+    /// The document is closed and this node is not one of its writers.
+    NotAWriter,
     /// The operation took too long.
     Timeout,
     /// Too much is in flight; retry later.
@@ -112,6 +114,19 @@ pub mod method {
     pub const NET_UNBLOCK: &str = "net.unblock";
     pub const NET_ALLOW_ONLY: &str = "net.allow_only";
     pub const NET_ALLOW_ALL: &str = "net.allow_all";
+    pub const DOC_CREATE: &str = "doc.create";
+    pub const DOC_JOIN: &str = "doc.join";
+    pub const DOC_LS: &str = "doc.ls";
+    pub const DOC_INFO: &str = "doc.info";
+    pub const DOC_GET: &str = "doc.get";
+    pub const DOC_SET: &str = "doc.set";
+    pub const DOC_DEL: &str = "doc.del";
+    pub const DOC_INCR: &str = "doc.incr";
+    pub const DOC_ADD: &str = "doc.add";
+    pub const DOC_RM: &str = "doc.rm";
+    /// Streaming: one event per change, until the client closes or sends anything.
+    pub const DOC_WATCH: &str = "doc.watch";
+    pub const DOC_WRITERS: &str = "doc.writers";
 }
 
 /// `id` result.
@@ -164,3 +179,123 @@ pub struct PeersParams {
 /// Results with nothing to say.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Done {}
+
+/// `doc.create` parameters: an open document, or a closed one with these writers (peer
+/// ids) besides its creator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateParams {
+    pub name: String,
+    pub open: bool,
+    #[serde(default)]
+    pub writers: Vec<String>,
+}
+
+/// Parameters naming a document by id or local alias (`doc.join` takes an id).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DocParams {
+    pub doc: String,
+}
+
+/// `doc.get` parameters; without a key, the whole document.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetParams {
+    pub doc: String,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// `doc.set` parameters; `value` is JSON text.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SetParams {
+    pub doc: String,
+    pub key: String,
+    pub value: String,
+}
+
+/// `doc.del` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyParams {
+    pub doc: String,
+    pub key: String,
+}
+
+/// `doc.incr` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IncrParams {
+    pub doc: String,
+    pub key: String,
+    pub by: i64,
+}
+
+/// `doc.add` and `doc.rm` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MembersParams {
+    pub doc: String,
+    pub key: String,
+    pub members: Vec<String>,
+}
+
+/// `doc.writers` parameters; with neither list, it only reports.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WritersParams {
+    pub doc: String,
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// `doc.create` and `doc.join` result, and `doc.ls` / `doc.info` entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocInfo {
+    /// The document id (base32).
+    pub doc: String,
+    /// The local alias.
+    pub name: String,
+    pub open: bool,
+    /// The creator's peer id.
+    pub owner: String,
+    /// BLAKE3 of the canonical content, hex: equal digests, equal documents.
+    pub digest: String,
+    pub keys: usize,
+    /// Deltas held (fewer once authors fold).
+    pub deltas: usize,
+    /// Connected peers known to replicate the document.
+    pub replicas: usize,
+}
+
+/// Result of a write: durable locally under this sequence number of ours.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Written {
+    pub doc: String,
+    pub seq: u64,
+}
+
+/// `doc.writers` result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Writers {
+    pub doc: String,
+    pub open: bool,
+    pub owner: String,
+    pub writers: Vec<Writer>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Writer {
+    pub peer_id: String,
+    /// `writer`, or `removed` (then `cut` is the last of its writes that counts).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<u64>,
+}
+
+/// A `doc.watch` event: what one applied change (a local write, a delta from a peer, or a
+/// batch of them) did to the document's top-level keys; a removed key maps to null.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Change {
+    pub doc: String,
+    pub local: bool,
+    /// Peer ids of the authors whose deltas were applied.
+    pub authors: Vec<String>,
+    pub changes: std::collections::BTreeMap<String, serde_json::Value>,
+}

@@ -108,39 +108,73 @@ impl Client {
         })
     }
 
+    fn request<P: Serialize>(&mut self, method: &str, params: &P) -> Result<Request, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        Ok(Request {
+            id,
+            method: method.to_owned(),
+            params: codec::to_value(params)?,
+        })
+    }
+
     /// Calls `method` and decodes its result.
     pub async fn call<P: Serialize, R: DeserializeOwned>(
         &mut self,
         method: &str,
         params: &P,
     ) -> Result<R, ClientError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let req = Request {
-            id,
-            method: method.to_owned(),
-            params: codec::to_value(params)?,
-        };
+        let req = self.request(method, params)?;
+        let id = req.id;
         let path = self.path.clone();
         let exchange = async {
             codec::write(&mut self.wr, &req).await?;
-            loop {
-                let resp: Response = codec::read(&mut self.rd).await?;
-                if let Some(e) = resp.error {
-                    // Errors about the frame itself come with id 0.
-                    if resp.id == id || resp.id == 0 {
-                        return Err(ClientError::Api(e));
-                    }
-                }
-                if resp.id != id {
-                    continue;
-                }
-                let value = resp.result.unwrap_or(serde_cbor::Value::Null);
-                return Ok(codec::from_value(value)?);
-            }
+            let resp = self.response(id).await?;
+            let value = resp.result.unwrap_or(serde_cbor::Value::Null);
+            Ok(codec::from_value(value)?)
         };
         tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
             .map_err(|_| ClientError::Timeout(path))?
+    }
+
+    /// The next response to request `id` (others are skipped); an error answer becomes
+    /// `Err`. Errors about the frame itself come with id 0.
+    async fn response(&mut self, id: u64) -> Result<Response, ClientError> {
+        loop {
+            let mut resp: Response = codec::read(&mut self.rd).await?;
+            if resp.id == id || resp.id == 0 {
+                if let Some(e) = resp.error.take() {
+                    return Err(ClientError::Api(e));
+                }
+            }
+            if resp.id == id {
+                return Ok(resp);
+            }
+        }
+    }
+
+    /// Starts a streaming method; read its events with [`Client::next_event`]. Dropping
+    /// the client (closing the connection) stops the stream.
+    pub async fn stream<P: Serialize>(
+        &mut self,
+        method: &str,
+        params: &P,
+    ) -> Result<u64, ClientError> {
+        let req = self.request(method, params)?;
+        codec::write(&mut self.wr, &req).await?;
+        Ok(req.id)
+    }
+
+    /// The next event of stream `id`, or `None` once it has ended. Waits as long as it
+    /// takes: streams are quiet until something happens.
+    pub async fn next_event<R: DeserializeOwned>(
+        &mut self,
+        id: u64,
+    ) -> Result<Option<R>, ClientError> {
+        match self.response(id).await?.event {
+            Some(ev) => Ok(Some(codec::from_value(ev)?)),
+            None => Ok(None),
+        }
     }
 }

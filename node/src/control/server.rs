@@ -27,13 +27,24 @@ pub const MAX_CLIENTS: usize = 64;
 /// A client must say hello this fast.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Events a streaming method may have queued for a slow client before it must wait.
+pub const STREAM_QUEUE: usize = 256;
+
+/// What a call returns: one value, or a stream of events ended by an `end` frame.
+pub enum Reply {
+    Value(serde_cbor::Value),
+    /// Events until the sender is dropped, the client sends anything or closes, or the
+    /// daemon shuts down.
+    Stream(tokio::sync::mpsc::Receiver<serde_cbor::Value>),
+}
+
 /// Answers calls. Implemented by the daemon.
 pub trait Handler: Send + Sync + 'static {
     fn call(
         &self,
         method: &str,
         params: serde_cbor::Value,
-    ) -> impl Future<Output = Result<serde_cbor::Value, ApiError>> + Send;
+    ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
     /// Called after every request, for metrics.
     fn observe(&self, _method: &str, _elapsed: Duration, _ok: bool) {}
 }
@@ -218,13 +229,74 @@ async fn connection<H: Handler>(
         let result = handler.call(&req.method, req.params).await;
         handler.observe(&req.method, started.elapsed(), result.is_ok());
         let resp = match result {
-            Ok(v) => Response::ok(req.id, v),
+            Ok(Reply::Value(v)) => Response::ok(req.id, v),
+            Ok(Reply::Stream(rx)) => Response {
+                id: req.id,
+                end: true,
+                ..stream_events(&rd, &mut wr, req.id, rx, &shutdown).await
+            },
             Err(e) => Response::err(req.id, e),
         };
         if codec::write(&mut wr, &resp).await.is_err() {
             return;
         }
     }
+}
+
+/// Resolves once the client has sent bytes or closed, without consuming anything.
+async fn client_spoke(rd: &tokio::net::unix::OwnedReadHalf) {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let sock: &UnixStream = rd.as_ref();
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        let mut byte = [0u8; 1];
+        // Readiness may be spurious: peek to be sure, and clear it if nothing is there.
+        let peeked = sock.try_io(tokio::io::Interest::READABLE, || {
+            recv(
+                sock.as_raw_fd(),
+                &mut byte,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+            )
+            .map_err(std::io::Error::from)
+        });
+        match peeked {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Forwards a stream's events until it ends, the client speaks or goes away, or shutdown;
+/// the caller then sends the `end` frame. Waiting for the client to become readable does
+/// not consume its bytes, so a request sent to stop the stream is answered next.
+async fn stream_events(
+    rd: &tokio::net::unix::OwnedReadHalf,
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+    id: u64,
+    mut rx: tokio::sync::mpsc::Receiver<serde_cbor::Value>,
+    shutdown: &CancellationToken,
+) -> Response {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = client_spoke(rd) => break,
+            ev = rx.recv() => {
+                let Some(event) = ev else { break };
+                let frame = Response {
+                    id,
+                    event: Some(event),
+                    ..Default::default()
+                };
+                if codec::write(wr, &frame).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    Response::default()
 }
 
 /// Tells the client what was wrong with its frame (the connection then closes).

@@ -18,7 +18,7 @@ use lattice_crdt::sync::SignedDelta;
 use lattice_crdt::DocId;
 use tokio::sync::{mpsc, oneshot};
 
-pub use tables::DocMeta;
+pub use tables::{Change, DocMeta};
 
 /// Requests waiting for the storage thread; writers wait when it is this far behind.
 const QUEUE: usize = 1_024;
@@ -59,12 +59,12 @@ from_redb!(
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// A queued write and where to acknowledge it.
-type Write = (Vec<SignedDelta>, Reply<()>);
+type Write = (Vec<Change>, Reply<()>);
 
 enum Job {
     PutDoc(DocMeta, Reply<()>),
     Docs(Reply<Vec<DocMeta>>),
-    Persist(Vec<SignedDelta>, Reply<()>),
+    Persist(Vec<Change>, Reply<()>),
     Load(DocId, Reply<Vec<SignedDelta>>),
 }
 
@@ -123,7 +123,23 @@ impl Store {
 
     /// Makes deltas durable, in order; returns once they are committed.
     pub async fn persist(&self, deltas: Vec<SignedDelta>) -> Result<(), StoreError> {
-        self.ask(|r| Job::Persist(deltas, r)).await
+        let changes = deltas.into_iter().map(Change::Put).collect();
+        self.enqueue(changes).await?.await
+    }
+
+    /// Queues changes behind everything queued before (waiting only while the queue is
+    /// full) and returns a future that resolves once they are committed. Commits happen
+    /// in queue order, so when one resolves, everything queued before it is durable too.
+    pub async fn enqueue(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<impl std::future::Future<Output = Result<(), StoreError>>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Persist(changes, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
     /// Every delta stored for a document.
@@ -157,7 +173,7 @@ fn flush(db: &redb::Database, writes: &mut Vec<Write>) {
     if writes.is_empty() {
         return;
     }
-    let all: Vec<&SignedDelta> = writes.iter().flat_map(|(d, _)| d.iter()).collect();
+    let all: Vec<&Change> = writes.iter().flat_map(|(c, _)| c.iter()).collect();
     let result = tables::persist(db, &all);
     for (_, reply) in writes.drain(..) {
         let _ = reply.send(match &result {

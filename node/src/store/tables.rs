@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use lattice_crdt::sync::{SignedDelta, MAX_MESSAGE_BYTES};
+use lattice_crdt::sync::{Genesis, SignedDelta, MAX_MESSAGE_BYTES};
+use lattice_crdt::ActorId;
 use lattice_crdt::{codec, DocId};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -17,13 +18,30 @@ const DELTAS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deltas");
 /// What a node knows of a document besides its content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocMeta {
-    #[serde(with = "serde_bytes")]
-    pub id: [u8; 32],
-    /// The local alias (the name given at creation).
-    pub name: String,
-    /// Open documents accept writes from anyone; closed ones only from their writers.
-    pub open: bool,
-    pub created_ms: u64,
+    /// Owner, name (the local alias), nonce, open or closed, first writers; its hash is
+    /// the document id.
+    pub genesis: Genesis,
+    /// When this node created or joined the document.
+    pub added_ms: u64,
+}
+
+impl DocMeta {
+    pub fn id(&self) -> DocId {
+        self.genesis.id()
+    }
+}
+
+/// One change to the stored deltas, applied in order within a commit.
+#[derive(Clone, Debug)]
+pub enum Change {
+    /// Store a delta; it replaces the stored deltas of its author whose range it covers.
+    Put(SignedDelta),
+    /// Delete the deltas of `author` that reach past `after` (the writer was removed).
+    Truncate {
+        doc: DocId,
+        author: ActorId,
+        after: u64,
+    },
 }
 
 pub(super) fn open(path: &Path) -> Result<redb::Database, StoreError> {
@@ -50,7 +68,7 @@ fn key(doc: &DocId, author: &[u8; 32], first: u64) -> [u8; 72] {
 pub(super) fn put_doc(db: &redb::Database, meta: &DocMeta) -> Result<(), StoreError> {
     let w = db.begin_write()?;
     w.open_table(DOCS)?
-        .insert(meta.id.as_slice(), codec::encode(meta).as_slice())?;
+        .insert(meta.id().0.as_slice(), codec::encode(meta).as_slice())?;
     w.commit()?;
     Ok(())
 }
@@ -68,13 +86,30 @@ pub(super) fn docs(db: &redb::Database) -> Result<Vec<DocMeta>, StoreError> {
     Ok(out)
 }
 
-/// Stores deltas in one transaction; each replaces the stored deltas of its author whose
-/// range it covers (a fold).
-pub(super) fn persist(db: &redb::Database, deltas: &[&SignedDelta]) -> Result<(), StoreError> {
+/// Applies changes in one transaction, in order.
+pub(super) fn persist(db: &redb::Database, changes: &[&Change]) -> Result<(), StoreError> {
     let w = db.begin_write()?;
     {
         let mut t = w.open_table(DELTAS)?;
-        for d in deltas {
+        for c in changes {
+            let d = match c {
+                Change::Put(d) => d,
+                Change::Truncate { doc, author, after } => {
+                    let lo = key(doc, &author.0, 0);
+                    let hi = key(doc, &author.0, u64::MAX);
+                    let mut doomed = Vec::new();
+                    for row in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+                        let (k, v) = row?;
+                        if decode_delta(v.value())?.seqs.last > *after {
+                            doomed.push(k.value().to_vec());
+                        }
+                    }
+                    for k in doomed {
+                        t.remove(k.as_slice())?;
+                    }
+                    continue;
+                }
+            };
             if d.seqs.first < d.seqs.last {
                 let lo = key(&d.doc, &d.author.0, d.seqs.first);
                 let hi = key(&d.doc, &d.author.0, d.seqs.last);
@@ -90,7 +125,7 @@ pub(super) fn persist(db: &redb::Database, deltas: &[&SignedDelta]) -> Result<()
                     t.remove(k.as_slice())?;
                 }
             }
-            t.insert(delta_key(d).as_slice(), codec::encode(*d).as_slice())?;
+            t.insert(delta_key(d).as_slice(), codec::encode(d).as_slice())?;
         }
     }
     w.commit()?;

@@ -5,8 +5,21 @@ use lattice_crdt::{ActorId, DocId, Op, OpKind};
 
 use super::*;
 
+fn meta() -> DocMeta {
+    DocMeta {
+        genesis: lattice_crdt::sync::Genesis {
+            owner: ActorId::from_index(1),
+            name: "t".into(),
+            nonce: [0; 16],
+            open: true,
+            writers: Vec::new(),
+        },
+        added_ms: 1,
+    }
+}
+
 fn deltas(n: usize) -> (DocId, Vec<SignedDelta>) {
-    let doc = DocId::derive(&ActorId::from_index(1), "t", &[0; 16]);
+    let doc = meta().id();
     let mut r = Replica::new(
         doc,
         ActorId::from_index(1),
@@ -41,15 +54,7 @@ async fn deltas_survive_a_reopen_and_folds_replace_what_they_cover() {
     let (doc, ds) = deltas(5);
     {
         let (store, thread) = Store::open(&path).unwrap();
-        store
-            .put_doc(DocMeta {
-                id: doc.0,
-                name: "t".into(),
-                open: true,
-                created_ms: 1,
-            })
-            .await
-            .unwrap();
+        store.put_doc(meta()).await.unwrap();
         // Concurrent writers are committed together, each acknowledged.
         let writes: Vec<_> = ds.iter().map(|d| store.persist(vec![d.clone()])).collect();
         for w in writes {
@@ -59,7 +64,7 @@ async fn deltas_survive_a_reopen_and_folds_replace_what_they_cover() {
         thread.join();
     }
     let (store, _thread) = Store::open(&path).unwrap();
-    assert_eq!(store.docs().await.unwrap()[0].name, "t");
+    assert_eq!(store.docs().await.unwrap()[0], meta());
     let back = store.load(doc).await.unwrap();
     assert_eq!(back, ds);
 
@@ -85,6 +90,15 @@ async fn deltas_survive_a_reopen_and_folds_replace_what_they_cover() {
     let after = store.load(doc).await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!((after[0].seqs.first, after[0].seqs.last), (1, 5));
+
+    // Truncating the author at 3 drops the fold that reaches past it.
+    let cut = Change::Truncate {
+        doc,
+        author: ActorId::from_index(1),
+        after: 3,
+    };
+    store.enqueue(vec![cut]).await.unwrap().await.unwrap();
+    assert!(store.load(doc).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -244,19 +244,31 @@ impl EventLoop {
                 if let Some(m) = &self.metrics {
                     m.record(&e);
                 }
-                if let gossipsub::Event::Message {
-                    propagation_source,
-                    message_id,
-                    message,
-                } = e
-                {
-                    self.emit(Event::Gossip {
+                match e {
+                    gossipsub::Event::Message {
+                        propagation_source,
+                        message_id,
+                        message,
+                    } => self.emit(Event::Gossip {
                         topic: message.topic.into_string(),
                         source: propagation_source,
                         author: message.source,
                         id: GossipId(message_id),
                         data: message.data,
-                    });
+                    }),
+                    gossipsub::Event::Subscribed { peer_id, topic } => {
+                        self.emit(Event::Subscribed {
+                            peer: peer_id,
+                            topic: topic.into_string(),
+                        })
+                    }
+                    gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                        self.emit(Event::Unsubscribed {
+                            peer: peer_id,
+                            topic: topic.into_string(),
+                        })
+                    }
+                    _ => {}
                 }
             }
             BehaviourEvent::Sync(e) => self.handle_rr(protocols::SYNC, e),

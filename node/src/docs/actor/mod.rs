@@ -1,0 +1,533 @@
+//! The documents actor: owns every hosted replica and is the only code that feeds them.
+//!
+//! It waits on four things: control commands, overlay events (gossip, sync requests,
+//! topic subscriptions, disconnections), completed storage commits, and a tick. Whatever a
+//! replica outputs is acted on at once: deltas to the store (in order), messages to peers
+//! (request-response tasks, bounded), broadcasts to the document's topic, acknowledgements
+//! to waiting clients, changes to watchers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use lattice_crdt::sync::{
+    self, Acl, Event as SyncEvent, Genesis, Input, Output, Replica, SignedDelta,
+};
+use lattice_crdt::{ActorId, DocId};
+use lattice_overlay::{Event, Overlay, PeerId};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+mod network;
+
+use super::hosted::{Hosted, MAX_WATCHERS, WATCH_QUEUE};
+use super::wire;
+use super::{join, Command, DocsError, Edit, Reply};
+use crate::auth::{peer_of_actor, NodeAuth};
+use crate::control::api;
+use crate::metrics::Metrics;
+use crate::store::{Change, DocMeta, Store, StoreError};
+
+/// How often replicas are ticked (periodic anti-entropy is due every few seconds).
+const TICK: Duration = Duration::from_millis(500);
+/// Every this many ticks, replicas with long logs fold their own deltas.
+const FOLD_EVERY: u64 = 20;
+/// A replica folds once its log holds this many deltas.
+const FOLD_AT: usize = 1_024;
+/// Every this many ticks, look up providers of each document and connect to them.
+const FIND_EVERY: u64 = 60;
+/// Writes waiting to become durable; more are refused as busy.
+const MAX_ACKS: usize = 8_192;
+/// Sync messages in flight to peers; beyond this, messages are dropped (anti-entropy
+/// repairs what they carried).
+const MAX_SENDS: usize = 512;
+/// Background lookups (joins, provider searches, announcements) at once.
+const MAX_BACKGROUND: usize = 64;
+/// Remembered topic subscriptions of peers, all topics together.
+const MAX_SUBS: usize = 100_000;
+
+type Commit = Pin<Box<dyn Future<Output = (DocId, Option<u64>, Result<(), StoreError>)> + Send>>;
+
+struct Ack {
+    doc: DocId,
+    reply: Reply<api::Written>,
+}
+
+pub(super) struct Actor {
+    me: ActorId,
+    auth: Arc<NodeAuth>,
+    overlay: Overlay,
+    store: Store,
+    metrics: Metrics,
+    commands: mpsc::WeakSender<Command>,
+    docs: BTreeMap<DocId, Hosted>,
+    topics: HashMap<String, DocId>,
+    /// Connected peers' topic subscriptions, so a document hosted later finds its
+    /// replicas among peers already connected.
+    subs: HashMap<String, HashSet<PeerId>>,
+    subs_len: usize,
+    acks: HashMap<u64, Ack>,
+    next_tag: u64,
+    commits: FuturesUnordered<Commit>,
+    sends: JoinSet<()>,
+    background: JoinSet<()>,
+    seeds: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn sync_config() -> sync::Config {
+    sync::Config::default()
+}
+
+impl Actor {
+    /// Restores every stored document.
+    pub(super) async fn load(
+        overlay: Overlay,
+        store: Store,
+        auth: Arc<NodeAuth>,
+        commands: mpsc::WeakSender<Command>,
+        metrics: Metrics,
+    ) -> Result<Actor, DocsError> {
+        let mut a = Actor {
+            me: auth.actor(),
+            auth,
+            overlay,
+            store,
+            metrics,
+            commands,
+            docs: BTreeMap::new(),
+            topics: HashMap::new(),
+            subs: HashMap::new(),
+            subs_len: 0,
+            acks: HashMap::new(),
+            next_tag: 1,
+            commits: FuturesUnordered::new(),
+            sends: JoinSet::new(),
+            background: JoinSet::new(),
+            seeds: now_ms(),
+        };
+        for meta in a.store.docs().await? {
+            let stored = a.store.load(meta.id()).await?;
+            let n = stored.len();
+            let id = a.host(meta, stored).await;
+            info!(doc = %id, deltas = n, "document restored");
+        }
+        Ok(a)
+    }
+
+    pub(super) async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<Event>,
+    ) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut rounds = 0u64;
+        loop {
+            tokio::select! {
+                c = commands.recv() => match c {
+                    Some(c) => self.command(c).await,
+                    None => break,
+                },
+                Some(e) = events.recv() => self.event(e).await,
+                Some((doc, ticket, r)) = self.commits.next(), if !self.commits.is_empty() => {
+                    self.committed(doc, ticket, r).await;
+                }
+                _ = tick.tick() => {
+                    self.tick(rounds).await;
+                    rounds += 1;
+                }
+                Some(_) = self.sends.join_next(), if !self.sends.is_empty() => {}
+                Some(_) = self.background.join_next(), if !self.background.is_empty() => {}
+            }
+        }
+        // Let queued commits finish so their writers hear back before the daemon exits.
+        let drain = async {
+            while let Some((doc, ticket, r)) = self.commits.next().await {
+                self.committed(doc, ticket, r).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        self.sends.abort_all();
+        self.background.abort_all();
+    }
+
+    /// Hosts a document: replica from `stored`, topic subscribed, replicas announced.
+    async fn host(&mut self, meta: DocMeta, stored: Vec<SignedDelta>) -> DocId {
+        let id = meta.id();
+        self.seeds += 1;
+        let replica = Replica::restore(
+            id,
+            self.me,
+            self.auth.clone(),
+            sync_config(),
+            self.seeds,
+            Acl::from_genesis(&meta.genesis),
+            stored,
+        );
+        let topic = wire::topic(&id);
+        if let Err(e) = self.overlay.subscribe(topic.clone()).await {
+            warn!(doc = %id, "cannot subscribe to the document's topic: {e}");
+        }
+        self.topics.insert(topic.clone(), id);
+        self.docs.insert(id, Hosted::new(meta, replica));
+        self.announce(id);
+        let known: Vec<PeerId> = self
+            .subs
+            .get(&topic)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for peer in known {
+            self.peer_up(id, peer).await;
+        }
+        id
+    }
+
+    /// Announces that this node provides `id` in the DHT, and connects to other providers.
+    fn announce(&mut self, id: DocId) {
+        if self.background.len() >= MAX_BACKGROUND {
+            return;
+        }
+        let overlay = self.overlay.clone();
+        self.background.spawn(async move {
+            if let Err(e) = overlay.provide(id.0.to_vec()).await {
+                debug!(doc = %id, "cannot announce the document in the DHT: {e}");
+            }
+            let me = overlay.peer_id();
+            let Ok(providers) = overlay.providers(id.0.to_vec()).await else {
+                return;
+            };
+            for peer in providers.into_iter().filter(|p| *p != me).take(16) {
+                if let Ok(addr) = format!("/p2p/{peer}").parse() {
+                    let _ = overlay.dial(addr).await;
+                }
+            }
+        });
+    }
+
+    fn resolve(&self, doc: &str) -> Result<DocId, DocsError> {
+        if let Ok(id) = doc.parse::<DocId>() {
+            if self.docs.contains_key(&id) {
+                return Ok(id);
+            }
+        }
+        let named: Vec<DocId> = self
+            .docs
+            .values()
+            .filter(|h| h.name() == doc)
+            .map(|h| h.id)
+            .collect();
+        match named[..] {
+            [id] => Ok(id),
+            [] => Err(DocsError::Unknown(doc.to_owned())),
+            _ => Err(DocsError::Ambiguous {
+                alias: doc.to_owned(),
+                count: named.len(),
+            }),
+        }
+    }
+
+    fn hosted(&self, doc: &str) -> Result<&Hosted, DocsError> {
+        let id = self.resolve(doc)?;
+        self.docs.get(&id).ok_or(DocsError::Unknown(doc.to_owned()))
+    }
+
+    async fn command(&mut self, c: Command) {
+        match c {
+            Command::Create {
+                name,
+                open,
+                writers,
+                reply,
+            } => {
+                let genesis = Genesis {
+                    owner: self.me,
+                    name,
+                    nonce: rand::random(),
+                    open,
+                    writers,
+                };
+                let r = self.adopt(genesis).await;
+                let _ = reply.send(r);
+            }
+            Command::Join { id, reply } => self.join(id, reply),
+            Command::Adopt { genesis, reply } => {
+                let r = self.adopt(genesis).await;
+                let _ = reply.send(r);
+            }
+            Command::Count { reply } => {
+                let _ = reply.send(Ok(self.docs.len()));
+            }
+            Command::List { reply } => {
+                let _ = reply.send(Ok(self.docs.values().map(Hosted::info).collect()));
+            }
+            Command::Info { doc, reply } => {
+                let _ = reply.send(self.hosted(&doc).map(Hosted::info));
+            }
+            Command::Get { doc, key, reply } => {
+                let _ = reply.send(self.hosted(&doc).and_then(|h| h.get(key.as_deref())));
+            }
+            Command::Writers { doc, reply } => {
+                let _ = reply.send(self.hosted(&doc).map(Hosted::writers));
+            }
+            Command::Write { doc, edit, reply } => self.write(doc, edit, reply).await,
+            Command::Watch { doc, reply } => {
+                let r = self.resolve(&doc).and_then(|id| {
+                    let h = self.docs.get_mut(&id).ok_or(DocsError::Unknown(doc))?;
+                    h.watchers.retain(|w| !w.is_closed());
+                    if h.watchers.len() >= MAX_WATCHERS {
+                        return Err(DocsError::Busy);
+                    }
+                    let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+                    h.watchers.push(tx);
+                    Ok(rx)
+                });
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Hosts a new or joined document (idempotent) and describes it.
+    async fn adopt(&mut self, genesis: Genesis) -> Result<api::DocInfo, DocsError> {
+        join::check(&genesis, None)?;
+        let id = genesis.id();
+        if let Some(h) = self.docs.get(&id) {
+            return Ok(h.info());
+        }
+        let meta = DocMeta {
+            genesis,
+            added_ms: now_ms(),
+        };
+        self.store.put_doc(meta.clone()).await?;
+        let id = self.host(meta, Vec::new()).await;
+        info!(doc = %id, "document hosted");
+        Ok(self.docs[&id].info())
+    }
+
+    fn join(&mut self, id: DocId, reply: Reply<api::DocInfo>) {
+        if let Some(h) = self.docs.get(&id) {
+            let _ = reply.send(Ok(h.info()));
+            return;
+        }
+        if self.background.len() >= MAX_BACKGROUND {
+            let _ = reply.send(Err(DocsError::Busy));
+            return;
+        }
+        let known: Vec<PeerId> = self
+            .subs
+            .get(&wire::topic(&id))
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        let (overlay, commands) = (self.overlay.clone(), self.commands.clone());
+        self.background.spawn(async move {
+            let genesis = match join::find_genesis(overlay, id, known).await {
+                Ok(g) => g,
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            // Back to the actor to host it; if it has stopped, the reply is dropped.
+            if let Some(tx) = commands.upgrade() {
+                let _ = tx.send(Command::Adopt { genesis, reply }).await;
+            }
+        });
+    }
+
+    async fn write(&mut self, doc: String, edit: Edit, reply: Reply<api::Written>) {
+        let id = match self.resolve(&doc) {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        if self.acks.len() >= MAX_ACKS {
+            let _ = reply.send(Err(DocsError::Busy));
+            return;
+        }
+        let inputs: Vec<Box<dyn FnOnce(u64) -> Input + Send>> = match edit {
+            Edit::Op(op) => vec![Box::new(move |tag| Input::Write { op, tag })],
+            Edit::Writers(changes) => changes
+                .into_iter()
+                .map(|change| {
+                    Box::new(move |tag| Input::Admin { change, tag })
+                        as Box<dyn FnOnce(u64) -> Input + Send>
+                })
+                .collect(),
+        };
+        let mut last = None;
+        for make in inputs {
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            if let Err(e) = self.apply(id, make(tag)).await {
+                let _ = reply.send(Err(DocsError::from_sync(id, e)));
+                return;
+            }
+            last = Some(tag);
+        }
+        match last {
+            // Acknowledgements come in order: the last one means all are durable.
+            Some(tag) => {
+                self.acks.insert(tag, Ack { doc: id, reply });
+            }
+            None => {
+                let _ = reply.send(Err(DocsError::BadRequest("nothing to write".into())));
+            }
+        }
+    }
+
+    /// Feeds one input to a replica and acts on everything it outputs.
+    async fn apply(&mut self, id: DocId, input: Input) -> Result<(), sync::SyncError> {
+        let Some(h) = self.docs.get_mut(&id) else {
+            return Ok(());
+        };
+        // Only these can change the content (a commit or a tick cannot).
+        let changes = matches!(
+            input,
+            Input::Write { .. } | Input::Admin { .. } | Input::Message { .. }
+        );
+        let before = if changes {
+            h.snapshot_if_watched()
+        } else {
+            None
+        };
+        let result = h.replica.handle(now_ms(), input);
+        self.drive(id, before).await;
+        result
+    }
+
+    async fn drive(&mut self, id: DocId, before: Option<serde_json::Value>) {
+        let Some(h) = self.docs.get_mut(&id) else {
+            return;
+        };
+        let mut changes = Vec::new();
+        let mut ticket = None;
+        let mut sends = Vec::new();
+        let mut broadcasts = Vec::new();
+        let mut acks = Vec::new();
+        let mut authors = BTreeSet::new();
+        let mut local = false;
+        while let Some(o) = h.replica.poll_output() {
+            match o {
+                Output::Persist { ticket: t, delta } => {
+                    changes.push(Change::Put(delta));
+                    ticket = Some(t);
+                }
+                Output::Truncate { author, after } => changes.push(Change::Truncate {
+                    doc: id,
+                    author,
+                    after,
+                }),
+                Output::Send { to, msg } => sends.push((to, msg)),
+                Output::Broadcast(msg) => broadcasts.push(msg),
+                Output::Event(SyncEvent::Acknowledged { tag, seq }) => acks.push((tag, Ok(seq))),
+                Output::Event(SyncEvent::Refused { tag }) => {
+                    acks.push((tag, Err(DocsError::NotAWriter(id.to_string()))));
+                }
+                Output::Event(SyncEvent::Applied {
+                    author, local: l, ..
+                }) => {
+                    self.metrics.delta_applied();
+                    authors.insert(author);
+                    local |= l;
+                }
+                Output::Event(SyncEvent::Truncated { author, after }) => {
+                    warn!(doc = %id, writer = %author, after, "writer removed; its later deltas dropped");
+                    authors.insert(author);
+                }
+            }
+        }
+        if let Some(before) = before.filter(|_| !authors.is_empty()) {
+            let names = authors
+                .iter()
+                .map(|a| peer_of_actor(a).map_or_else(|| a.to_string(), |p| p.to_string()))
+                .collect();
+            h.notify(before, local, names);
+        }
+        if !changes.is_empty() {
+            match self.store.enqueue(changes).await {
+                Ok(done) => self
+                    .commits
+                    .push(Box::pin(async move { (id, ticket, done.await) })),
+                Err(e) => self.store_failed(id, &e),
+            }
+        }
+        for (to, msg) in sends {
+            self.send(to, msg);
+        }
+        let topic = wire::topic(&id);
+        for msg in broadcasts {
+            let bytes = msg.encode();
+            self.metrics.sync_sent(bytes.len());
+            if let Err(e) = self.overlay.publish(topic.clone(), bytes).await {
+                debug!(doc = %id, "publish failed (anti-entropy will carry it): {e}");
+            }
+        }
+        for (tag, result) in acks {
+            if let Some(a) = self.acks.remove(&tag) {
+                let _ = a.reply.send(result.map(|seq| api::Written {
+                    doc: id.to_string(),
+                    seq,
+                }));
+            }
+        }
+    }
+
+    async fn committed(&mut self, id: DocId, ticket: Option<u64>, r: Result<(), StoreError>) {
+        match r {
+            Ok(()) => {
+                if let Some(ticket) = ticket {
+                    let _ = self.apply(id, Input::Persisted { ticket }).await;
+                }
+            }
+            Err(e) => self.store_failed(id, &e),
+        }
+    }
+
+    /// A commit failed: writes waiting on this document will never be acknowledged.
+    fn store_failed(&mut self, id: DocId, e: &StoreError) {
+        error!(doc = %id, "storage failed; pending writes are not durable: {e}");
+        let failed: Vec<u64> = self
+            .acks
+            .iter()
+            .filter(|(_, a)| a.doc == id)
+            .map(|(t, _)| *t)
+            .collect();
+        for tag in failed {
+            if let Some(a) = self.acks.remove(&tag) {
+                let _ = a.reply.send(Err(DocsError::Store(StoreError::WriteFailed(
+                    e.to_string(),
+                ))));
+            }
+        }
+    }
+
+    async fn tick(&mut self, round: u64) {
+        let ids: Vec<DocId> = self.docs.keys().copied().collect();
+        for id in ids {
+            let _ = self.apply(id, Input::Tick).await;
+            if round % FOLD_EVERY == FOLD_EVERY - 1
+                && self
+                    .docs
+                    .get(&id)
+                    .is_some_and(|h| h.replica.log_len() >= FOLD_AT)
+            {
+                let _ = self.apply(id, Input::Fold).await;
+            }
+            if round % FIND_EVERY == FIND_EVERY - 1 {
+                self.announce(id);
+            }
+        }
+    }
+}

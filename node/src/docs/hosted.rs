@@ -1,0 +1,137 @@
+//! One document this node hosts: its metadata, replica and watchers, and how it answers
+//! reads.
+
+use std::collections::BTreeMap;
+
+use lattice_crdt::sync::{Replica, Standing};
+use lattice_crdt::DocId;
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::DocsError;
+use crate::auth::peer_of_actor;
+use crate::control::api;
+use crate::store::DocMeta;
+
+/// Watchers of one document; more are refused.
+pub(super) const MAX_WATCHERS: usize = 32;
+/// Changes queued for a watcher that reads slowly; a watcher further behind is dropped
+/// (its stream ends) rather than stalling replication.
+pub(super) const WATCH_QUEUE: usize = 1_024;
+
+pub(super) struct Hosted {
+    pub id: DocId,
+    pub meta: DocMeta,
+    pub replica: Replica,
+    pub watchers: Vec<mpsc::Sender<api::Change>>,
+}
+
+fn peer_string(actor: &lattice_crdt::ActorId) -> String {
+    peer_of_actor(actor).map_or_else(|| actor.to_string(), |p| p.to_string())
+}
+
+impl Hosted {
+    pub fn new(meta: DocMeta, replica: Replica) -> Self {
+        Hosted {
+            id: meta.id(),
+            meta,
+            replica,
+            watchers: Vec::new(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.genesis.name
+    }
+
+    pub fn info(&self) -> api::DocInfo {
+        let doc = self.replica.doc();
+        api::DocInfo {
+            doc: self.id.to_string(),
+            name: self.name().to_owned(),
+            open: self.meta.genesis.open,
+            owner: peer_string(&self.meta.genesis.owner),
+            digest: data_encoding::HEXLOWER.encode(&doc.digest()),
+            keys: doc.root().len(),
+            deltas: self.replica.log_len(),
+            replicas: self.replica.peers().count(),
+        }
+    }
+
+    pub fn writers(&self) -> api::Writers {
+        let acl = self.replica.acl();
+        api::Writers {
+            doc: self.id.to_string(),
+            open: acl.is_open(),
+            owner: peer_string(&self.meta.genesis.owner),
+            writers: acl
+                .writers()
+                .map(|(w, s)| api::Writer {
+                    peer_id: peer_string(w),
+                    state: match s {
+                        Standing::Writer => "writer".into(),
+                        Standing::Removed { .. } => "removed".into(),
+                    },
+                    cut: match s {
+                        Standing::Writer => None,
+                        Standing::Removed { cut } => Some(*cut),
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, key: Option<&str>) -> Result<serde_json::Value, DocsError> {
+        let doc = self.replica.doc();
+        match key {
+            None => Ok(doc.to_json()),
+            Some(k) => doc.get(&[k]).ok_or_else(|| DocsError::NoKey {
+                doc: self.id.to_string(),
+                key: k.to_owned(),
+            }),
+        }
+    }
+
+    /// The top-level content before a change, if anyone is watching.
+    pub fn snapshot_if_watched(&mut self) -> Option<serde_json::Value> {
+        self.watchers.retain(|w| !w.is_closed());
+        (!self.watchers.is_empty()).then(|| self.replica.doc().to_json())
+    }
+
+    /// Tells every watcher which top-level keys changed since `before`.
+    pub fn notify(&mut self, before: serde_json::Value, local: bool, authors: Vec<String>) {
+        let after = self.replica.doc().to_json();
+        let empty = serde_json::Map::new();
+        let (old, new) = (
+            before.as_object().unwrap_or(&empty),
+            after.as_object().unwrap_or(&empty),
+        );
+        let mut changes = BTreeMap::new();
+        for (k, v) in new {
+            if old.get(k) != Some(v) {
+                changes.insert(k.clone(), v.clone());
+            }
+        }
+        for k in old.keys().filter(|k| !new.contains_key(*k)) {
+            changes.insert(k.clone(), serde_json::Value::Null);
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let change = api::Change {
+            doc: self.id.to_string(),
+            local,
+            authors,
+            changes,
+        };
+        let id = self.id;
+        self.watchers.retain(|w| match w.try_send(change.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(doc = %id, "a watcher fell {WATCH_QUEUE} changes behind; ending its stream");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+    }
+}
