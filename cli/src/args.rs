@@ -169,7 +169,7 @@ pub enum DocCommand {
         #[arg(value_name = "DOC")]
         doc: String,
         key: String,
-        #[arg(allow_hyphen_values = true, default_value_t = 1)]
+        #[arg(allow_negative_numbers = true, default_value_t = 1)]
         n: i64,
     },
     /// Add members to a set.
@@ -177,7 +177,8 @@ pub enum DocCommand {
         #[arg(value_name = "DOC")]
         doc: String,
         key: String,
-        #[arg(required = true, allow_hyphen_values = true)]
+        /// Members starting with '-' go after `--`.
+        #[arg(required = true)]
         members: Vec<String>,
     },
     /// Remove the members this node has seen from a set.
@@ -185,7 +186,8 @@ pub enum DocCommand {
         #[arg(value_name = "DOC")]
         doc: String,
         key: String,
-        #[arg(required = true, allow_hyphen_values = true)]
+        /// Members starting with '-' go after `--`.
+        #[arg(required = true)]
         members: Vec<String>,
     },
     /// Print one line per change (local or remote) until interrupted.

@@ -5,63 +5,15 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use lattice_testnet::daemon::{wait_for, Daemon};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_lattice");
-const WAIT: Duration = Duration::from_secs(60);
-const EVERY: Duration = Duration::from_millis(200);
+mod common;
 
-/// Daemons of one test, with their logs shown if the test fails.
-struct Net {
-    tmp: tempfile::TempDir,
-    nodes: Vec<Daemon>,
-}
-
-impl Net {
-    fn new() -> Net {
-        Net {
-            tmp: tempfile::tempdir().expect("temp dir"),
-            nodes: Vec::new(),
-        }
-    }
-
-    fn dir(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    fn start(&mut self, args: &[String]) -> usize {
-        let i = self.nodes.len();
-        let d = Daemon::start(Path::new(BIN), &self.dir(&format!("n{i}")), args)
-            .expect("daemon starts");
-        self.nodes.push(d);
-        i
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for (i, n) in self.nodes.iter().enumerate() {
-                eprintln!(
-                    "---- node {i}: lattice {} ----\n{}",
-                    n.command_line().join(" "),
-                    n.log_tail(40)
-                );
-            }
-        }
-        for n in &mut self.nodes {
-            n.kill();
-        }
-    }
-}
-
-fn run_ok(d: &Daemon, args: &[&str]) -> Value {
-    d.json(args).unwrap_or_else(|e| panic!("{e:#}"))
-}
+use common::{run_ok, Net, BIN, EVERY, WAIT};
 
 fn peers(d: &Daemon) -> Vec<Value> {
     run_ok(d, &["peers"])
