@@ -98,7 +98,7 @@ fn closed_documents_refuse_non_writers_locally_and_on_the_wire() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
+    let stranger_id = rt.block_on(async {
         let key = Keypair::generate_ed25519();
         let o = stranger(key.clone(), owner).await;
         let id: DocId = doc.parse().unwrap();
@@ -166,7 +166,16 @@ fn closed_documents_refuse_non_writers_locally_and_on_the_wire() {
         let _ = o
             .publish(wire::topic(&id), Message::Delta(forged).encode())
             .await;
+        // A peer that keeps at it is blocked.
+        for _ in 0..64 {
+            if send(&o, writer, b"junk".to_vec()).await.is_err() {
+                break;
+            }
+        }
+        o.peer_id()
     });
+    let blocked = run_ok(writer, &["status"])["blocked"].clone();
+    assert_eq!(blocked, serde_json::json!([stranger_id.to_string()]));
 
     // Nothing changed anywhere, and every node still serves.
     run_ok(owner, &["doc", "set", &doc, "after", "1"]);

@@ -307,13 +307,11 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     // actor finishes its queued commits and stops, releasing the store and its overlay
     // handle. The overlay task ends once the last handle is dropped.
     tasks.shutdown().await;
-    if tokio::time::timeout(Duration::from_secs(10), docs_task)
-        .await
-        .is_err()
-    {
-        warn!("documents did not stop in time");
+    match tokio::time::timeout(Duration::from_secs(10), docs_task).await {
+        // The store's last handle is gone: wait for its thread to commit and exit.
+        Ok(_) => store_thread.join(),
+        Err(_) => warn!("documents did not stop in time; not waiting for the store"),
     }
-    store_thread.join();
     match tokio::time::timeout(Duration::from_secs(5), overlay_task).await {
         Ok(_) => {}
         Err(_) => warn!("overlay did not stop in time"),

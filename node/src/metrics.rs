@@ -30,7 +30,14 @@ pub struct Metrics {
     peers: Gauge,
     deltas_applied: Counter,
     deltas_rejected: Counter,
-    sync_bytes_sent: Counter,
+    sync_bytes_sent: Family<SyncLabels, Counter>,
+}
+
+/// Which path a sync message took.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SyncLabels {
+    /// `gossip` (a new delta published on the document's topic) or `repair` (anti-entropy).
+    path: &'static str,
 }
 
 impl Metrics {
@@ -44,7 +51,7 @@ impl Metrics {
             peers: Gauge::default(),
             deltas_applied: Counter::default(),
             deltas_rejected: Counter::default(),
-            sync_bytes_sent: Counter::default(),
+            sync_bytes_sent: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("lattice");
         sub.register(
@@ -74,7 +81,7 @@ impl Metrics {
         );
         sub.register(
             "sync_bytes_sent",
-            "Bytes of document sync messages sent (gossip and anti-entropy)",
+            "Bytes of document sync messages sent, by path (gossip or anti-entropy repair)",
             m.sync_bytes_sent.clone(),
         );
         m
@@ -88,8 +95,18 @@ impl Metrics {
         self.deltas_rejected.inc();
     }
 
-    pub fn sync_sent(&self, bytes: usize) {
-        self.sync_bytes_sent.inc_by(bytes as u64);
+    /// Bytes of a delta published by gossip.
+    pub fn gossip_sent(&self, bytes: usize) {
+        self.sync_bytes_sent
+            .get_or_create(&SyncLabels { path: "gossip" })
+            .inc_by(bytes as u64);
+    }
+
+    /// Bytes of an anti-entropy message (summary or batch of deltas) sent to a peer.
+    pub fn repair_sent(&self, bytes: usize) {
+        self.sync_bytes_sent
+            .get_or_create(&SyncLabels { path: "repair" })
+            .inc_by(bytes as u64);
     }
 
     pub fn control_request(&self, method: &str, elapsed: Duration, ok: bool) {

@@ -12,28 +12,11 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use lattice_node::control::api::{method, Status};
 use lattice_node::control::Client;
+use lattice_testnet::bench::{binary, percentile};
 use lattice_testnet::daemon::{wait_for, Daemon};
-
-fn binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("LATTICE_BIN") {
-        return Ok(p.into());
-    }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/lattice");
-    if !p.exists() {
-        bail!(
-            "{} not found: run `cargo build --release` first (or set LATTICE_BIN)",
-            p.display()
-        );
-    }
-    Ok(p)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -5,10 +5,12 @@
 //! - [`manifest`]: `DIR/testnet.json`, the record of a testnet's nodes.
 //! - [`net`]: process testnets — `up`, `status`, `kill`, `restart`, `partition`, `heal`,
 //!   `logs`, `down`.
+//! - [`bench`]: helpers for the benchmark binaries.
 //! - [`converge`]: `wait-converged`, polling every live node's digest of a document.
 //! - [`sim`]: the deterministic simulator front end (`lattice testnet sim`), driving the
 //!   `lattice-crdt` replication state machine for many virtual replicas in one process.
 
+pub mod bench;
 pub mod converge;
 pub mod daemon;
 pub mod manifest;

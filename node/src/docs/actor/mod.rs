@@ -50,6 +50,13 @@ const MAX_SENDS: usize = 512;
 const MAX_BACKGROUND: usize = 64;
 /// Remembered topic subscriptions of peers, all topics together.
 const MAX_SUBS: usize = 100_000;
+/// Refused messages that get a peer blocked. Honest peers can be refused now and then
+/// (a delta by a writer whose admission has not reached us yet), never this often.
+const MAX_STRIKES: u32 = 64;
+/// Peers whose strikes are counted at once.
+const MAX_STRIKE_PEERS: usize = 4_096;
+/// Strikes are forgotten this often (in ticks): ten minutes.
+const STRIKE_WINDOW: u64 = 1_200;
 
 type Commit = Pin<Box<dyn Future<Output = (DocId, Option<u64>, Result<(), StoreError>)> + Send>>;
 
@@ -71,6 +78,8 @@ pub(super) struct Actor {
     /// replicas among peers already connected.
     subs: HashMap<String, HashSet<PeerId>>,
     subs_len: usize,
+    /// Refused messages per peer in the current window.
+    strikes: HashMap<PeerId, u32>,
     acks: HashMap<u64, Ack>,
     next_tag: u64,
     commits: FuturesUnordered<Commit>,
@@ -109,6 +118,7 @@ impl Actor {
             topics: HashMap::new(),
             subs: HashMap::new(),
             subs_len: 0,
+            strikes: HashMap::new(),
             acks: HashMap::new(),
             next_tag: 1,
             commits: FuturesUnordered::new(),
@@ -469,7 +479,7 @@ impl Actor {
         let topic = wire::topic(&id);
         for msg in broadcasts {
             let bytes = msg.encode();
-            self.metrics.sync_sent(bytes.len());
+            self.metrics.gossip_sent(bytes.len());
             if let Err(e) = self.overlay.publish(topic.clone(), bytes).await {
                 debug!(doc = %id, "publish failed (anti-entropy will carry it): {e}");
             }
@@ -514,6 +524,9 @@ impl Actor {
     }
 
     async fn tick(&mut self, round: u64) {
+        if round % STRIKE_WINDOW == 0 {
+            self.strikes.clear();
+        }
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
         for id in ids {
             let _ = self.apply(id, Input::Tick).await;

@@ -6,7 +6,7 @@ use lattice_crdt::{ActorId, DocId};
 use lattice_overlay::{protocols, Event, PeerId, Responder, Verdict};
 use tracing::{debug, warn};
 
-use super::{Actor, MAX_SENDS, MAX_SUBS};
+use super::{Actor, MAX_SENDS, MAX_STRIKES, MAX_STRIKE_PEERS, MAX_SUBS};
 use crate::auth::{actor_of_peer, peer_of_actor};
 use crate::docs::wire::{SyncRequest, SyncResponse};
 
@@ -21,7 +21,7 @@ impl Actor {
             return;
         }
         let bytes = SyncRequest::Sync(msg).encode();
-        self.metrics.sync_sent(bytes.len());
+        self.metrics.repair_sent(bytes.len());
         let overlay = self.overlay.clone();
         self.sends.spawn(async move {
             match overlay.request(peer, protocols::SYNC, bytes).await {
@@ -122,20 +122,42 @@ impl Actor {
         };
         let msg = match Message::decode(data) {
             Ok(m @ Message::Delta(_)) if m.doc() == id => m,
-            Ok(_) => return self.rejected(id, source, "not a delta of this document".into()),
-            Err(e) => return self.rejected(id, source, e.to_string()),
+            Ok(_) => {
+                return self
+                    .rejected(id, source, "not a delta of this document".into())
+                    .await
+            }
+            Err(e) => return self.rejected(id, source, e.to_string()).await,
         };
         let from = actor_of_peer(&source).unwrap_or(ActorId([0; 32]));
         match self.apply(id, Input::Message { from, msg }).await {
             Ok(()) => Verdict::Accept,
-            Err(e) => self.rejected(id, source, e.to_string()),
+            Err(e) => self.rejected(id, source, e.to_string()).await,
         }
     }
 
-    fn rejected(&self, id: DocId, peer: PeerId, why: String) -> Verdict {
+    /// Counts and logs a refused message, and penalises its sender.
+    async fn rejected(&mut self, id: DocId, peer: PeerId, why: String) -> Verdict {
         self.metrics.delta_rejected();
         warn!(doc = %id, %peer, "rejected a document message: {why}");
+        self.strike(peer).await;
         Verdict::Reject
+    }
+
+    /// A peer that earns [`MAX_STRIKES`] within a strike window is blocked (`lattice net
+    /// unblock` lets it back).
+    async fn strike(&mut self, peer: PeerId) {
+        if self.strikes.len() >= MAX_STRIKE_PEERS && !self.strikes.contains_key(&peer) {
+            return;
+        }
+        let n = self.strikes.entry(peer).or_insert(0);
+        *n += 1;
+        if *n == MAX_STRIKES {
+            warn!(%peer, "blocking a peer that keeps sending invalid document messages");
+            if let Err(e) = self.overlay.block(vec![peer]).await {
+                warn!(%peer, "cannot block the peer: {e}");
+            }
+        }
     }
 
     /// Answers a `/lattice/sync/1` request.
@@ -144,6 +166,7 @@ impl Actor {
             Err(e) => {
                 self.metrics.delta_rejected();
                 warn!(%peer, "malformed sync request: {e}");
+                self.strike(peer).await;
                 SyncResponse::Refused(format!("malformed request: {e}"))
             }
             Ok(SyncRequest::Genesis(id)) => match self.docs.get(&id) {
@@ -159,7 +182,7 @@ impl Actor {
                     match self.apply(id, Input::Message { from, msg }).await {
                         Ok(()) => SyncResponse::Ok,
                         Err(e) => {
-                            self.rejected(id, peer, e.to_string());
+                            self.rejected(id, peer, e.to_string()).await;
                             SyncResponse::Refused(e.to_string())
                         }
                     }
