@@ -103,7 +103,7 @@ fn closed_documents_refuse_non_writers_locally_and_on_the_wire() {
         let o = stranger(key.clone(), owner).await;
         let id: DocId = doc.parse().unwrap();
         let forged = delta_by(&key, id, Op::new("k", OpKind::Incr(100)));
-        for target in [owner, writer] {
+        for target in [owner, writer, outsider] {
             // A correctly signed delta by a non-writer.
             let r = send(
                 &o,
