@@ -49,6 +49,9 @@ pub enum Command {
     /// Replicated documents: create, join, read, write, watch.
     #[command(subcommand)]
     Doc(DocCommand),
+    /// Files addressed by their BLAKE3 hash, fetched verified from many providers.
+    #[command(subcommand)]
+    Blob(BlobCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -93,6 +96,10 @@ pub struct DaemonArgs {
     /// Pre-shared key file: a private swarm that strangers cannot handshake with.
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,
+    /// Keep at most this much blob data (e.g. 10G); unpinned blobs fetched from peers are
+    /// collected oldest first beyond it. Blobs added here, and pinned ones, never are.
+    #[arg(long, value_name = "SIZE")]
+    pub blob_quota: Option<String>,
     /// Log format: text or json. Filter with LATTICE_LOG (or RUST_LOG).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -117,6 +124,29 @@ pub enum NetCommand {
     },
     /// End allow-only mode (blocked peers stay blocked).
     AllowAll,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BlobCommand {
+    /// Store a copy of FILE and provide it; prints {"hash", "size"} (hash = `b3sum FILE`).
+    Add { file: std::path::PathBuf },
+    /// Fetch a blob from its providers, verifying every range; resumes a partial fetch.
+    Get {
+        hash: String,
+        /// Also copy the blob here once complete.
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+    },
+    /// Blobs held here, whole or in part.
+    Ls,
+    /// Delete a blob's data here.
+    Rm { hash: String },
+    /// Keep a blob whatever the quota.
+    Pin { hash: String },
+    /// Let a fetched blob be collected under the quota again.
+    Unpin { hash: String },
+    /// Peers providing a blob, according to the DHT (this node first if it has it).
+    Providers { hash: String },
 }
 
 /// DOC is a document id or its local alias (its name).

@@ -16,6 +16,8 @@ pub const MAX_SOCKET_PATH: usize = 100;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    #[error("invalid size {0:?}: use bytes or a number with K, M, G or T (e.g. 10G)")]
+    BadSize(String),
     #[error("no data directory: set --data-dir or LATTICE_HOME (no home directory found)")]
     NoDataDir,
     #[error("cannot read {path}: {source}")]
@@ -63,6 +65,8 @@ pub struct FileConfig {
     pub metrics: Option<SocketAddr>,
     pub psk_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    /// e.g. "10G": unpinned fetched blobs are collected beyond this.
+    pub blob_quota: Option<String>,
 }
 
 impl FileConfig {
@@ -99,6 +103,8 @@ pub struct Config {
     pub dht_mode: DhtMode,
     pub metrics: Option<SocketAddr>,
     pub psk_file: Option<PathBuf>,
+    /// Bytes of blobs kept before unpinned fetched ones are collected, oldest first.
+    pub blob_quota: Option<u64>,
     /// How long SIGTERM waits for in-flight control requests before exiting anyway.
     pub shutdown_grace: Duration,
 }
@@ -200,5 +206,47 @@ mod tests {
         assert!(read_psk(&p).is_ok());
         std::fs::write(&p, "nonsense").unwrap();
         assert!(read_psk(&p).is_err());
+    }
+}
+
+/// Parses a size such as `512M`, `10G`, `1.5T` or `4096` (bytes; powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
+    let t = text.trim();
+    let (num, unit) = t
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((t, ""), |i| t.split_at(i));
+    let mult: u64 = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(ConfigError::BadSize(text.to_owned())),
+    };
+    let n: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::BadSize(text.to_owned()))?;
+    if !(n.is_finite() && n >= 0.0) {
+        return Err(ConfigError::BadSize(text.to_owned()));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+#[cfg(test)]
+mod size_tests {
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(super::parse_size("4096").unwrap(), 4096);
+        assert_eq!(super::parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(super::parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(super::parse_size("2GiB").unwrap(), 2 << 30);
+        assert!(super::parse_size("lots").is_err());
+        assert!(super::parse_size("-1G").is_err());
     }
 }

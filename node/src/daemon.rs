@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::auth::NodeAuth;
+use crate::blobs::Blobs;
 use crate::config::{Config, ConfigError};
 use crate::control::api::{self, method, ApiError, ErrorCode};
 use crate::control::codec;
@@ -57,6 +58,8 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot load documents: {0}")]
     Docs(#[from] DocsError),
+    #[error("cannot open the blob store: {0}")]
+    Blobs(#[from] crate::blobs::BlobError),
 }
 
 const METHODS: &[&str] = &[
@@ -80,6 +83,13 @@ const METHODS: &[&str] = &[
     method::DOC_RM,
     method::DOC_WATCH,
     method::DOC_WRITERS,
+    method::BLOB_ADD,
+    method::BLOB_GET,
+    method::BLOB_LS,
+    method::BLOB_RM,
+    method::BLOB_PIN,
+    method::BLOB_UNPIN,
+    method::BLOB_PROVIDERS,
 ];
 
 /// True for the methods this daemon answers.
@@ -91,6 +101,7 @@ pub fn is_known_method(m: &str) -> bool {
 struct Daemon {
     overlay: Overlay,
     docs: Docs,
+    blobs: Blobs,
     started: Instant,
     data_dir: PathBuf,
     metrics: Metrics,
@@ -151,6 +162,9 @@ impl Handler for Daemon {
         if m.starts_with("doc.") {
             return crate::docs::control::call(&self.docs, m, p).await;
         }
+        if m.starts_with("blob.") {
+            return crate::blobs::control::call(&self.blobs, m, p).await;
+        }
         self.net_call(m, p).await.map(Reply::Value)
     }
 
@@ -177,7 +191,7 @@ impl Daemon {
                     peers: info.connected_peers,
                     dht_peers: info.dht_peers,
                     docs: self.docs.count().await.map_err(docs_error)?,
-                    blobs: 0,
+                    blobs: self.blobs.count(),
                     uptime_s: self.started.elapsed().as_secs(),
                     listen_addrs: info.listen_addrs,
                     external_addrs: info.external_addrs,
@@ -274,6 +288,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
     let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
     let (store, store_thread) = Store::open(&dir.join("lattice.redb"))?;
+    let blobs = Blobs::open(dir, store.clone(), overlay.clone(), config.blob_quota).await?;
     let (doc_events_tx, doc_events) = mpsc::channel(crate::docs::EVENT_QUEUE);
     let (docs, docs_task) =
         Docs::spawn(overlay.clone(), store, auth, doc_events, metrics.clone()).await?;
@@ -286,10 +301,16 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(dispatch_events(events, metrics.clone(), doc_events_tx));
+    tasks.spawn(dispatch_events(
+        events,
+        metrics.clone(),
+        doc_events_tx,
+        blobs.clone(),
+    ));
     let daemon = Arc::new(Daemon {
         overlay: overlay.clone(),
         docs,
+        blobs,
         started: Instant::now(),
         data_dir: dir.clone(),
         metrics,
@@ -307,10 +328,20 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     // actor finishes its queued commits and stops, releasing the store and its overlay
     // handle. The overlay task ends once the last handle is dropped.
     tasks.shutdown().await;
-    match tokio::time::timeout(Duration::from_secs(10), docs_task).await {
-        // The store's last handle is gone: wait for its thread to commit and exit.
-        Ok(_) => store_thread.join(),
-        Err(_) => warn!("documents did not stop in time; not waiting for the store"),
+    if tokio::time::timeout(Duration::from_secs(10), docs_task)
+        .await
+        .is_err()
+    {
+        warn!("documents did not stop in time");
+    }
+    // Once its last handle is gone the store commits what was queued and exits; a blob
+    // fetch still running may hold a handle, so do not wait for ever.
+    let joined = tokio::task::spawn_blocking(move || store_thread.join());
+    if tokio::time::timeout(Duration::from_secs(10), joined)
+        .await
+        .is_err()
+    {
+        warn!("storage still in use at shutdown; exiting without waiting for it");
     }
     match tokio::time::timeout(Duration::from_secs(5), overlay_task).await {
         Ok(_) => {}
@@ -327,10 +358,20 @@ async fn dispatch_events(
     mut events: mpsc::Receiver<Event>,
     metrics: Metrics,
     docs: mpsc::Sender<Event>,
+    blobs: Blobs,
 ) {
     let mut dropped = 0u64;
     while let Some(e) = events.recv().await {
-        match &e {
+        match e {
+            Event::Request {
+                peer,
+                protocol,
+                data,
+                responder,
+            } if protocol == lattice_overlay::protocols::BLOB => {
+                blobs.serve(peer, data, responder);
+                continue;
+            }
             Event::PeerConnected { .. } => metrics.peer_connected(),
             Event::PeerDisconnected { .. } => metrics.peer_disconnected(),
             _ => {}

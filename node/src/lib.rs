@@ -8,9 +8,11 @@
 //! - [`daemon`]: [`daemon::run`], which starts everything and stops it in order.
 //! - [`auth`]: signing and verifying deltas with nodes' Ed25519 keys.
 //! - [`store`]: durable storage (redb) on its own thread.
+//! - [`blobs`]: content-addressed files, verified range by range, from many providers.
 //! - [`docs`]: replicated documents, driving the crdt sync state machine over the overlay.
 
 pub mod auth;
+pub mod blobs;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -57,6 +57,12 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
         dht_mode,
         metrics: a.metrics.or(file.metrics),
         psk_file: a.psk_file.clone().or(file.psk_file),
+        blob_quota: a
+            .blob_quota
+            .as_deref()
+            .or(file.blob_quota.as_deref())
+            .map(config::parse_size)
+            .transpose()?,
         shutdown_grace: std::time::Duration::from_secs(5),
     };
     Ok((cfg, log_format))

@@ -1,5 +1,6 @@
 //! One module per command group; each turns parsed arguments into calls and output.
 
+mod blob;
 mod daemon;
 mod doc;
 mod net;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dial { addr } => node::dial(g, addr),
         Command::Net(cmd) => net::run(g, cmd),
         Command::Doc(cmd) => doc::run(g, cmd),
+        Command::Blob(cmd) => blob::run(g, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

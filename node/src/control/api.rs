@@ -127,6 +127,14 @@ pub mod method {
     /// Streaming: one event per change, until the client closes or sends anything.
     pub const DOC_WATCH: &str = "doc.watch";
     pub const DOC_WRITERS: &str = "doc.writers";
+    pub const BLOB_ADD: &str = "blob.add";
+    /// Streaming: progress events, then `done` or `failed`.
+    pub const BLOB_GET: &str = "blob.get";
+    pub const BLOB_LS: &str = "blob.ls";
+    pub const BLOB_RM: &str = "blob.rm";
+    pub const BLOB_PIN: &str = "blob.pin";
+    pub const BLOB_UNPIN: &str = "blob.unpin";
+    pub const BLOB_PROVIDERS: &str = "blob.providers";
 }
 
 /// `id` result.

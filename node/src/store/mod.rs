@@ -18,7 +18,7 @@ use lattice_crdt::sync::SignedDelta;
 use lattice_crdt::DocId;
 use tokio::sync::{mpsc, oneshot};
 
-pub use tables::{Change, DocMeta};
+pub use tables::{BlobMeta, Change, DocMeta};
 
 /// Requests waiting for the storage thread; writers wait when it is this far behind.
 const QUEUE: usize = 1_024;
@@ -66,6 +66,9 @@ enum Job {
     Docs(Reply<Vec<DocMeta>>),
     Persist(Vec<Change>, Reply<()>),
     Load(DocId, Reply<Vec<SignedDelta>>),
+    PutBlob(BlobMeta, Reply<()>),
+    DelBlob([u8; 32], Reply<()>),
+    Blobs(Reply<Vec<BlobMeta>>),
 }
 
 /// The handle to the storage thread. Dropping every handle stops the thread after it has
@@ -142,6 +145,19 @@ impl Store {
         Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
+    /// Records a blob (new, or with changed metadata), durably.
+    pub async fn put_blob(&self, meta: BlobMeta) -> Result<(), StoreError> {
+        self.ask(|r| Job::PutBlob(meta, r)).await
+    }
+
+    pub async fn del_blob(&self, hash: [u8; 32]) -> Result<(), StoreError> {
+        self.ask(|r| Job::DelBlob(hash, r)).await
+    }
+
+    pub async fn blobs(&self) -> Result<Vec<BlobMeta>, StoreError> {
+        self.ask(Job::Blobs).await
+    }
+
     /// Every delta stored for a document.
     pub async fn load(&self, doc: DocId) -> Result<Vec<SignedDelta>, StoreError> {
         self.ask(|r| Job::Load(doc, r)).await
@@ -193,6 +209,15 @@ fn answer(db: &redb::Database, job: Job) {
         }
         Job::Load(doc, reply) => {
             let _ = reply.send(tables::load(db, &doc));
+        }
+        Job::PutBlob(meta, reply) => {
+            let _ = reply.send(tables::put_blob(db, &meta));
+        }
+        Job::DelBlob(hash, reply) => {
+            let _ = reply.send(tables::del_blob(db, &hash));
+        }
+        Job::Blobs(reply) => {
+            let _ = reply.send(tables::blobs(db));
         }
         Job::Persist(..) => unreachable!("writes are batched by the caller"),
     }

@@ -14,6 +14,27 @@ use super::StoreError;
 const DOCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("docs");
 /// doc id ‖ author ‖ first seq (big-endian) → signed delta (CBOR).
 const DELTAS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deltas");
+/// Blob hash → [`BlobMeta`] (CBOR).
+const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
+
+/// What the node knows of a blob it holds (whole or in part).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobMeta {
+    #[serde(with = "serde_bytes")]
+    pub hash: [u8; 32],
+    pub size: u64,
+    /// Every byte is present and verified.
+    pub complete: bool,
+    /// Never collected under the quota.
+    pub pinned: bool,
+    /// Added on this node (`blob add`), not fetched: never collected either.
+    pub local: bool,
+    pub added_ms: u64,
+    /// For a partial blob: verified chunk ranges `[start, end)` (1 KiB chunks), durable
+    /// on disk, so a fetch resumes from them.
+    #[serde(default)]
+    pub verified: Vec<(u64, u64)>,
+}
 
 /// What a node knows of a document besides its content.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +70,7 @@ pub(super) fn open(path: &Path) -> Result<redb::Database, StoreError> {
     let w = db.begin_write()?;
     w.open_table(DOCS)?;
     w.open_table(DELTAS)?;
+    w.open_table(BLOBS)?;
     w.commit()?;
     Ok(db)
 }
@@ -145,6 +167,34 @@ pub(super) fn load(db: &redb::Database, doc: &DocId) -> Result<Vec<SignedDelta>,
     for row in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
         let (_, v) = row?;
         out.push(decode_delta(v.value())?);
+    }
+    Ok(out)
+}
+
+pub(super) fn put_blob(db: &redb::Database, meta: &BlobMeta) -> Result<(), StoreError> {
+    let w = db.begin_write()?;
+    w.open_table(BLOBS)?
+        .insert(meta.hash.as_slice(), codec::encode(meta).as_slice())?;
+    w.commit()?;
+    Ok(())
+}
+
+pub(super) fn del_blob(db: &redb::Database, hash: &[u8; 32]) -> Result<(), StoreError> {
+    let w = db.begin_write()?;
+    w.open_table(BLOBS)?.remove(hash.as_slice())?;
+    w.commit()?;
+    Ok(())
+}
+
+pub(super) fn blobs(db: &redb::Database) -> Result<Vec<BlobMeta>, StoreError> {
+    let r = db.begin_read()?;
+    let t = r.open_table(BLOBS)?;
+    let mut out = Vec::new();
+    for row in t.range::<&[u8]>(..)? {
+        let (_, v) = row?;
+        out.push(
+            codec::decode(v.value(), 64 << 20).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
     }
     Ok(out)
 }

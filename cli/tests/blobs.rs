@@ -1,0 +1,279 @@
+//! End-to-end tests of blobs: real daemons on 127.0.0.1 fetch verified ranges from the
+//! providers the DHT names — across a node they were never connected to, past a provider
+//! that lies, and through a provider that dies mid-transfer — and collect under a quota.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+
+use common::{run_ok, start_net, wait_for_ok, Net};
+use lattice_node::blobs::control::GetParams;
+use lattice_node::blobs::Progress;
+use lattice_node::control::api::method;
+use lattice_node::control::Client;
+use lattice_overlay::{protocols, Event, Keypair, Overlay};
+use lattice_testnet::daemon::Daemon;
+use serde_json::Value;
+
+const MIB: usize = 1 << 20;
+
+/// A file of `len` pseudo-random bytes (BLAKE3's output stream seeded by `seed`).
+fn random_file(dir: &Path, seed: u8, len: usize) -> (PathBuf, String) {
+    let mut bytes = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(&[seed])
+        .finalize_xof()
+        .fill(&mut bytes);
+    let path = dir.join(format!("file-{seed}"));
+    std::fs::write(&path, &bytes).unwrap();
+    (path, blake3::hash(&bytes).to_hex().to_string())
+}
+
+fn add(d: &Daemon, path: &Path) -> String {
+    let v = run_ok(d, &["blob", "add", path.to_str().unwrap()]);
+    v["hash"].as_str().unwrap().to_owned()
+}
+
+fn connected_to(d: &Daemon, peer: &str) -> bool {
+    run_ok(d, &["peers"])
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| p["peer_id"] == peer && p["connected"] == true)
+}
+
+/// `blob get` through the CLI; returns the final `done` report.
+fn get(d: &Daemon, hash: &str, out: &Path) -> Value {
+    let v = run_ok(d, &["blob", "get", hash, "-o", out.to_str().unwrap()]);
+    v["done"].clone()
+}
+
+fn same_file(a: &Path, b: &Path) {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    assert!(x == y, "{} and {} differ", a.display(), b.display());
+}
+
+#[test]
+fn a_blob_added_on_one_node_is_fetched_verified_by_a_node_that_never_met_it() {
+    let mut net = Net::new();
+    net.start(&[]);
+    let a_addr = net.nodes[0].addr().unwrap();
+    net.start(&["--bootstrap".into(), a_addr]);
+    let b_addr = net.nodes[1].addr().unwrap();
+    net.start(&["--bootstrap".into(), b_addr]);
+    let a_id = net.nodes[0].peer_id().unwrap();
+    // C knows only B; it is kept away from A until the fetch starts.
+    run_ok(&net.nodes[2], &["net", "block", &a_id]);
+    assert!(!connected_to(&net.nodes[2], &a_id));
+    let (file, b3) = random_file(net.tmp.path(), 1, 64 * MIB);
+    let hash = add(&net.nodes[0], &file);
+    assert_eq!(hash, b3, "the blob's hash is the file's plain BLAKE3");
+    wait_for_ok("C to find A as a provider", || {
+        let ps = net.nodes[2].json(&["blob", "providers", &hash])?;
+        Ok((ps
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["peer_id"] == a_id.as_str())))
+        .then_some(()))
+    });
+    run_ok(&net.nodes[2], &["net", "unblock", &a_id]);
+    let out = net.tmp.path().join("fetched");
+    let done = get(&net.nodes[2], &hash, &out);
+    same_file(&file, &out);
+    assert_eq!(done["blob"]["complete"], true);
+    // Bytes on the wire for the ranges and their proofs, against the blob's size.
+    let received = done["received"].as_f64().unwrap();
+    assert!(received / (64 * MIB) as f64 <= 1.01, "{done}");
+    // C now provides it too, and lists it.
+    let ls = run_ok(&net.nodes[2], &["blob", "ls"]);
+    assert_eq!(ls[0]["hash"], hash.as_str());
+    assert_eq!(run_ok(&net.nodes[2], &["status"])["blobs"], 1);
+}
+
+/// An overlay node in this process that answers blob requests by asking `honest` and
+/// flipping a byte in every range it passes on; it announces itself as a provider.
+async fn liar(honest: &Daemon, hash: &str) -> (Overlay, String) {
+    let mut cfg = lattice_overlay::Config::new(Keypair::generate_ed25519());
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    cfg.mdns = false;
+    cfg.upnp = false;
+    cfg.bootstrap = vec![honest.addr().unwrap().parse().unwrap()];
+    let (o, mut events, _task) = lattice_overlay::spawn(cfg, None).await.unwrap();
+    let honest_id = honest.peer_id().unwrap().parse().unwrap();
+    o.dial(honest.addr().unwrap().parse().unwrap())
+        .await
+        .unwrap();
+    let key = lattice_node::blobs::parse_hash(hash).unwrap();
+    let me = o.clone();
+    tokio::spawn(async move {
+        while let Some(e) = events.recv().await {
+            if let Event::Request {
+                protocol,
+                data,
+                responder,
+                ..
+            } = e
+            {
+                if protocol != protocols::BLOB {
+                    continue;
+                }
+                let o = me.clone();
+                tokio::spawn(async move {
+                    let Ok(mut resp) = o.request(honest_id, protocols::BLOB, data).await else {
+                        return;
+                    };
+                    // Encoded ranges are long; a size answer is a few bytes: leave it.
+                    if resp.len() > 4096 {
+                        let i = resp.len() - 100;
+                        resp[i] ^= 0x55;
+                    }
+                    let _ = o.respond(responder, resp);
+                });
+            }
+        }
+    });
+    o.provide(key.to_vec()).await.unwrap();
+    let id = o.peer_id().to_string();
+    (o, id)
+}
+
+#[test]
+fn a_provider_that_lies_is_caught_and_the_fetch_completes_from_another() {
+    let net = start_net(2);
+    let (file, _) = random_file(net.tmp.path(), 2, 16 * MIB);
+    let hash = add(&net.nodes[0], &file);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_liar, liar_id) = rt.block_on(liar(&net.nodes[0], &hash));
+    wait_for_ok("the fetcher to see both providers", || {
+        let ps = net.nodes[1].json(&["blob", "providers", &hash])?;
+        Ok((ps.as_array().is_some_and(|a| a.len() >= 2)).then_some(()))
+    });
+    let out = net.tmp.path().join("fetched");
+    let done = get(&net.nodes[1], &hash, &out);
+    same_file(&file, &out);
+    assert_eq!(
+        done["bad_providers"],
+        serde_json::json!([liar_id]),
+        "{done}"
+    );
+    assert!(net.nodes[1].log_tail(200).contains("do not verify"));
+}
+
+#[test]
+fn a_provider_killed_mid_transfer_costs_only_its_pieces_in_flight() {
+    let mut net = start_net(3);
+    let (file, _) = random_file(net.tmp.path(), 3, 64 * MIB);
+    let hash = add(&net.nodes[0], &file);
+    // Node 1 fetches first, so there are two providers.
+    get(&net.nodes[1], &hash, &net.tmp.path().join("copy1"));
+    wait_for_ok("node 2 to see both providers", || {
+        let ps = net.nodes[2].json(&["blob", "providers", &hash])?;
+        Ok((ps.as_array().is_some_and(|a| a.len() >= 2)).then_some(()))
+    });
+    let (tx, rx) = std_mpsc::channel();
+    let socket = net.nodes[2].socket.clone();
+    let out = net.tmp.path().join("fetched");
+    let params = GetParams {
+        hash: hash.clone(),
+        out: Some(out.to_str().unwrap().to_owned()),
+    };
+    let fetcher = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = Client::connect(&socket).await.unwrap();
+            let id = c.stream(method::BLOB_GET, &params).await.unwrap();
+            while let Some(p) = c.next_event::<Progress>(id).await.unwrap() {
+                let last = !matches!(p, Progress::Progress { .. });
+                if tx.send(p).is_err() || last {
+                    return;
+                }
+            }
+        });
+    });
+    // Kill node 0 once a quarter of the blob is verified.
+    let mut killed = false;
+    let mut end = None;
+    for p in rx.iter() {
+        match p {
+            Progress::Progress { have, size, .. } if !killed && have * 4 >= size => {
+                net.nodes[0].kill();
+                killed = true;
+            }
+            Progress::Progress { .. } => {}
+            other => {
+                end = Some(other);
+                break;
+            }
+        }
+    }
+    fetcher.join().unwrap();
+    assert!(killed, "the fetch ended before a quarter was verified");
+    match end {
+        Some(Progress::Done { received, .. }) => {
+            same_file(&file, &out);
+            // Verified ranges are not fetched again: at most the pieces that were in
+            // flight to the dead provider (3 × 2 MiB) come twice.
+            assert!(
+                received <= (64 * MIB + 7 * MIB) as u64,
+                "received {received}"
+            );
+        }
+        other => panic!("fetch did not complete: {other:?}"),
+    }
+}
+
+#[test]
+fn the_quota_collects_old_unpinned_blobs_and_keeps_pinned_ones() {
+    let mut net = Net::new();
+    net.start(&[]);
+    let boot = net.nodes[0].addr().unwrap();
+    net.start(&[
+        "--bootstrap".into(),
+        boot,
+        "--blob-quota".into(),
+        "5M".into(),
+    ]);
+    let hashes: Vec<String> = (10..13)
+        .map(|seed| {
+            let (file, _) = random_file(net.tmp.path(), seed, 2 * MIB);
+            add(&net.nodes[0], &file)
+        })
+        .collect();
+    let fetcher = &net.nodes[1];
+    for (i, h) in hashes.iter().enumerate() {
+        wait_for_ok("a provider", || {
+            let ps = fetcher.json(&["blob", "providers", h])?;
+            Ok((ps.as_array().is_some_and(|a| !a.is_empty())).then_some(()))
+        });
+        get(fetcher, h, &net.tmp.path().join(format!("out{i}")));
+        if i == 0 {
+            run_ok(fetcher, &["blob", "pin", h]);
+        }
+    }
+    let held: Vec<String> = run_ok(fetcher, &["blob", "ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["hash"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(held.contains(&hashes[0]), "the pinned blob was collected");
+    assert!(
+        !held.contains(&hashes[1]),
+        "the oldest unpinned blob was kept over the quota"
+    );
+    assert!(held.contains(&hashes[2]));
+    // The node that added them keeps all three: added blobs are never collected.
+    assert_eq!(
+        run_ok(&net.nodes[0], &["blob", "ls"])
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}

@@ -1,0 +1,133 @@
+//! The `blob.*` control methods.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{BlobError, Blobs, Progress};
+use crate::control::api::{method, ApiError, ErrorCode};
+use crate::control::codec;
+use crate::control::server::{Reply, STREAM_QUEUE};
+use crate::daemon::unknown_method;
+
+/// `blob.add` parameters: an absolute path the daemon can read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AddParams {
+    pub path: String,
+}
+
+/// Parameters naming a blob by hash.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HashParams {
+    pub hash: String,
+}
+
+/// `blob.get` parameters: copy the blob to `out` (absolute) once complete.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GetParams {
+    pub hash: String,
+    #[serde(default)]
+    pub out: Option<String>,
+}
+
+/// `blob.providers` result entries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ProviderInfo {
+    pub peer_id: String,
+}
+
+pub fn blob_error(e: BlobError) -> ApiError {
+    let code = match &e {
+        BlobError::BadHash(_) | BlobError::Read { .. } | BlobError::Output { .. } => {
+            ErrorCode::BadRequest
+        }
+        BlobError::Unknown(_) | BlobError::NoProviders(_) => ErrorCode::NotFound,
+        BlobError::Busy(_) => ErrorCode::Busy,
+        BlobError::Incomplete { .. } => ErrorCode::NetworkError,
+        _ => ErrorCode::Internal,
+    };
+    ApiError::new(code, e.to_string())
+}
+
+fn params<T: serde::de::DeserializeOwned>(v: serde_cbor::Value) -> Result<T, ApiError> {
+    codec::from_value(v).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
+}
+
+fn value<T: Serialize>(v: &T) -> Result<Reply, ApiError> {
+    codec::to_value(v)
+        .map(Reply::Value)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+}
+
+fn absolute(p: &str) -> Result<PathBuf, ApiError> {
+    let path = PathBuf::from(p);
+    if !path.is_absolute() {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!("{p:?} is not an absolute path (the daemon has its own working directory)"),
+        ));
+    }
+    Ok(path)
+}
+
+/// Answers one `blob.*` method.
+pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Reply, ApiError> {
+    match m {
+        method::BLOB_ADD => {
+            let a: AddParams = params(p)?;
+            value(&blobs.add(absolute(&a.path)?).await.map_err(blob_error)?)
+        }
+        method::BLOB_LS => value(&blobs.list()),
+        method::BLOB_RM => {
+            let a: HashParams = params(p)?;
+            value(&blobs.remove(&a.hash).await.map_err(blob_error)?)
+        }
+        method::BLOB_PIN | method::BLOB_UNPIN => {
+            let a: HashParams = params(p)?;
+            let pinned = m == method::BLOB_PIN;
+            value(&blobs.pin(&a.hash, pinned).await.map_err(blob_error)?)
+        }
+        method::BLOB_PROVIDERS => {
+            let a: HashParams = params(p)?;
+            let found = blobs.providers(&a.hash).await.map_err(blob_error)?;
+            let list: Vec<ProviderInfo> = found
+                .into_iter()
+                .map(|p| ProviderInfo {
+                    peer_id: p.to_string(),
+                })
+                .collect();
+            value(&list)
+        }
+        method::BLOB_GET => {
+            let a: GetParams = params(p)?;
+            let out = a.out.as_deref().map(absolute).transpose()?;
+            super::parse_hash(&a.hash).map_err(blob_error)?;
+            let (ptx, mut prx) = mpsc::channel::<Progress>(STREAM_QUEUE);
+            let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+            let blobs = blobs.clone();
+            // The fetch goes on even if the client leaves: what it verified is kept.
+            tokio::spawn(async move {
+                let fail = ptx.clone();
+                if let Err(e) = blobs.get(&a.hash, out, ptx).await {
+                    let _ = fail
+                        .send(Progress::Failed {
+                            message: e.to_string(),
+                        })
+                        .await;
+                }
+            });
+            tokio::spawn(async move {
+                while let Some(p) = prx.recv().await {
+                    let end = !matches!(p, Progress::Progress { .. });
+                    let Ok(v) = codec::to_value(&p) else { continue };
+                    if tx.send(v).await.is_err() || end {
+                        return;
+                    }
+                }
+            });
+            Ok(Reply::Stream(rx))
+        }
+        other => Err(unknown_method(other)),
+    }
+}

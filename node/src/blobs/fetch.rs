@@ -1,0 +1,408 @@
+//! Fetching a blob: providers from the DHT, the size proven by the last chunk, then 2 MiB
+//! pieces requested from every provider in parallel (a few in flight each), each verified
+//! against the BLAKE3 tree before it is written. A provider whose bytes do not verify is
+//! dropped at its first bad piece (and skipped by later fetches); a provider that fails
+//! or vanishes loses only its pieces in flight, which go to the others. Verified ranges
+//! are recorded durably every few pieces, so an interrupted fetch resumes from them.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use lattice_overlay::{protocols, Overlay, PeerId};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::files::{self, Paths, CHUNK};
+use super::wire::{BlobRequest, BlobResponse};
+use super::{verified_bytes, BlobError, BlobInfo, Blobs, Progress};
+use crate::store::BlobMeta;
+
+/// Chunks per piece: 2 MiB, moved as one response (large writes keep TCP + Noise + Yamux
+/// near their best).
+const PIECE: u64 = 2 * 1024;
+/// Requests in flight to one provider.
+const PER_PROVIDER: usize = 3;
+/// Providers used at once.
+const MAX_PROVIDERS: usize = 8;
+/// Failed requests (not lies) before a provider is dropped from this fetch.
+const MAX_FAILURES: u32 = 3;
+/// Pieces verified between durable records of the verified ranges.
+const SAVE_EVERY: usize = 16;
+/// One piece must arrive this fast.
+const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Provider {
+    peer: PeerId,
+    in_flight: usize,
+    failures: u32,
+    dropped: bool,
+}
+
+/// A fetch in progress.
+struct Fetch<'a> {
+    blobs: &'a Blobs,
+    overlay: Overlay,
+    hash: [u8; 32],
+    meta: BlobMeta,
+    paths: Paths,
+    providers: Vec<Provider>,
+    bad: Vec<PeerId>,
+    received: u64,
+    retried: u64,
+}
+
+type Reply = (usize, (u64, u64), Result<Vec<u8>, String>);
+
+pub(super) async fn run(
+    blobs: &Blobs,
+    hash: [u8; 32],
+    out: Option<PathBuf>,
+    progress: &mpsc::Sender<Progress>,
+) -> Result<(), BlobError> {
+    let hex = files::hex(&hash);
+    let paths = blobs.paths(&hash);
+    let existing = blobs.meta(&hash);
+    let mut f = Fetch {
+        blobs,
+        overlay: blobs.0.overlay.clone(),
+        hash,
+        meta: existing.clone().unwrap_or(BlobMeta {
+            hash,
+            size: 0,
+            complete: false,
+            pinned: false,
+            local: false,
+            added_ms: super::now_ms(),
+            verified: Vec::new(),
+        }),
+        paths,
+        providers: Vec::new(),
+        bad: Vec::new(),
+        received: 0,
+        retried: 0,
+    };
+    if !f.meta.complete {
+        f.find_providers().await?;
+        if existing.is_none() {
+            f.prove_size().await?;
+        }
+        f.fetch_pieces(progress).await?;
+    }
+    let path = match out {
+        Some(out) => {
+            let from = f.paths.data.clone();
+            let to = out.clone();
+            tokio::task::spawn_blocking(move || std::fs::copy(from, to))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .map_err(|source| BlobError::Output {
+                    path: out.clone(),
+                    source,
+                })?;
+            Some(out.display().to_string())
+        }
+        None => None,
+    };
+    info!(blob = %hex, size = f.meta.size, received = f.received, "blob fetched");
+    let _ = progress
+        .send(Progress::Done {
+            blob: BlobInfo::from(&f.meta),
+            path,
+            received: f.received,
+            retried: f.retried,
+            bad_providers: f.bad.iter().map(ToString::to_string).collect(),
+        })
+        .await;
+    Ok(())
+}
+
+impl Fetch<'_> {
+    fn incomplete(&self, why: impl Into<String>) -> BlobError {
+        BlobError::Incomplete {
+            hash: files::hex(&self.hash),
+            why: why.into(),
+            verified: verified_bytes(&self.meta.verified, self.meta.size),
+            size: self.meta.size,
+        }
+    }
+
+    /// Providers from the DHT (not this node, not known liars), connected.
+    async fn find_providers(&mut self) -> Result<(), BlobError> {
+        let me = self.overlay.peer_id();
+        let known_bad = self.blobs.bad_providers();
+        let found = self
+            .overlay
+            .providers(self.hash.to_vec())
+            .await
+            .unwrap_or_default();
+        let tried: Vec<PeerId> = self.providers.iter().map(|p| p.peer).collect();
+        let fresh: Vec<PeerId> = found
+            .into_iter()
+            .filter(|p| *p != me && !known_bad.contains(p) && !tried.contains(p))
+            .take(MAX_PROVIDERS)
+            .collect();
+        let dials = fresh.iter().map(|p| {
+            let overlay = self.overlay.clone();
+            let p = *p;
+            async move {
+                let addr = format!("/p2p/{p}").parse().ok()?;
+                overlay.dial(addr).await.ok().map(|_| p)
+            }
+        });
+        let reached: Vec<PeerId> = futures::future::join_all(dials)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        self.providers
+            .extend(reached.into_iter().map(|peer| Provider {
+                peer,
+                in_flight: 0,
+                failures: 0,
+                dropped: false,
+            }));
+        if self.providers.iter().all(|p| p.dropped) {
+            return Err(BlobError::NoProviders(files::hex(&self.hash)));
+        }
+        Ok(())
+    }
+
+    async fn ask(
+        overlay: &Overlay,
+        peer: PeerId,
+        req: BlobRequest,
+    ) -> Result<BlobResponse, String> {
+        let call = overlay.request(peer, protocols::BLOB, req.encode());
+        let bytes = tokio::time::timeout(PIECE_TIMEOUT, call)
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        BlobResponse::decode(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// Learns the size from a provider and proves it by verifying the last chunk against
+    /// the hash (the tree's shape depends on the size); a provider that lies is dropped.
+    async fn prove_size(&mut self) -> Result<(), BlobError> {
+        for i in 0..self.providers.len() {
+            let peer = self.providers[i].peer;
+            let size =
+                match Self::ask(&self.overlay, peer, BlobRequest::Size { hash: self.hash }).await {
+                    Ok(BlobResponse::Size(s)) => s,
+                    other => {
+                        debug!(%peer, ?other, "provider gave no size");
+                        self.providers[i].dropped = true;
+                        continue;
+                    }
+                };
+            if size == 0 {
+                if blake3::hash(&[]).as_bytes() == &self.hash {
+                    self.meta.size = 0;
+                    return self.complete(None).await;
+                }
+                self.liar(i, "claimed an empty blob");
+                continue;
+            }
+            self.meta.size = size;
+            let chunks = size.div_ceil(CHUNK);
+            let last = ((chunks - 1) / PIECE * PIECE, chunks);
+            let (data, ob) = self.open()?;
+            let req = BlobRequest::Ranges {
+                hash: self.hash,
+                ranges: vec![last],
+            };
+            match Self::ask(&self.overlay, peer, req).await {
+                Ok(BlobResponse::Encoded(enc)) => {
+                    self.received += enc.len() as u64;
+                    if self.verify(enc, last, &data, &ob).await.is_ok() {
+                        self.mark(last);
+                        self.blobs.save(self.meta.clone()).await?;
+                        return Ok(());
+                    }
+                    self.liar(i, "its size or last chunk does not verify");
+                }
+                other => {
+                    debug!(%peer, ?other, "provider did not send the last chunk");
+                    self.providers[i].dropped = true;
+                }
+            }
+            self.meta.size = 0;
+            self.paths.remove()?;
+        }
+        Err(self.incomplete("no provider proved the blob's size"))
+    }
+
+    fn open(&self) -> Result<(File, File), BlobError> {
+        Ok(files::open_partial(&self.paths, self.meta.size)?)
+    }
+
+    async fn verify(
+        &self,
+        enc: Vec<u8>,
+        piece: (u64, u64),
+        data: &File,
+        ob: &File,
+    ) -> std::io::Result<()> {
+        let (hash, size) = (self.hash, self.meta.size);
+        let (data, ob) = (data.try_clone()?, ob.try_clone()?);
+        tokio::task::spawn_blocking(move || files::decode(&enc, &hash, size, &[piece], data, ob))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+    }
+
+    fn liar(&mut self, i: usize, why: &str) {
+        let peer = self.providers[i].peer;
+        warn!(%peer, blob = %files::hex(&self.hash), "provider sent bytes that do not verify ({why}); dropping it");
+        self.providers[i].dropped = true;
+        self.bad.push(peer);
+        self.blobs.mark_bad(peer);
+    }
+
+    fn mark(&mut self, piece: (u64, u64)) {
+        let mut all = self.meta.verified.clone();
+        all.push(piece);
+        all.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in all {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.meta.verified = merged;
+    }
+
+    fn missing(&self) -> VecDeque<(u64, u64)> {
+        let chunks = self.meta.size.div_ceil(CHUNK);
+        (0..chunks.div_ceil(PIECE))
+            .map(|i| (i * PIECE, ((i + 1) * PIECE).min(chunks)))
+            .filter(|(s, e)| !self.meta.verified.iter().any(|(vs, ve)| vs <= s && e <= ve))
+            .collect()
+    }
+
+    async fn fetch_pieces(&mut self, progress: &mpsc::Sender<Progress>) -> Result<(), BlobError> {
+        let (data, ob) = self.open()?;
+        let mut queue = self.missing();
+        let mut flight: FuturesUnordered<
+            std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>,
+        > = FuturesUnordered::new();
+        let mut unsaved = 0;
+        let mut refreshed = false;
+        loop {
+            // Hand out pieces to providers with room.
+            while let Some(piece) = queue.front().copied() {
+                let Some(i) = (0..self.providers.len())
+                    .filter(|i| {
+                        !self.providers[*i].dropped && self.providers[*i].in_flight < PER_PROVIDER
+                    })
+                    .min_by_key(|i| self.providers[*i].in_flight)
+                else {
+                    break;
+                };
+                queue.pop_front();
+                self.providers[i].in_flight += 1;
+                let (overlay, peer, hash) =
+                    (self.overlay.clone(), self.providers[i].peer, self.hash);
+                flight.push(Box::pin(async move {
+                    let req = BlobRequest::Ranges {
+                        hash,
+                        ranges: vec![piece],
+                    };
+                    let r = match Self::ask(&overlay, peer, req).await {
+                        Ok(BlobResponse::Encoded(enc)) => Ok(enc),
+                        Ok(other) => Err(format!("{other:?}")),
+                        Err(e) => Err(e),
+                    };
+                    (i, piece, r)
+                }));
+            }
+            let Some((i, piece, r)) = flight.next().await else {
+                if queue.is_empty() {
+                    break;
+                }
+                // Nobody left to ask: look for providers once more, then give up.
+                if refreshed {
+                    self.save_verified(&data, &ob).await?;
+                    return Err(self.incomplete("every provider failed or was dropped"));
+                }
+                refreshed = true;
+                if self.find_providers().await.is_err() {
+                    self.save_verified(&data, &ob).await?;
+                    return Err(self.incomplete("no provider left"));
+                }
+                continue;
+            };
+            self.providers[i].in_flight -= 1;
+            let peer = self.providers[i].peer;
+            match r {
+                Ok(enc) => {
+                    self.received += enc.len() as u64;
+                    match self.verify(enc, piece, &data, &ob).await {
+                        Ok(()) => {
+                            self.mark(piece);
+                            unsaved += 1;
+                            if unsaved >= SAVE_EVERY {
+                                self.save_verified(&data, &ob).await?;
+                                unsaved = 0;
+                            }
+                            let active = self.providers.iter().filter(|p| !p.dropped).count();
+                            let _ = progress.try_send(Progress::Progress {
+                                have: verified_bytes(&self.meta.verified, self.meta.size),
+                                size: self.meta.size,
+                                providers: active,
+                            });
+                        }
+                        Err(e) => {
+                            self.liar(i, &e.to_string());
+                            self.retried += 1;
+                            queue.push_front(piece);
+                        }
+                    }
+                }
+                Err(e) => {
+                    debug!(%peer, "piece request failed: {e}");
+                    let p = &mut self.providers[i];
+                    p.failures += 1;
+                    if p.failures >= MAX_FAILURES || e.contains("NotFound") {
+                        p.dropped = true;
+                    }
+                    self.retried += 1;
+                    queue.push_front(piece);
+                }
+            }
+        }
+        self.complete(Some((data, ob))).await
+    }
+
+    /// Makes the verified data durable, then records which ranges it covers.
+    async fn save_verified(&self, data: &File, ob: &File) -> Result<(), BlobError> {
+        let (d, o) = (data.try_clone()?, ob.try_clone()?);
+        tokio::task::spawn_blocking(move || {
+            d.sync_data()?;
+            o.sync_data()
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        self.blobs.save(self.meta.clone()).await
+    }
+
+    async fn complete(&mut self, files: Option<(File, File)>) -> Result<(), BlobError> {
+        let paths = self.paths.clone();
+        let size = self.meta.size;
+        tokio::task::spawn_blocking(move || {
+            let (data, ob) = match files {
+                Some(f) => f,
+                None => files::open_partial(&paths, size)?,
+            };
+            files::finish(&paths, data, ob)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        self.meta.complete = true;
+        self.meta.verified.clear();
+        self.blobs.save(self.meta.clone()).await
+    }
+}

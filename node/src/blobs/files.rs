@@ -1,0 +1,185 @@
+//! Blobs on disk: `<data>/blobs/<hex>.data` (the content, `.part` while incomplete) and
+//! `<hex>.obao` (the BLAKE3 tree in pre-order, 16 KiB chunk groups), so that any chunk
+//! range can be proven on its own. Blocking IO: call from `spawn_blocking`.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use bao_tree::io::outboard::PreOrderOutboard;
+use bao_tree::io::sync::{decode_ranges, encode_ranges_validated, outboard};
+use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
+
+/// 16 KiB chunk groups: the outboard holds one hash pair per group (about 0.4 % of the
+/// data), and a proof can start at any group.
+pub const BLOCK: BlockSize = BlockSize::from_chunk_log(4);
+/// Bytes in a BLAKE3 chunk.
+pub const CHUNK: u64 = 1024;
+
+pub fn hex(hash: &[u8; 32]) -> String {
+    data_encoding::HEXLOWER.encode(hash)
+}
+
+/// Where one blob's files live.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    pub data: PathBuf,
+    pub part: PathBuf,
+    pub outboard: PathBuf,
+}
+
+impl Paths {
+    pub fn new(dir: &Path, hash: &[u8; 32]) -> Paths {
+        let h = hex(hash);
+        Paths {
+            data: dir.join(format!("{h}.data")),
+            part: dir.join(format!("{h}.part")),
+            outboard: dir.join(format!("{h}.obao")),
+        }
+    }
+
+    /// Removes every file of the blob; missing files are fine.
+    pub fn remove(&self) -> io::Result<()> {
+        for p in [&self.data, &self.part, &self.outboard] {
+            match fs::remove_file(p) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Copies what `read` yields into `to`, passing it on.
+struct Tee<R, W> {
+    read: R,
+    to: W,
+}
+
+impl<R: Read, W: Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.read.read(buf)?;
+        self.to.write_all(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+/// Copies `source` into the store in one streaming pass (constant memory), computing its
+/// BLAKE3 tree on the way; returns (hash, size).
+pub fn import(dir: &Path, source: &Path) -> io::Result<([u8; 32], u64)> {
+    let src = File::open(source)?;
+    let size = src.metadata()?.len();
+    let tag = format!("import-{}-{}", std::process::id(), rand::random::<u64>());
+    let (tmp_data, tmp_obao) = (
+        dir.join(format!("{tag}.data")),
+        dir.join(format!("{tag}.obao")),
+    );
+    let result = (|| {
+        let data = io::BufWriter::with_capacity(1 << 20, File::create(&tmp_data)?);
+        let tree = BaoTree::new(size, BLOCK);
+        let mut ob = PreOrderOutboard {
+            root: blake3::Hash::from([0; 32]),
+            tree,
+            data: File::create(&tmp_obao)?,
+        };
+        let mut tee = Tee {
+            read: io::BufReader::with_capacity(1 << 20, src),
+            to: data,
+        };
+        let root = outboard(&mut tee, tree, &mut ob)?;
+        // A file that changed size while we read it is refused rather than stored wrong.
+        let mut rest = [0u8; 1];
+        if tee.read.read(&mut rest)? != 0 {
+            return Err(io::Error::other("the file grew while it was being added"));
+        }
+        let data = tee.to.into_inner().map_err(|e| e.into_error())?;
+        data.sync_all()?;
+        ob.data.sync_all()?;
+        let hash = *root.as_bytes();
+        let paths = Paths::new(dir, &hash);
+        fs::rename(&tmp_obao, &paths.outboard)?;
+        fs::rename(&tmp_data, &paths.data)?;
+        File::open(dir)?.sync_all()?;
+        Ok((hash, size))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp_data);
+        let _ = fs::remove_file(&tmp_obao);
+    }
+    result
+}
+
+/// Chunk ranges as bao-tree's range set.
+pub fn range_set(ranges: &[(u64, u64)]) -> ChunkRanges {
+    let mut set = ChunkRanges::empty();
+    for (s, e) in ranges {
+        set |= ChunkRanges::from(ChunkNum(*s)..ChunkNum(*e));
+    }
+    set
+}
+
+/// Encodes `ranges` of a blob with their proof, reading `data` (the `.data` or `.part`
+/// file); fails if any part of them is not held or does not verify.
+pub fn encode(
+    paths: &Paths,
+    hash: &[u8; 32],
+    size: u64,
+    ranges: &[(u64, u64)],
+) -> io::Result<Vec<u8>> {
+    let data = File::open(&paths.data).or_else(|_| File::open(&paths.part))?;
+    let ob = PreOrderOutboard {
+        root: blake3::Hash::from(*hash),
+        tree: BaoTree::new(size, BLOCK),
+        data: File::open(&paths.outboard)?,
+    };
+    let mut out = Vec::new();
+    encode_ranges_validated(&data, &ob, &range_set(ranges), &mut out).map_err(io::Error::other)?;
+    Ok(out)
+}
+
+/// Opens (creating if needed) the files a fetch writes into.
+pub fn open_partial(paths: &Paths, size: u64) -> io::Result<(File, File)> {
+    let open = |p: &Path| {
+        File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(p)
+    };
+    let data = open(&paths.part)?;
+    data.set_len(size)?;
+    let ob = open(&paths.outboard)?;
+    ob.set_len(BaoTree::new(size, BLOCK).outboard_size())?;
+    Ok((data, ob))
+}
+
+/// Verifies an encoded response for `ranges` and writes what verifies. Data is written
+/// only after its chunk group has been checked against the tree; an error stops at the
+/// first bad group, having written only good ones.
+pub fn decode(
+    encoded: &[u8],
+    hash: &[u8; 32],
+    size: u64,
+    ranges: &[(u64, u64)],
+    data: File,
+    ob: File,
+) -> io::Result<()> {
+    let ob = PreOrderOutboard {
+        root: blake3::Hash::from(*hash),
+        tree: BaoTree::new(size, BLOCK),
+        data: ob,
+    };
+    decode_ranges(encoded, &range_set(ranges), data, ob).map_err(io::Error::other)
+}
+
+/// Makes a finished fetch the blob: data durable, `.part` renamed to `.data`.
+pub fn finish(paths: &Paths, data: File, ob: File) -> io::Result<()> {
+    data.sync_all()?;
+    ob.sync_all()?;
+    fs::rename(&paths.part, &paths.data)?;
+    if let Some(dir) = paths.data.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

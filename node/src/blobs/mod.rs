@@ -1,0 +1,429 @@
+//! Blobs: files addressed by their BLAKE3 hash, stored with their BLAKE3 tree so that any
+//! range can be verified alone, served to peers and fetched from many providers at once.
+//!
+//! - [`Blobs`]: the cloneable handle (add, get, ls, rm, pin, providers, serving).
+//! - [`files`]: the on-disk layout; import, encode and verified decode (blocking IO).
+//! - `fetch`: finding providers and fetching verified ranges from several in parallel.
+//! - [`wire`]: the `/lattice/blob/1` request and response.
+//! - [`control`]: the `blob.*` control methods.
+//!
+//! The index (size, complete, pinned, verified ranges of partial blobs) lives in redb and
+//! in memory here; the bytes live in files under `<data>/blobs/`.
+
+pub mod control;
+mod fetch;
+pub mod files;
+pub mod wire;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use lattice_overlay::{Overlay, PeerId, Responder};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{info, warn};
+
+use crate::store::{BlobMeta, Store, StoreError};
+use files::Paths;
+use wire::{BlobRequest, BlobResponse};
+
+/// Requests served at once; more are refused as busy (the fetcher tries elsewhere).
+const MAX_SERVING: usize = 32;
+/// Liars remembered.
+const MAX_BAD: usize = 4_096;
+/// Largest range a peer may ask for in one request.
+pub const MAX_REQUEST_CHUNKS: u64 = 8 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    #[error("invalid blob hash {0:?}: expected 64 hex characters")]
+    BadHash(String),
+    #[error("no blob {0} here (see `lattice blob ls`)")]
+    Unknown(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("blob storage failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("no provider of {0} found in the DHT")]
+    NoProviders(String),
+    #[error("fetch of {hash} failed: {why} ({verified} of {size} bytes verified and kept; run `lattice blob get` again to resume)")]
+    Incomplete {
+        hash: String,
+        why: String,
+        verified: u64,
+        size: u64,
+    },
+    #[error("blob {0} is already being fetched")]
+    Busy(String),
+    #[error("cannot write {path}: {source}")]
+    Output {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A blob as the control socket shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobInfo {
+    pub hash: String,
+    pub size: u64,
+    pub complete: bool,
+    pub pinned: bool,
+    pub local: bool,
+    /// Verified bytes (the size once complete).
+    pub have: u64,
+}
+
+impl From<&BlobMeta> for BlobInfo {
+    fn from(m: &BlobMeta) -> Self {
+        BlobInfo {
+            hash: files::hex(&m.hash),
+            size: m.size,
+            complete: m.complete,
+            pinned: m.pinned,
+            local: m.local,
+            have: if m.complete {
+                m.size
+            } else {
+                verified_bytes(&m.verified, m.size)
+            },
+        }
+    }
+}
+
+/// Bytes covered by verified chunk ranges of a blob of `size` bytes.
+pub fn verified_bytes(ranges: &[(u64, u64)], size: u64) -> u64 {
+    ranges
+        .iter()
+        .map(|(s, e)| {
+            (e * files::CHUNK)
+                .min(size)
+                .saturating_sub(s * files::CHUNK)
+        })
+        .sum()
+}
+
+/// What a fetch reports as it goes, and at its end.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Progress {
+    /// Verified bytes so far, of `size`; `providers` are in use.
+    Progress {
+        have: u64,
+        size: u64,
+        providers: usize,
+    },
+    /// The blob is complete (and copied to `path` if one was asked for).
+    Done {
+        blob: BlobInfo,
+        path: Option<String>,
+        /// Bytes received from providers in this fetch, and pieces fetched again after a
+        /// provider failed or lied.
+        received: u64,
+        retried: u64,
+        bad_providers: Vec<String>,
+    },
+    Failed {
+        message: String,
+    },
+}
+
+pub fn parse_hash(s: &str) -> Result<[u8; 32], BlobError> {
+    let bytes = data_encoding::HEXLOWER_PERMISSIVE
+        .decode(s.as_bytes())
+        .map_err(|_| BlobError::BadHash(s.to_owned()))?;
+    bytes
+        .try_into()
+        .map_err(|_| BlobError::BadHash(s.to_owned()))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+struct Inner {
+    dir: PathBuf,
+    store: Store,
+    overlay: Overlay,
+    /// The index; never held across an await.
+    index: Mutex<HashMap<[u8; 32], BlobMeta>>,
+    fetching: Mutex<HashSet<[u8; 32]>>,
+    /// Providers caught sending bytes that do not verify; later fetches skip them.
+    bad: Mutex<HashSet<PeerId>>,
+    serving: Arc<Semaphore>,
+    quota: Option<u64>,
+}
+
+/// The handle to the blob store.
+#[derive(Clone)]
+pub struct Blobs(Arc<Inner>);
+
+impl Blobs {
+    /// Opens `<data>/blobs`, loads the index, and announces every complete blob.
+    pub async fn open(
+        data_dir: &Path,
+        store: Store,
+        overlay: Overlay,
+        quota: Option<u64>,
+    ) -> Result<Blobs, BlobError> {
+        let dir = data_dir.join("blobs");
+        std::fs::create_dir_all(&dir)?;
+        let index = store
+            .blobs()
+            .await?
+            .into_iter()
+            .map(|m| (m.hash, m))
+            .collect::<HashMap<_, _>>();
+        let blobs = Blobs(Arc::new(Inner {
+            dir,
+            store,
+            overlay,
+            index: Mutex::new(index),
+            fetching: Mutex::new(HashSet::new()),
+            bad: Mutex::new(HashSet::new()),
+            serving: Arc::new(Semaphore::new(MAX_SERVING)),
+            quota,
+        }));
+        for m in blobs.list() {
+            if m.complete {
+                blobs.announce(parse_hash(&m.hash)?);
+            }
+        }
+        blobs.collect().await?;
+        Ok(blobs)
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], BlobMeta>> {
+        self.0.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn count(&self) -> usize {
+        self.index().values().filter(|m| m.complete).count()
+    }
+
+    pub fn list(&self) -> Vec<BlobInfo> {
+        let mut v: Vec<BlobInfo> = self.index().values().map(BlobInfo::from).collect();
+        v.sort_by(|a, b| a.hash.cmp(&b.hash));
+        v
+    }
+
+    fn bad_providers(&self) -> HashSet<PeerId> {
+        self.0.bad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn mark_bad(&self, peer: PeerId) {
+        let mut bad = self.0.bad.lock().unwrap_or_else(|e| e.into_inner());
+        if bad.len() < MAX_BAD {
+            bad.insert(peer);
+        }
+    }
+
+    fn meta(&self, hash: &[u8; 32]) -> Option<BlobMeta> {
+        self.index().get(hash).cloned()
+    }
+
+    fn paths(&self, hash: &[u8; 32]) -> Paths {
+        Paths::new(&self.0.dir, hash)
+    }
+
+    async fn save(&self, meta: BlobMeta) -> Result<(), BlobError> {
+        self.0.store.put_blob(meta.clone()).await?;
+        self.index().insert(meta.hash, meta);
+        Ok(())
+    }
+
+    /// Announces in the DHT that this node provides `hash` (in the background).
+    fn announce(&self, hash: [u8; 32]) {
+        let overlay = self.0.overlay.clone();
+        tokio::spawn(async move {
+            if let Err(e) = overlay.provide(hash.to_vec()).await {
+                warn!(blob = %files::hex(&hash), "cannot announce the blob in the DHT: {e}");
+            }
+        });
+    }
+
+    /// Stores a copy of the file at `path`, streaming.
+    pub async fn add(&self, path: PathBuf) -> Result<BlobInfo, BlobError> {
+        let dir = self.0.dir.clone();
+        let src = path.clone();
+        let (hash, size) = tokio::task::spawn_blocking(move || files::import(&dir, &src))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .map_err(|source| BlobError::Read { path, source })?;
+        let pinned = self.meta(&hash).is_some_and(|m| m.pinned);
+        let meta = BlobMeta {
+            hash,
+            size,
+            complete: true,
+            pinned,
+            local: true,
+            added_ms: now_ms(),
+            verified: Vec::new(),
+        };
+        self.save(meta.clone()).await?;
+        self.announce(hash);
+        info!(blob = %files::hex(&hash), size, "blob added");
+        Ok(BlobInfo::from(&meta))
+    }
+
+    pub async fn remove(&self, hash: &str) -> Result<BlobInfo, BlobError> {
+        let h = parse_hash(hash)?;
+        let meta = self
+            .meta(&h)
+            .ok_or_else(|| BlobError::Unknown(hash.to_owned()))?;
+        self.0.store.del_blob(h).await?;
+        self.index().remove(&h);
+        self.paths(&h).remove()?;
+        Ok(BlobInfo::from(&meta))
+    }
+
+    pub async fn pin(&self, hash: &str, pinned: bool) -> Result<BlobInfo, BlobError> {
+        let h = parse_hash(hash)?;
+        let mut meta = self
+            .meta(&h)
+            .ok_or_else(|| BlobError::Unknown(hash.to_owned()))?;
+        meta.pinned = pinned;
+        self.save(meta.clone()).await?;
+        Ok(BlobInfo::from(&meta))
+    }
+
+    pub async fn providers(&self, hash: &str) -> Result<Vec<PeerId>, BlobError> {
+        let h = parse_hash(hash)?;
+        let me = self.0.overlay.peer_id();
+        let mut found = self
+            .0
+            .overlay
+            .providers(h.to_vec())
+            .await
+            .unwrap_or_default();
+        found.retain(|p| *p != me);
+        if self.meta(&h).is_some_and(|m| m.complete) {
+            found.insert(0, me);
+        }
+        Ok(found)
+    }
+
+    /// Fetches a blob (or finishes a partial one), reporting progress; copies it to `out`
+    /// if given.
+    pub async fn get(
+        &self,
+        hash: &str,
+        out: Option<PathBuf>,
+        progress: mpsc::Sender<Progress>,
+    ) -> Result<(), BlobError> {
+        let h = parse_hash(hash)?;
+        if !self
+            .0
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(h)
+        {
+            return Err(BlobError::Busy(hash.to_owned()));
+        }
+        let r = fetch::run(self, h, out, &progress).await;
+        self.0
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&h);
+        if r.is_ok() {
+            self.announce(h);
+            self.collect().await?;
+        }
+        r
+    }
+
+    /// Deletes unpinned fetched blobs, oldest first, while the store exceeds the quota.
+    async fn collect(&self) -> Result<(), BlobError> {
+        let Some(quota) = self.0.quota else {
+            return Ok(());
+        };
+        let (mut total, mut victims) = {
+            let index = self.index();
+            let total: u64 = index.values().map(|m| m.size).sum();
+            let mut v: Vec<BlobMeta> = index
+                .values()
+                .filter(|m| m.complete && !m.pinned && !m.local)
+                .cloned()
+                .collect();
+            v.sort_by_key(|m| m.added_ms);
+            (total, v)
+        };
+        victims.reverse();
+        while total > quota {
+            let Some(m) = victims.pop() else { break };
+            if self
+                .0
+                .fetching
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&m.hash)
+            {
+                continue;
+            }
+            info!(blob = %files::hex(&m.hash), size = m.size, quota, "collecting a blob over the quota");
+            self.remove(&files::hex(&m.hash)).await?;
+            total -= m.size;
+        }
+        Ok(())
+    }
+
+    /// Answers a `/lattice/blob/1` request (in its own task).
+    pub fn serve(&self, peer: PeerId, data: Vec<u8>, responder: Responder) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let resp = this.answer(peer, &data).await;
+            let _ = this.0.overlay.respond(responder, resp.encode());
+        });
+    }
+
+    async fn answer(&self, peer: PeerId, data: &[u8]) -> BlobResponse {
+        let Ok(_permit) = self.0.serving.clone().try_acquire_owned() else {
+            return BlobResponse::Refused("busy".into());
+        };
+        let req = match BlobRequest::decode(data) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(%peer, "malformed blob request: {e}");
+                return BlobResponse::Refused(format!("malformed request: {e}"));
+            }
+        };
+        let (hash, ranges) = match req {
+            BlobRequest::Size { hash } => {
+                return match self.meta(&hash) {
+                    Some(m) => BlobResponse::Size(m.size),
+                    None => BlobResponse::NotFound,
+                }
+            }
+            BlobRequest::Ranges { hash, ranges } => (hash, ranges),
+        };
+        let Some(meta) = self.meta(&hash) else {
+            return BlobResponse::NotFound;
+        };
+        let chunks: u64 = ranges.iter().map(|(s, e)| e.saturating_sub(*s)).sum();
+        if chunks > MAX_REQUEST_CHUNKS || ranges.len() > 64 || ranges.iter().any(|(s, e)| s >= e) {
+            return BlobResponse::Refused(format!(
+                "ask for at most {MAX_REQUEST_CHUNKS} chunks in at most 64 non-empty ranges"
+            ));
+        }
+        let paths = self.paths(&hash);
+        let encoded =
+            tokio::task::spawn_blocking(move || files::encode(&paths, &hash, meta.size, &ranges))
+                .await;
+        match encoded {
+            Ok(Ok(bytes)) => BlobResponse::Encoded(bytes),
+            _ => BlobResponse::NotFound,
+        }
+    }
+}
