@@ -52,6 +52,12 @@ pub enum Command {
     /// Files addressed by their BLAKE3 hash, fetched verified from many providers.
     #[command(subcommand)]
     Blob(BlobCommand),
+    /// Named capabilities: advertise yours, find others'.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Publish/subscribe message streams.
+    #[command(subcommand)]
+    Topic(TopicCommand),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -124,6 +130,33 @@ pub enum NetCommand {
     },
     /// End allow-only mode (blocked peers stay blocked).
     AllowAll,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Advertise NAME (e.g. sensor.temperature) until withdrawn or the daemon stops.
+    Advertise {
+        name: String,
+        /// Metadata served to finders (repeatable).
+        #[arg(long = "meta", value_name = "K=V")]
+        meta: Vec<String>,
+    },
+    /// Stop advertising NAME.
+    Withdraw { name: String },
+    /// Peers offering NAME, closest first, with addresses, RTT and metadata.
+    Find { name: String },
+    /// Services this node advertises.
+    Ls,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Send MESSAGE to every subscriber of TOPIC.
+    Publish { topic: String, message: String },
+    /// Print one line per message on TOPIC until interrupted.
+    Subscribe { topic: String },
+    /// Connected peers known to subscribe to TOPIC.
+    Peers { topic: String },
 }
 
 #[derive(Subcommand, Debug)]

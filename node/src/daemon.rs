@@ -25,7 +25,9 @@ use crate::docs::{Docs, DocsError};
 use crate::identity::{self, IdentityError};
 use crate::lock::{DataDirLock, LockError};
 use crate::metrics::{self, Metrics};
+use crate::services::Services;
 use crate::store::Store;
+use crate::topics::Topics;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -90,6 +92,13 @@ const METHODS: &[&str] = &[
     method::BLOB_PIN,
     method::BLOB_UNPIN,
     method::BLOB_PROVIDERS,
+    method::SERVICE_ADVERTISE,
+    method::SERVICE_WITHDRAW,
+    method::SERVICE_FIND,
+    method::SERVICE_LS,
+    method::TOPIC_PUBLISH,
+    method::TOPIC_SUBSCRIBE,
+    method::TOPIC_PEERS,
 ];
 
 /// True for the methods this daemon answers.
@@ -102,6 +111,8 @@ struct Daemon {
     overlay: Overlay,
     docs: Docs,
     blobs: Blobs,
+    services: Services,
+    topics: Topics,
     started: Instant,
     data_dir: PathBuf,
     metrics: Metrics,
@@ -164,6 +175,12 @@ impl Handler for Daemon {
         }
         if m.starts_with("blob.") {
             return crate::blobs::control::call(&self.blobs, m, p).await;
+        }
+        if m.starts_with("service.") {
+            return crate::services::call(&self.services, m, p).await;
+        }
+        if m.starts_with("topic.") {
+            return crate::topics::call(&self.topics, m, p).await;
         }
         self.net_call(m, p).await.map(Reply::Value)
     }
@@ -301,16 +318,24 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
 
     let mut tasks = JoinSet::new();
+    let services = Services::new(overlay.clone());
+    let topics = Topics::new(overlay.clone());
     tasks.spawn(dispatch_events(
         events,
         metrics.clone(),
         doc_events_tx,
-        blobs.clone(),
+        Routes {
+            blobs: blobs.clone(),
+            services: services.clone(),
+            topics: topics.clone(),
+        },
     ));
     let daemon = Arc::new(Daemon {
         overlay: overlay.clone(),
         docs,
         blobs,
+        services,
+        topics,
         started: Instant::now(),
         data_dir: dir.clone(),
         metrics,
@@ -351,6 +376,13 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
+/// Where overlay events for the resource subsystems go.
+struct Routes {
+    blobs: Blobs,
+    services: Services,
+    topics: Topics,
+}
+
 /// Routes overlay events: peer counts to the metrics, the rest to documents (blobs will
 /// get theirs here too). A subsystem that falls behind loses events rather than stalling
 /// the others; what it lost is repaired by anti-entropy or retried by the sender.
@@ -358,7 +390,7 @@ async fn dispatch_events(
     mut events: mpsc::Receiver<Event>,
     metrics: Metrics,
     docs: mpsc::Sender<Event>,
-    blobs: Blobs,
+    routes: Routes,
 ) {
     let mut dropped = 0u64;
     while let Some(e) = events.recv().await {
@@ -369,11 +401,41 @@ async fn dispatch_events(
                 data,
                 responder,
             } if protocol == lattice_overlay::protocols::BLOB => {
-                blobs.serve(peer, data, responder);
+                routes.blobs.serve(peer, data, responder);
                 continue;
             }
+            Event::Request {
+                peer,
+                protocol,
+                data,
+                responder,
+            } if protocol == lattice_overlay::protocols::SERVICE => {
+                routes.services.serve(peer, &data, responder);
+                continue;
+            }
+            Event::Gossip {
+                topic,
+                source,
+                author,
+                id,
+                data,
+            } if crate::topics::app_topic(&topic).is_some() => {
+                routes.topics.deliver(&topic, author, id, source, data);
+                continue;
+            }
+            Event::Subscribed {
+                ref peer,
+                ref topic,
+            } => routes.topics.track(topic, *peer, true),
+            Event::Unsubscribed {
+                ref peer,
+                ref topic,
+            } => routes.topics.track(topic, *peer, false),
             Event::PeerConnected { .. } => metrics.peer_connected(),
-            Event::PeerDisconnected { .. } => metrics.peer_disconnected(),
+            Event::PeerDisconnected { ref peer } => {
+                metrics.peer_disconnected();
+                routes.topics.forget(peer);
+            }
             _ => {}
         }
         if let Err(mpsc::error::TrySendError::Full(_)) = docs.try_send(e) {

@@ -9,6 +9,8 @@
 //! - [`auth`]: signing and verifying deltas with nodes' Ed25519 keys.
 //! - [`store`]: durable storage (redb) on its own thread.
 //! - [`blobs`]: content-addressed files, verified range by range, from many providers.
+//! - [`services`]: advertising and finding named capabilities.
+//! - [`topics`]: publish/subscribe message streams over gossipsub.
 //! - [`docs`]: replicated documents, driving the crdt sync state machine over the overlay.
 
 pub mod auth;
@@ -20,6 +22,8 @@ pub mod docs;
 pub mod identity;
 pub mod lock;
 pub mod metrics;
+pub mod services;
 pub mod store;
+pub mod topics;
 
 pub use config::Config;

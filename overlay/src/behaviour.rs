@@ -38,6 +38,8 @@ pub(crate) struct Behaviour {
     pub sync: request_response::Behaviour<FrameCodec>,
     /// `/lattice/blob/1`: verified blob chunk ranges.
     pub blob: request_response::Behaviour<FrameCodec>,
+    /// `/lattice/service/1`: service metadata.
+    pub service: request_response::Behaviour<FrameCodec>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -57,6 +59,11 @@ fn behaviour(
     let mut kad_cfg = kad::Config::new(protocols::KAD);
     kad_cfg.set_query_timeout(cfg.request_timeout * 3);
     kad_cfg.set_periodic_bootstrap_interval(Some(cfg.bootstrap_interval));
+    // Provider records (blobs, documents, services) live half an hour unless their
+    // provider republishes them, which it does every ten minutes while it runs: a node
+    // that stops, or withdraws, disappears from lookups within the half hour.
+    kad_cfg.set_provider_record_ttl(Some(Duration::from_secs(30 * 60)));
+    kad_cfg.set_provider_publication_interval(Some(Duration::from_secs(10 * 60)));
     let mut kad =
         kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
     kad.set_mode(match cfg.dht_mode {
@@ -118,6 +125,7 @@ fn behaviour(
         upnp: cfg.upnp.then(upnp::tokio::Behaviour::default).into(),
         sync: rr(protocols::SYNC),
         blob: rr(protocols::BLOB),
+        service: rr(protocols::SERVICE),
     })
 }
 

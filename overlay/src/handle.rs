@@ -48,6 +48,8 @@ pub(crate) enum Command {
     AllowOnly(Vec<PeerId>, Reply<()>),
     AllowAll(Reply<()>),
     Subscribe(String, Reply<()>),
+    Unsubscribe(String),
+    Unprovide(Vec<u8>),
     Publish(String, Vec<u8>, Reply<()>),
     ReportGossip(GossipId, PeerId, Verdict),
     Request(PeerId, StreamProtocol, Vec<u8>, Reply<Vec<u8>>),
@@ -126,6 +128,16 @@ impl Overlay {
     pub async fn subscribe(&self, topic: impl Into<String>) -> Result<(), Error> {
         let topic = topic.into();
         self.call(|r| Command::Subscribe(topic, r)).await
+    }
+
+    /// Leaves a topic (no reply: it cannot fail).
+    pub fn unsubscribe(&self, topic: impl Into<String>) -> Result<(), Error> {
+        self.tell(Command::Unsubscribe(topic.into()))
+    }
+
+    /// Stops announcing `key` (records already stored elsewhere expire with their TTL).
+    pub fn unprovide(&self, key: Vec<u8>) -> Result<(), Error> {
+        self.tell(Command::Unprovide(key))
     }
 
     pub async fn publish(&self, topic: impl Into<String>, data: Vec<u8>) -> Result<(), Error> {

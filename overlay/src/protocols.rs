@@ -9,5 +9,7 @@ pub const KAD: StreamProtocol = StreamProtocol::new("/lattice/kad/1.0.0");
 pub const SYNC: StreamProtocol = StreamProtocol::new("/lattice/sync/1");
 /// Verified blob chunk ranges (request-response).
 pub const BLOB: StreamProtocol = StreamProtocol::new("/lattice/blob/1");
+/// "Do you offer this service, and with what metadata?" (request-response).
+pub const SERVICE: StreamProtocol = StreamProtocol::new("/lattice/service/1");
 /// The identify protocol version: peers with another version are not added to the DHT.
 pub const IDENTIFY_VERSION: &str = "/lattice/1.0.0";

@@ -5,6 +5,7 @@ mod daemon;
 mod doc;
 mod net;
 mod node;
+mod share;
 mod testnet;
 
 use std::process::ExitCode;
@@ -24,6 +25,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Net(cmd) => net::run(g, cmd),
         Command::Doc(cmd) => doc::run(g, cmd),
         Command::Blob(cmd) => blob::run(g, cmd),
+        Command::Service(cmd) => share::service(g, cmd),
+        Command::Topic(cmd) => share::topic(g, cmd),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -135,6 +135,15 @@ pub mod method {
     pub const BLOB_PIN: &str = "blob.pin";
     pub const BLOB_UNPIN: &str = "blob.unpin";
     pub const BLOB_PROVIDERS: &str = "blob.providers";
+    pub const SERVICE_ADVERTISE: &str = "service.advertise";
+    pub const SERVICE_WITHDRAW: &str = "service.withdraw";
+    pub const SERVICE_FIND: &str = "service.find";
+    pub const SERVICE_LS: &str = "service.ls";
+    pub const TOPIC_PUBLISH: &str = "topic.publish";
+    /// Streaming: one event per message, until the client closes.
+    pub const TOPIC_SUBSCRIBE: &str = "topic.subscribe";
+    /// Connected peers known to subscribe to a topic.
+    pub const TOPIC_PEERS: &str = "topic.peers";
 }
 
 /// `id` result.

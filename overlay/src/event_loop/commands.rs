@@ -48,6 +48,13 @@ impl EventLoop {
                 self.swarm.behaviour_mut().access.allow_all();
                 let _ = reply.send(Ok(()));
             }
+            Command::Unsubscribe(topic) => {
+                let t = gossipsub::IdentTopic::new(topic);
+                self.swarm.behaviour_mut().gossipsub.unsubscribe(&t);
+            }
+            Command::Unprovide(key) => {
+                self.swarm.behaviour_mut().kad.stop_providing(&key.into());
+            }
             Command::Subscribe(topic, reply) => {
                 let t = gossipsub::IdentTopic::new(topic);
                 let r = self
@@ -90,6 +97,8 @@ impl EventLoop {
                     b.sync.send_request(&peer, data)
                 } else if protocol == protocols::BLOB {
                     b.blob.send_request(&peer, data)
+                } else if protocol == protocols::SERVICE {
+                    b.service.send_request(&peer, data)
                 } else {
                     let _ = reply.send(Err(Error::Request(format!("unknown protocol {protocol}"))));
                     return;

@@ -273,6 +273,7 @@ impl EventLoop {
             }
             BehaviourEvent::Sync(e) => self.handle_rr(protocols::SYNC, e),
             BehaviourEvent::Blob(e) => self.handle_rr(protocols::BLOB, e),
+            BehaviourEvent::Service(e) => self.handle_rr(protocols::SERVICE, e),
             BehaviourEvent::Dcutr(e) => {
                 if let Some(m) = &self.metrics {
                     m.record(&e);

@@ -1,0 +1,340 @@
+//! Services: named capabilities (`sensor.temperature`, `gpu.render`) a node advertises as
+//! DHT provider records, with metadata it serves on `/lattice/service/1`.
+//!
+//! `find` asks the DHT for providers, then asks each one (in parallel, bounded) whether it
+//! still offers the service: that answer carries the metadata, proves the provider is
+//! alive, and its round trip is the RTT the results are sorted by. A withdrawn ad or a
+//! stopped node therefore drops out at once, even while its DHT record lingers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lattice_crdt::codec;
+use lattice_overlay::{protocols, Overlay, PeerId, Responder};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info};
+
+/// Services one node advertises at once.
+const MAX_ADS: usize = 256;
+/// Metadata entries per service, and their sizes.
+const MAX_META: usize = 32;
+const MAX_META_KEY: usize = 64;
+const MAX_META_VALUE: usize = 256;
+/// Providers asked per `find`, and how long each may take.
+const MAX_ASKED: usize = 32;
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    #[error("invalid service name {0:?}: 1 to 128 characters of a-z, 0-9, '.', '-', '_'")]
+    BadName(String),
+    #[error("invalid metadata: {0}")]
+    BadMeta(String),
+    #[error("this node already advertises {MAX_ADS} services")]
+    TooMany,
+    #[error("this node does not advertise {0:?}")]
+    NotAdvertised(String),
+    #[error("network: {0}")]
+    Network(#[from] lattice_overlay::Error),
+}
+
+/// The question on `/lattice/service/1`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Ask {
+    name: String,
+}
+
+/// The answer: whether the service is offered, and its metadata.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Offer {
+    offered: bool,
+    meta: BTreeMap<String, String>,
+}
+
+/// One provider of a service, as `service find` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Provider {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    /// Round trip of the metadata request, in milliseconds.
+    pub rtt_ms: f64,
+    pub meta: BTreeMap<String, String>,
+}
+
+/// The DHT key of a service name.
+fn key(name: &str) -> Vec<u8> {
+    let mut h = blake3::Hasher::new_derive_key("lattice service v1");
+    h.update(name.as_bytes());
+    h.finalize().as_bytes().to_vec()
+}
+
+fn check_name(name: &str) -> Result<(), ServiceError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::BadName(name.to_owned()))
+    }
+}
+
+fn check_meta(meta: &BTreeMap<String, String>) -> Result<(), ServiceError> {
+    if meta.len() > MAX_META {
+        return Err(ServiceError::BadMeta(format!("at most {MAX_META} entries")));
+    }
+    for (k, v) in meta {
+        if k.is_empty() || k.len() > MAX_META_KEY || v.len() > MAX_META_VALUE {
+            return Err(ServiceError::BadMeta(format!(
+                "keys are 1 to {MAX_META_KEY} bytes, values at most {MAX_META_VALUE} ({k:?})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The services this node advertises, and lookups of others'.
+#[derive(Clone)]
+pub struct Services {
+    overlay: Overlay,
+    ads: Arc<Mutex<HashMap<String, BTreeMap<String, String>>>>,
+}
+
+impl Services {
+    pub fn new(overlay: Overlay) -> Self {
+        Services {
+            overlay,
+            ads: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn ads(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, String>>> {
+        self.ads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Advertises (or re-advertises with new metadata) until withdrawn or the node stops.
+    pub async fn advertise(
+        &self,
+        name: &str,
+        meta: BTreeMap<String, String>,
+    ) -> Result<(), ServiceError> {
+        check_name(name)?;
+        check_meta(&meta)?;
+        {
+            let mut ads = self.ads();
+            if ads.len() >= MAX_ADS && !ads.contains_key(name) {
+                return Err(ServiceError::TooMany);
+            }
+            ads.insert(name.to_owned(), meta);
+        }
+        self.overlay.provide(key(name)).await?;
+        info!(service = name, "advertising");
+        Ok(())
+    }
+
+    pub fn withdraw(&self, name: &str) -> Result<(), ServiceError> {
+        if self.ads().remove(name).is_none() {
+            return Err(ServiceError::NotAdvertised(name.to_owned()));
+        }
+        self.overlay.unprovide(key(name))?;
+        info!(service = name, "withdrawn");
+        Ok(())
+    }
+
+    /// Names this node advertises, with their metadata.
+    pub fn advertised(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.ads()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Live providers of `name`, closest first.
+    pub async fn find(&self, name: &str) -> Result<Vec<Provider>, ServiceError> {
+        check_name(name)?;
+        let me = self.overlay.peer_id();
+        let found = self.overlay.providers(key(name)).await.unwrap_or_default();
+        let asks = found
+            .into_iter()
+            .filter(|p| *p != me)
+            .take(MAX_ASKED)
+            .map(|peer| self.ask(peer, name));
+        let mut out: Vec<Provider> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Some(meta) = self.ads().get(name) {
+            out.push(Provider {
+                peer_id: me.to_string(),
+                addrs: Vec::new(),
+                rtt_ms: 0.0,
+                meta: meta.clone(),
+            });
+        }
+        out.sort_by(|a, b| a.rtt_ms.total_cmp(&b.rtt_ms));
+        if !out.is_empty() {
+            let addrs: HashMap<String, Vec<String>> = self
+                .overlay
+                .peers()
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.peer_id, p.addrs))
+                .collect();
+            let info = self.overlay.info().await.ok();
+            for p in &mut out {
+                p.addrs = if p.peer_id == me.to_string() {
+                    info.as_ref()
+                        .map(|i| i.listen_addrs.clone())
+                        .unwrap_or_default()
+                } else {
+                    addrs.get(&p.peer_id).cloned().unwrap_or_default()
+                };
+            }
+        }
+        Ok(out)
+    }
+
+    async fn ask(&self, peer: PeerId, name: &str) -> Option<Provider> {
+        let attempt = async {
+            let addr = format!("/p2p/{peer}").parse().ok()?;
+            self.overlay.dial(addr).await.ok()?;
+            let started = Instant::now();
+            let ask = codec::encode(&Ask {
+                name: name.to_owned(),
+            });
+            let bytes = self
+                .overlay
+                .request(peer, protocols::SERVICE, ask)
+                .await
+                .ok()?;
+            let rtt = started.elapsed();
+            let offer: Offer = codec::decode(&bytes, 64 << 10).ok()?;
+            offer.offered.then(|| Provider {
+                peer_id: peer.to_string(),
+                addrs: Vec::new(),
+                rtt_ms: rtt.as_secs_f64() * 1e3,
+                meta: offer.meta,
+            })
+        };
+        let r = tokio::time::timeout(ASK_TIMEOUT, attempt)
+            .await
+            .ok()
+            .flatten();
+        if r.is_none() {
+            debug!(%peer, service = name, "provider did not confirm the service");
+        }
+        r
+    }
+
+    /// Answers a `/lattice/service/1` request.
+    pub fn serve(&self, peer: PeerId, data: &[u8], responder: Responder) {
+        let offer = match codec::decode::<Ask>(data, 4 << 10) {
+            Ok(ask) => match self.ads().get(&ask.name) {
+                Some(meta) => Offer {
+                    offered: true,
+                    meta: meta.clone(),
+                },
+                None => Offer {
+                    offered: false,
+                    meta: BTreeMap::new(),
+                },
+            },
+            Err(e) => {
+                debug!(%peer, "malformed service request: {e}");
+                Offer {
+                    offered: false,
+                    meta: BTreeMap::new(),
+                }
+            }
+        };
+        let _ = self.overlay.respond(responder, codec::encode(&offer));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_metadata_are_checked() {
+        assert!(check_name("sensor.temperature").is_ok());
+        assert!(check_name("gpu-render_2").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("Upper").is_err());
+        assert!(check_name(&"x".repeat(129)).is_err());
+        let mut meta = BTreeMap::new();
+        meta.insert("unit".to_owned(), "celsius".to_owned());
+        assert!(check_meta(&meta).is_ok());
+        meta.insert(String::new(), "x".to_owned());
+        assert!(check_meta(&meta).is_err());
+    }
+
+    #[test]
+    fn service_keys_differ_by_name() {
+        assert_ne!(key("a"), key("b"));
+        assert_eq!(key("a").len(), 32);
+    }
+}
+
+/// `service.advertise` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AdvertiseParams {
+    pub name: String,
+    #[serde(default)]
+    pub meta: BTreeMap<String, String>,
+}
+
+/// `service.withdraw` and `service.find` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NameParams {
+    pub name: String,
+}
+
+/// Answers one `service.*` method.
+pub async fn call(
+    services: &Services,
+    m: &str,
+    p: serde_cbor::Value,
+) -> Result<crate::control::server::Reply, crate::control::api::ApiError> {
+    use crate::control::api::{method, ApiError, Done, ErrorCode};
+    use crate::control::{codec as ctl, server::Reply};
+    let err = |e: ServiceError| {
+        let code = match &e {
+            ServiceError::NotAdvertised(_) => ErrorCode::NotFound,
+            ServiceError::TooMany => ErrorCode::Busy,
+            ServiceError::Network(_) => ErrorCode::NetworkError,
+            _ => ErrorCode::BadRequest,
+        };
+        ApiError::new(code, e.to_string())
+    };
+    let bad = |e: ctl::FrameError| ApiError::new(ErrorCode::BadRequest, e.to_string());
+    let value = |v: Result<serde_cbor::Value, ctl::FrameError>| {
+        v.map(Reply::Value)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+    };
+    match m {
+        method::SERVICE_ADVERTISE => {
+            let a: AdvertiseParams = ctl::from_value(p).map_err(bad)?;
+            services.advertise(&a.name, a.meta).await.map_err(err)?;
+            value(ctl::to_value(&Done {}))
+        }
+        method::SERVICE_WITHDRAW => {
+            let a: NameParams = ctl::from_value(p).map_err(bad)?;
+            services.withdraw(&a.name).map_err(err)?;
+            value(ctl::to_value(&Done {}))
+        }
+        method::SERVICE_FIND => {
+            let a: NameParams = ctl::from_value(p).map_err(bad)?;
+            let found = services.find(&a.name).await.map_err(err)?;
+            value(ctl::to_value(&found))
+        }
+        method::SERVICE_LS => value(ctl::to_value(&services.advertised())),
+        other => Err(crate::daemon::unknown_method(other)),
+    }
+}

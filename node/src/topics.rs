@@ -1,0 +1,292 @@
+//! Topics: message streams over gossipsub for applications that want one without a
+//! broker. `publish` sends to every subscriber in the overlay; `subscribe` streams what
+//! arrives to local clients. The node subscribes to a topic's gossip while at least one
+//! local client listens, and leaves it after the last one has gone.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use lattice_overlay::{GossipId, Overlay, PeerId, Verdict};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+/// Largest message, in bytes.
+pub const MAX_MESSAGE: usize = 64 << 10;
+/// Messages queued for a slow local subscriber before it is dropped.
+const QUEUE: usize = 1_024;
+/// Local subscribers, all topics together.
+const MAX_SUBSCRIBERS: usize = 1_024;
+/// Gossip topic names of application topics start with this.
+const PREFIX: &str = "/lattice/topic/";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    #[error("invalid topic name {0:?}: 1 to 128 printable characters, no spaces")]
+    BadName(String),
+    #[error("message of {0} bytes exceeds the limit of {MAX_MESSAGE}")]
+    TooLarge(usize),
+    #[error("too many local subscribers ({MAX_SUBSCRIBERS})")]
+    Busy,
+    #[error("network: {0}")]
+    Network(#[from] lattice_overlay::Error),
+}
+
+/// A message as subscribers receive it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TopicMessage {
+    pub topic: String,
+    /// The publishing peer (gossipsub signs every message).
+    pub from: Option<String>,
+    /// The message, as text (invalid UTF-8 replaced).
+    pub data: String,
+}
+
+fn check(topic: &str) -> Result<(), TopicError> {
+    let ok = !topic.is_empty() && topic.len() <= 128 && topic.chars().all(|c| c.is_ascii_graphic());
+    if ok {
+        Ok(())
+    } else {
+        Err(TopicError::BadName(topic.to_owned()))
+    }
+}
+
+/// The gossip topic behind an application topic, or the application topic of a gossip
+/// topic.
+pub fn gossip_topic(topic: &str) -> String {
+    format!("{PREFIX}{topic}")
+}
+
+pub fn app_topic(gossip: &str) -> Option<&str> {
+    gossip.strip_prefix(PREFIX)
+}
+
+type Subscribers = HashMap<String, Vec<mpsc::Sender<TopicMessage>>>;
+/// Remote peers known to subscribe, per topic (bounded in all).
+type Remote = HashMap<String, HashSet<PeerId>>;
+const MAX_REMOTE: usize = 100_000;
+
+#[derive(Clone)]
+pub struct Topics {
+    overlay: Overlay,
+    subs: Arc<Mutex<Subscribers>>,
+    remote: Arc<Mutex<Remote>>,
+}
+
+impl Topics {
+    pub fn new(overlay: Overlay) -> Self {
+        Topics {
+            overlay,
+            subs: Arc::new(Mutex::new(HashMap::new())),
+            remote: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn remote(&self) -> std::sync::MutexGuard<'_, Remote> {
+        self.remote.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `peer` subscribed to (or left) a gossip topic.
+    pub fn track(&self, gossip: &str, peer: PeerId, subscribed: bool) {
+        let Some(topic) = app_topic(gossip) else {
+            return;
+        };
+        let mut remote = self.remote();
+        if subscribed {
+            let total: usize = remote.values().map(HashSet::len).sum();
+            if total < MAX_REMOTE {
+                remote.entry(topic.to_owned()).or_default().insert(peer);
+            }
+        } else if let Some(s) = remote.get_mut(topic) {
+            s.remove(&peer);
+            if s.is_empty() {
+                remote.remove(topic);
+            }
+        }
+    }
+
+    /// Forgets a disconnected peer's subscriptions.
+    pub fn forget(&self, peer: &PeerId) {
+        self.remote().retain(|_, s| {
+            s.remove(peer);
+            !s.is_empty()
+        });
+    }
+
+    /// Connected peers known to subscribe to `topic`.
+    pub fn peers(&self, topic: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .remote()
+            .get(topic)
+            .map(|s| s.iter().map(ToString::to_string).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn subs(&self) -> std::sync::MutexGuard<'_, Subscribers> {
+        self.subs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub async fn publish(&self, topic: &str, message: &[u8]) -> Result<(), TopicError> {
+        check(topic)?;
+        if message.len() > MAX_MESSAGE {
+            return Err(TopicError::TooLarge(message.len()));
+        }
+        self.overlay
+            .publish(gossip_topic(topic), message.to_vec())
+            .await?;
+        // Gossip never hands a node its own messages: local subscribers get them here.
+        let msg = TopicMessage {
+            topic: topic.to_owned(),
+            from: Some(self.overlay.peer_id().to_string()),
+            data: String::from_utf8_lossy(message).into_owned(),
+        };
+        self.hand_out(topic, &msg);
+        Ok(())
+    }
+
+    /// A stream of the topic's messages; it ends when the receiver is dropped.
+    pub async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<TopicMessage>, TopicError> {
+        check(topic)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let first = {
+            let mut subs = self.subs();
+            let total: usize = subs.values().map(Vec::len).sum();
+            if total >= MAX_SUBSCRIBERS {
+                return Err(TopicError::Busy);
+            }
+            let list = subs.entry(topic.to_owned()).or_default();
+            list.retain(|s| !s.is_closed());
+            list.push(tx);
+            list.len() == 1
+        };
+        if first {
+            self.overlay.subscribe(gossip_topic(topic)).await?;
+        }
+        Ok(rx)
+    }
+
+    /// Gives `msg` to every local subscriber of `topic`, dropping the gone and the slow;
+    /// false if nobody here listens any more.
+    fn hand_out(&self, topic: &str, msg: &TopicMessage) -> bool {
+        let mut subs = self.subs();
+        let Some(list) = subs.get_mut(topic) else {
+            return false;
+        };
+        list.retain(|s| match s.try_send(msg.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                warn!(
+                    topic,
+                    "a subscriber fell {QUEUE} messages behind; ending its stream"
+                );
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        });
+        if list.is_empty() {
+            subs.remove(topic);
+            return false;
+        }
+        true
+    }
+
+    /// Validates a gossip message on an application topic and hands it to local
+    /// subscribers; leaves the topic once nobody here listens.
+    pub fn deliver(
+        &self,
+        gossip: &str,
+        author: Option<PeerId>,
+        id: GossipId,
+        source: PeerId,
+        data: Vec<u8>,
+    ) {
+        let Some(topic) = app_topic(gossip) else {
+            return;
+        };
+        let verdict = if data.len() > MAX_MESSAGE {
+            Verdict::Reject
+        } else {
+            let msg = TopicMessage {
+                topic: topic.to_owned(),
+                from: author.map(|a| a.to_string()),
+                data: String::from_utf8_lossy(&data).into_owned(),
+            };
+            if self.hand_out(topic, &msg) {
+                Verdict::Accept
+            } else {
+                let _ = self.overlay.unsubscribe(gossip.to_owned());
+                Verdict::Ignore
+            }
+        };
+        let _ = self.overlay.report_gossip(id, source, verdict);
+    }
+}
+
+/// `topic.publish` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PublishParams {
+    pub topic: String,
+    pub message: String,
+}
+
+/// `topic.subscribe` and `topic.peers` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SubscribeParams {
+    pub topic: String,
+}
+
+/// Answers one `topic.*` method.
+pub async fn call(
+    topics: &Topics,
+    m: &str,
+    p: serde_cbor::Value,
+) -> Result<crate::control::server::Reply, crate::control::api::ApiError> {
+    use crate::control::api::{method, ApiError, Done, ErrorCode};
+    use crate::control::codec as ctl;
+    use crate::control::server::{Reply, STREAM_QUEUE};
+    let err = |e: TopicError| {
+        let code = match &e {
+            TopicError::Busy => ErrorCode::Busy,
+            TopicError::Network(_) => ErrorCode::NetworkError,
+            _ => ErrorCode::BadRequest,
+        };
+        ApiError::new(code, e.to_string())
+    };
+    let bad = |e: ctl::FrameError| ApiError::new(ErrorCode::BadRequest, e.to_string());
+    match m {
+        method::TOPIC_PUBLISH => {
+            let a: PublishParams = ctl::from_value(p).map_err(bad)?;
+            topics
+                .publish(&a.topic, a.message.as_bytes())
+                .await
+                .map_err(err)?;
+            ctl::to_value(&Done {})
+                .map(Reply::Value)
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+        }
+        method::TOPIC_SUBSCRIBE => {
+            let a: SubscribeParams = ctl::from_value(p).map_err(bad)?;
+            let mut messages = topics.subscribe(&a.topic).await.map_err(err)?;
+            let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+            tokio::spawn(async move {
+                while let Some(msg) = messages.recv().await {
+                    let Ok(v) = ctl::to_value(&msg) else { continue };
+                    if tx.send(v).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(Reply::Stream(rx))
+        }
+        method::TOPIC_PEERS => {
+            let a: SubscribeParams = ctl::from_value(p).map_err(bad)?;
+            ctl::to_value(&topics.peers(&a.topic))
+                .map(Reply::Value)
+                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+        }
+        other => Err(crate::daemon::unknown_method(other)),
+    }
+}
