@@ -277,3 +277,66 @@ fn the_quota_collects_old_unpinned_blobs_and_keeps_pinned_ones() {
         3
     );
 }
+
+#[test]
+fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
+    let mut net = start_net(2);
+    let (file, _) = random_file(net.tmp.path(), 4, 96 * MIB);
+    let hash = add(&net.nodes[0], &file);
+    wait_for_ok("a provider", || {
+        let ps = net.nodes[1].json(&["blob", "providers", &hash])?;
+        Ok((ps.as_array().is_some_and(|a| !a.is_empty())).then_some(()))
+    });
+    // Start the fetch, and kill -9 the fetching daemon once most of it is verified.
+    let (tx, rx) = std_mpsc::channel();
+    let socket = net.nodes[1].socket.clone();
+    let params = GetParams {
+        hash: hash.clone(),
+        out: None,
+    };
+    let fetcher = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = Client::connect(&socket).await.unwrap();
+            let id = c.stream(method::BLOB_GET, &params).await.unwrap();
+            while let Ok(Some(p)) = c.next_event::<Progress>(id).await {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+    for p in rx.iter() {
+        match p {
+            Progress::Progress { have, size, .. } if have * 4 >= size * 3 => break,
+            Progress::Progress { .. } => {}
+            other => panic!("the fetch ended before it could be interrupted: {other:?}"),
+        }
+    }
+    net.nodes[1].kill();
+    fetcher.join().unwrap();
+    net.nodes[1].restart().unwrap();
+    let partial = run_ok(&net.nodes[1], &["blob", "ls"]);
+    let have = partial[0]["have"].as_u64().unwrap();
+    assert_eq!(partial[0]["complete"], false, "{partial}");
+    assert!(
+        have >= (32 * MIB) as u64,
+        "nothing verified survived the crash: {partial}"
+    );
+    // Fetching again brings only what is missing.
+    wait_for_ok("the provider again", || {
+        let ps = net.nodes[1].json(&["blob", "providers", &hash])?;
+        Ok((ps.as_array().is_some_and(|a| !a.is_empty())).then_some(()))
+    });
+    let out = net.tmp.path().join("resumed");
+    let done = get(&net.nodes[1], &hash, &out);
+    same_file(&file, &out);
+    let received = done["received"].as_u64().unwrap();
+    assert!(
+        received <= (96 * MIB) as u64 - have + (MIB as u64),
+        "received {received} after resuming with {have} verified"
+    );
+}
