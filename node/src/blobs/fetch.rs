@@ -255,6 +255,9 @@ impl Fetch<'_> {
 
     fn liar(&mut self, i: usize, why: &str) {
         let peer = self.providers[i].peer;
+        if self.bad.contains(&peer) {
+            return;
+        }
         warn!(%peer, blob = %files::hex(&self.hash), "provider sent bytes that do not verify ({why}); dropping it");
         self.providers[i].dropped = true;
         self.bad.push(peer);
@@ -337,6 +340,13 @@ impl Fetch<'_> {
             };
             self.providers[i].in_flight -= 1;
             let peer = self.providers[i].peer;
+            if self.providers[i].dropped {
+                // Dropped (a liar, or failing) while this piece was in flight: whatever
+                // it sent is not used.
+                self.retried += 1;
+                queue.push_front(piece);
+                continue;
+            }
             match r {
                 Ok(enc) => {
                     self.received += enc.len() as u64;
