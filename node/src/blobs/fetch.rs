@@ -21,17 +21,17 @@ use super::wire::{BlobRequest, BlobResponse};
 use super::{verified_bytes, BlobError, BlobInfo, Blobs, Progress};
 use crate::store::BlobMeta;
 
-/// Chunks per piece: 2 MiB, moved as one response (large writes keep TCP + Noise + Yamux
+/// Chunks per piece: 4 MiB, moved as one response (large writes keep TCP + Noise + Yamux
 /// near their best).
-const PIECE: u64 = 2 * 1024;
+const PIECE: u64 = 4 * 1024;
 /// Requests in flight to one provider.
-const PER_PROVIDER: usize = 3;
+const PER_PROVIDER: usize = 4;
 /// Providers used at once.
 const MAX_PROVIDERS: usize = 8;
 /// Failed requests (not lies) before a provider is dropped from this fetch.
 const MAX_FAILURES: u32 = 3;
-/// Pieces verified between durable records of the verified ranges.
-const SAVE_EVERY: usize = 16;
+/// Pieces verified between durable records of the verified ranges (32 MiB).
+const SAVE_EVERY: usize = 8;
 /// One piece must arrive this fast.
 const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
 
