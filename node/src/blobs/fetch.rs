@@ -1,4 +1,4 @@
-//! Fetching a blob: providers from the DHT, the size proven by the last chunk, then 2 MiB
+//! Fetching a blob: providers from the DHT, the size proven by the last chunk, then 4 MiB
 //! pieces requested from every provider in parallel (a few in flight each), each verified
 //! against the BLAKE3 tree before it is written. A provider whose bytes do not verify is
 //! dropped at its first bad piece (and skipped by later fetches); a provider that fails
