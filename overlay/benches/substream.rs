@@ -3,6 +3,9 @@
 //! same transport settings Lattice uses. Lattice's fetch throughput is compared with this
 //! in docs/benchmarks.md.
 //!
+//! Measured twice: sender and receiver as two processes (as two daemons are), and both in
+//! one process.
+//!
 //! `cargo bench -p lattice-overlay --bench substream` (`LATTICE_BENCH_MIB` sets the size,
 //! default 1024).
 
@@ -86,6 +89,82 @@ async fn run(total: usize, write: usize) -> f64 {
     got as f64 / secs / 1e6
 }
 
+/// The receiving side as a process of its own (the bench re-runs itself): prints its
+/// address, reads one stream to its end, prints the byte count, exits.
+async fn receiver() {
+    let mut b = swarm();
+    b.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = b.select_next_some().await {
+            break address;
+        }
+    };
+    let mut incoming = b.behaviour().new_control().accept(PROTOCOL).unwrap();
+    println!("ADDR {addr} {}", b.local_peer_id());
+    tokio::spawn(async move {
+        loop {
+            b.select_next_some().await;
+        }
+    });
+    let (_, mut s) = incoming.next().await.expect("a stream");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0usize;
+    loop {
+        let r = s.read(&mut buf).await.expect("read");
+        if r == 0 {
+            break;
+        }
+        n += r;
+    }
+    println!("GOT {n}");
+}
+
+/// Sends `total` bytes in `write`-byte writes to a receiver process; returns MB/s.
+async fn two_processes(total: usize, write: usize) -> f64 {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--bench")
+        .env("LATTICE_BENCH_ROLE", "receiver")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("receiver process");
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let mut parts = first.split_whitespace().skip(1);
+    let addr: Multiaddr = parts.next().unwrap().parse().unwrap();
+    let peer: libp2p::PeerId = parts.next().unwrap().parse().unwrap();
+    let mut a = swarm();
+    let mut control = a.behaviour().new_control();
+    a.dial(addr).unwrap();
+    tokio::spawn(async move {
+        loop {
+            a.select_next_some().await;
+        }
+    });
+    let mut stream = loop {
+        match control.open_stream(peer, PROTOCOL).await {
+            Ok(s) => break s,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let chunk = vec![7u8; write];
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        stream.write_all(&chunk).await.unwrap();
+        sent += write;
+    }
+    stream.close().await.unwrap();
+    let got = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
+        .await
+        .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let _ = child.wait();
+    assert_eq!(got, format!("GOT {sent}"));
+    sent as f64 / secs / 1e6
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -98,8 +177,16 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    if std::env::var_os("LATTICE_BENCH_ROLE").is_some() {
+        rt.block_on(receiver());
+        return;
+    }
+    let apart = rt.block_on(two_processes(mib << 20, 64 << 10));
+    println!("raw substream, TCP+Noise+Yamux, two processes, {mib} MiB in 64 KiB writes: {apart:.0} MB/s");
     let big = rt.block_on(run(mib << 20, 64 << 10));
-    println!("raw substream, TCP+Noise+Yamux, {mib} MiB in 64 KiB writes: {big:.0} MB/s");
+    println!(
+        "raw substream, TCP+Noise+Yamux, one process, {mib} MiB in 64 KiB writes: {big:.0} MB/s"
+    );
     let small = rt.block_on(run((mib << 20) / 8, 1 << 10));
     println!(
         "raw substream, TCP+Noise+Yamux, {} MiB in 1 KiB writes: {small:.0} MB/s",

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::files::{self, Paths, CHUNK};
-use super::wire::{BlobRequest, BlobResponse};
+use super::wire::{BlobRequest, BlobResponse, Framed};
 use super::{verified_bytes, BlobError, BlobInfo, Blobs, Progress};
 use crate::store::BlobMeta;
 
@@ -55,7 +55,7 @@ struct Fetch<'a> {
     retried: u64,
 }
 
-type Reply = (usize, (u64, u64), Result<Vec<u8>, String>);
+type Reply = (usize, (u64, u64), Result<Framed, String>);
 
 pub(super) async fn run(
     blobs: &Blobs,
@@ -181,7 +181,7 @@ impl Fetch<'_> {
             .await
             .map_err(|_| "timed out".to_owned())?
             .map_err(|e| e.to_string())?;
-        BlobResponse::decode(&bytes).map_err(|e| e.to_string())
+        BlobResponse::decode(bytes).map_err(|e| e.to_string())
     }
 
     /// Learns the size from a provider and proves it by verifying the last chunk against
@@ -241,16 +241,18 @@ impl Fetch<'_> {
 
     async fn verify(
         &self,
-        enc: Vec<u8>,
+        enc: Framed,
         piece: (u64, u64),
         data: &File,
         ob: &File,
     ) -> std::io::Result<()> {
         let (hash, size) = (self.hash, self.meta.size);
         let (data, ob) = (data.try_clone()?, ob.try_clone()?);
-        tokio::task::spawn_blocking(move || files::decode(&enc, &hash, size, &[piece], data, ob))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            files::decode(enc.payload(), &hash, size, &[piece], data, ob)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
     }
 
     fn liar(&mut self, i: usize, why: &str) {

@@ -127,20 +127,21 @@ pub fn encode(
     hash: &[u8; 32],
     size: u64,
     ranges: &[(u64, u64)],
-) -> io::Result<Vec<u8>> {
+) -> io::Result<super::wire::Framed> {
     let ob = PreOrderOutboard {
         root: blake3::Hash::from(*hash),
         tree: BaoTree::new(size, BLOCK),
         data: File::open(&paths.outboard)?,
     };
     let r = range_set(ranges);
-    let mut out = Vec::new();
+    let mut framed = super::wire::Framed::new();
+    let out = framed.buffer();
     match File::open(&paths.data) {
-        Ok(data) => encode_ranges(&data, &ob, &r, &mut out),
-        Err(_) => encode_ranges_validated(&File::open(&paths.part)?, &ob, &r, &mut out),
+        Ok(data) => encode_ranges(&data, &ob, &r, out),
+        Err(_) => encode_ranges_validated(&File::open(&paths.part)?, &ob, &r, out),
     }
     .map_err(io::Error::other)?;
-    Ok(out)
+    Ok(framed)
 }
 
 /// Opens (creating if needed) the files a fetch writes into.
