@@ -230,11 +230,14 @@ async fn connection<H: Handler>(
         handler.observe(&req.method, started.elapsed(), result.is_ok());
         let resp = match result {
             Ok(Reply::Value(v)) => Response::ok(req.id, v),
-            Ok(Reply::Stream(rx)) => Response {
-                id: req.id,
-                end: true,
-                ..stream_events(&rd, &mut wr, req.id, rx, &shutdown).await
-            },
+            Ok(Reply::Stream(rx)) => {
+                stream_events(&rd, &mut wr, req.id, rx, &shutdown).await;
+                Response {
+                    id: req.id,
+                    end: true,
+                    ..Default::default()
+                }
+            }
             Err(e) => Response::err(req.id, e),
         };
         if codec::write(&mut wr, &resp).await.is_err() {
@@ -278,7 +281,7 @@ async fn stream_events(
     id: u64,
     mut rx: tokio::sync::mpsc::Receiver<serde_cbor::Value>,
     shutdown: &CancellationToken,
-) -> Response {
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -296,7 +299,6 @@ async fn stream_events(
             }
         }
     }
-    Response::default()
 }
 
 /// Tells the client what was wrong with its frame (the connection then closes).
