@@ -48,6 +48,24 @@ pub(crate) fn is_our_daemon(pid: u32, socket: &Path) -> bool {
     cmdline.split(|b| *b == 0).any(|arg| arg == want)
 }
 
+/// True once the daemon `pid` serving `socket` has exited: no such process, a zombie
+/// waiting to be reaped, or the pid already reused by another program. (Its command line
+/// vanishes while it is still tearing down, so that alone is not enough.)
+fn gone(pid: u32, socket: &Path) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    if matches!(state, Some("Z" | "X")) {
+        return true;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| !c.is_empty() && !is_our_daemon(pid, socket))
+}
+
 impl Testnet {
     /// Starts `n` nodes in `dir`; returns once every node is connected to node 0.
     /// `progress(started, n)` is called as nodes come up.
@@ -252,7 +270,7 @@ impl Testnet {
             &format!("node {i} to die"),
             STOP_GRACE,
             Duration::from_millis(20),
-            || Ok((!is_our_daemon(pid, &node.socket)).then_some(())),
+            || Ok(gone(pid, &node.socket).then_some(())),
         )?;
         Ok(())
     }
@@ -267,7 +285,7 @@ impl Testnet {
                 "the old process to die",
                 STOP_GRACE,
                 Duration::from_millis(20),
-                || Ok((!is_our_daemon(pid, &socket)).then_some(())),
+                || Ok(gone(pid, &socket).then_some(())),
             )?;
         }
         self.start_node(i)
@@ -336,12 +354,7 @@ impl Testnet {
             "nodes to stop",
             STOP_GRACE,
             Duration::from_millis(50),
-            || {
-                Ok(live
-                    .iter()
-                    .all(|(p, s)| !is_our_daemon(*p, s))
-                    .then_some(()))
-            },
+            || Ok(live.iter().all(|(p, s)| gone(*p, s)).then_some(())),
         );
         if stopped.is_err() {
             for (pid, socket) in &live {
