@@ -65,7 +65,9 @@ fn a_blob_added_on_one_node_is_fetched_verified_by_a_node_that_never_met_it() {
     let a_id = net.nodes[0].peer_id().unwrap();
     // C knows only B; it is kept away from A until the fetch starts.
     run_ok(&net.nodes[2], &["net", "block", &a_id]);
-    assert!(!connected_to(&net.nodes[2], &a_id));
+    wait_for_ok("C to drop any connection to A", || {
+        Ok((!connected_to(&net.nodes[2], &a_id)).then_some(()))
+    });
     let (file, b3) = random_file(net.tmp.path(), 1, 64 * MIB);
     let hash = add(&net.nodes[0], &file);
     assert_eq!(hash, b3, "the blob's hash is the file's plain BLAKE3");
