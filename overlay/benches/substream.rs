@@ -32,6 +32,18 @@ fn swarm() -> Swarm<libp2p_stream::Behaviour> {
         .build()
 }
 
+/// Opens the bench stream once the dial has connected (polled every 10 ms, for at most
+/// 10 s).
+async fn open(control: &mut libp2p_stream::Control, peer: libp2p::PeerId) -> libp2p::Stream {
+    for _ in 0..1_000 {
+        if let Ok(s) = control.open_stream(peer, PROTOCOL).await {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("could not open a stream to {peer} within 10 s");
+}
+
 /// Moves `total` bytes in writes of `write` bytes; returns MB/s (10^6 bytes).
 async fn run(total: usize, write: usize) -> f64 {
     let mut a = swarm();
@@ -69,12 +81,7 @@ async fn run(total: usize, write: usize) -> f64 {
             n += r;
         }
     });
-    let mut stream = loop {
-        match control.open_stream(b_id, PROTOCOL).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
+    let mut stream = open(&mut control, b_id).await;
     let chunk = vec![7u8; write];
     let started = Instant::now();
     let mut sent = 0;
@@ -142,12 +149,7 @@ async fn two_processes(total: usize, write: usize) -> f64 {
             a.select_next_some().await;
         }
     });
-    let mut stream = loop {
-        match control.open_stream(peer, PROTOCOL).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
+    let mut stream = open(&mut control, peer).await;
     let chunk = vec![7u8; write];
     let started = Instant::now();
     let mut sent = 0;
