@@ -43,6 +43,45 @@ fn connected_to(d: &Daemon, peer: &str) -> bool {
         .any(|p| p["peer_id"] == peer && p["connected"] == true)
 }
 
+/// Waits until `d` finds at least `n` providers of `hash` in the DHT.
+fn wait_providers(d: &Daemon, hash: &str, n: usize) {
+    wait_for_ok("providers in the DHT", || {
+        let ps = d.json(&["blob", "providers", hash])?;
+        Ok((ps.as_array().is_some_and(|a| a.len() >= n)).then_some(()))
+    });
+}
+
+/// Starts `blob get` on `d` through the control socket; its progress events arrive on the
+/// receiver until the fetch ends or the daemon goes away.
+fn fetch_in_background(
+    d: &Daemon,
+    hash: &str,
+    out: Option<&Path>,
+) -> (std::thread::JoinHandle<()>, std_mpsc::Receiver<Progress>) {
+    let (tx, rx) = std_mpsc::channel();
+    let socket = d.socket.clone();
+    let params = GetParams {
+        hash: hash.to_owned(),
+        out: out.map(|o| o.to_str().unwrap().to_owned()),
+    };
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = Client::connect(&socket).await.unwrap();
+            let id = c.stream(method::BLOB_GET, &params).await.unwrap();
+            while let Ok(Some(p)) = c.next_event::<Progress>(id).await {
+                if tx.send(p).is_err() {
+                    return;
+                }
+            }
+        });
+    });
+    (thread, rx)
+}
+
 /// `blob get` through the CLI; returns the final `done` report.
 fn get(d: &Daemon, hash: &str, out: &Path) -> Value {
     let v = run_ok(d, &["blob", "get", hash, "-o", out.to_str().unwrap()]);
@@ -149,10 +188,7 @@ fn a_provider_that_lies_is_caught_and_the_fetch_completes_from_another() {
         .build()
         .unwrap();
     let (_liar, liar_id) = rt.block_on(liar(&net.nodes[0], &hash));
-    wait_for_ok("the fetcher to see both providers", || {
-        let ps = net.nodes[1].json(&["blob", "providers", &hash])?;
-        Ok((ps.as_array().is_some_and(|a| a.len() >= 2)).then_some(()))
-    });
+    wait_providers(&net.nodes[1], &hash, 2);
     let out = net.tmp.path().join("fetched");
     let done = get(&net.nodes[1], &hash, &out);
     same_file(&file, &out);
@@ -171,33 +207,9 @@ fn a_provider_killed_mid_transfer_costs_only_its_pieces_in_flight() {
     let hash = add(&net.nodes[0], &file);
     // Node 1 fetches first, so there are two providers.
     get(&net.nodes[1], &hash, &net.tmp.path().join("copy1"));
-    wait_for_ok("node 2 to see both providers", || {
-        let ps = net.nodes[2].json(&["blob", "providers", &hash])?;
-        Ok((ps.as_array().is_some_and(|a| a.len() >= 2)).then_some(()))
-    });
-    let (tx, rx) = std_mpsc::channel();
-    let socket = net.nodes[2].socket.clone();
+    wait_providers(&net.nodes[2], &hash, 2);
     let out = net.tmp.path().join("fetched");
-    let params = GetParams {
-        hash: hash.clone(),
-        out: Some(out.to_str().unwrap().to_owned()),
-    };
-    let fetcher = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut c = Client::connect(&socket).await.unwrap();
-            let id = c.stream(method::BLOB_GET, &params).await.unwrap();
-            while let Some(p) = c.next_event::<Progress>(id).await.unwrap() {
-                let last = !matches!(p, Progress::Progress { .. });
-                if tx.send(p).is_err() || last {
-                    return;
-                }
-            }
-        });
-    });
+    let (fetcher, rx) = fetch_in_background(&net.nodes[2], &hash, Some(&out));
     // Kill node 0 once a quarter of the blob is verified.
     let mut killed = false;
     let mut end = None;
@@ -249,10 +261,7 @@ fn the_quota_collects_old_unpinned_blobs_and_keeps_pinned_ones() {
         .collect();
     let fetcher = &net.nodes[1];
     for (i, h) in hashes.iter().enumerate() {
-        wait_for_ok("a provider", || {
-            let ps = fetcher.json(&["blob", "providers", h])?;
-            Ok((ps.as_array().is_some_and(|a| !a.is_empty())).then_some(()))
-        });
+        wait_providers(fetcher, h, 1);
         get(fetcher, h, &net.tmp.path().join(format!("out{i}")));
         if i == 0 {
             run_ok(fetcher, &["blob", "pin", h]);
@@ -285,32 +294,9 @@ fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
     let mut net = start_net(2);
     let (file, _) = random_file(net.tmp.path(), 4, 96 * MIB);
     let hash = add(&net.nodes[0], &file);
-    wait_for_ok("a provider", || {
-        let ps = net.nodes[1].json(&["blob", "providers", &hash])?;
-        Ok((ps.as_array().is_some_and(|a| !a.is_empty())).then_some(()))
-    });
+    wait_providers(&net.nodes[1], &hash, 1);
     // Start the fetch, and kill -9 the fetching daemon once most of it is verified.
-    let (tx, rx) = std_mpsc::channel();
-    let socket = net.nodes[1].socket.clone();
-    let params = GetParams {
-        hash: hash.clone(),
-        out: None,
-    };
-    let fetcher = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let mut c = Client::connect(&socket).await.unwrap();
-            let id = c.stream(method::BLOB_GET, &params).await.unwrap();
-            while let Ok(Some(p)) = c.next_event::<Progress>(id).await {
-                if tx.send(p).is_err() {
-                    return;
-                }
-            }
-        });
-    });
+    let (fetcher, rx) = fetch_in_background(&net.nodes[1], &hash, None);
     for p in rx.iter() {
         match p {
             Progress::Progress { have, size, .. } if have * 4 >= size * 3 => break,
@@ -329,10 +315,7 @@ fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
         "nothing verified survived the crash: {partial}"
     );
     // Fetching again brings only what is missing.
-    wait_for_ok("the provider again", || {
-        let ps = net.nodes[1].json(&["blob", "providers", &hash])?;
-        Ok((ps.as_array().is_some_and(|a| !a.is_empty())).then_some(()))
-    });
+    wait_providers(&net.nodes[1], &hash, 1);
     let out = net.tmp.path().join("resumed");
     let done = get(&net.nodes[1], &hash, &out);
     same_file(&file, &out);

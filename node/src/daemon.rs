@@ -19,8 +19,9 @@ use crate::auth::NodeAuth;
 use crate::blobs::Blobs;
 use crate::config::{Config, ConfigError};
 use crate::control::api::{self, method, ApiError, ErrorCode};
-use crate::control::codec;
 use crate::control::server::{Handler, Reply, Server, ServerError};
+use crate::control::{params, result, unknown_method};
+use crate::docs::control::docs_error;
 use crate::docs::{Docs, DocsError};
 use crate::identity::{self, IdentityError};
 use crate::lock::{DataDirLock, LockError};
@@ -134,29 +135,6 @@ fn network(e: lattice_overlay::Error) -> ApiError {
     ApiError::new(code, e.to_string())
 }
 
-pub(crate) fn docs_error(e: DocsError) -> ApiError {
-    let code = match &e {
-        DocsError::Unknown(_) | DocsError::NoKey { .. } => ErrorCode::NotFound,
-        DocsError::NotAWriter(_) => ErrorCode::NotAWriter,
-        DocsError::Ambiguous { .. } | DocsError::BadRequest(_) | DocsError::Refused(_) => {
-            ErrorCode::BadRequest
-        }
-        DocsError::NoReplica(_) => ErrorCode::NotFound,
-        DocsError::Busy => ErrorCode::Busy,
-        DocsError::Shutdown => ErrorCode::Unavailable,
-        _ => ErrorCode::Internal,
-    };
-    ApiError::new(code, e.to_string())
-}
-
-fn params<T: serde::de::DeserializeOwned>(v: serde_cbor::Value) -> Result<T, ApiError> {
-    codec::from_value(v).map_err(bad_request)
-}
-
-fn result<T: serde::Serialize>(v: &T) -> Result<serde_cbor::Value, ApiError> {
-    codec::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
-}
-
 fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
     if list.is_empty() {
         return Err(bad_request("no peers given"));
@@ -245,10 +223,6 @@ impl Daemon {
             other => Err(unknown_method(other)),
         }
     }
-}
-
-pub(crate) fn unknown_method(m: &str) -> ApiError {
-    ApiError::new(ErrorCode::UnknownMethod, format!("unknown method {m:?}"))
 }
 
 /// Runs a daemon until SIGINT or SIGTERM.

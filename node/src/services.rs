@@ -303,7 +303,7 @@ pub async fn call(
     p: serde_cbor::Value,
 ) -> Result<crate::control::server::Reply, crate::control::api::ApiError> {
     use crate::control::api::{method, ApiError, Done, ErrorCode};
-    use crate::control::{codec as ctl, server::Reply};
+    use crate::control::{params, reply, unknown_method};
     let err = |e: ServiceError| {
         let code = match &e {
             ServiceError::NotAdvertised(_) => ErrorCode::NotFound,
@@ -313,28 +313,22 @@ pub async fn call(
         };
         ApiError::new(code, e.to_string())
     };
-    let bad = |e: ctl::FrameError| ApiError::new(ErrorCode::BadRequest, e.to_string());
-    let value = |v: Result<serde_cbor::Value, ctl::FrameError>| {
-        v.map(Reply::Value)
-            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
-    };
     match m {
         method::SERVICE_ADVERTISE => {
-            let a: AdvertiseParams = ctl::from_value(p).map_err(bad)?;
+            let a: AdvertiseParams = params(p)?;
             services.advertise(&a.name, a.meta).await.map_err(err)?;
-            value(ctl::to_value(&Done {}))
+            reply(&Done {})
         }
         method::SERVICE_WITHDRAW => {
-            let a: NameParams = ctl::from_value(p).map_err(bad)?;
+            let a: NameParams = params(p)?;
             services.withdraw(&a.name).map_err(err)?;
-            value(ctl::to_value(&Done {}))
+            reply(&Done {})
         }
         method::SERVICE_FIND => {
-            let a: NameParams = ctl::from_value(p).map_err(bad)?;
-            let found = services.find(&a.name).await.map_err(err)?;
-            value(ctl::to_value(&found))
+            let a: NameParams = params(p)?;
+            reply(&services.find(&a.name).await.map_err(err)?)
         }
-        method::SERVICE_LS => value(ctl::to_value(&services.advertised())),
-        other => Err(crate::daemon::unknown_method(other)),
+        method::SERVICE_LS => reply(&services.advertised()),
+        other => Err(unknown_method(other)),
     }
 }

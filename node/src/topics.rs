@@ -245,8 +245,7 @@ pub async fn call(
     p: serde_cbor::Value,
 ) -> Result<crate::control::server::Reply, crate::control::api::ApiError> {
     use crate::control::api::{method, ApiError, Done, ErrorCode};
-    use crate::control::codec as ctl;
-    use crate::control::server::{Reply, STREAM_QUEUE};
+    use crate::control::{params, reply, stream, unknown_method};
     let err = |e: TopicError| {
         let code = match &e {
             TopicError::Busy => ErrorCode::Busy,
@@ -255,38 +254,23 @@ pub async fn call(
         };
         ApiError::new(code, e.to_string())
     };
-    let bad = |e: ctl::FrameError| ApiError::new(ErrorCode::BadRequest, e.to_string());
     match m {
         method::TOPIC_PUBLISH => {
-            let a: PublishParams = ctl::from_value(p).map_err(bad)?;
+            let a: PublishParams = params(p)?;
             topics
                 .publish(&a.topic, a.message.as_bytes())
                 .await
                 .map_err(err)?;
-            ctl::to_value(&Done {})
-                .map(Reply::Value)
-                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+            reply(&Done {})
         }
         method::TOPIC_SUBSCRIBE => {
-            let a: SubscribeParams = ctl::from_value(p).map_err(bad)?;
-            let mut messages = topics.subscribe(&a.topic).await.map_err(err)?;
-            let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-            tokio::spawn(async move {
-                while let Some(msg) = messages.recv().await {
-                    let Ok(v) = ctl::to_value(&msg) else { continue };
-                    if tx.send(v).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Ok(Reply::Stream(rx))
+            let a: SubscribeParams = params(p)?;
+            Ok(stream(topics.subscribe(&a.topic).await.map_err(err)?))
         }
         method::TOPIC_PEERS => {
-            let a: SubscribeParams = ctl::from_value(p).map_err(bad)?;
-            ctl::to_value(&topics.peers(&a.topic))
-                .map(Reply::Value)
-                .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
+            let a: SubscribeParams = params(p)?;
+            reply(&topics.peers(&a.topic))
         }
-        other => Err(crate::daemon::unknown_method(other)),
+        other => Err(unknown_method(other)),
     }
 }

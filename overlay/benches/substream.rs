@@ -44,6 +44,31 @@ async fn open(control: &mut libp2p_stream::Control, peer: libp2p::PeerId) -> lib
     panic!("could not open a stream to {peer} within 10 s");
 }
 
+/// Reads a stream to its end; returns the bytes read.
+async fn drain(s: &mut libp2p::Stream) -> usize {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0usize;
+    loop {
+        let r = s.read(&mut buf).await.expect("read");
+        if r == 0 {
+            return n;
+        }
+        n += r;
+    }
+}
+
+/// Writes at least `total` bytes in `write`-byte writes, then closes; returns the bytes.
+async fn pour(s: &mut libp2p::Stream, total: usize, write: usize) -> usize {
+    let chunk = vec![7u8; write];
+    let mut sent = 0;
+    while sent < total {
+        s.write_all(&chunk).await.unwrap();
+        sent += write;
+    }
+    s.close().await.unwrap();
+    sent
+}
+
 /// Moves `total` bytes in writes of `write` bytes; returns MB/s (10^6 bytes).
 async fn run(total: usize, write: usize) -> f64 {
     let mut a = swarm();
@@ -71,25 +96,11 @@ async fn run(total: usize, write: usize) -> f64 {
     });
     let reader = tokio::spawn(async move {
         let (_, mut s) = incoming.next().await.expect("a stream");
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0usize;
-        loop {
-            let r = s.read(&mut buf).await.expect("read");
-            if r == 0 {
-                break n;
-            }
-            n += r;
-        }
+        drain(&mut s).await
     });
     let mut stream = open(&mut control, b_id).await;
-    let chunk = vec![7u8; write];
     let started = Instant::now();
-    let mut sent = 0;
-    while sent < total {
-        stream.write_all(&chunk).await.unwrap();
-        sent += write;
-    }
-    stream.close().await.unwrap();
+    let sent = pour(&mut stream, total, write).await;
     let got = reader.await.unwrap();
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(got, sent);
@@ -115,16 +126,7 @@ async fn receiver() {
         }
     });
     let (_, mut s) = incoming.next().await.expect("a stream");
-    let mut buf = vec![0u8; 1 << 20];
-    let mut n = 0usize;
-    loop {
-        let r = s.read(&mut buf).await.expect("read");
-        if r == 0 {
-            break;
-        }
-        n += r;
-    }
-    println!("GOT {n}");
+    println!("GOT {}", drain(&mut s).await);
 }
 
 /// Sends `total` bytes in `write`-byte writes to a receiver process; returns MB/s.
@@ -150,14 +152,8 @@ async fn two_processes(total: usize, write: usize) -> f64 {
         }
     });
     let mut stream = open(&mut control, peer).await;
-    let chunk = vec![7u8; write];
     let started = Instant::now();
-    let mut sent = 0;
-    while sent < total {
-        stream.write_all(&chunk).await.unwrap();
-        sent += write;
-    }
-    stream.close().await.unwrap();
+    let sent = pour(&mut stream, total, write).await;
     let got = tokio::task::spawn_blocking(move || lines.next().unwrap().unwrap())
         .await
         .unwrap();

@@ -7,9 +7,8 @@ use tokio::sync::mpsc;
 
 use super::{BlobError, Blobs, Progress};
 use crate::control::api::{method, ApiError, ErrorCode};
-use crate::control::codec;
 use crate::control::server::{Reply, STREAM_QUEUE};
-use crate::daemon::unknown_method;
+use crate::control::{params, reply as value, stream, unknown_method};
 
 /// `blob.add` parameters: an absolute path the daemon can read.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -48,16 +47,6 @@ pub fn blob_error(e: BlobError) -> ApiError {
         _ => ErrorCode::Internal,
     };
     ApiError::new(code, e.to_string())
-}
-
-fn params<T: serde::de::DeserializeOwned>(v: serde_cbor::Value) -> Result<T, ApiError> {
-    codec::from_value(v).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
-}
-
-fn value<T: Serialize>(v: &T) -> Result<Reply, ApiError> {
-    codec::to_value(v)
-        .map(Reply::Value)
-        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
 fn absolute(p: &str) -> Result<PathBuf, ApiError> {
@@ -103,8 +92,7 @@ pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Reply,
             let a: GetParams = params(p)?;
             let out = a.out.as_deref().map(absolute).transpose()?;
             super::parse_hash(&a.hash).map_err(blob_error)?;
-            let (ptx, mut prx) = mpsc::channel::<Progress>(STREAM_QUEUE);
-            let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+            let (ptx, prx) = mpsc::channel::<Progress>(STREAM_QUEUE);
             let blobs = blobs.clone();
             // The fetch goes on even if the client leaves: what it verified is kept.
             tokio::spawn(async move {
@@ -117,16 +105,8 @@ pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Reply,
                         .await;
                 }
             });
-            tokio::spawn(async move {
-                while let Some(p) = prx.recv().await {
-                    let end = !matches!(p, Progress::Progress { .. });
-                    let Ok(v) = codec::to_value(&p) else { continue };
-                    if tx.send(v).await.is_err() || end {
-                        return;
-                    }
-                }
-            });
-            Ok(Reply::Stream(rx))
+            // The stream ends when the fetch task, the last sender, is done.
+            Ok(stream(prx))
         }
         other => Err(unknown_method(other)),
     }

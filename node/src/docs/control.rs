@@ -3,22 +3,26 @@
 use lattice_crdt::json::Json;
 use lattice_crdt::sync::AclChange;
 use lattice_crdt::{Op, OpKind};
-use tokio::sync::mpsc;
 
 use super::{actor_of, Docs, DocsError, Edit};
-use crate::control::api::{self, method, ApiError};
-use crate::control::codec;
-use crate::control::server::{Reply, STREAM_QUEUE};
-use crate::daemon::{docs_error, unknown_method};
+use crate::control::api::{self, method, ApiError, ErrorCode};
+use crate::control::server::Reply;
+use crate::control::{params, reply as value, stream, unknown_method};
 
-fn params<T: serde::de::DeserializeOwned>(v: serde_cbor::Value) -> Result<T, ApiError> {
-    codec::from_value(v).map_err(|e| docs_error(DocsError::BadRequest(e.to_string())))
-}
-
-fn value<T: serde::Serialize>(v: &T) -> Result<Reply, ApiError> {
-    codec::to_value(v)
-        .map(Reply::Value)
-        .map_err(|e| docs_error(DocsError::BadRequest(e.to_string())))
+/// The control error for a documents error, with its stable code.
+pub fn docs_error(e: DocsError) -> ApiError {
+    let code = match &e {
+        DocsError::Unknown(_) | DocsError::NoKey { .. } => ErrorCode::NotFound,
+        DocsError::NotAWriter(_) => ErrorCode::NotAWriter,
+        DocsError::Ambiguous { .. } | DocsError::BadRequest(_) | DocsError::Refused(_) => {
+            ErrorCode::BadRequest
+        }
+        DocsError::NoReplica(_) => ErrorCode::NotFound,
+        DocsError::Busy => ErrorCode::Busy,
+        DocsError::Shutdown => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    };
+    ApiError::new(code, e.to_string())
 }
 
 fn actors(peers: &[String]) -> Result<Vec<lattice_crdt::ActorId>, ApiError> {
@@ -108,17 +112,7 @@ pub async fn call(docs: &Docs, m: &str, p: serde_cbor::Value) -> Result<Reply, A
         }
         method::DOC_WATCH => {
             let a: api::DocParams = params(p)?;
-            let mut changes = docs.watch(a.doc).await.map_err(e)?;
-            let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-            tokio::spawn(async move {
-                while let Some(c) = changes.recv().await {
-                    let Ok(v) = codec::to_value(&c) else { continue };
-                    if tx.send(v).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            Ok(Reply::Stream(rx))
+            Ok(stream(docs.watch(a.doc).await.map_err(e)?))
         }
         other => Err(unknown_method(other)),
     }

@@ -99,7 +99,12 @@ impl Hosted {
     }
 
     /// Tells every watcher which top-level keys changed since `before`.
-    pub fn notify(&mut self, before: serde_json::Value, local: bool, authors: Vec<String>) {
+    pub fn notify(
+        &mut self,
+        before: serde_json::Value,
+        local: bool,
+        authors: &std::collections::BTreeSet<lattice_crdt::ActorId>,
+    ) {
         let after = self.replica.doc().to_json();
         let empty = serde_json::Map::new();
         let (old, new) = (
@@ -121,7 +126,7 @@ impl Hosted {
         let change = api::Change {
             doc: self.id.to_string(),
             local,
-            authors,
+            authors: authors.iter().map(peer_string).collect(),
             changes,
         };
         let id = self.id;

@@ -28,7 +28,7 @@ mod network;
 use super::hosted::{Hosted, MAX_WATCHERS, WATCH_QUEUE};
 use super::wire;
 use super::{join, Command, DocsError, Edit, Reply};
-use crate::auth::{peer_of_actor, NodeAuth};
+use crate::auth::NodeAuth;
 use crate::control::api;
 use crate::metrics::Metrics;
 use crate::store::{Change, DocMeta, Store, StoreError};
@@ -459,11 +459,7 @@ impl Actor {
             }
         }
         if let Some(before) = before.filter(|_| !authors.is_empty()) {
-            let names = authors
-                .iter()
-                .map(|a| peer_of_actor(a).map_or_else(|| a.to_string(), |p| p.to_string()))
-                .collect();
-            h.notify(before, local, names);
+            h.notify(before, local, &authors);
         }
         if !changes.is_empty() {
             match self.store.enqueue(changes).await {

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::acl::{Acl, AclChange, AclOp};
+use super::acl::{Acl, AclOp};
+
+mod access;
 use super::interface::{Config, Event, Input, Output, Stats, SyncError};
 use super::log::DeltaLog;
 use super::message::{Authenticator, Message, SeqRange, SignedDelta};
@@ -217,32 +219,6 @@ impl Replica {
             }
             Input::Fold => self.fold_own(),
         }
-    }
-
-    /// Turns the owner's edit into the op every replica will apply.
-    fn acl_op(&self, change: AclChange) -> Result<AclOp, SyncError> {
-        if self.acl.is_open() {
-            return Err(SyncError::OpenDocument);
-        }
-        if self.acl.owner() != Some(self.actor) {
-            return Err(SyncError::NotOwner);
-        }
-        let removed = |w: &ActorId| {
-            self.acl
-                .writers()
-                .any(|(x, s)| x == w && *s != super::acl::Standing::Writer)
-        };
-        Ok(match change {
-            AclChange::Add(w) if removed(&w) => {
-                return Err(SyncError::RemovedForGood { writer: w })
-            }
-            AclChange::Add(w) => AclOp::Add(w),
-            AclChange::Remove(w) => AclOp::Remove {
-                writer: w,
-                // Everything of theirs this replica holds stays; nothing later counts.
-                cut: self.log.vv().get(&w),
-            },
-        })
     }
 
     fn write(
@@ -544,58 +520,6 @@ impl Replica {
         });
         self.apply_acl(&d);
         Ok(())
-    }
-
-    /// Applies the access edits an owner's delta carries, dropping what they invalidate.
-    fn apply_acl(&mut self, d: &SignedDelta) {
-        if self.acl.owner() != Some(d.author) {
-            return;
-        }
-        for op in &d.acl {
-            if let Some((writer, cut)) = self.acl.apply(op) {
-                self.truncate(writer, cut);
-            }
-        }
-    }
-
-    /// Drops `writer`'s deltas past `cut` everywhere this replica holds them (log, buffer,
-    /// unacknowledged own writes, disk) and rebuilds the document without them.
-    fn truncate(&mut self, writer: ActorId, cut: u64) {
-        let mut dropped = self.log.truncate_after(&writer, cut);
-        self.pending
-            .retain(|(a, _), (d, _)| *a != writer || d.seqs.last <= cut);
-        if writer == self.actor {
-            let refused: Vec<u64> = self
-                .unacked
-                .iter()
-                .filter(|u| u.delta.seqs.last > cut)
-                .map(|u| u.tag)
-                .collect();
-            self.unacked.retain(|u| u.delta.seqs.last <= cut);
-            dropped |= !refused.is_empty();
-            for tag in refused {
-                self.event(Event::Refused { tag });
-            }
-        }
-        if !dropped {
-            return;
-        }
-        let mut doc = Doc::new(self.doc.id());
-        for d in self.log.iter() {
-            doc.apply(&d.delta);
-        }
-        for u in &self.unacked {
-            doc.apply(&u.delta.delta);
-        }
-        self.doc = doc;
-        self.outputs.push_back(Output::Truncate {
-            author: writer,
-            after: cut,
-        });
-        self.event(Event::Truncated {
-            author: writer,
-            after: cut,
-        });
     }
 
     /// Applies buffered deltas of `author` that now follow on.
