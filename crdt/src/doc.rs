@@ -2,7 +2,7 @@
 //!
 //! Writes are [`Op`]s. [`Doc::prepare`] computes an op's [`Delta`] from the current state
 //! without changing it; [`Doc::apply`] joins any delta, local or remote, into the state.
-//! Deltas from the network go through [`Doc::validate_delta`] first.
+//! Deltas from the network go through [`Doc::validate_delta`] (in [`crate::check`]) first.
 
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +90,18 @@ pub enum DocError {
         known: u64,
         max_lead: u64,
     },
+    #[error("dot {counter} appears twice in one delta")]
+    RepeatedDot { counter: u64 },
+    #[error("delta reuses dot {counter} of its author, who has written up to {known} here")]
+    StaleDot { counter: u64, known: u64 },
+    #[error(
+        "delta covers dot {actor}:{counter}, past the {known} seen here (held back until seen)"
+    )]
+    NotYetSeen {
+        actor: ActorId,
+        counter: u64,
+        known: u64,
+    },
     #[error("counter entry {total} exceeds {MAX_ENTRY_TOTAL}")]
     CounterEntryTooLarge { total: u64 },
     #[error("register timestamp refused: {0}")]
@@ -176,80 +188,6 @@ impl Doc {
     pub fn apply(&mut self, delta: &Delta) {
         self.state.join_with(delta);
     }
-
-    /// Checks a delta from `author` received from the network before it is applied:
-    /// well-formed, within limits, and only creating values as `author`.
-    /// `now_ms` and `max_drift_ms` bound register timestamps; `max_dot_lead` bounds how far
-    /// past the dots seen here the delta may reach.
-    pub fn validate_delta(
-        &self,
-        author: &ActorId,
-        delta: &Delta,
-        limits: &DeltaLimits,
-    ) -> Result<(), DocError> {
-        let depth = delta.store.depth() + 1;
-        if depth > MAX_DEPTH {
-            return Err(DocError::TooDeep { depth });
-        }
-        let mut err = None;
-        delta.store.for_each_dot(&mut |d| {
-            if err.is_some() {
-                return;
-            }
-            if !delta.ctx.contains(d) {
-                err = Some(DocError::DotOutsideContext {
-                    actor: d.actor,
-                    counter: d.counter,
-                });
-            } else if d.actor != *author {
-                err = Some(DocError::ForeignDot {
-                    author: *author,
-                    actor: d.actor,
-                });
-            }
-        });
-        if let Some(e) = err {
-            return Err(e);
-        }
-        for (actor, ranges) in delta.ctx.iter() {
-            let known = self.state.ctx.max(actor);
-            let reach = ranges.last().map_or(0, |r| r.1);
-            if reach > known.saturating_add(limits.max_dot_lead) {
-                return Err(DocError::DotTooFarAhead {
-                    actor: *actor,
-                    counter: reach,
-                    known,
-                    max_lead: limits.max_dot_lead,
-                });
-            }
-        }
-        let mut too_large = None;
-        delta.store.for_each_counter(&mut |c| {
-            let m = c.max_entry();
-            if m > MAX_ENTRY_TOTAL {
-                too_large = Some(m);
-            }
-        });
-        if let Some(total) = too_large {
-            return Err(DocError::CounterEntryTooLarge { total });
-        }
-        let mut latest = None::<Timestamp>;
-        delta
-            .store
-            .for_each_timestamp(&mut |t| latest = latest.max(Some(t)));
-        if let Some(t) = latest {
-            crate::clock::Hlc::new(limits.max_drift_ms).check(t, limits.now_ms)?;
-        }
-        Ok(())
-    }
-}
-
-/// Bounds applied to untrusted deltas.
-#[derive(Clone, Copy, Debug)]
-pub struct DeltaLimits {
-    pub now_ms: u64,
-    pub max_drift_ms: u64,
-    pub max_dot_lead: u64,
 }
 
 /// Computes deltas for one write.
@@ -462,49 +400,5 @@ mod tests {
             &Op::at(path, OpKind::Incr(1)),
         );
         assert!(matches!(err, Err(DocError::TooDeep { .. })));
-    }
-
-    #[test]
-    fn validation_refuses_forged_or_hostile_deltas() {
-        let d = doc();
-        let limits = DeltaLimits {
-            now_ms: 1_000,
-            max_drift_ms: 100,
-            max_dot_lead: 1_000,
-        };
-        let (a, b) = (ActorId::from_index(1), ActorId::from_index(2));
-        let good = d.prepare(a, ts(1), &Op::new("k", OpKind::Incr(1))).unwrap();
-        assert!(d.validate_delta(&a, &good, &limits).is_ok());
-        // Claiming another actor's write.
-        assert!(matches!(
-            d.validate_delta(&b, &good, &limits),
-            Err(DocError::ForeignDot { .. })
-        ));
-        // A register from the year 9999.
-        let future = d
-            .prepare(
-                a,
-                ts(253_402_300_799_000),
-                &Op::new("k", OpKind::Set("x".into())),
-            )
-            .unwrap();
-        assert!(matches!(
-            d.validate_delta(&a, &future, &limits),
-            Err(DocError::Clock(_))
-        ));
-        // Dots far ahead of anything seen.
-        let mut ahead = good.clone();
-        ahead.ctx.insert_range(b, 1, 1 << 40);
-        assert!(matches!(
-            d.validate_delta(&a, &ahead, &limits),
-            Err(DocError::DotTooFarAhead { .. })
-        ));
-        // A dot the context does not cover.
-        let mut outside = good.clone();
-        outside.ctx = CausalContext::new();
-        assert!(matches!(
-            d.validate_delta(&a, &outside, &limits),
-            Err(DocError::DotOutsideContext { .. })
-        ));
     }
 }

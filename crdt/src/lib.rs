@@ -13,10 +13,12 @@
 //!   [`mvreg`] (multi-value register), [`set`] (add-wins OR-set), [`map`] (OR-map).
 //! - [`json`]: canonical JSON values held by registers.
 //! - [`doc`]: [`Doc`], [`Op`] and deltas; JSON rendering and digests.
+//! - [`check`]: validation of untrusted deltas (structure first, then against the state).
 //! - [`wire`] and [`codec`]: the compact canonical encoding, and all CBOR.
 //! - [`sync`]: the replication protocol as a sans-IO state machine ([`sync::Replica`]).
 //! - [`sim`]: a deterministic many-replica network simulator driving [`sync`].
 
+pub mod check;
 pub mod clock;
 pub mod codec;
 pub mod counter;

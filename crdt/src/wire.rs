@@ -228,14 +228,27 @@ impl<'de> Deserialize<'de> for Causal<Map> {
         .map(root)
         .map_err(D::Error::custom)?;
         let mut outside = None;
+        let mut repeated = None;
+        let mut seen = std::collections::BTreeSet::new();
         store.for_each_dot(&mut |d| {
             if outside.is_none() && !ctx.contains(d) {
                 outside = Some(*d);
+            }
+            if repeated.is_none() && !seen.insert(*d) {
+                repeated = Some(*d);
             }
         });
         if let Some(d) = outside {
             return Err(D::Error::custom(format!(
                 "dot {}:{} held but not in the context",
+                d.actor, d.counter
+            )));
+        }
+        // One dot names one write at one place: held twice, the join would depend on the
+        // order deltas arrive in.
+        if let Some(d) = repeated {
+            return Err(D::Error::custom(format!(
+                "dot {}:{} held twice",
                 d.actor, d.counter
             )));
         }
@@ -340,6 +353,17 @@ mod tests {
                     vec![
                         (Cow::Borrowed("z"), set_entry(vec![0, 1])),
                         (Cow::Borrowed("a"), set_entry(vec![0, 2])),
+                    ],
+                )),
+            ),
+            (
+                "one dot under two keys",
+                enc(&WireState(
+                    vec![a],
+                    vec![vec![1, 1]],
+                    vec![
+                        (Cow::Borrowed("a"), set_entry(vec![0, 1])),
+                        (Cow::Borrowed("b"), set_entry(vec![0, 1])),
                     ],
                 )),
             ),

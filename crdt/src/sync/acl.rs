@@ -131,6 +131,9 @@ impl Acl {
                 self.writers.entry(w).or_insert(Standing::Writer);
                 None
             }
+            // The owner is never cut: the funnel refuses such a delta, and this keeps a
+            // stored one (written before that rule) harmless.
+            AclOp::Remove { writer, .. } if self.owner == Some(writer) => None,
             AclOp::Remove { writer, cut } => match self.writers.get(&writer) {
                 Some(Standing::Removed { cut }) => Some((writer, *cut)),
                 _ => {

@@ -2,6 +2,7 @@
 //! outputs, events, errors and counters.
 
 use super::acl::AclChange;
+use super::funnel::Verified;
 use super::message::{Message, SeqRange, SignedDelta};
 use crate::clock::ClockError;
 use crate::doc::{DocError, Op};
@@ -18,12 +19,19 @@ pub struct Config {
     pub max_batch_deltas: usize,
     /// Bytes per anti-entropy batch (a single larger delta still goes alone).
     pub max_batch_bytes: usize,
-    /// Out-of-order deltas held while waiting for the gap to fill; beyond this they are
-    /// dropped and anti-entropy fetches them later.
+    /// Deltas held back (out of order, or covering dots not seen yet) while waiting; beyond
+    /// this many, or [`Config::max_pending_bytes`], they are dropped and anti-entropy
+    /// fetches them again later.
     pub max_pending: usize,
+    /// Bytes of held-back deltas, all authors together.
+    pub max_pending_bytes: usize,
+    /// A held-back delta is dropped after this long (anti-entropy brings it again).
+    pub pending_ttl_ms: u64,
     /// A delta starting more than this many sequence numbers past what is held is refused.
     pub max_seq_lead: u64,
-    /// A delta reaching more than this many dots past what is held is refused.
+    /// A delta whose context reaches more than this many of its author's own dots past
+    /// what is held is refused. (Other actors' dots may not lead at all: see
+    /// [`crate::check`].)
     pub max_dot_lead: u64,
     /// Largest encoded delta accepted or produced.
     pub max_delta_bytes: usize,
@@ -38,9 +46,11 @@ impl Default for Config {
             anti_entropy_interval_ms: 3_000,
             max_batch_deltas: 256,
             max_batch_bytes: 1 << 20,
-            max_pending: 4_096,
+            max_pending: 1_024,
+            max_pending_bytes: 8 << 20,
+            pending_ttl_ms: 60_000,
             max_seq_lead: 1 << 20,
-            max_dot_lead: 1 << 32,
+            max_dot_lead: 1 << 40,
             max_delta_bytes: 1 << 20,
             fold_batch: 1_024,
         }
@@ -54,8 +64,11 @@ pub enum Input {
     Write { op: Op, tag: u64 },
     /// The owner edits the access list of a closed document; acknowledged like a write.
     Admin { change: AclChange, tag: u64 },
-    /// A message from a peer.
+    /// A message from a peer; the replica runs every check of [`super::funnel`].
     Message { from: ActorId, msg: Message },
+    /// A message from a peer that already passed [`super::funnel::verify`] (shape and
+    /// signatures), so the replica runs only the checks that need its state.
+    Verified { from: ActorId, msg: Verified },
     /// A replica of this document is now reachable.
     PeerUp(ActorId),
     /// A replica is no longer reachable.
@@ -145,6 +158,8 @@ pub enum SyncError {
     NotAWriter { author: ActorId },
     #[error("only the document's owner may change its writers")]
     NotOwner,
+    #[error("the owner cannot remove itself from its own document")]
+    OwnerRemoval,
     #[error("the document is open: anyone may write, there are no writers to edit")]
     OpenDocument,
     #[error("{writer} was removed from the writers; removal is permanent")]
@@ -160,6 +175,8 @@ pub struct Stats {
     pub duplicates: u64,
     pub buffered: u64,
     pub dropped: u64,
+    /// Held-back deltas dropped because they waited longer than the TTL.
+    pub expired: u64,
     pub rejected: u64,
     pub folded: u64,
 }

@@ -14,6 +14,10 @@ use crate::vv::VersionVector;
 /// Largest sync message accepted from a peer.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 
+/// Highest sequence number a delta may carry: 2^48 writes (a million a second for nine
+/// years) leave room for every checked `+ 1` and sum, so no remote number overflows.
+pub const MAX_SEQ: u64 = 1 << 48;
+
 /// The sequence numbers a delta covers: one write, or an author's consecutive writes
 /// folded into one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -29,6 +33,12 @@ impl SeqRange {
             first: seq,
             last: seq,
         }
+    }
+
+    /// True if the range is well formed: starts at 1 or later, does not run backwards,
+    /// and stays within [`MAX_SEQ`].
+    pub fn is_valid(&self) -> bool {
+        self.first >= 1 && self.first <= self.last && self.last <= MAX_SEQ
     }
 
     /// True if this range covers all of `other`.
@@ -128,6 +138,15 @@ pub enum Message {
 }
 
 impl Message {
+    /// The deltas the message carries, if any.
+    pub fn deltas(&self) -> &[SignedDelta] {
+        match self {
+            Message::Delta(d) => std::slice::from_ref(d),
+            Message::Deltas { deltas, .. } => deltas,
+            Message::Summary { .. } => &[],
+        }
+    }
+
     pub fn doc(&self) -> DocId {
         match self {
             Message::Delta(d) => d.doc,

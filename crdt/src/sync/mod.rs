@@ -1,6 +1,7 @@
 //! The replication protocol, as a sans-IO state machine per document.
 //!
 //! - [`acl`]: a document's genesis and its access list (who may write).
+//! - [`funnel`]: the checks every delta from a peer passes, cheapest first.
 //! - [`message`]: signed deltas, summaries and batches; the [`Authenticator`] trait.
 //! - [`log`]: the per-author delta log that anti-entropy serves from.
 //! - [`interface`]: a replica's configuration, inputs, outputs, events and errors.
@@ -12,6 +13,7 @@
 //! batches, and with its own summary if it lacks something in turn.
 
 pub mod acl;
+pub mod funnel;
 pub mod interface;
 mod log;
 pub mod message;
@@ -20,6 +22,9 @@ pub mod replica;
 mod tests;
 
 pub use acl::{Acl, AclChange, AclOp, Genesis, Standing};
+pub use funnel::{verify, Verified};
 pub use interface::{Config, Event, Input, Output, Stats, SyncError};
-pub use message::{Authenticator, Message, SeqRange, SignedDelta, TestAuth, MAX_MESSAGE_BYTES};
+pub use message::{
+    Authenticator, Message, SeqRange, SignedDelta, TestAuth, MAX_MESSAGE_BYTES, MAX_SEQ,
+};
 pub use replica::Replica;

@@ -28,6 +28,7 @@ impl Replica {
                 return Err(SyncError::RemovedForGood { writer: w })
             }
             AclChange::Add(w) => AclOp::Add(w),
+            AclChange::Remove(w) if w == self.actor => return Err(SyncError::OwnerRemoval),
             AclChange::Remove(w) => AclOp::Remove {
                 writer: w,
                 // Everything of theirs this replica holds stays; nothing later counts.
@@ -52,8 +53,15 @@ impl Replica {
     /// unacknowledged own writes, disk) and rebuilds the document without them.
     fn truncate(&mut self, writer: ActorId, cut: u64) {
         let mut dropped = self.log.truncate_after(&writer, cut);
-        self.pending
-            .retain(|(a, _), (d, _)| *a != writer || d.seqs.last <= cut);
+        let doomed: Vec<(ActorId, u64)> = self
+            .pending
+            .iter()
+            .filter(|((a, _), h)| *a == writer && h.delta.seqs.last > cut)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in doomed {
+            self.unhold(&key);
+        }
         if writer == self.actor {
             let refused: Vec<u64> = self
                 .unacked

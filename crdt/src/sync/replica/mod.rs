@@ -21,11 +21,13 @@ use rand_chacha::ChaCha8Rng;
 use super::acl::{Acl, AclOp};
 
 mod access;
+use super::funnel::check_shape;
 use super::interface::{Config, Event, Input, Output, Stats, SyncError};
 use super::log::DeltaLog;
 use super::message::{Authenticator, Message, SeqRange, SignedDelta};
+use crate::check::DeltaLimits;
 use crate::clock::{Hlc, Timestamp};
-use crate::doc::{Delta, DeltaLimits, Doc, Op};
+use crate::doc::{Delta, Doc, DocError, Op};
 use crate::id::{ActorId, DocId};
 use crate::vv::VersionVector;
 
@@ -36,6 +38,14 @@ struct Unacked {
     tag: u64,
     delta: SignedDelta,
     size: usize,
+}
+
+/// A peer's delta held back: out of order, or covering dots not seen here yet.
+#[derive(Debug)]
+struct Held {
+    delta: SignedDelta,
+    size: usize,
+    expires_ms: u64,
 }
 
 /// One document's replica on one node.
@@ -51,8 +61,9 @@ pub struct Replica {
     next_seq: u64,
     unacked: VecDeque<Unacked>,
     next_ticket: u64,
-    /// Out-of-order deltas, verified, by (author, first seq).
-    pending: BTreeMap<(ActorId, u64), (SignedDelta, usize)>,
+    /// Held-back deltas, verified, by (author, first seq); bounded by count and bytes.
+    pending: BTreeMap<(ActorId, u64), Held>,
+    pending_bytes: usize,
     peers: BTreeSet<ActorId>,
     rng: ChaCha8Rng,
     next_anti_entropy_ms: u64,
@@ -82,6 +93,7 @@ impl Replica {
             unacked: VecDeque::new(),
             next_ticket: 1,
             pending: BTreeMap::new(),
+            pending_bytes: 0,
             peers: BTreeSet::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_anti_entropy_ms: 0,
@@ -136,9 +148,14 @@ impl Replica {
                 continue;
             }
             let size = d.signing_bytes().len() + d.signature.len();
-            r.doc.apply(&d.delta);
-            latest = latest.max(d.hlc);
-            r.log.insert(d, size);
+            let delta = d.delta.clone();
+            let hlc = d.hlc;
+            // The log refuses a delta that would leave a gap; then the document must not
+            // hold it either, or its content would outrun its version vector.
+            if r.log.insert(d, size) {
+                r.doc.apply(&delta);
+                latest = latest.max(hlc);
+            }
         }
         r.clock.restore(latest);
         r.next_seq = r.log.vv().get(&actor) + 1;
@@ -195,7 +212,10 @@ impl Replica {
                 let op = self.acl_op(change)?;
                 self.write(now_ms, None, vec![op], tag)
             }
-            Input::Message { from, msg } => self.on_message(now_ms, from, msg),
+            Input::Message { from, msg } => self.on_message(now_ms, from, msg, false),
+            Input::Verified { from, msg } => {
+                self.on_message(now_ms, from, msg.into_message(), true)
+            }
             Input::PeerUp(peer) => {
                 // Both ends learn of the link; the one with the lower actor id starts the
                 // exchange, which syncs both ways in one round trip. Starting from both
@@ -306,6 +326,7 @@ impl Replica {
     }
 
     fn on_tick(&mut self, now_ms: u64) {
+        self.expire_pending(now_ms);
         if now_ms < self.next_anti_entropy_ms || self.peers.is_empty() {
             return;
         }
@@ -351,13 +372,19 @@ impl Replica {
         Ok(())
     }
 
-    fn on_message(&mut self, now_ms: u64, from: ActorId, msg: Message) -> Result<(), SyncError> {
+    fn on_message(
+        &mut self,
+        now_ms: u64,
+        from: ActorId,
+        msg: Message,
+        verified: bool,
+    ) -> Result<(), SyncError> {
         if let Err(e) = self.check_doc(msg.doc()) {
             self.stats.rejected += 1;
             return Err(e);
         }
         match msg {
-            Message::Delta(d) => self.receive(now_ms, d),
+            Message::Delta(d) => self.receive(now_ms, d, verified),
             Message::Summary { vv, reply, .. } => {
                 let (deltas, more) = self.log.missing_for(
                     &vv,
@@ -380,11 +407,11 @@ impl Replica {
             Message::Deltas { deltas, more, .. } => {
                 let before = self.log.vv().total();
                 let mut first_err = Ok(());
+                // An honest peer never sends a bad delta: the first one ends the batch.
                 for d in deltas {
-                    if let Err(e) = self.receive(now_ms, d) {
-                        if first_err.is_ok() {
-                            first_err = Err(e);
-                        }
+                    if let Err(e) = self.receive(now_ms, d, verified) {
+                        first_err = Err(e);
+                        break;
                     }
                 }
                 let progressed = self.log.vv().total() > before;
@@ -403,21 +430,37 @@ impl Replica {
         }
     }
 
-    /// Takes a delta from the network: verify, then apply, buffer or ignore.
-    fn receive(&mut self, now_ms: u64, d: SignedDelta) -> Result<(), SyncError> {
-        let result = self.try_receive(now_ms, d);
+    /// Takes a delta from the network through the funnel (see [`super::funnel`]): apply,
+    /// hold back, ignore or refuse it. `verified`: stages 1 and 3 already passed.
+    fn receive(&mut self, now_ms: u64, d: SignedDelta, verified: bool) -> Result<(), SyncError> {
+        let result = self.try_receive(now_ms, d, verified);
         if result.is_err() {
             self.stats.rejected += 1;
         }
         result
     }
 
-    fn try_receive(&mut self, now_ms: u64, d: SignedDelta) -> Result<(), SyncError> {
-        self.check_doc(d.doc)?;
+    fn try_receive(
+        &mut self,
+        now_ms: u64,
+        d: SignedDelta,
+        verified: bool,
+    ) -> Result<(), SyncError> {
+        // Stage 1: shape. Verified messages passed it already; the cheap parts repeat.
+        let bytes = if verified {
+            self.check_doc(d.doc)?;
+            if !d.seqs.is_valid() {
+                return Err(SyncError::BadSeqRange {
+                    first: d.seqs.first,
+                    last: d.seqs.last,
+                });
+            }
+            None
+        } else {
+            Some(check_shape(self.doc.id(), &d, self.config.max_delta_bytes)?)
+        };
+        // Stage 2: what this replica knows.
         let SeqRange { first, last } = d.seqs;
-        if first == 0 || first > last {
-            return Err(SyncError::BadSeqRange { first, last });
-        }
         if !d.acl.is_empty() && self.acl.owner() != Some(d.author) {
             return Err(SyncError::NotOwner);
         }
@@ -445,46 +488,93 @@ impl Replica {
                 max_lead: self.config.max_seq_lead,
             });
         }
-        let bytes = d.signing_bytes();
-        let size = bytes.len() + d.signature.len();
-        if size > self.config.max_delta_bytes {
-            return Err(SyncError::DeltaTooLarge {
-                size,
-                max: self.config.max_delta_bytes,
-            });
-        }
-        if !self.auth.verify(&d.author, &bytes, &d.signature) {
-            return Err(SyncError::BadSignature {
-                author: d.author,
-                first,
-                last,
-            });
-        }
         if !self.acl.permits(&d.author, last) {
             return Err(SyncError::NotAWriter { author: d.author });
         }
-        if first > known + 1 {
-            if self.pending.len() < self.config.max_pending {
-                self.pending.insert((d.author, first), (d, size));
-                self.stats.buffered += 1;
-            } else {
-                self.stats.dropped += 1;
+        // Stage 3: the signature.
+        if let Some(bytes) = &bytes {
+            if !self.auth.verify(&d.author, bytes, &d.signature) {
+                return Err(SyncError::BadSignature {
+                    author: d.author,
+                    first,
+                    last,
+                });
             }
+        }
+        let size = bytes.map_or_else(|| d.signing_bytes().len(), |b| b.len()) + d.signature.len();
+        // Stage 4: against the state.
+        if first > known + 1 {
+            self.hold(now_ms, d, size);
             return Ok(());
         }
-        let author = d.author;
-        self.apply_verified(now_ms, d, size)?;
-        self.drain_pending(now_ms, author);
-        Ok(())
+        match self.judge(now_ms, &d) {
+            Ok(()) => {
+                self.apply_judged(now_ms, d, size);
+                self.drain_pending(now_ms);
+                Ok(())
+            }
+            Err(e) if early(&e) => {
+                self.hold(now_ms, d, size);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
-    /// Applies a verified delta that extends (or folds) its author's run.
-    fn apply_verified(
-        &mut self,
-        now_ms: u64,
-        d: SignedDelta,
-        size: usize,
-    ) -> Result<(), SyncError> {
+    /// Holds back a verified delta that cannot apply yet, within the count and byte
+    /// bounds; anti-entropy brings back what is dropped here.
+    fn hold(&mut self, now_ms: u64, delta: SignedDelta, size: usize) {
+        let key = (delta.author, delta.seqs.first);
+        if self.pending.contains_key(&key) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        let full = |r: &Self| {
+            r.pending.len() >= r.config.max_pending
+                || r.pending_bytes.saturating_add(size) > r.config.max_pending_bytes
+        };
+        if full(self) {
+            self.expire_pending(now_ms);
+        }
+        if full(self) {
+            self.stats.dropped += 1;
+            return;
+        }
+        self.pending_bytes += size;
+        self.pending.insert(
+            key,
+            Held {
+                delta,
+                size,
+                expires_ms: now_ms.saturating_add(self.config.pending_ttl_ms),
+            },
+        );
+        self.stats.buffered += 1;
+    }
+
+    fn unhold(&mut self, key: &(ActorId, u64)) -> Option<Held> {
+        let h = self.pending.remove(key)?;
+        self.pending_bytes -= h.size;
+        Some(h)
+    }
+
+    /// Drops held-back deltas that waited too long.
+    fn expire_pending(&mut self, now_ms: u64) {
+        let old: Vec<(ActorId, u64)> = self
+            .pending
+            .iter()
+            .filter(|(_, h)| h.expires_ms <= now_ms)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in old {
+            self.unhold(&key);
+            self.stats.expired += 1;
+        }
+    }
+
+    /// Stage 4's judgement of a verified delta that extends (or folds) its author's run,
+    /// against the current state; changes nothing.
+    fn judge(&self, now_ms: u64, d: &SignedDelta) -> Result<(), SyncError> {
         if !self.acl.permits(&d.author, d.seqs.last) {
             return Err(SyncError::NotAWriter { author: d.author });
         }
@@ -493,15 +583,24 @@ impl Replica {
             max_drift_ms: self.config.max_clock_drift_ms,
             max_dot_lead: self.config.max_dot_lead,
         };
+        // A delta that only extends the run must hold new dots only; a fold over entries
+        // held here re-sends old ones.
+        let fresh = d.seqs.first > self.log.vv().get(&d.author);
         self.doc
-            .validate_delta(&d.author, &d.delta, &limits)
+            .validate_delta(&d.author, &d.delta, &limits, fresh)
             .map_err(|source| SyncError::Doc {
                 author: d.author,
                 source,
             })?;
-        self.clock.observe(d.hlc, now_ms)?;
-        let folds_only = d.seqs.last <= self.log.vv().get(&d.author);
-        if !folds_only {
+        self.clock.check(d.hlc, now_ms)?;
+        Ok(())
+    }
+
+    /// Applies a delta that [`Replica::judge`] passed.
+    fn apply_judged(&mut self, now_ms: u64, d: SignedDelta, size: usize) {
+        // Judged against the same `now_ms`: cannot fail.
+        let _ = self.clock.observe(d.hlc, now_ms);
+        if d.seqs.last > self.log.vv().get(&d.author) {
             self.doc.apply(&d.delta);
             self.stats.applied += 1;
             self.event(Event::Applied {
@@ -519,30 +618,41 @@ impl Replica {
             delta: d.clone(),
         });
         self.apply_acl(&d);
-        Ok(())
     }
 
-    /// Applies buffered deltas of `author` that now follow on.
-    fn drain_pending(&mut self, now_ms: u64, author: ActorId) {
+    /// Applies held-back deltas that can now apply, until none can. Bounded: every pass
+    /// that continues has applied or dropped at least one of at most `max_pending`.
+    fn drain_pending(&mut self, now_ms: u64) {
         loop {
-            let next = self.log.vv().get(&author) + 1;
-            let Some(key) = self
-                .pending
-                .range((author, 0)..=(author, next))
-                .next()
-                .map(|(k, _)| *k)
-            else {
-                return;
-            };
-            let Some((d, size)) = self.pending.remove(&key) else {
-                return;
-            };
-            if d.seqs.last < next {
-                self.stats.duplicates += 1;
-                continue;
+            let mut progressed = false;
+            let keys: Vec<(ActorId, u64)> = self.pending.keys().copied().collect();
+            for key in keys {
+                let known = self.log.vv().get(&key.0);
+                if key.1 > known + 1 {
+                    continue;
+                }
+                let Some(h) = self.unhold(&key) else {
+                    continue;
+                };
+                if h.delta.seqs.last <= known && !self.log.would_fold(&h.delta) {
+                    self.stats.duplicates += 1;
+                    continue;
+                }
+                match self.judge(now_ms, &h.delta) {
+                    Ok(()) => {
+                        self.apply_judged(now_ms, h.delta, h.size);
+                        progressed = true;
+                    }
+                    // Still early: back in, keeping its deadline.
+                    Err(e) if early(&e) => {
+                        self.pending_bytes += h.size;
+                        self.pending.insert(key, h);
+                    }
+                    Err(_) => self.stats.rejected += 1,
+                }
             }
-            if self.apply_verified(now_ms, d, size).is_err() {
-                self.stats.rejected += 1;
+            if !progressed {
+                return;
             }
         }
     }
@@ -584,6 +694,18 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// True if a delta was refused only for covering dots not seen here yet: it may apply
+/// later, so it is held back rather than refused.
+fn early(e: &SyncError) -> bool {
+    matches!(
+        e,
+        SyncError::Doc {
+            source: DocError::NotYetSeen { .. },
+            ..
+        }
+    )
 }
 
 impl std::fmt::Debug for Replica {

@@ -83,6 +83,7 @@ fn a_non_writer_is_refused_locally_and_its_deltas_everywhere() {
     let mut forged = delta.clone();
     forged.author = ActorId::from_index(2);
     forged.acl = vec![AclOp::Add(ActorId::from_index(3))];
+    forged.delta = Default::default();
     let err = p.replicas[0]
         .handle(
             1_000,
