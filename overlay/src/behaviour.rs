@@ -16,7 +16,7 @@ use libp2p::{
 use crate::codec::FrameCodec;
 use crate::config::{Config, DhtMode};
 use crate::error::Error;
-use crate::{access, protocols};
+use crate::{access, protocols, store};
 
 /// Every protocol a Lattice node speaks, composed. The allow/block list and the limits
 /// come first so they refuse connections before anything else spends on them.
@@ -27,7 +27,7 @@ pub(crate) struct Behaviour {
     pub memory: memory_connection_limits::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub kad: kad::Behaviour<store::Store>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
     pub gossipsub: gossipsub::Behaviour,
     pub autonat: autonat::Behaviour,
@@ -64,8 +64,7 @@ fn behaviour(
     // that stops, or withdraws, disappears from lookups within the half hour.
     kad_cfg.set_provider_record_ttl(Some(Duration::from_secs(30 * 60)));
     kad_cfg.set_provider_publication_interval(Some(Duration::from_secs(10 * 60)));
-    let mut kad =
-        kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+    let mut kad = kad::Behaviour::with_config(peer_id, store::Store::new(peer_id), kad_cfg);
     kad.set_mode(match cfg.dht_mode {
         DhtMode::Server => Some(kad::Mode::Server),
         DhtMode::Client => Some(kad::Mode::Client),

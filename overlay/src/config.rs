@@ -73,6 +73,14 @@ pub struct Config {
     pub max_response_bytes: usize,
     /// Largest gossip message.
     pub max_gossip_bytes: usize,
+    /// Bytes of other peers' requests and gossip handed to the node and not yet finished
+    /// with, all peers together and per peer (see [`crate::policy::Budget`]).
+    pub max_inbound_bytes: usize,
+    pub max_inbound_bytes_per_peer: usize,
+    /// Bytes of responses handed to libp2p and not yet taken by their requesters, in
+    /// total and per peer: a peer that asks much and reads slowly holds no more.
+    pub max_outbound_bytes: usize,
+    pub max_outbound_bytes_per_peer: usize,
 }
 
 impl Config {
@@ -98,6 +106,11 @@ impl Config {
             max_request_bytes: 4 << 20,
             max_response_bytes: 16 << 20,
             max_gossip_bytes: 1 << 20,
+            max_inbound_bytes: 64 << 20,
+            max_inbound_bytes_per_peer: 12 << 20,
+            max_outbound_bytes: 128 << 20,
+            // A blob fetcher keeps four 4 MiB pieces in flight per provider.
+            max_outbound_bytes_per_peer: 24 << 20,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! What the overlay tells the node.
 
-use libp2p::request_response::ResponseChannel;
+use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
+
+use crate::policy::Charge;
 
 /// An event from the overlay. Delivered on a bounded channel; if the node falls behind,
 /// events are dropped (and counted) rather than stalling the network: gossip is repaired
@@ -24,6 +26,9 @@ pub enum Event {
         author: Option<PeerId>,
         id: GossipId,
         data: Vec<u8>,
+        /// The message's bytes against the sender's budget: hold it while working on the
+        /// message.
+        charge: Charge,
     },
     /// A connected peer subscribed to a topic (also reported for its subscriptions when
     /// it connects).
@@ -48,9 +53,16 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GossipId(pub(crate) libp2p::gossipsub::MessageId);
 
-/// Where to send a request's response.
+/// Where to send a request's response. It holds the request's bytes against the
+/// sender's budget until the response is sent or the responder dropped.
 #[derive(Debug)]
-pub struct Responder(pub(crate) ResponseChannel<Vec<u8>>);
+pub struct Responder {
+    pub(crate) channel: ResponseChannel<Vec<u8>>,
+    pub(crate) peer: PeerId,
+    pub(crate) protocol: StreamProtocol,
+    pub(crate) id: InboundRequestId,
+    pub(crate) _charge: Charge,
+}
 
 /// The verdict on a gossip message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -56,6 +56,7 @@ pub(crate) enum Command {
     Respond(Responder, Vec<u8>),
     Provide(Vec<u8>, Reply<()>),
     Providers(Vec<u8>, Reply<Vec<PeerId>>),
+    Strike(PeerId),
 }
 
 /// The handle to a running overlay. Cheap to clone; every method has a deadline.
@@ -153,6 +154,12 @@ impl Overlay {
         verdict: Verdict,
     ) -> Result<(), Error> {
         self.tell(Command::ReportGossip(id, source, verdict))
+    }
+
+    /// Reports that `peer` sent invalid input; enough strikes within a window block it
+    /// (see [`crate::policy::Strikes`]).
+    pub fn strike(&self, peer: PeerId) -> Result<(), Error> {
+        self.tell(Command::Strike(peer))
     }
 
     /// Sends a request and waits for the response (bounded by the request timeout).

@@ -22,7 +22,9 @@ pub mod error;
 pub mod event;
 mod event_loop;
 pub mod handle;
+pub mod policy;
 pub mod protocols;
+pub mod store;
 
 use std::collections::HashSet;
 
@@ -114,8 +116,21 @@ pub async fn spawn(
     let (tx, commands) = mpsc::channel(handle::COMMAND_CAPACITY);
     let (events, rx) = mpsc::channel(EVENT_CAPACITY);
     let metrics = registry.map(libp2p::metrics::Metrics::new);
-    let event_loop =
-        event_loop::EventLoop::new(swarm, commands, events, config.request_timeout, metrics);
+    let budgets = (
+        policy::Budget::new(config.max_inbound_bytes, config.max_inbound_bytes_per_peer),
+        policy::Budget::new(
+            config.max_outbound_bytes,
+            config.max_outbound_bytes_per_peer,
+        ),
+    );
+    let event_loop = event_loop::EventLoop::new(
+        swarm,
+        commands,
+        events,
+        config.request_timeout,
+        metrics,
+        budgets,
+    );
     let task = tokio::spawn(
         event_loop
             .run()

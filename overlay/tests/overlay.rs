@@ -11,12 +11,20 @@ use tokio::time::timeout;
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn node(bootstrap: Vec<Multiaddr>) -> (Overlay, Receiver<Event>) {
+    node_with(bootstrap, |_| {}).await
+}
+
+async fn node_with(
+    bootstrap: Vec<Multiaddr>,
+    tweak: impl FnOnce(&mut Config),
+) -> (Overlay, Receiver<Event>) {
     let mut cfg = Config::new(Keypair::generate_ed25519());
     cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     cfg.mdns = false;
     cfg.upnp = false;
     cfg.bootstrap = bootstrap;
     cfg.request_timeout = Duration::from_secs(5);
+    tweak(&mut cfg);
     let (o, rx, _task) = spawn(cfg, None).await.expect("overlay starts");
     (o, rx)
 }
@@ -102,6 +110,7 @@ async fn gossip_is_delivered_after_validation() {
                 id,
                 source,
                 author,
+                ..
             })) = timeout(Duration::from_millis(300), async {
                 loop {
                     match brx.recv().await {
@@ -227,4 +236,114 @@ async fn a_private_swarm_admits_only_holders_of_its_key() {
         timeout(LIMIT, public.dial(a_addr)).await.unwrap().is_err(),
         "no key must not handshake"
     );
+}
+
+#[tokio::test]
+async fn connection_events_come_once_per_peer_however_many_connections() {
+    let (a, mut arx) = node(vec![]).await;
+    let (b, _brx) = node(vec![]).await;
+    let addr = addr_of(&a).await;
+    for _ in 0..3 {
+        b.dial(addr.clone()).await.unwrap();
+    }
+    a.block(vec![b.peer_id()]).await.unwrap();
+    let (mut up, mut down) = (0, 0);
+    let _ = timeout(Duration::from_secs(5), async {
+        while let Some(e) = arx.recv().await {
+            match e {
+                Event::PeerConnected { peer, .. } if peer == b.peer_id() => up += 1,
+                Event::PeerDisconnected { peer } if peer == b.peer_id() => {
+                    down += 1;
+                    return;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!((up, down), (1, 1));
+}
+
+#[tokio::test]
+async fn requests_over_a_peers_byte_budget_never_reach_the_node() {
+    const MIB: usize = 1 << 20;
+    let (a, mut arx) = node_with(vec![], |c| c.max_inbound_bytes_per_peer = 3 * MIB).await;
+    let (b, _brx) = node(vec![]).await;
+    b.dial(addr_of(&a).await).await.unwrap();
+    // Ten 1 MiB requests at once, none answered yet.
+    let mut calls = Vec::new();
+    for _ in 0..10 {
+        let b = b.clone();
+        let peer = a.peer_id();
+        calls.push(tokio::spawn(async move {
+            b.request(peer, protocols::SYNC, vec![7; MIB]).await
+        }));
+    }
+    let mut held = Vec::new();
+    while let Ok(Some(e)) = timeout(Duration::from_secs(3), arx.recv()).await {
+        if let Event::Request { responder, .. } = e {
+            held.push(responder);
+        }
+    }
+    assert_eq!(held.len(), 3, "1 MiB requests within a 3 MiB share");
+    // The others failed at the sender without waiting for the request timeout.
+    let mut failed = 0;
+    for c in calls.drain(..) {
+        if let Ok(Ok(Err(_))) = timeout(Duration::from_millis(100), c).await {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 7);
+    // Answering gives the bytes back: the next request arrives.
+    for r in held {
+        a.respond(r, b"ok".to_vec()).unwrap();
+    }
+    let peer = a.peer_id();
+    let late = tokio::spawn(async move { b.request(peer, protocols::SYNC, vec![1; MIB]).await });
+    let got = timeout(LIMIT, async {
+        loop {
+            if let Some(Event::Request { .. }) = arx.recv().await {
+                return true;
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, Ok(true));
+    late.abort();
+}
+
+#[tokio::test]
+async fn responses_over_a_peers_outbound_budget_are_not_sent() {
+    const MIB: usize = 1 << 20;
+    let (a, mut arx) = node_with(vec![], |c| c.max_outbound_bytes_per_peer = MIB).await;
+    let (b, _brx) = node(vec![]).await;
+    b.dial(addr_of(&a).await).await.unwrap();
+    let a2 = a.clone();
+    // A answers each request with as many bytes as the request's first byte says (MiB/4).
+    tokio::spawn(async move {
+        while let Some(e) = arx.recv().await {
+            if let Event::Request {
+                data, responder, ..
+            } = e
+            {
+                a2.respond(responder, vec![0; data[0] as usize * MIB / 4])
+                    .unwrap();
+            }
+        }
+    });
+    let ask = |quarters: u8| {
+        let b = b.clone();
+        let peer = a.peer_id();
+        async move {
+            timeout(LIMIT, b.request(peer, protocols::SYNC, vec![quarters]))
+                .await
+                .expect("answered or failed in time")
+        }
+    };
+    assert_eq!(ask(2).await.unwrap().len(), MIB / 2);
+    assert!(ask(8).await.is_err(), "2 MiB is over a 1 MiB share");
+    // What was sent was given back: the share is whole again.
+    for _ in 0..3 {
+        assert_eq!(ask(3).await.unwrap().len(), 3 * MIB / 4);
+    }
 }

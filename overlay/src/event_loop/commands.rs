@@ -10,11 +10,11 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::DialError;
 use libp2p::{gossipsub, kad, Multiaddr, PeerId};
 use tokio::time::Instant;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{busy, EventLoop, Pending, Query, MAX_PENDING, SMALL_TABLE, SMALL_TABLE_BOOTSTRAP};
 use crate::error::Error;
-use crate::event::{GossipId, Responder, Verdict};
+use crate::event::{GossipId, Verdict};
 use crate::handle::{Command, Info, PeerInfo, Reply};
 use crate::protocols;
 
@@ -111,11 +111,30 @@ impl EventLoop {
                     },
                 );
             }
-            Command::Respond(Responder(channel), data) => {
-                // Both behaviours share the codec; the channel knows its own stream.
+            Command::Strike(peer) => {
+                if self.strikes.strike(peer, std::time::Instant::now()) {
+                    warn!(%peer, "blocking a peer that keeps sending invalid input");
+                    self.swarm.behaviour_mut().access.block(vec![peer]);
+                }
+            }
+            Command::Respond(r, data) => {
+                // Held until libp2p reports the response sent (or failed): a requester
+                // that reads slowly keeps at most its share of responses in memory.
+                let Some(charge) = self.out_budget.charge(r.peer, data.len()) else {
+                    debug!(peer = %r.peer, len = data.len(), "response over the peer's budget; dropped");
+                    return;
+                };
+                // Every behaviour shares the codec; the channel knows its own stream.
                 let b = self.swarm.behaviour_mut();
-                if let Err(data) = b.sync.send_response(channel, data) {
-                    debug!(len = data.len(), "response not sent: the requester is gone");
+                match b.sync.send_response(r.channel, data) {
+                    Ok(()) => {
+                        let deadline = self.deadline();
+                        self.responding
+                            .insert((r.protocol, r.id), (deadline, charge));
+                    }
+                    Err(data) => {
+                        debug!(len = data.len(), "response not sent: the requester is gone")
+                    }
                 }
             }
             Command::Provide(key, reply) => {
@@ -199,11 +218,7 @@ impl EventLoop {
             .iter()
             .map(|p| PeerInfo {
                 peer_id: p.to_string(),
-                addrs: self
-                    .addrs
-                    .get(p)
-                    .map(|a| a.iter().map(ToString::to_string).collect())
-                    .unwrap_or_default(),
+                addrs: self.addrs.of(p),
                 rtt_ms: self.rtt.get(p).map(|d| d.as_secs_f64() * 1_000.0),
                 connected: true,
                 in_dht: dht.contains_key(p),
@@ -298,6 +313,9 @@ impl EventLoop {
         let t = self.timeout;
         expire_map(&mut self.dials, now, t);
         expire_map(&mut self.requests, now, t);
+        // Normally released by ResponseSent or InboundFailure; this is the backstop.
+        self.responding
+            .retain(|_, (deadline, _)| *deadline + t > now);
         let late: Vec<kad::QueryId> = self
             .queries
             .iter()

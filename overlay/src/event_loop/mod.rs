@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::metrics::{Metrics, Recorder};
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response::{self, InboundRequestId, OutboundRequestId};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{gossipsub, identify, kad, mdns, ping, Multiaddr, PeerId, StreamProtocol, Swarm};
+use libp2p::{gossipsub, identify, kad, mdns, ping, PeerId, StreamProtocol, Swarm};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -19,9 +19,13 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::error::Error;
 use crate::event::{Event, GossipId, Responder};
 use crate::handle::{Command, Reply};
+use crate::policy::{Budget, Charge, Strikes};
 use crate::protocols;
 
+mod addrs;
 mod commands;
+
+use addrs::ConnectedAddrs;
 
 /// Replies of one kind waiting at once; more are refused as busy.
 const MAX_PENDING: usize = 1_024;
@@ -56,10 +60,16 @@ pub(crate) struct EventLoop {
     requests: HashMap<OutboundRequestId, Pending<Vec<u8>>>,
     queries: HashMap<kad::QueryId, Query>,
     rtt: HashMap<PeerId, Duration>,
-    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    addrs: ConnectedAddrs,
     /// Peers that identified themselves on a connection still open: the ones that really
     /// accepted this node (a peer that refuses us closes before identifying).
     identified: HashSet<PeerId>,
+    /// What other peers' input in the node's hands costs; see [`crate::policy`].
+    budget: Budget,
+    /// Responses handed to libp2p, held against [`EventLoop::out_budget`] until sent.
+    pub(super) responding: HashMap<(StreamProtocol, InboundRequestId), (Instant, Charge)>,
+    pub(super) out_budget: Budget,
+    pub(super) strikes: Strikes,
     bootstrapped: bool,
     last_bootstrap: Instant,
     dropped_events: u64,
@@ -72,6 +82,7 @@ impl EventLoop {
         events: mpsc::Sender<Event>,
         timeout: Duration,
         metrics: Option<Metrics>,
+        (budget, out_budget): (Budget, Budget),
     ) -> Self {
         EventLoop {
             swarm,
@@ -83,8 +94,12 @@ impl EventLoop {
             requests: HashMap::new(),
             queries: HashMap::new(),
             rtt: HashMap::new(),
-            addrs: HashMap::new(),
+            addrs: ConnectedAddrs::default(),
             identified: HashSet::new(),
+            budget,
+            responding: HashMap::new(),
+            out_budget,
+            strikes: Strikes::default(),
             bootstrapped: false,
             last_bootstrap: Instant::now(),
             dropped_events: 0,
@@ -133,18 +148,22 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(ev) => self.handle_behaviour_event(ev),
             SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 debug!(peer = %peer_id, %addr, "connected");
-                let known = self.addrs.entry(peer_id).or_default();
-                if !known.contains(&addr) {
-                    known.push(addr.clone());
+                self.addrs.opened(peer_id, connection_id, addr.clone());
+                // Once per peer, as PeerDisconnected is, so the two pair up.
+                if num_established.get() == 1 {
+                    self.emit(Event::PeerConnected {
+                        peer: peer_id,
+                        addr,
+                    });
                 }
-                self.emit(Event::PeerConnected {
-                    peer: peer_id,
-                    addr,
-                });
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -153,6 +172,7 @@ impl EventLoop {
                 cause,
                 ..
             } => {
+                self.addrs.closed(&peer_id, connection_id);
                 if let Some(p) = self.dials.remove(&connection_id) {
                     let why = cause.map_or_else(|| "closed".to_owned(), |c| c.to_string());
                     let msg = format!("{peer_id} closed the connection before identifying ({why}); it may be blocking this node");
@@ -160,7 +180,6 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.identified.remove(&peer_id);
-                    self.addrs.remove(&peer_id);
                     self.rtt.remove(&peer_id);
                     self.emit(Event::PeerDisconnected { peer: peer_id });
                 }
@@ -249,13 +268,30 @@ impl EventLoop {
                         propagation_source,
                         message_id,
                         message,
-                    } => self.emit(Event::Gossip {
-                        topic: message.topic.into_string(),
-                        source: propagation_source,
-                        author: message.source,
-                        id: GossipId(message_id),
-                        data: message.data,
-                    }),
+                    } => {
+                        let Some(charge) =
+                            self.budget.charge(propagation_source, message.data.len())
+                        else {
+                            debug!(peer = %propagation_source, "gossip over the peer's budget; ignored");
+                            self.swarm
+                                .behaviour_mut()
+                                .gossipsub
+                                .report_message_validation_result(
+                                    &message_id,
+                                    &propagation_source,
+                                    gossipsub::MessageAcceptance::Ignore,
+                                );
+                            return;
+                        };
+                        self.emit(Event::Gossip {
+                            topic: message.topic.into_string(),
+                            source: propagation_source,
+                            author: message.source,
+                            id: GossipId(message_id),
+                            data: message.data,
+                            charge,
+                        })
+                    }
                     gossipsub::Event::Subscribed { peer_id, topic } => {
                         self.emit(Event::Subscribed {
                             peer: peer_id,
@@ -333,13 +369,27 @@ impl EventLoop {
         match e {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
+                    request,
+                    channel,
+                    request_id,
                 } => {
+                    // Over budget: the channel is dropped and the peer's request fails at
+                    // once, before it costs the node anything more.
+                    let Some(charge) = self.budget.charge(peer, request.len()) else {
+                        debug!(%peer, %protocol, len = request.len(), "request over the peer's budget; dropped");
+                        return;
+                    };
                     self.emit(Event::Request {
                         peer,
-                        protocol,
+                        protocol: protocol.clone(),
                         data: request,
-                        responder: Responder(channel),
+                        responder: Responder {
+                            channel,
+                            peer,
+                            protocol,
+                            id: request_id,
+                            _charge: charge,
+                        },
                     });
                 }
                 request_response::Message::Response {
@@ -362,10 +412,18 @@ impl EventLoop {
                     let _ = p.reply.send(Err(Error::Request(error.to_string())));
                 }
             }
-            request_response::Event::InboundFailure { peer, error, .. } => {
+            request_response::Event::InboundFailure {
+                peer,
+                error,
+                request_id,
+                ..
+            } => {
                 debug!(%peer, %error, "inbound request failed");
+                self.responding.remove(&(protocol, request_id));
             }
-            request_response::Event::ResponseSent { .. } => {}
+            request_response::Event::ResponseSent { request_id, .. } => {
+                self.responding.remove(&(protocol, request_id));
+            }
         }
     }
 }

@@ -1,0 +1,204 @@
+//! What each peer may cost this node, and what it loses by misbehaving: the one place
+//! that accounts for other peers.
+//!
+//! - [`Budget`]: bytes of a peer's requests and gossip handed to the node and not yet
+//!   finished with, per peer and in total. Every [`crate::Event::Request`] and
+//!   [`crate::Event::Gossip`] carries a [`Charge`] that gives its bytes back when dropped
+//!   (after the response is sent, or the verdict given). Input that would exceed the budget
+//!   is dropped before it reaches the node, so queues are bounded by bytes, not only by
+//!   count; a peer's entry goes when its last charge does.
+//! - [`Strikes`]: protocols report a peer that sent invalid input; one that earns
+//!   [`MAX_STRIKES`] in a window is blocked (`lattice net unblock` lets it back).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+
+/// Refusals that get a peer blocked within one [`STRIKE_WINDOW`]. Honest peers are
+/// refused now and then (a delta by a writer whose admission has not reached us yet),
+/// never this often.
+pub const MAX_STRIKES: u32 = 64;
+/// Strikes are forgotten this long after a peer's first.
+pub const STRIKE_WINDOW: Duration = Duration::from_secs(600);
+/// Peers whose strikes are counted at once; a full table counts no new peer.
+const MAX_STRIKE_PEERS: usize = 4_096;
+
+#[derive(Debug, Default)]
+struct Inner {
+    total: usize,
+    per_peer: HashMap<PeerId, usize>,
+    refused: u64,
+}
+
+/// In-flight input bytes, per peer and in total. Cloning shares it.
+#[derive(Clone, Debug)]
+pub struct Budget {
+    inner: Arc<Mutex<Inner>>,
+    max_total: usize,
+    max_per_peer: usize,
+}
+
+impl Budget {
+    pub fn new(max_total: usize, max_per_peer: usize) -> Self {
+        Budget {
+            inner: Arc::default(),
+            max_total,
+            max_per_peer,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Held for a few additions only; a panic while holding it cannot leave the
+        // counts half-updated.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Charges `bytes` of `peer`'s input, or `None` if that would exceed the peer's share
+    /// or the total.
+    pub fn charge(&self, peer: PeerId, bytes: usize) -> Option<Charge> {
+        let mut g = self.lock();
+        let mine = g.per_peer.get(&peer).copied().unwrap_or(0);
+        if mine.saturating_add(bytes) > self.max_per_peer
+            || g.total.saturating_add(bytes) > self.max_total
+        {
+            g.refused += 1;
+            return None;
+        }
+        g.total += bytes;
+        *g.per_peer.entry(peer).or_insert(0) += bytes;
+        Some(Charge {
+            budget: Some(self.clone()),
+            peer,
+            bytes,
+        })
+    }
+
+    /// Bytes charged now, in total and for `peer`.
+    pub fn in_flight(&self, peer: &PeerId) -> (usize, usize) {
+        let g = self.lock();
+        (g.total, g.per_peer.get(peer).copied().unwrap_or(0))
+    }
+
+    /// Input dropped because it would have exceeded the budget.
+    pub fn refused(&self) -> u64 {
+        self.lock().refused
+    }
+
+    /// Peers with bytes in flight.
+    pub fn peers(&self) -> usize {
+        self.lock().per_peer.len()
+    }
+
+    fn release(&self, peer: &PeerId, bytes: usize) {
+        let mut g = self.lock();
+        g.total -= bytes;
+        if let Some(n) = g.per_peer.get_mut(peer) {
+            *n -= bytes;
+            if *n == 0 {
+                g.per_peer.remove(peer);
+            }
+        }
+    }
+}
+
+/// Bytes of one input held against a [`Budget`]; given back when dropped.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Option<Budget>,
+    peer: PeerId,
+    bytes: usize,
+}
+
+impl Charge {
+    /// A charge against nothing, for input the node makes itself.
+    pub fn none() -> Self {
+        Charge {
+            budget: None,
+            peer: PeerId::random(),
+            bytes: 0,
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.release(&self.peer, self.bytes);
+        }
+    }
+}
+
+/// Strikes per peer within a window.
+#[derive(Debug, Default)]
+pub struct Strikes(HashMap<PeerId, (Instant, u32)>);
+
+impl Strikes {
+    /// Records one strike against `peer` at `now`; true when it reaches [`MAX_STRIKES`]
+    /// (exactly once per window).
+    pub fn strike(&mut self, peer: PeerId, now: Instant) -> bool {
+        if self.0.len() >= MAX_STRIKE_PEERS && !self.0.contains_key(&peer) {
+            self.0
+                .retain(|_, (first, _)| now.duration_since(*first) < STRIKE_WINDOW);
+            if self.0.len() >= MAX_STRIKE_PEERS {
+                return false;
+            }
+        }
+        let e = self.0.entry(peer).or_insert((now, 0));
+        if now.duration_since(e.0) >= STRIKE_WINDOW {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 == MAX_STRIKES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_bounds_each_peer_and_the_total_and_refills_on_drop() {
+        let b = Budget::new(10, 6);
+        let (p, q, r) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let c1 = b.charge(p, 4).unwrap();
+        assert!(b.charge(p, 3).is_none(), "over the peer's share");
+        let c2 = b.charge(q, 6).unwrap();
+        assert!(b.charge(r, 1).is_none(), "over the total");
+        assert_eq!(b.refused(), 2);
+        drop(c1);
+        assert_eq!(b.in_flight(&p), (6, 0));
+        assert_eq!(b.peers(), 1, "a peer's entry goes with its last charge");
+        let c3 = b.charge(r, 4).unwrap();
+        drop((c2, c3));
+        assert_eq!(b.in_flight(&q), (0, 0));
+        assert_eq!(b.peers(), 0);
+    }
+
+    #[test]
+    fn strikes_block_once_per_window_and_are_forgotten_after_it() {
+        let mut s = Strikes::default();
+        let p = PeerId::random();
+        let t0 = Instant::now();
+        let blocked = (0..MAX_STRIKES * 2).filter(|_| s.strike(p, t0)).count();
+        assert_eq!(blocked, 1);
+        let later = t0 + STRIKE_WINDOW;
+        assert!(!s.strike(p, later));
+        let blocked = (1..MAX_STRIKES).filter(|_| s.strike(p, later)).count();
+        assert_eq!(blocked, 1);
+    }
+
+    #[test]
+    fn the_strike_table_is_bounded() {
+        let mut s = Strikes::default();
+        let t0 = Instant::now();
+        for _ in 0..MAX_STRIKE_PEERS + 100 {
+            s.strike(PeerId::random(), t0);
+        }
+        assert_eq!(s.0.len(), MAX_STRIKE_PEERS);
+        // Once the window has passed, room is made for new peers.
+        assert!(!s.strike(PeerId::random(), t0 + STRIKE_WINDOW));
+        assert_eq!(s.0.len(), 1);
+    }
+}
