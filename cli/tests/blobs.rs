@@ -9,6 +9,7 @@ use std::sync::mpsc as std_mpsc;
 
 use common::{run_ok, start_net, wait_for_ok, Net};
 use lattice_node::blobs::control::GetParams;
+use lattice_node::blobs::wire::BlobResponse;
 use lattice_node::blobs::Progress;
 use lattice_node::control::api::method;
 use lattice_node::control::Client;
@@ -131,9 +132,18 @@ fn a_blob_added_on_one_node_is_fetched_verified_by_a_node_that_never_met_it() {
     assert_eq!(run_ok(&net.nodes[2], &["status"])["blobs"], 1);
 }
 
-/// An overlay node in this process that answers blob requests by asking `honest` and
-/// flipping a byte in every range it passes on; it announces itself as a provider.
-async fn liar(honest: &Daemon, hash: &str) -> (Overlay, String) {
+/// How a [`liar`] lies.
+#[derive(Clone, Copy)]
+enum Lie {
+    /// Passes on what `honest` answers, with a byte flipped in every range.
+    FlipBytes,
+    /// Answers every request with a size of `u64::MAX`.
+    HugeSize,
+}
+
+/// An overlay node in this process that answers blob requests with a `lie`; it announces
+/// itself as a provider of `hash`.
+async fn liar(honest: &Daemon, hash: &str, lie: Lie) -> (Overlay, String) {
     let mut cfg = lattice_overlay::Config::new(Keypair::generate_ed25519());
     cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     cfg.mdns = false;
@@ -159,6 +169,10 @@ async fn liar(honest: &Daemon, hash: &str) -> (Overlay, String) {
                     continue;
                 }
                 let o = me.clone();
+                if let Lie::HugeSize = lie {
+                    let _ = o.respond(responder, BlobResponse::Size(u64::MAX).encode());
+                    continue;
+                }
                 tokio::spawn(async move {
                     let Ok(mut resp) = o.request(honest_id, protocols::BLOB, data).await else {
                         return;
@@ -187,7 +201,7 @@ fn a_provider_that_lies_is_caught_and_the_fetch_completes_from_another() {
         .enable_all()
         .build()
         .unwrap();
-    let (_liar, liar_id) = rt.block_on(liar(&net.nodes[0], &hash));
+    let (_liar, liar_id) = rt.block_on(liar(&net.nodes[0], &hash, Lie::FlipBytes));
     wait_providers(&net.nodes[1], &hash, 2);
     let out = net.tmp.path().join("fetched");
     let done = get(&net.nodes[1], &hash, &out);
@@ -198,6 +212,38 @@ fn a_provider_that_lies_is_caught_and_the_fetch_completes_from_another() {
         "{done}"
     );
     assert!(net.nodes[1].log_tail(200).contains("do not verify"));
+}
+
+#[test]
+fn a_provider_claiming_an_impossible_size_is_dropped_as_a_liar() {
+    let net = start_net(2);
+    // A blob nobody has: the liar is its only provider.
+    let hash = "ab".repeat(32);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (_liar, liar_id) = rt.block_on(liar(&net.nodes[0], &hash, Lie::HugeSize));
+    wait_providers(&net.nodes[1], &hash, 1);
+    let out = net.tmp.path().join("never");
+    let r = net.nodes[1]
+        .cli(&["blob", "get", &hash, "-o", out.to_str().unwrap()])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success());
+    // Before: the fetch died creating a 16 EiB file ("File too large").
+    assert!(stderr.contains("no provider proved"), "{stderr}");
+    let log = net.nodes[1].log_tail(200);
+    assert!(
+        log.contains("larger than 1 TiB") && log.contains(&liar_id),
+        "{log}"
+    );
+    // The node is unharmed and no partial file of that size was left behind.
+    run_ok(&net.nodes[1], &["status"]);
+    assert!(run_ok(&net.nodes[1], &["blob", "ls"])
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]

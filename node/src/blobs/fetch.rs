@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::files::{self, Paths, CHUNK};
-use super::wire::{BlobRequest, BlobResponse, Framed};
+use super::wire::{BlobRequest, BlobResponse, Framed, MAX_BLOB_BYTES};
 use super::{verified_bytes, BlobError, BlobInfo, Blobs, Progress};
 use crate::store::BlobMeta;
 
@@ -204,6 +204,10 @@ impl Fetch<'_> {
                     return self.complete(None).await;
                 }
                 self.liar(i, "claimed an empty blob");
+                continue;
+            }
+            if size > MAX_BLOB_BYTES {
+                self.liar(i, "claimed a blob larger than 1 TiB");
                 continue;
             }
             self.meta.size = size;

@@ -29,12 +29,12 @@ use crate::store::{BlobMeta, Store, StoreError};
 use files::Paths;
 use wire::{BlobRequest, BlobResponse};
 
-/// Requests served at once; more are refused as busy (the fetcher tries elsewhere).
-const MAX_SERVING: usize = 32;
+/// Chunks (1 KiB) being encoded for peers at once, all requests together: 32 MiB of
+/// answers in memory at most. Beyond it, requests are refused as busy (the fetcher tries
+/// elsewhere). Once handed to the overlay, an answer counts against the peer's budget there.
+const MAX_SERVING_CHUNKS: usize = 32 << 10;
 /// Liars remembered.
 const MAX_BAD: usize = 4_096;
-/// Largest range a peer may ask for in one request.
-pub const MAX_REQUEST_CHUNKS: u64 = 8 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -191,7 +191,7 @@ impl Blobs {
             index: Mutex::new(index),
             fetching: Mutex::new(HashSet::new()),
             bad: Mutex::new(HashSet::new()),
-            serving: Arc::new(Semaphore::new(MAX_SERVING)),
+            serving: Arc::new(Semaphore::new(MAX_SERVING_CHUNKS)),
             quota,
         }));
         for m in blobs.list() {
@@ -389,13 +389,11 @@ impl Blobs {
     }
 
     async fn answer(&self, peer: PeerId, data: &[u8]) -> BlobResponse {
-        let Ok(_permit) = self.0.serving.clone().try_acquire_owned() else {
-            return BlobResponse::Refused("busy".into());
-        };
         let req = match BlobRequest::decode(data) {
             Ok(r) => r,
             Err(e) => {
                 warn!(%peer, "malformed blob request: {e}");
+                let _ = self.0.overlay.strike(peer);
                 return BlobResponse::Refused(format!("malformed request: {e}"));
             }
         };
@@ -411,12 +409,15 @@ impl Blobs {
         let Some(meta) = self.meta(&hash) else {
             return BlobResponse::NotFound;
         };
-        let chunks: u64 = ranges.iter().map(|(s, e)| e.saturating_sub(*s)).sum();
-        if chunks > MAX_REQUEST_CHUNKS || ranges.len() > 64 || ranges.iter().any(|(s, e)| s >= e) {
-            return BlobResponse::Refused(format!(
-                "ask for at most {MAX_REQUEST_CHUNKS} chunks in at most 64 non-empty ranges"
-            ));
-        }
+        let chunks = match wire::check_ranges(&ranges, meta.size.div_ceil(files::CHUNK)) {
+            Ok(n) => n,
+            Err(why) => return BlobResponse::Refused(why),
+        };
+        // check_ranges bounds `chunks` by MAX_REQUEST_CHUNKS, far inside u32.
+        let permits = u32::try_from(chunks).unwrap_or(u32::MAX);
+        let Ok(_permit) = self.0.serving.clone().try_acquire_many_owned(permits) else {
+            return BlobResponse::Refused("busy".into());
+        };
         let paths = self.paths(&hash);
         let encoded =
             tokio::task::spawn_blocking(move || files::encode(&paths, &hash, meta.size, &ranges))

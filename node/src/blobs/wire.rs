@@ -11,6 +11,13 @@ use serde::{Deserialize, Serialize};
 const MAX_REQUEST: usize = 64 << 10;
 /// Largest response accepted: a piece of data plus its proof and framing.
 pub const MAX_RESPONSE: usize = 12 << 20;
+/// Largest blob accepted (1 TiB): a provider claiming more is lying, and its size would
+/// otherwise become the length of the files a fetch creates.
+pub const MAX_BLOB_BYTES: u64 = 1 << 40;
+/// Most chunks one request may ask for.
+pub const MAX_REQUEST_CHUNKS: u64 = 8 * 1024;
+/// Most ranges in one request.
+pub const MAX_REQUEST_RANGES: usize = 64;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,6 +86,33 @@ pub enum BlobResponse {
     Refused(String),
 }
 
+/// Checks the ranges of a request for a blob of `chunks` chunks: at most
+/// [`MAX_REQUEST_RANGES`] non-empty ranges inside the blob, at most [`MAX_REQUEST_CHUNKS`]
+/// chunks in all, counted without overflow. The answer is built in memory, so this is what
+/// bounds it. Returns the number of chunks asked for.
+pub fn check_ranges(ranges: &[(u64, u64)], chunks: u64) -> Result<u64, String> {
+    let bad = || {
+        format!(
+            "ask for at most {MAX_REQUEST_CHUNKS} chunks of the blob's {chunks}, \
+             in at most {MAX_REQUEST_RANGES} non-empty ranges"
+        )
+    };
+    if ranges.is_empty() || ranges.len() > MAX_REQUEST_RANGES {
+        return Err(bad());
+    }
+    let mut total = 0u64;
+    for &(s, e) in ranges {
+        if s >= e || e > chunks {
+            return Err(bad());
+        }
+        total = total.checked_add(e - s).ok_or_else(bad)?;
+    }
+    if total > MAX_REQUEST_CHUNKS {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
 impl BlobRequest {
     pub fn encode(&self) -> Vec<u8> {
         codec::encode(self)
@@ -114,6 +148,22 @@ impl BlobResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_requests_are_bounded_without_overflow() {
+        let chunks = 1 << 20;
+        assert!(check_ranges(&[(0, 4096), (8192, 12288)], chunks).is_ok());
+        // Two ranges near 2^63 whose lengths wrap to 0 when summed.
+        let huge = [(0, 1 << 63), (0, 1 << 63)];
+        assert!(check_ranges(&huge, u64::MAX).is_err());
+        // Past the end of the blob, empty, backwards, too many, too much.
+        assert!(check_ranges(&[(0, chunks + 1)], chunks).is_err());
+        assert!(check_ranges(&[(5, 5)], chunks).is_err());
+        assert!(check_ranges(&[(6, 5)], chunks).is_err());
+        assert!(check_ranges(&[], chunks).is_err());
+        assert!(check_ranges(&[(0, 1); MAX_REQUEST_RANGES + 1], chunks).is_err());
+        assert!(check_ranges(&[(0, MAX_REQUEST_CHUNKS + 1)], chunks).is_err());
+    }
 
     #[test]
     fn encoded_ranges_skip_cbor_and_other_answers_do_not_collide_with_the_tag() {
