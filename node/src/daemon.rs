@@ -393,6 +393,7 @@ async fn dispatch_events(
                 author,
                 id,
                 data,
+                ..
             } if crate::topics::app_topic(&topic).is_some() => {
                 routes.topics.deliver(&topic, author, id, source, data);
                 continue;

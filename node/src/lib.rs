@@ -3,6 +3,7 @@
 //! - [`config`]: [`Config`], `config.toml`, where the data directory and socket live.
 //! - [`identity`]: the node's Ed25519 key, created once and kept.
 //! - [`lock`]: one daemon per data directory.
+//! - [`accept`]: accept loops that back off when out of file descriptors.
 //! - [`control`]: the control socket — protocol, server and [`control::Client`].
 //! - [`metrics`]: Prometheus metrics and their HTTP endpoint.
 //! - [`daemon`]: [`daemon::run`], which starts everything and stops it in order.
@@ -11,8 +12,10 @@
 //! - [`blobs`]: content-addressed files, verified range by range, from many providers.
 //! - [`services`]: advertising and finding named capabilities.
 //! - [`topics`]: publish/subscribe message streams over gossipsub.
+//! - [`subs`]: which peers subscribe to which gossip topics (bounded, both ways).
 //! - [`docs`]: replicated documents, driving the crdt sync state machine over the overlay.
 
+pub mod accept;
 pub mod auth;
 pub mod blobs;
 pub mod config;
@@ -24,6 +27,7 @@ pub mod lock;
 pub mod metrics;
 pub mod services;
 pub mod store;
+pub mod subs;
 pub mod topics;
 
 pub use config::Config;

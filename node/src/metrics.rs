@@ -137,6 +137,10 @@ impl Metrics {
 
 /// Largest HTTP request head read.
 const MAX_HEAD: usize = 8 << 10;
+/// Scrapes served at once; more connections are closed at once (a scraper needs one).
+const MAX_SCRAPES: usize = 8;
+/// Reading the request and writing the answer each get this long.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds `addr` and serves `/metrics` until `shutdown`.
 pub async fn serve(
@@ -146,17 +150,37 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "serving metrics");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     tokio::spawn(async move {
+        let mut backoff = crate::accept::Backoff::default();
         loop {
-            let (mut stream, _) = tokio::select! {
+            let accepted = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                a = listener.accept() => a,
+            };
+            let mut stream = match accepted {
+                Ok((s, _)) => {
+                    backoff.reset();
+                    s
+                }
+                Err(e) => {
+                    let pause = backoff.failed("metrics", &e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                debug!("too many metrics connections; closing one");
+                continue;
             };
             let registry = registry.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let mut head = vec![0u8; MAX_HEAD];
                 let mut n = 0;
-                let read = tokio::time::timeout(Duration::from_secs(5), async {
+                let read = tokio::time::timeout(SCRAPE_TIMEOUT, async {
                     while n < head.len() && !head[..n].windows(4).any(|w| w == b"\r\n\r\n") {
                         match stream.read(&mut head[n..]).await {
                             Ok(0) | Err(_) => break,
@@ -185,8 +209,11 @@ pub async fn serve(
                     "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-                if let Err(e) = stream.write_all(resp.as_bytes()).await {
-                    debug!("metrics response not sent: {e}");
+                match tokio::time::timeout(SCRAPE_TIMEOUT, stream.write_all(resp.as_bytes())).await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => debug!("metrics response not sent: {e}"),
+                    Err(_) => debug!("metrics response not taken in time"),
                 }
             });
         }

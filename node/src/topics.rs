@@ -3,13 +3,15 @@
 //! arrives to local clients. The node subscribes to a topic's gossip while at least one
 //! local client listens, and leaves it after the last one has gone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use lattice_overlay::{GossipId, Overlay, PeerId, Verdict};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tracing::warn;
+
+use crate::subs::Subscriptions;
 
 /// Largest message, in bytes.
 pub const MAX_MESSAGE: usize = 64 << 10;
@@ -63,15 +65,12 @@ pub fn app_topic(gossip: &str) -> Option<&str> {
 }
 
 type Subscribers = HashMap<String, Vec<mpsc::Sender<TopicMessage>>>;
-/// Remote peers known to subscribe, per topic (bounded in all).
-type Remote = HashMap<String, HashSet<PeerId>>;
-const MAX_REMOTE: usize = 100_000;
 
 #[derive(Clone)]
 pub struct Topics {
     overlay: Overlay,
     subs: Arc<Mutex<Subscribers>>,
-    remote: Arc<Mutex<Remote>>,
+    remote: Arc<Mutex<Subscriptions>>,
 }
 
 impl Topics {
@@ -79,11 +78,11 @@ impl Topics {
         Topics {
             overlay,
             subs: Arc::new(Mutex::new(HashMap::new())),
-            remote: Arc::new(Mutex::new(HashMap::new())),
+            remote: Arc::default(),
         }
     }
 
-    fn remote(&self) -> std::sync::MutexGuard<'_, Remote> {
+    fn remote(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
         self.remote.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -94,33 +93,25 @@ impl Topics {
         };
         let mut remote = self.remote();
         if subscribed {
-            let total: usize = remote.values().map(HashSet::len).sum();
-            if total < MAX_REMOTE {
-                remote.entry(topic.to_owned()).or_default().insert(peer);
-            }
-        } else if let Some(s) = remote.get_mut(topic) {
-            s.remove(&peer);
-            if s.is_empty() {
-                remote.remove(topic);
-            }
+            remote.add(topic, peer);
+        } else {
+            remote.remove(topic, &peer);
         }
     }
 
     /// Forgets a disconnected peer's subscriptions.
     pub fn forget(&self, peer: &PeerId) {
-        self.remote().retain(|_, s| {
-            s.remove(peer);
-            !s.is_empty()
-        });
+        self.remote().forget(peer);
     }
 
     /// Connected peers known to subscribe to `topic`.
     pub fn peers(&self, topic: &str) -> Vec<String> {
         let mut v: Vec<String> = self
             .remote()
-            .get(topic)
-            .map(|s| s.iter().map(ToString::to_string).collect())
-            .unwrap_or_default();
+            .peers(topic)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         v.sort();
         v
     }

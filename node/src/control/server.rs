@@ -119,6 +119,7 @@ impl Server {
         let mut conns = JoinSet::new();
         let me = nix::unistd::geteuid().as_raw();
         let mut next_conn = 0u64;
+        let mut backoff = crate::accept::Backoff::default();
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -127,9 +128,16 @@ impl Server {
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             };
             let (stream, _) = match accepted {
-                Ok(s) => s,
+                Ok(s) => {
+                    backoff.reset();
+                    s
+                }
                 Err(e) => {
-                    warn!("accept failed: {e}");
+                    let pause = backoff.failed("control socket", &e);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                     continue;
                 }
             };

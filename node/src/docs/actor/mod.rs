@@ -6,7 +6,7 @@
 //! (request-response tasks, bounded), broadcasts to the document's topic, acknowledgements
 //! to waiting clients, changes to watchers.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,12 +18,13 @@ use lattice_crdt::sync::{
     self, Acl, Event as SyncEvent, Genesis, Input, Output, Replica, SignedDelta,
 };
 use lattice_crdt::{ActorId, DocId};
-use lattice_overlay::{Event, Overlay, PeerId};
+use lattice_overlay::{Event, Overlay};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 mod network;
+mod verify;
 
 use super::hosted::{Hosted, MAX_WATCHERS, WATCH_QUEUE};
 use super::wire;
@@ -32,6 +33,7 @@ use crate::auth::NodeAuth;
 use crate::control::api;
 use crate::metrics::Metrics;
 use crate::store::{Change, DocMeta, Store, StoreError};
+use crate::subs::Subscriptions;
 
 /// How often replicas are ticked (periodic anti-entropy is due every few seconds).
 const TICK: Duration = Duration::from_millis(500);
@@ -48,15 +50,9 @@ const MAX_ACKS: usize = 8_192;
 const MAX_SENDS: usize = 512;
 /// Background lookups (joins, provider searches, announcements) at once.
 const MAX_BACKGROUND: usize = 64;
-/// Remembered topic subscriptions of peers, all topics together.
-const MAX_SUBS: usize = 100_000;
-/// Refused messages that get a peer blocked. Honest peers can be refused now and then
-/// (a delta by a writer whose admission has not reached us yet), never this often.
-const MAX_STRIKES: u32 = 64;
-/// Peers whose strikes are counted at once.
-const MAX_STRIKE_PEERS: usize = 4_096;
-/// Strikes are forgotten this often (in ticks): ten minutes.
-const STRIKE_WINDOW: u64 = 1_200;
+/// Messages from peers being decoded and verified off the async threads at once; beyond
+/// this, gossip is ignored (anti-entropy repairs it) and requests are refused as busy.
+const MAX_VERIFYING: usize = 4;
 
 type Commit = Pin<Box<dyn Future<Output = (DocId, Option<u64>, Result<(), StoreError>)> + Send>>;
 
@@ -76,10 +72,9 @@ pub(super) struct Actor {
     topics: HashMap<String, DocId>,
     /// Connected peers' topic subscriptions, so a document hosted later finds its
     /// replicas among peers already connected.
-    subs: HashMap<String, HashSet<PeerId>>,
-    subs_len: usize,
-    /// Refused messages per peer in the current window.
-    strikes: HashMap<PeerId, u32>,
+    subs: Subscriptions,
+    /// Peers' messages being decoded and verified on blocking threads (bounded).
+    verifying: JoinSet<verify::Checked>,
     acks: HashMap<u64, Ack>,
     next_tag: u64,
     commits: FuturesUnordered<Commit>,
@@ -116,9 +111,8 @@ impl Actor {
             commands,
             docs: BTreeMap::new(),
             topics: HashMap::new(),
-            subs: HashMap::new(),
-            subs_len: 0,
-            strikes: HashMap::new(),
+            subs: Subscriptions::default(),
+            verifying: JoinSet::new(),
             acks: HashMap::new(),
             next_tag: 1,
             commits: FuturesUnordered::new(),
@@ -157,6 +151,11 @@ impl Actor {
                     self.tick(rounds).await;
                     rounds += 1;
                 }
+                Some(c) = self.verifying.join_next(), if !self.verifying.is_empty() => {
+                    if let Ok(c) = c {
+                        self.checked(c).await;
+                    }
+                }
                 Some(_) = self.sends.join_next(), if !self.sends.is_empty() => {}
                 Some(_) = self.background.join_next(), if !self.background.is_empty() => {}
             }
@@ -169,6 +168,7 @@ impl Actor {
         };
         let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
         self.sends.abort_all();
+        self.verifying.abort_all();
         self.background.abort_all();
     }
 
@@ -192,12 +192,7 @@ impl Actor {
         self.topics.insert(topic.clone(), id);
         self.docs.insert(id, Hosted::new(meta, replica));
         self.announce(id);
-        let known: Vec<PeerId> = self
-            .subs
-            .get(&topic)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        for peer in known {
+        for peer in self.subs.peers(&topic) {
             self.peer_up(id, peer).await;
         }
         id
@@ -333,11 +328,7 @@ impl Actor {
             let _ = reply.send(Err(DocsError::Busy));
             return;
         }
-        let known: Vec<PeerId> = self
-            .subs
-            .get(&wire::topic(&id))
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let known = self.subs.peers(&wire::topic(&id));
         let (overlay, commands) = (self.overlay.clone(), self.commands.clone());
         self.background.spawn(async move {
             let genesis = match join::find_genesis(overlay, id, known).await {
@@ -520,9 +511,6 @@ impl Actor {
     }
 
     async fn tick(&mut self, round: u64) {
-        if round % STRIKE_WINDOW == 0 {
-            self.strikes.clear();
-        }
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
         for id in ids {
             let _ = self.apply(id, Input::Tick).await;
