@@ -124,7 +124,8 @@ fn closed_documents_refuse_non_writers_locally_and_on_the_wire() {
             );
             // Claiming to be the other legitimate writer, with the stranger's signature,
             // as that writer's next write (its first is held everywhere: resending that
-            // would be a harmless duplicate).
+            // would be a harmless duplicate). Its values still name the stranger as their
+            // writer, so it is refused at the cheapest stage, before any signature check.
             let mut stolen = forged.clone();
             let victim = if std::ptr::eq(target, owner) {
                 writer
@@ -140,7 +141,7 @@ fn closed_documents_refuse_non_writers_locally_and_on_the_wire() {
                     SyncRequest::Sync(Message::Delta(stolen)).encode(),
                 )
                 .await,
-                "signature",
+                "holds a value written by",
             );
             // Not CBOR at all.
             refused(
@@ -195,4 +196,34 @@ fn closed_documents_refuse_non_writers_locally_and_on_the_wire() {
     assert!(!out.status.success(), "a removed writer still writes");
     let v = wait_converged(&[owner, writer, outsider], &doc);
     assert_eq!(v["n"], 2);
+}
+
+#[test]
+fn a_peer_that_syncs_once_and_leaves_is_not_kept_as_a_replica() {
+    let net = start_net(1);
+    let node = &net.nodes[0];
+    let doc = create_doc(node, "open", &["--open"]);
+    let replicas = || run_ok(node, &["doc", "info", &doc])["replicas"].clone();
+    assert_eq!(replicas(), 0);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let o = stranger(Keypair::generate_ed25519(), node).await;
+        // One summary, without ever subscribing to the document's topic.
+        let summary = Message::Summary {
+            doc: doc.parse().unwrap(),
+            vv: Default::default(),
+            reply: true,
+        };
+        let r = send(&o, node, SyncRequest::Sync(summary).encode()).await;
+        assert!(matches!(r, Ok(SyncResponse::Ok)), "{r:?}");
+        assert_eq!(replicas(), 1);
+        // Every handle dropped: the stranger's swarm stops and its connection closes.
+        drop(o);
+    });
+    common::wait_for_ok("the replica to forget the stranger", || {
+        Ok((replicas() == 0).then_some(()))
+    });
 }
