@@ -5,7 +5,8 @@
 //! cheap, and a driver may run it (with signature checks) away from the replica.
 //!
 //! [`Doc::validate_delta`] then judges the delta against the state it would join: clocks
-//! within the allowed drift, the author's own dots fresh and not absurdly far ahead, and
+//! within the allowed drift, the author's own dots new (or, in a fold, made by the writes
+//! it covers) and not absurdly far ahead, and
 //! the context covering no dot of *another* actor that this replica has not seen yet. The
 //! last rule is what keeps one writer from deleting another's future writes: a context
 //! may only remove what exists. A delta that fails it is not wrong, only early
@@ -15,6 +16,7 @@ use std::collections::BTreeSet;
 
 use crate::clock::{Hlc, Timestamp};
 use crate::counter::MAX_ENTRY_TOTAL;
+use crate::ctx::CausalContext;
 use crate::doc::{Delta, Doc, DocError, MAX_DEPTH};
 use crate::dot::Dot;
 use crate::id::ActorId;
@@ -27,6 +29,17 @@ pub struct DeltaLimits {
     pub max_drift_ms: u64,
     /// How far past the author's own highest dot seen here its context may reach.
     pub max_dot_lead: u64,
+}
+
+/// Which of its author's dots a delta may hold that this replica has already seen.
+#[derive(Clone, Copy, Debug)]
+pub enum Novelty<'a> {
+    /// A delta that extends its author's run: every dot it holds is new.
+    Fresh,
+    /// A fold over entries held here, whose contexts together are `covered`: the dots it
+    /// holds that are seen here must be among them (a fold holds only what the writes it
+    /// replaces made).
+    Fold { covered: &'a CausalContext },
 }
 
 /// Checks what can be checked on `delta` alone, as written by `author`.
@@ -75,15 +88,14 @@ pub fn check_structure(author: &ActorId, delta: &Delta) -> Result<(), DocError> 
 
 impl Doc {
     /// Checks a delta from `author` received from the network before it is applied:
-    /// [`check_structure`], then the rules that depend on this document's state. `fresh`
-    /// says the delta extends the author's run (it is not a fold over deltas held here),
-    /// so every dot it holds must be new.
+    /// [`check_structure`], then the rules that depend on this document's state. `novelty`
+    /// says which of the author's dots seen here it may hold.
     pub fn validate_delta(
         &self,
         author: &ActorId,
         delta: &Delta,
         limits: &DeltaLimits,
-        fresh: bool,
+        novelty: Novelty<'_>,
     ) -> Result<(), DocError> {
         check_structure(author, delta)?;
         let seen = self.ctx();
@@ -107,17 +119,19 @@ impl Doc {
                 });
             }
         }
-        if fresh {
-            let known = seen.max(author);
-            let mut stale = None;
-            delta.store.for_each_dot(&mut |d| {
-                if d.counter <= known && stale.is_none() {
-                    stale = Some(d.counter);
-                }
-            });
-            if let Some(counter) = stale {
-                return Err(DocError::StaleDot { counter, known });
+        let known = seen.max(author);
+        let mut stale = None;
+        delta.store.for_each_dot(&mut |d| {
+            let allowed = match novelty {
+                Novelty::Fresh => false,
+                Novelty::Fold { covered } => covered.contains(d),
+            };
+            if d.counter <= known && !allowed && stale.is_none() {
+                stale = Some(d.counter);
             }
+        });
+        if let Some(counter) = stale {
+            return Err(DocError::StaleDot { counter, known });
         }
         let mut latest = None::<Timestamp>;
         delta
@@ -159,10 +173,10 @@ mod tests {
         let d = doc();
         let (a, b) = (ActorId::from_index(1), ActorId::from_index(2));
         let good = d.prepare(a, ts(1), &Op::new("k", OpKind::Incr(1))).unwrap();
-        assert!(d.validate_delta(&a, &good, &LIMITS, true).is_ok());
+        assert!(d.validate_delta(&a, &good, &LIMITS, Novelty::Fresh).is_ok());
         // Claiming another actor's write.
         assert!(matches!(
-            d.validate_delta(&b, &good, &LIMITS, true),
+            d.validate_delta(&b, &good, &LIMITS, Novelty::Fresh),
             Err(DocError::ForeignDot { .. })
         ));
         // A register from the year 9999.
@@ -174,21 +188,21 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            d.validate_delta(&a, &future, &LIMITS, true),
+            d.validate_delta(&a, &future, &LIMITS, Novelty::Fresh),
             Err(DocError::Clock(_))
         ));
         // Its own dots far ahead of anything seen.
         let mut ahead = good.clone();
         ahead.ctx.insert_range(a, 1, 1 << 40);
         assert!(matches!(
-            d.validate_delta(&a, &ahead, &LIMITS, true),
+            d.validate_delta(&a, &ahead, &LIMITS, Novelty::Fresh),
             Err(DocError::DotTooFarAhead { .. })
         ));
         // A dot the context does not cover.
         let mut outside = good.clone();
         outside.ctx = CausalContext::new();
         assert!(matches!(
-            d.validate_delta(&a, &outside, &LIMITS, true),
+            d.validate_delta(&a, &outside, &LIMITS, Novelty::Fresh),
             Err(DocError::DotOutsideContext { .. })
         ));
     }
@@ -201,13 +215,13 @@ mod tests {
         d.apply(&bs);
         // `a` deletes `x` having seen b's one dot: fine.
         let del = d.prepare(a, ts(2), &Op::new("x", OpKind::Delete)).unwrap();
-        assert!(d.validate_delta(&a, &del, &LIMITS, true).is_ok());
+        assert!(d.validate_delta(&a, &del, &LIMITS, Novelty::Fresh).is_ok());
         // The same delete claiming four billion of b's dots: b's future writes would
         // vanish on arrival. Held back until they exist here.
         let mut greedy = del.clone();
         greedy.ctx.insert_range(b, 1, 1 << 32);
         assert_eq!(
-            d.validate_delta(&a, &greedy, &LIMITS, true),
+            d.validate_delta(&a, &greedy, &LIMITS, Novelty::Fresh),
             Err(DocError::NotYetSeen {
                 actor: b,
                 counter: 1 << 32,
@@ -241,13 +255,149 @@ mod tests {
         let entry = again.store.0 .0.remove("x").unwrap();
         again.store.0 .0.insert("y".into(), entry);
         assert_eq!(
-            d.validate_delta(&a, &again, &LIMITS, true),
+            d.validate_delta(&a, &again, &LIMITS, Novelty::Fresh),
             Err(DocError::StaleDot {
                 counter: 1,
                 known: 1
             })
         );
-        // As part of a fold over deltas held here it is judged by the log instead.
-        assert!(d.validate_delta(&a, &again, &LIMITS, false).is_ok());
+        // A fold over the write that made it may hold it (the replica checks that it is
+        // in the same place); a fold over other writes may not.
+        let covered = first.ctx.clone();
+        let fold = Novelty::Fold { covered: &covered };
+        assert!(d.validate_delta(&a, &again, &LIMITS, fold).is_ok());
+        let elsewhere = CausalContext::new();
+        let fold = Novelty::Fold {
+            covered: &elsewhere,
+        };
+        assert!(d.validate_delta(&a, &again, &LIMITS, fold).is_err());
+    }
+
+    mod join_property {
+        use super::*;
+        use crate::json::Json;
+        use proptest::prelude::*;
+
+        fn op(k: u8, kind: u8, n: u8) -> Op {
+            let key = format!("k{}", k % 4);
+            match kind % 6 {
+                0 => Op::new(key, OpKind::Incr(i64::from(n) - 3)),
+                1 => Op::new(key, OpKind::Set(Json::parse_or_string(&n.to_string()))),
+                2 => Op::new(key, OpKind::Add(vec![format!("m{}", n % 3)])),
+                3 => Op::new(key, OpKind::Remove(vec![format!("m{}", n % 3)])),
+                4 => Op::at(["nested", key.as_str()], OpKind::Incr(1)),
+                _ => Op::new(key, OpKind::Delete),
+            }
+        }
+
+        /// Ways a hostile writer bends a delta it signs.
+        fn mutate(doc: &Doc, delta: &mut Delta, how: u8, n: u8) {
+            let other = ActorId::from_index(u64::from(n % 3) + 1);
+            match how % 6 {
+                // The same entry under a second key.
+                0 => {
+                    if let Some((_, e)) = delta.store.0 .0.iter().next() {
+                        let e = e.clone();
+                        delta.store.0 .0.insert(format!("copy{n}"), e);
+                    }
+                }
+                // A context reaching past what is seen here, by a little or a lot.
+                1 => {
+                    let reach = doc.ctx().max(&other) + 1 + u64::from(n) * (1 << 20);
+                    delta.ctx.insert_range(other, 1, reach);
+                }
+                // A context covering dots that are seen here (a wide remove).
+                2 => {
+                    let known = doc.ctx().max(&other);
+                    if known > 0 {
+                        delta.ctx.insert_range(other, 1, known);
+                    }
+                }
+                // An entry moved to another key.
+                3 => {
+                    if let Some((k, e)) = delta.store.0 .0.pop_first() {
+                        delta.store.0 .0.insert(format!("{k}-moved"), e);
+                    }
+                }
+                // An entry of the document (old dots, maybe the author's) under a new key,
+                // with its dots in the context.
+                4 => {
+                    let picked = doc
+                        .root()
+                        .iter()
+                        .nth(usize::from(n) % doc.root().len().max(1));
+                    if let Some((k, e)) = picked {
+                        let e = e.clone();
+                        e.for_each_dot(&mut |d| delta.ctx.insert(*d));
+                        delta.store.0 .0.insert(format!("{k}-old{n}"), e);
+                    }
+                }
+                // The context stripped.
+                _ => delta.ctx = Default::default(),
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            /// Whatever a hostile writer sends, if the checks accept it, the fast join
+            /// (which visits only the keys the delta names) gives the exact join.
+            #[test]
+            fn the_fast_join_equals_the_exact_join_on_every_accepted_delta(
+                history in prop::collection::vec((0usize..4, any::<u8>(), any::<u8>(), any::<u8>()), 0..40),
+                write in (any::<u8>(), any::<u8>(), any::<u8>()),
+                mutations in prop::collection::vec((any::<u8>(), any::<u8>()), 0..4),
+                fold_over in 0usize..4,
+            ) {
+                let author = ActorId::from_index(9);
+                let mut doc = doc();
+                let mut own: Vec<Delta> = Vec::new();
+                for (i, (a, k, kind, n)) in history.into_iter().enumerate() {
+                    // The author writes too, so a fold may carry its old dots.
+                    let actor = ActorId::from_index([1, 2, 3, 9][a]);
+                    if let Ok(d) = doc.prepare(actor, ts(i as u64), &op(k, kind, n)) {
+                        doc.apply(&d);
+                        if actor == author {
+                            own.push(d);
+                        }
+                    }
+                }
+                let Ok(write) = doc.prepare(author, ts(500), &op(write.0, write.1, write.2)) else {
+                    return Ok(());
+                };
+                // A new write alone, or folded with the author's last few writes (held
+                // here), as an honest fold would be; then bent.
+                let covered_n = fold_over.min(own.len());
+                let mut covered = Delta::default();
+                for d in &own[own.len() - covered_n..] {
+                    covered.join_with(d);
+                }
+                let mut delta = covered.clone();
+                delta.join_with(&write);
+                for (how, n) in mutations {
+                    mutate(&doc, &mut delta, how, n);
+                }
+                let novelty = if covered_n == 0 {
+                    Novelty::Fresh
+                } else {
+                    Novelty::Fold { covered: &covered.ctx }
+                };
+                let limits = DeltaLimits { now_ms: 1_000, max_drift_ms: 1_000, max_dot_lead: 1 << 40 };
+                // What the replica accepts: the checks pass, and a fold contains what it
+                // covers (else it is evidence of equivocation, not applied).
+                let consistent = covered_n == 0 || {
+                    let mut joined = delta.clone();
+                    joined.join_exact(&covered);
+                    joined == delta
+                };
+                if consistent && doc.validate_delta(&author, &delta, &limits, novelty).is_ok() {
+                    let mut fast = doc.clone();
+                    fast.apply(&delta);
+                    let mut exact = doc.clone();
+                    exact.apply_exact(&delta);
+                    prop_assert_eq!(fast, exact);
+                }
+            }
+        }
     }
 }

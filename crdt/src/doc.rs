@@ -188,6 +188,12 @@ impl Doc {
     pub fn apply(&mut self, delta: &Delta) {
         self.state.join_with(delta);
     }
+
+    /// The same join without the small-delta shortcut, for tests that compare the two.
+    #[cfg(test)]
+    pub(crate) fn apply_exact(&mut self, delta: &Delta) {
+        self.state.join_exact(delta);
+    }
 }
 
 /// Computes deltas for one write.

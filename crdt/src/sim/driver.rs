@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::byzantine::Byzantine;
 use super::net::Net;
 use super::workload::{Model, Workload, Write};
 use super::{Report, SimConfig};
@@ -45,6 +46,16 @@ enum Ev {
     Partition,
     Heal,
     Check,
+    /// A Byzantine author attacks.
+    Attack {
+        byzantine: usize,
+    },
+    /// A Byzantine author's message reaches an honest node.
+    Inject {
+        to: usize,
+        from: ActorId,
+        msg: Message,
+    },
 }
 
 /// One simulated node: its replica (absent while crashed) and its disk.
@@ -78,6 +89,7 @@ pub(super) struct Sim<'c> {
     report: Report,
     faults_over_ms: u64,
     converged_at: Option<u64>,
+    byzantine: Vec<Byzantine>,
 }
 
 impl<'c> Sim<'c> {
@@ -127,6 +139,8 @@ impl<'c> Sim<'c> {
             messages_lost: 0,
             bytes_sent: cfg.measure_bytes.then_some(0),
             deltas_rejected: 0,
+            attacks: 0,
+            equivocations: 0,
             crashes: 0,
             partitions: 0,
             virtual_ms: 0,
@@ -148,6 +162,9 @@ impl<'c> Sim<'c> {
             report,
             faults_over_ms: 0,
             converged_at: None,
+            byzantine: (0..cfg.byzantine)
+                .map(|i| Byzantine::new(doc, ActorId::from_index((cfg.nodes + 1 + i) as u64)))
+                .collect(),
         }
     }
 
@@ -180,6 +197,13 @@ impl<'c> Sim<'c> {
             self.schedule(start, Ev::Partition);
             self.schedule(end, Ev::Heal);
             self.faults_over_ms = self.faults_over_ms.max(end);
+        }
+        if !self.byzantine.is_empty() {
+            for _ in 0..self.cfg.attacks {
+                let at = self.rng.random_range(0..phase);
+                let byzantine = self.rng.random_range(0..self.byzantine.len());
+                self.schedule(at, Ev::Attack { byzantine });
+            }
         }
         for _ in 0..self.cfg.crashes {
             let node = self.rng.random_range(0..self.cfg.nodes);
@@ -276,6 +300,16 @@ impl<'c> Sim<'c> {
                     self.link_changed(a, b, true);
                 }
             }
+            Ev::Attack { byzantine } => self.attack(byzantine),
+            Ev::Inject { to, from, msg } => {
+                if self.nodes[to].replica.is_none() {
+                    return;
+                }
+                let relay = msg.clone();
+                if self.input(to, Input::Message { from, msg }) {
+                    self.send_to_peers(to, None, relay);
+                }
+            }
             Ev::Check => {
                 if self.all_agree() {
                     self.converged_at = Some(self.now);
@@ -335,12 +369,35 @@ impl Sim<'_> {
                     }
                 }
                 Output::Event(Event::Applied { local, .. }) => applied_remote |= !local,
-                // The simulated document is open: nobody edits writers, nothing is cut.
-                Output::Truncate { .. }
-                | Output::Event(Event::Refused { .. } | Event::Truncated { .. }) => {}
+                // An author caught equivocating is cut: its later deltas leave the disk,
+                // including those still on their way there.
+                Output::Truncate { author, after } => {
+                    let n = &mut self.nodes[node];
+                    let keep = |d: &SignedDelta| d.author != author || d.seqs.last <= after;
+                    n.disk.retain(|_, d| keep(d));
+                    n.writing.retain(|(_, d)| keep(d));
+                }
+                Output::Event(
+                    Event::Refused { .. } | Event::Truncated { .. } | Event::Equivocated { .. },
+                ) => {}
             }
         }
         applied_remote
+    }
+
+    /// One attack by Byzantine author `b`: its messages reach random honest nodes (the two
+    /// versions of an equivocation reach two different ones).
+    fn attack(&mut self, b: usize) {
+        let honest: Vec<ActorId> = self.nodes.iter().map(|n| n.actor).collect();
+        let (_, msgs) = self.byzantine[b].attack(self.now, &mut self.rng, &honest);
+        self.report.attacks += 1;
+        let from = self.byzantine[b].actor;
+        let first = self.rng.random_range(0..self.nodes.len());
+        for (i, msg) in msgs.into_iter().enumerate() {
+            let to = (first + i) % self.nodes.len();
+            let at = self.now + self.rng.random_range(1..=50);
+            self.schedule(at, Ev::Inject { to, from, msg });
+        }
     }
 
     fn index_of(&self, actor: &ActorId) -> Option<usize> {
@@ -492,6 +549,7 @@ impl Sim<'_> {
                     .push(format!("node {i} is down at the end"));
                 continue;
             };
+            self.report.equivocations += r.stats().equivocations;
             let (lost, problems) = self.model.check(r.doc());
             self.report.acknowledged_lost += lost;
             self.report

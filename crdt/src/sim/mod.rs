@@ -13,6 +13,7 @@
 //! - [`net`]: the virtual network (topology, partitions).
 //! - [`workload`]: the random writes and the model of what acknowledged writes imply.
 
+mod byzantine;
 mod driver;
 mod net;
 mod workload;
@@ -46,6 +47,10 @@ pub struct SimConfig {
     pub settle_limit_ms: u64,
     /// Encode every message to count bytes (slower).
     pub measure_bytes: bool,
+    /// Byzantine authors: writers that sign hostile deltas (see `byzantine.rs`).
+    pub byzantine: usize,
+    /// Hostile deltas they inject into honest replicas during the write phase.
+    pub attacks: usize,
     pub replica: Config,
 }
 
@@ -64,6 +69,8 @@ impl SimConfig {
             disk_latency_ms: 20,
             settle_limit_ms: 300_000,
             measure_bytes: false,
+            byzantine: 0,
+            attacks: 0,
             replica: Config {
                 anti_entropy_interval_ms: 2_000,
                 ..Config::default()
@@ -91,6 +98,10 @@ pub struct Report {
     pub messages_lost: u64,
     pub bytes_sent: Option<u64>,
     pub deltas_rejected: u64,
+    /// Hostile deltas injected by Byzantine authors.
+    pub attacks: usize,
+    /// Byzantine authors caught equivocating, summed over replicas.
+    pub equivocations: u64,
     pub crashes: usize,
     pub partitions: usize,
     pub virtual_ms: u64,
@@ -135,6 +146,13 @@ impl std::fmt::Display for Report {
             writeln!(f, "bytes sent          {b}")?;
         }
         writeln!(f, "deltas rejected     {}", self.deltas_rejected)?;
+        if self.attacks > 0 {
+            writeln!(
+                f,
+                "byzantine           {} attacks, {} equivocations caught",
+                self.attacks, self.equivocations
+            )?;
+        }
         writeln!(
             f,
             "faults              {} partitions, {} crashes",

@@ -120,9 +120,12 @@ pub enum Event {
     /// The local write tagged `tag` will never be acknowledged: this replica's author was
     /// removed from the writers before it became durable.
     Refused { tag: u64 },
-    /// `author` was removed from the writers; its deltas past `after` were dropped and the
-    /// document rebuilt without them.
+    /// `author` was removed from the writers, or caught equivocating; its deltas past
+    /// `after` were dropped and the document rebuilt without them.
     Truncated { author: ActorId, after: u64 },
+    /// `author` signed two versions of the same writes; everything it wrote past `cut` is
+    /// refused from now on.
+    Equivocated { author: ActorId, cut: u64 },
 }
 
 /// A write or message the replica refused. The replica's state is unchanged by it.
@@ -160,6 +163,8 @@ pub enum SyncError {
     NotOwner,
     #[error("the owner cannot remove itself from its own document")]
     OwnerRemoval,
+    #[error("evidence of equivocation that proves nothing: {0}")]
+    BadEvidence(&'static str),
     #[error("the document is open: anyone may write, there are no writers to edit")]
     OpenDocument,
     #[error("{writer} was removed from the writers; removal is permanent")]
@@ -177,6 +182,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Held-back deltas dropped because they waited longer than the TTL.
     pub expired: u64,
+    /// Authors caught signing two versions of the same writes.
+    pub equivocations: u64,
     pub rejected: u64,
     pub folded: u64,
 }

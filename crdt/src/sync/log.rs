@@ -3,9 +3,33 @@
 
 use std::collections::BTreeMap;
 
-use super::message::SignedDelta;
+use super::message::{SeqRange, SignedDelta};
 use crate::id::ActorId;
 use crate::vv::VersionVector;
+
+/// How an incoming delta relates to the entries of its author already held.
+#[derive(Debug)]
+pub(crate) enum Overlap<'a> {
+    /// It overlaps none of them.
+    New,
+    /// The very same entry (same range, same signature) is held.
+    Same,
+    /// A held fold covers it.
+    Covered,
+    /// It is a fold over these held entries (and may reach past them).
+    Covers(Vec<&'a SignedDelta>),
+    /// A held entry with the same range but another signature, or overlapping it without
+    /// either covering the other: one author signed two versions of the same writes.
+    Conflict(&'a SignedDelta),
+}
+
+/// The first 8 bytes of the BLAKE3 hash of a delta's signature.
+pub(crate) fn fingerprint(d: &SignedDelta) -> u64 {
+    let h = blake3::hash(&d.signature);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
 
 /// A logged delta with its encoded size (for batching by bytes).
 #[derive(Clone, Debug)]
@@ -19,8 +43,23 @@ struct Logged {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DeltaLog {
     authors: BTreeMap<ActorId, BTreeMap<u64, Logged>>,
+    /// Per author, a hash chained over its entries in order (ranges and fingerprints):
+    /// equal chains mean the same entries. Extended on appends, rebuilt on folds and cuts.
+    chains: BTreeMap<ActorId, blake3::Hash>,
     vv: VersionVector,
     entries: usize,
+}
+
+/// Entries of one author listed in a [`super::Message::Entries`], at most.
+pub(crate) const MAX_LISTED: usize = 4_096;
+
+fn chain_step(prev: Option<&blake3::Hash>, d: &SignedDelta) -> blake3::Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(prev.map_or(&[0u8; 32], |p| p.as_bytes()));
+    h.update(&d.seqs.first.to_le_bytes());
+    h.update(&d.seqs.last.to_le_bytes());
+    h.update(&fingerprint(d).to_le_bytes());
+    h.finalize()
 }
 
 impl DeltaLog {
@@ -48,26 +87,141 @@ impl DeltaLog {
             .filter(|(_, l)| seqs.covers(&l.delta.seqs))
             .map(|(k, _)| *k)
             .collect();
+        let appended = covered.is_empty();
         for k in covered {
             run.remove(&k);
             self.entries -= 1;
         }
+        if appended {
+            let next = chain_step(self.chains.get(&author), &delta);
+            self.chains.insert(author, next);
+        }
         run.insert(seqs.first, Logged { delta, size });
         self.entries += 1;
         self.vv.advance(author, seqs.last);
+        if !appended {
+            self.rechain(&author);
+        }
         true
     }
 
-    /// True if `delta` is a fold that would replace two or more held entries.
-    pub(crate) fn would_fold(&self, delta: &SignedDelta) -> bool {
-        let Some(run) = self.authors.get(&delta.author) else {
-            return false;
+    fn rechain(&mut self, author: &ActorId) {
+        let Some(run) = self.authors.get(author) else {
+            self.chains.remove(author);
+            return;
         };
-        run.range(delta.seqs.first..=delta.seqs.last)
-            .filter(|(_, l)| delta.seqs.covers(&l.delta.seqs))
-            .take(2)
-            .count()
-            == 2
+        let mut h = None;
+        for l in run.values() {
+            h = Some(chain_step(h.as_ref(), &l.delta));
+        }
+        match h {
+            Some(h) => self.chains.insert(*author, h),
+            None => self.chains.remove(author),
+        };
+    }
+
+    /// Every author's chain, shortened to 16 bytes, for summaries.
+    pub(crate) fn chains(&self) -> Vec<(ActorId, [u8; 16])> {
+        self.chains
+            .iter()
+            .map(|(a, h)| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&h.as_bytes()[..16]);
+                (*a, b)
+            })
+            .collect()
+    }
+
+    /// `author`'s chain as [`DeltaLog::chains`] gives it.
+    pub(crate) fn chain(&self, author: &ActorId) -> Option<[u8; 16]> {
+        self.chains.get(author).map(|h| {
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&h.as_bytes()[..16]);
+            b
+        })
+    }
+
+    /// `author`'s newest [`MAX_LISTED`] entries as (range, fingerprint), oldest first.
+    pub(crate) fn listing(&self, author: &ActorId) -> Vec<(SeqRange, u64)> {
+        let Some(run) = self.authors.get(author) else {
+            return Vec::new();
+        };
+        let skip = run.len().saturating_sub(MAX_LISTED);
+        run.values()
+            .skip(skip)
+            .map(|l| (l.delta.seqs, fingerprint(&l.delta)))
+            .collect()
+    }
+
+    /// `author`'s entries that a peer's `listing` lacks, oldest first, bounded like
+    /// [`DeltaLog::missing_for`].
+    pub(crate) fn unlisted(
+        &self,
+        author: &ActorId,
+        listing: &[(SeqRange, u64)],
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Vec<SignedDelta> {
+        let Some(run) = self.authors.get(author) else {
+            return Vec::new();
+        };
+        let theirs: std::collections::BTreeSet<(SeqRange, u64)> =
+            listing.iter().take(MAX_LISTED).copied().collect();
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for l in run.values() {
+            if theirs.contains(&(l.delta.seqs, fingerprint(&l.delta))) {
+                continue;
+            }
+            if out.len() >= max_count || (!out.is_empty() && bytes + l.size > max_bytes) {
+                break;
+            }
+            bytes += l.size;
+            out.push(l.delta.clone());
+        }
+        out
+    }
+
+    /// How `delta` relates to the entries of its author held here, by sequence ranges
+    /// alone (see [`Overlap`]).
+    pub(crate) fn overlap(&self, delta: &SignedDelta) -> Overlap<'_> {
+        let Some(run) = self.authors.get(&delta.author) else {
+            return Overlap::New;
+        };
+        let seqs = delta.seqs;
+        // Entries are contiguous and sorted: those overlapping start with the one holding
+        // `first` (it may start earlier) and run to the last starting at or before `last`.
+        let start = run
+            .range(..=seqs.first)
+            .next_back()
+            .map_or(seqs.first, |(k, _)| *k);
+        let mut covered = Vec::new();
+        for (_, l) in run.range(start..=seqs.last) {
+            let held = &l.delta;
+            if held.seqs.last < seqs.first {
+                continue;
+            }
+            if held.seqs == seqs {
+                return if held.signature == delta.signature {
+                    Overlap::Same
+                } else {
+                    Overlap::Conflict(held)
+                };
+            }
+            if held.seqs.covers(&seqs) {
+                return Overlap::Covered;
+            }
+            if !seqs.covers(&held.seqs) {
+                // Honest folds always nest: they start at an author's oldest entry.
+                return Overlap::Conflict(held);
+            }
+            covered.push(held);
+        }
+        if covered.is_empty() {
+            Overlap::New
+        } else {
+            Overlap::Covers(covered)
+        }
     }
 
     /// The deltas a replica whose summary is `theirs` lacks, oldest first per author, at
@@ -125,6 +279,7 @@ impl DeltaLog {
             self.authors.remove(author);
         }
         self.vv.retreat(*author, top);
+        self.rechain(author);
         !doomed.is_empty()
     }
 

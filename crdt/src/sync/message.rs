@@ -124,16 +124,34 @@ pub enum Message {
     Delta(SignedDelta),
     /// "This is what I hold": the receiver answers with deltas the sender lacks, and if
     /// `reply` is set and the sender holds deltas the receiver lacks, with its own summary.
+    /// `chains` hashes each author's entries held: where the version vectors agree but a
+    /// chain differs, the receiver lists its entries of that author ([`Message::Entries`]),
+    /// so that two versions of the same writes (a fold, or equivocation) meet.
     Summary {
         doc: DocId,
         vv: VersionVector,
         reply: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        chains: Vec<(ActorId, [u8; 16])>,
+    },
+    /// "These are my entries of `author`": sequence ranges with signature fingerprints
+    /// (the newest 4,096 at most). The receiver sends the entries of its own not listed.
+    Entries {
+        doc: DocId,
+        author: ActorId,
+        entries: Vec<(SeqRange, u64)>,
     },
     /// A bounded batch of deltas the receiver lacked; `more` if the sender had more.
     Deltas {
         doc: DocId,
         deltas: Vec<SignedDelta>,
         more: bool,
+    },
+    /// Proof that an author equivocated: two deltas it signed that give different versions
+    /// of the same writes. Every replica that checks it cuts the author before them.
+    Evidence {
+        doc: DocId,
+        deltas: Vec<SignedDelta>,
     },
 }
 
@@ -142,15 +160,18 @@ impl Message {
     pub fn deltas(&self) -> &[SignedDelta] {
         match self {
             Message::Delta(d) => std::slice::from_ref(d),
-            Message::Deltas { deltas, .. } => deltas,
-            Message::Summary { .. } => &[],
+            Message::Deltas { deltas, .. } | Message::Evidence { deltas, .. } => deltas,
+            Message::Summary { .. } | Message::Entries { .. } => &[],
         }
     }
 
     pub fn doc(&self) -> DocId {
         match self {
             Message::Delta(d) => d.doc,
-            Message::Summary { doc, .. } | Message::Deltas { doc, .. } => *doc,
+            Message::Summary { doc, .. }
+            | Message::Entries { doc, .. }
+            | Message::Deltas { doc, .. }
+            | Message::Evidence { doc, .. } => *doc,
         }
     }
 

@@ -260,6 +260,7 @@ fn writes_are_acknowledged_broadcast_and_served_only_once_durable() {
                 doc: doc_id(),
                 vv: Default::default(),
                 reply: false,
+                chains: Vec::new(),
             },
         },
     );
@@ -503,6 +504,7 @@ fn messages_for_another_document_are_refused() {
                 doc: other,
                 vv: Default::default(),
                 reply: true,
+                chains: Vec::new(),
             },
         },
     );
@@ -587,6 +589,7 @@ fn messages_round_trip_through_cbor_and_garbage_is_refused() {
             doc: doc_id(),
             vv: [(ActorId::from_index(1), 3)].into_iter().collect(),
             reply: true,
+            chains: Vec::new(),
         },
     ];
     for m in msgs {

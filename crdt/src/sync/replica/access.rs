@@ -51,7 +51,7 @@ impl Replica {
 
     /// Drops `writer`'s deltas past `cut` everywhere this replica holds them (log, buffer,
     /// unacknowledged own writes, disk) and rebuilds the document without them.
-    fn truncate(&mut self, writer: ActorId, cut: u64) {
+    pub(super) fn truncate(&mut self, writer: ActorId, cut: u64) {
         let mut dropped = self.log.truncate_after(&writer, cut);
         let doomed: Vec<(ActorId, u64)> = self
             .pending

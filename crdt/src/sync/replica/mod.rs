@@ -21,13 +21,13 @@ use rand_chacha::ChaCha8Rng;
 use super::acl::{Acl, AclOp};
 
 mod access;
-use super::funnel::check_shape;
+mod equivocation;
+mod receive;
 use super::interface::{Config, Event, Input, Output, Stats, SyncError};
 use super::log::DeltaLog;
 use super::message::{Authenticator, Message, SeqRange, SignedDelta};
-use crate::check::DeltaLimits;
 use crate::clock::{Hlc, Timestamp};
-use crate::doc::{Delta, Doc, DocError, Op};
+use crate::doc::{Delta, Doc, Op};
 use crate::id::{ActorId, DocId};
 use crate::vv::VersionVector;
 
@@ -65,6 +65,8 @@ pub struct Replica {
     pending: BTreeMap<(ActorId, u64), Held>,
     pending_bytes: usize,
     peers: BTreeSet<ActorId>,
+    /// Authors caught equivocating (see [`equivocation`]).
+    banned: BTreeMap<ActorId, equivocation::Ban>,
     rng: ChaCha8Rng,
     next_anti_entropy_ms: u64,
     outputs: VecDeque<Output>,
@@ -95,6 +97,7 @@ impl Replica {
             pending: BTreeMap::new(),
             pending_bytes: 0,
             peers: BTreeSet::new(),
+            banned: BTreeMap::new(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_anti_entropy_ms: 0,
             outputs: VecDeque::new(),
@@ -358,6 +361,7 @@ impl Replica {
             doc: self.doc.id(),
             vv: self.log.vv().clone(),
             reply,
+            chains: self.log.chains(),
         };
         self.outputs.push_back(Output::Send { to, msg });
     }
@@ -384,8 +388,24 @@ impl Replica {
             return Err(e);
         }
         match msg {
-            Message::Delta(d) => self.receive(now_ms, d, verified),
-            Message::Summary { vv, reply, .. } => {
+            Message::Delta(d) => self.receive(now_ms, from, d, verified),
+            Message::Evidence { deltas, .. } => {
+                let r = self.on_evidence(deltas, verified);
+                if r.is_err() {
+                    self.stats.rejected += 1;
+                }
+                r
+            }
+            Message::Entries {
+                author, entries, ..
+            } => {
+                self.answer_listing(from, &author, &entries);
+                Ok(())
+            }
+            Message::Summary {
+                vv, reply, chains, ..
+            } => {
+                self.compare_chains(from, &vv, &chains);
                 let (deltas, more) = self.log.missing_for(
                     &vv,
                     self.config.max_batch_deltas,
@@ -409,7 +429,7 @@ impl Replica {
                 let mut first_err = Ok(());
                 // An honest peer never sends a bad delta: the first one ends the batch.
                 for d in deltas {
-                    if let Err(e) = self.receive(now_ms, d, verified) {
+                    if let Err(e) = self.receive(now_ms, from, d, verified) {
                         first_err = Err(e);
                         break;
                     }
@@ -426,233 +446,6 @@ impl Replica {
                     self.summary_to_random_peer(Some(from));
                 }
                 first_err
-            }
-        }
-    }
-
-    /// Takes a delta from the network through the funnel (see [`super::funnel`]): apply,
-    /// hold back, ignore or refuse it. `verified`: stages 1 and 3 already passed.
-    fn receive(&mut self, now_ms: u64, d: SignedDelta, verified: bool) -> Result<(), SyncError> {
-        let result = self.try_receive(now_ms, d, verified);
-        if result.is_err() {
-            self.stats.rejected += 1;
-        }
-        result
-    }
-
-    fn try_receive(
-        &mut self,
-        now_ms: u64,
-        d: SignedDelta,
-        verified: bool,
-    ) -> Result<(), SyncError> {
-        // Stage 1: shape. Verified messages passed it already; the cheap parts repeat.
-        let bytes = if verified {
-            self.check_doc(d.doc)?;
-            if !d.seqs.is_valid() {
-                return Err(SyncError::BadSeqRange {
-                    first: d.seqs.first,
-                    last: d.seqs.last,
-                });
-            }
-            None
-        } else {
-            Some(check_shape(self.doc.id(), &d, self.config.max_delta_bytes)?)
-        };
-        // Stage 2: what this replica knows.
-        let SeqRange { first, last } = d.seqs;
-        if !d.acl.is_empty() && self.acl.owner() != Some(d.author) {
-            return Err(SyncError::NotOwner);
-        }
-        let known = self.log.vv().get(&d.author);
-        if d.author == self.actor {
-            if last < self.next_seq {
-                self.stats.duplicates += 1;
-                return Ok(());
-            }
-            return Err(SyncError::OwnDeltaFromFuture { seq: last, known });
-        }
-        if last <= known && !self.log.would_fold(&d) {
-            self.stats.duplicates += 1;
-            return Ok(());
-        }
-        if first
-            > known
-                .saturating_add(1)
-                .saturating_add(self.config.max_seq_lead)
-        {
-            return Err(SyncError::SeqTooFarAhead {
-                author: d.author,
-                seq: first,
-                known,
-                max_lead: self.config.max_seq_lead,
-            });
-        }
-        if !self.acl.permits(&d.author, last) {
-            return Err(SyncError::NotAWriter { author: d.author });
-        }
-        // Stage 3: the signature.
-        if let Some(bytes) = &bytes {
-            if !self.auth.verify(&d.author, bytes, &d.signature) {
-                return Err(SyncError::BadSignature {
-                    author: d.author,
-                    first,
-                    last,
-                });
-            }
-        }
-        let size = bytes.map_or_else(|| d.signing_bytes().len(), |b| b.len()) + d.signature.len();
-        // Stage 4: against the state.
-        if first > known + 1 {
-            self.hold(now_ms, d, size);
-            return Ok(());
-        }
-        match self.judge(now_ms, &d) {
-            Ok(()) => {
-                self.apply_judged(now_ms, d, size);
-                self.drain_pending(now_ms);
-                Ok(())
-            }
-            Err(e) if early(&e) => {
-                self.hold(now_ms, d, size);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Holds back a verified delta that cannot apply yet, within the count and byte
-    /// bounds; anti-entropy brings back what is dropped here.
-    fn hold(&mut self, now_ms: u64, delta: SignedDelta, size: usize) {
-        let key = (delta.author, delta.seqs.first);
-        if self.pending.contains_key(&key) {
-            self.stats.duplicates += 1;
-            return;
-        }
-        let full = |r: &Self| {
-            r.pending.len() >= r.config.max_pending
-                || r.pending_bytes.saturating_add(size) > r.config.max_pending_bytes
-        };
-        if full(self) {
-            self.expire_pending(now_ms);
-        }
-        if full(self) {
-            self.stats.dropped += 1;
-            return;
-        }
-        self.pending_bytes += size;
-        self.pending.insert(
-            key,
-            Held {
-                delta,
-                size,
-                expires_ms: now_ms.saturating_add(self.config.pending_ttl_ms),
-            },
-        );
-        self.stats.buffered += 1;
-    }
-
-    fn unhold(&mut self, key: &(ActorId, u64)) -> Option<Held> {
-        let h = self.pending.remove(key)?;
-        self.pending_bytes -= h.size;
-        Some(h)
-    }
-
-    /// Drops held-back deltas that waited too long.
-    fn expire_pending(&mut self, now_ms: u64) {
-        let old: Vec<(ActorId, u64)> = self
-            .pending
-            .iter()
-            .filter(|(_, h)| h.expires_ms <= now_ms)
-            .map(|(k, _)| *k)
-            .collect();
-        for key in old {
-            self.unhold(&key);
-            self.stats.expired += 1;
-        }
-    }
-
-    /// Stage 4's judgement of a verified delta that extends (or folds) its author's run,
-    /// against the current state; changes nothing.
-    fn judge(&self, now_ms: u64, d: &SignedDelta) -> Result<(), SyncError> {
-        if !self.acl.permits(&d.author, d.seqs.last) {
-            return Err(SyncError::NotAWriter { author: d.author });
-        }
-        let limits = DeltaLimits {
-            now_ms,
-            max_drift_ms: self.config.max_clock_drift_ms,
-            max_dot_lead: self.config.max_dot_lead,
-        };
-        // A delta that only extends the run must hold new dots only; a fold over entries
-        // held here re-sends old ones.
-        let fresh = d.seqs.first > self.log.vv().get(&d.author);
-        self.doc
-            .validate_delta(&d.author, &d.delta, &limits, fresh)
-            .map_err(|source| SyncError::Doc {
-                author: d.author,
-                source,
-            })?;
-        self.clock.check(d.hlc, now_ms)?;
-        Ok(())
-    }
-
-    /// Applies a delta that [`Replica::judge`] passed.
-    fn apply_judged(&mut self, now_ms: u64, d: SignedDelta, size: usize) {
-        // Judged against the same `now_ms`: cannot fail.
-        let _ = self.clock.observe(d.hlc, now_ms);
-        if d.seqs.last > self.log.vv().get(&d.author) {
-            self.doc.apply(&d.delta);
-            self.stats.applied += 1;
-            self.event(Event::Applied {
-                author: d.author,
-                seqs: d.seqs,
-                local: false,
-            });
-        } else {
-            self.stats.folded += 1;
-        }
-        self.log.insert(d.clone(), size);
-        let ticket = self.ticket();
-        self.outputs.push_back(Output::Persist {
-            ticket,
-            delta: d.clone(),
-        });
-        self.apply_acl(&d);
-    }
-
-    /// Applies held-back deltas that can now apply, until none can. Bounded: every pass
-    /// that continues has applied or dropped at least one of at most `max_pending`.
-    fn drain_pending(&mut self, now_ms: u64) {
-        loop {
-            let mut progressed = false;
-            let keys: Vec<(ActorId, u64)> = self.pending.keys().copied().collect();
-            for key in keys {
-                let known = self.log.vv().get(&key.0);
-                if key.1 > known + 1 {
-                    continue;
-                }
-                let Some(h) = self.unhold(&key) else {
-                    continue;
-                };
-                if h.delta.seqs.last <= known && !self.log.would_fold(&h.delta) {
-                    self.stats.duplicates += 1;
-                    continue;
-                }
-                match self.judge(now_ms, &h.delta) {
-                    Ok(()) => {
-                        self.apply_judged(now_ms, h.delta, h.size);
-                        progressed = true;
-                    }
-                    // Still early: back in, keeping its deadline.
-                    Err(e) if early(&e) => {
-                        self.pending_bytes += h.size;
-                        self.pending.insert(key, h);
-                    }
-                    Err(_) => self.stats.rejected += 1,
-                }
-            }
-            if !progressed {
-                return;
             }
         }
     }
@@ -694,18 +487,6 @@ impl Replica {
         }
         Ok(())
     }
-}
-
-/// True if a delta was refused only for covering dots not seen here yet: it may apply
-/// later, so it is held back rather than refused.
-fn early(e: &SyncError) -> bool {
-    matches!(
-        e,
-        SyncError::Doc {
-            source: DocError::NotYetSeen { .. },
-            ..
-        }
-    )
 }
 
 impl std::fmt::Debug for Replica {

@@ -443,6 +443,10 @@ impl Actor {
                     authors.insert(author);
                     local |= l;
                 }
+                Output::Event(SyncEvent::Equivocated { author, cut }) => {
+                    self.metrics.delta_rejected();
+                    warn!(doc = %id, writer = %author, cut, "a writer signed two versions of the same writes; its writes after the cut are dropped everywhere");
+                }
                 Output::Event(SyncEvent::Truncated { author, after }) => {
                     warn!(doc = %id, writer = %author, after, "writer removed; its later deltas dropped");
                     authors.insert(author);

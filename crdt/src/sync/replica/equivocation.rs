@@ -1,0 +1,222 @@
+//! Catching an author that signs two versions of the same writes, and making every
+//! replica agree on what to do about it.
+//!
+//! An honest author signs each sequence number once, and its folds (re-signed runs of its
+//! own deltas) always contain what they replace. Two validly signed deltas of one author
+//! that break this — same range but different signatures, overlapping ranges where neither
+//! covers the other, or a fold that drops or moves what a delta it covers holds — are
+//! *evidence*: anyone can check it, and it proves the author misbehaved.
+//!
+//! Without a rule, replicas that got different versions would keep different states for
+//! good (their version vectors agree, so anti-entropy sends nothing). The rule: the author
+//! is cut just before the first sequence number the evidence covers twice, as if the owner
+//! had removed it there; its later deltas are dropped everywhere and refused from then on.
+//! The cut depends only on the evidence, and a replica that learns of earlier evidence
+//! lowers its cut, so every replica ends at the same cut once the evidence has spread: by
+//! gossip when caught, in answer to a banned author's delta, and in anti-entropy to any
+//! peer that still holds writes past the cut. Version-vector summaries carry a hash chained
+//! over each author's entries, and replicas whose chains differ at the same version list
+//! their entries to each other ([`Message::Entries`]), so two versions with equal vectors
+//! still meet.
+//!
+//! A ban lives in memory: after a restart it is learned again from the first peer that
+//! holds the evidence.
+
+use super::Replica;
+use crate::doc::Delta;
+use crate::id::ActorId;
+use crate::sync::funnel::check_shape;
+use crate::sync::interface::{Event, Output, SyncError};
+use crate::sync::message::{Message, SeqRange, SignedDelta};
+use crate::vv::VersionVector;
+
+/// Authors listed in answer to one summary whose chains differ from ours.
+const MAX_LISTINGS: usize = 16;
+
+/// An author caught equivocating.
+#[derive(Clone, Debug)]
+pub(super) struct Ban {
+    /// Its deltas reaching past this sequence number are dropped.
+    cut: u64,
+    /// The two deltas that prove it.
+    evidence: [SignedDelta; 2],
+}
+
+/// True if `small`'s content is contained in `big`'s: joining it changes nothing. The
+/// exact join: the fast one trusts that a dot sits in one place, which is what is in
+/// question here.
+fn contained(small: &Delta, big: &Delta) -> bool {
+    let mut joined = big.clone();
+    joined.join_exact(small);
+    joined == *big
+}
+
+/// A held entry that the fold `d` does not contain, if any.
+pub(super) fn inconsistent(d: &SignedDelta, covered: &[SignedDelta]) -> Option<SignedDelta> {
+    let mut all = (*d.delta).clone();
+    for c in covered {
+        all.join_exact(&c.delta);
+    }
+    if all == *d.delta {
+        return None;
+    }
+    // Monotone join: if every entry were contained, so would be their join.
+    covered
+        .iter()
+        .find(|c| !contained(&c.delta, &d.delta))
+        .cloned()
+}
+
+/// True if two deltas of one author give different versions of the same writes.
+fn conflict(a: &SignedDelta, b: &SignedDelta) -> Result<bool, SyncError> {
+    if a.author != b.author {
+        return Err(SyncError::BadEvidence("the deltas have different authors"));
+    }
+    if a.seqs.last < b.seqs.first || b.seqs.last < a.seqs.first {
+        return Err(SyncError::BadEvidence("the deltas cover different writes"));
+    }
+    Ok(if a.seqs == b.seqs {
+        a != b
+    } else if a.seqs.covers(&b.seqs) {
+        !contained(&b.delta, &a.delta)
+    } else if b.seqs.covers(&a.seqs) {
+        !contained(&a.delta, &b.delta)
+    } else {
+        true
+    })
+}
+
+impl Replica {
+    /// True if `author` is banned and a delta of it ending at `last` reaches past the cut.
+    pub(super) fn banned_past(&self, author: &ActorId, last: u64) -> bool {
+        self.banned.get(author).is_some_and(|b| last > b.cut)
+    }
+
+    /// Two deltas of one author, `held` here and `new` (both verified), disagree: cut the
+    /// author before the first write they both cover, and tell everyone.
+    pub(super) fn caught(&mut self, held: SignedDelta, new: SignedDelta) {
+        let author = new.author;
+        let cut = held.seqs.first.max(new.seqs.first) - 1;
+        if self.banned.get(&author).is_some_and(|b| b.cut <= cut) {
+            return;
+        }
+        self.banned.insert(
+            author,
+            Ban {
+                cut,
+                evidence: [held.clone(), new.clone()],
+            },
+        );
+        self.stats.equivocations += 1;
+        self.event(Event::Equivocated { author, cut });
+        self.truncate(author, cut);
+        self.outputs.push_back(Output::Broadcast(Message::Evidence {
+            doc: self.doc.id(),
+            deltas: vec![held, new],
+        }));
+    }
+
+    /// Sends `to` the evidence against `author`, if banned here.
+    pub(super) fn send_evidence(&mut self, to: ActorId, author: &ActorId) {
+        let Some(ban) = self.banned.get(author) else {
+            return;
+        };
+        if to == self.actor {
+            return;
+        }
+        let msg = Message::Evidence {
+            doc: self.doc.id(),
+            deltas: ban.evidence.to_vec(),
+        };
+        self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    /// Checks evidence from a peer and, if it proves equivocation, acts on it.
+    pub(super) fn on_evidence(
+        &mut self,
+        deltas: Vec<SignedDelta>,
+        verified: bool,
+    ) -> Result<(), SyncError> {
+        let Ok([a, b]) = <[SignedDelta; 2]>::try_from(deltas) else {
+            return Err(SyncError::BadEvidence("evidence is two deltas"));
+        };
+        if !conflict(&a, &b)? {
+            return Err(SyncError::BadEvidence("the two deltas agree"));
+        }
+        if !verified {
+            for d in [&a, &b] {
+                let bytes = check_shape(self.doc.id(), d, self.config.max_delta_bytes)?;
+                if !self.auth.verify(&d.author, &bytes, &d.signature) {
+                    return Err(SyncError::BadSignature {
+                        author: d.author,
+                        first: d.seqs.first,
+                        last: d.seqs.last,
+                    });
+                }
+            }
+        }
+        self.caught(a, b);
+        Ok(())
+    }
+
+    /// What a peer's summary tells about equivocation: evidence it lacks (it holds writes
+    /// past a cut), and authors whose entries differ from ours at the same version, for
+    /// which we list ours so the peer sends what we lack.
+    pub(super) fn compare_chains(
+        &mut self,
+        from: ActorId,
+        vv: &VersionVector,
+        chains: &[(ActorId, [u8; 16])],
+    ) {
+        let behind: Vec<ActorId> = self
+            .banned
+            .iter()
+            .filter(|(a, b)| vv.get(a) > b.cut)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in behind {
+            self.send_evidence(from, &a);
+        }
+        let mine = self.log.vv();
+        let differ: Vec<ActorId> = chains
+            .iter()
+            .filter(|(a, chain)| {
+                vv.get(a) == mine.get(a) && self.log.chain(a).is_some_and(|c| c != *chain)
+            })
+            .map(|(a, _)| *a)
+            .take(MAX_LISTINGS)
+            .collect();
+        for author in differ {
+            let msg = Message::Entries {
+                doc: self.doc.id(),
+                author,
+                entries: self.log.listing(&author),
+            };
+            self.outputs.push_back(Output::Send { to: from, msg });
+        }
+    }
+
+    /// A peer listed its entries of `author`: send it ours that it lacks (a fold it has not
+    /// seen, or another version of a write, which it will catch).
+    pub(super) fn answer_listing(
+        &mut self,
+        from: ActorId,
+        author: &ActorId,
+        listing: &[(SeqRange, u64)],
+    ) {
+        let deltas = self.log.unlisted(
+            author,
+            listing,
+            self.config.max_batch_deltas,
+            self.config.max_batch_bytes,
+        );
+        if !deltas.is_empty() {
+            let msg = Message::Deltas {
+                doc: self.doc.id(),
+                deltas,
+                more: false,
+            };
+            self.outputs.push_back(Output::Send { to: from, msg });
+        }
+    }
+}
