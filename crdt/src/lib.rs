@@ -17,6 +17,7 @@
 //! - [`wire`] and [`codec`]: the compact canonical encoding, and all CBOR.
 //! - [`sync`]: the replication protocol as a sans-IO state machine ([`sync::Replica`]).
 //! - [`sim`]: a deterministic many-replica network simulator driving [`sync`].
+//! - [`fuzz`]: fuzz targets for every decoder, and a bounded stable fuzz pass.
 
 pub mod check;
 pub mod clock;
@@ -25,6 +26,7 @@ pub mod counter;
 pub mod ctx;
 pub mod doc;
 pub mod dot;
+pub mod fuzz;
 pub mod id;
 pub mod json;
 pub mod map;

@@ -14,6 +14,7 @@
 //! - [`topics`]: publish/subscribe message streams over gossipsub.
 //! - [`subs`]: which peers subscribe to which gossip topics (bounded, both ways).
 //! - [`docs`]: replicated documents, driving the crdt sync state machine over the overlay.
+//! - [`fuzz`]: fuzz targets for every decoder of untrusted bytes in the daemon.
 
 pub mod accept;
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod docs;
+pub mod fuzz;
 pub mod identity;
 pub mod lock;
 pub mod metrics;

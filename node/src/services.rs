@@ -42,15 +42,15 @@ pub enum ServiceError {
 
 /// The question on `/lattice/service/1`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Ask {
-    name: String,
+pub(crate) struct Ask {
+    pub(crate) name: String,
 }
 
 /// The answer: whether the service is offered, and its metadata.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct Offer {
-    offered: bool,
-    meta: BTreeMap<String, String>,
+pub(crate) struct Offer {
+    pub(crate) offered: bool,
+    pub(crate) meta: BTreeMap<String, String>,
 }
 
 /// One provider of a service, as `service find` shows it.

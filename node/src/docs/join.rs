@@ -21,7 +21,7 @@ pub(super) const MAX_NAME: usize = 256;
 pub(super) const MAX_WRITERS: usize = 1_000;
 
 /// Checks a genesis a peer sent (or a user asked for).
-pub(super) fn check(g: &Genesis, id: Option<DocId>) -> Result<(), DocsError> {
+pub(crate) fn check(g: &Genesis, id: Option<DocId>) -> Result<(), DocsError> {
     if id.is_some_and(|id| g.id() != id) {
         return Err(DocsError::BadRequest(
             "a peer answered with a genesis that does not hash to the document id".into(),

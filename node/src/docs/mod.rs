@@ -16,7 +16,7 @@
 mod actor;
 pub mod control;
 mod hosted;
-mod join;
+pub(crate) mod join;
 pub mod wire;
 
 use std::str::FromStr;
