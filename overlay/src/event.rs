@@ -3,7 +3,7 @@
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 
-use crate::policy::Charge;
+use crate::policy::{Budget, Charge};
 
 /// An event from the overlay. Delivered on a bounded channel; if the node falls behind,
 /// events are dropped (and counted) rather than stalling the network: gossip is repaired
@@ -62,6 +62,22 @@ pub struct Responder {
     pub(crate) protocol: StreamProtocol,
     pub(crate) id: InboundRequestId,
     pub(crate) _charge: Charge,
+    /// The requester's share of responses in flight, to reserve from before building a
+    /// large answer.
+    pub(crate) out_budget: Budget,
+    pub(crate) reserved: Option<Charge>,
+}
+
+impl Responder {
+    /// Reserves `bytes` of the requester's share of responses in flight, before building
+    /// an answer that large; false if its share is used up (answer "busy" instead, which
+    /// costs nothing). The reservation covers the response when it is sent.
+    pub fn reserve(&mut self, bytes: usize) -> bool {
+        if self.reserved.is_none() {
+            self.reserved = self.out_budget.charge(self.peer, bytes);
+        }
+        self.reserved.is_some()
+    }
 }
 
 /// The verdict on a gossip message.

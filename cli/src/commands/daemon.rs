@@ -72,7 +72,12 @@ fn init_logging(format: LogFormat) {
     let filter = std::env::var("LATTICE_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info,libp2p_kad::behaviour=error".to_owned());
+        // libp2p's gossipsub logs every RPC it refuses from a peer at error level: a
+        // hostile peer could fill the disk with them. Lattice logs its own refusals, and
+        // blocks peers that keep earning them.
+        .unwrap_or_else(|| {
+            "info,libp2p_kad::behaviour=error,libp2p_gossipsub::behaviour=off".to_owned()
+        });
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -85,7 +90,20 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// glibc gives every thread that allocates an arena of its own (up to eight per core) and
+/// keeps what is freed in it: after a burst of large answers built on blocking threads, tens
+/// of MiB stay resident for good (measured: +84 MiB under the flood test, +43 MiB with two
+/// arenas). Two arenas are plenty for a daemon whose work is mostly I/O.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 pub fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<ExitCode> {
+    limit_malloc_arenas();
     let (cfg, format) = config(g, &a)?;
     init_logging(format);
     let rt = tokio::runtime::Builder::new_multi_thread()

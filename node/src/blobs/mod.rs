@@ -380,15 +380,15 @@ impl Blobs {
     }
 
     /// Answers a `/lattice/blob/1` request (in its own task).
-    pub fn serve(&self, peer: PeerId, data: Vec<u8>, responder: Responder) {
+    pub fn serve(&self, peer: PeerId, data: Vec<u8>, mut responder: Responder) {
         let this = self.clone();
         tokio::spawn(async move {
-            let resp = this.answer(peer, &data).await;
+            let resp = this.answer(peer, &data, &mut responder).await;
             let _ = this.0.overlay.respond(responder, resp.encode());
         });
     }
 
-    async fn answer(&self, peer: PeerId, data: &[u8]) -> BlobResponse {
+    async fn answer(&self, peer: PeerId, data: &[u8], responder: &mut Responder) -> BlobResponse {
         let req = match BlobRequest::decode(data) {
             Ok(r) => r,
             Err(e) => {
@@ -415,6 +415,11 @@ impl Blobs {
         };
         // check_ranges bounds `chunks` by MAX_REQUEST_CHUNKS, far inside u32.
         let permits = u32::try_from(chunks).unwrap_or(u32::MAX);
+        // The requester's share of answers in flight, reserved before the answer is built:
+        // a peer that asks faster than it reads is told "busy" at no cost.
+        if !responder.reserve(wire::encoded_bound(chunks)) {
+            return BlobResponse::Refused("busy".into());
+        }
         let Ok(_permit) = self.0.serving.clone().try_acquire_many_owned(permits) else {
             return BlobResponse::Refused("busy".into());
         };

@@ -86,6 +86,15 @@ pub enum BlobResponse {
     Refused(String),
 }
 
+/// An upper bound on the encoded size of `chunks` chunks with their proof: the data, one
+/// 64-byte pair of hashes per 64 KiB chunk group, a tree's height of pairs per range, the
+/// frame tag.
+pub fn encoded_bound(chunks: u64) -> usize {
+    let data = chunks.saturating_mul(1024);
+    let proof = (chunks / 64 + 1 + MAX_REQUEST_RANGES as u64 * 64).saturating_mul(64);
+    usize::try_from(data.saturating_add(proof).saturating_add(1)).unwrap_or(usize::MAX)
+}
+
 /// Checks the ranges of a request for a blob of `chunks` chunks: at most
 /// [`MAX_REQUEST_RANGES`] non-empty ranges inside the blob, at most [`MAX_REQUEST_CHUNKS`]
 /// chunks in all, counted without overflow. The answer is built in memory, so this is what

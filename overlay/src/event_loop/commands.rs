@@ -117,10 +117,15 @@ impl EventLoop {
                     self.swarm.behaviour_mut().access.block(vec![peer]);
                 }
             }
-            Command::Respond(r, data) => {
+            Command::Respond(mut r, data) => {
                 // Held until libp2p reports the response sent (or failed): a requester
-                // that reads slowly keeps at most its share of responses in memory.
-                let Some(charge) = self.out_budget.charge(r.peer, data.len()) else {
+                // that reads slowly keeps at most its share of responses in memory. A
+                // large answer reserved its share before it was built.
+                let charge = r
+                    .reserved
+                    .take()
+                    .or_else(|| self.out_budget.charge(r.peer, data.len()));
+                let Some(charge) = charge else {
                     debug!(peer = %r.peer, len = data.len(), "response over the peer's budget; dropped");
                     return;
                 };

@@ -389,6 +389,8 @@ impl EventLoop {
                             protocol,
                             id: request_id,
                             _charge: charge,
+                            out_budget: self.out_budget.clone(),
+                            reserved: None,
                         },
                     });
                 }
