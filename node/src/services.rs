@@ -247,6 +247,7 @@ impl Services {
             },
             Err(e) => {
                 debug!(%peer, "malformed service request: {e}");
+                let _ = self.overlay.strike(peer);
                 Offer {
                     offered: false,
                     meta: BTreeMap::new(),
