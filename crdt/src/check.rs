@@ -151,13 +151,6 @@ mod tests {
     use crate::doc::{Op, OpKind};
     use crate::id::DocId;
 
-    fn ts(ms: u64) -> Timestamp {
-        Timestamp {
-            millis: ms,
-            logical: 0,
-        }
-    }
-
     fn doc() -> Doc {
         Doc::new(DocId::derive(&ActorId::from_index(0), "t", &[0; 16]))
     }
@@ -172,7 +165,9 @@ mod tests {
     fn validation_refuses_forged_or_hostile_deltas() {
         let d = doc();
         let (a, b) = (ActorId::from_index(1), ActorId::from_index(2));
-        let good = d.prepare(a, ts(1), &Op::new("k", OpKind::Incr(1))).unwrap();
+        let good = d
+            .prepare(a, Timestamp::at(1), &Op::new("k", OpKind::Incr(1)))
+            .unwrap();
         assert!(d.validate_delta(&a, &good, &LIMITS, Novelty::Fresh).is_ok());
         // Claiming another actor's write.
         assert!(matches!(
@@ -183,7 +178,7 @@ mod tests {
         let future = d
             .prepare(
                 a,
-                ts(253_402_300_799_000),
+                Timestamp::at(253_402_300_799_000),
                 &Op::new("k", OpKind::Set("x".into())),
             )
             .unwrap();
@@ -211,10 +206,14 @@ mod tests {
     fn a_context_may_not_cover_another_actors_dots_not_seen_here() {
         let (a, b) = (ActorId::from_index(1), ActorId::from_index(2));
         let mut d = doc();
-        let bs = d.prepare(b, ts(1), &Op::new("x", OpKind::Incr(5))).unwrap();
+        let bs = d
+            .prepare(b, Timestamp::at(1), &Op::new("x", OpKind::Incr(5)))
+            .unwrap();
         d.apply(&bs);
         // `a` deletes `x` having seen b's one dot: fine.
-        let del = d.prepare(a, ts(2), &Op::new("x", OpKind::Delete)).unwrap();
+        let del = d
+            .prepare(a, Timestamp::at(2), &Op::new("x", OpKind::Delete))
+            .unwrap();
         assert!(d.validate_delta(&a, &del, &LIMITS, Novelty::Fresh).is_ok());
         // The same delete claiming four billion of b's dots: b's future writes would
         // vanish on arrival. Held back until they exist here.
@@ -234,7 +233,9 @@ mod tests {
     fn one_dot_under_two_keys_is_refused() {
         let a = ActorId::from_index(1);
         let d = doc();
-        let one = d.prepare(a, ts(1), &Op::new("x", OpKind::Incr(1))).unwrap();
+        let one = d
+            .prepare(a, Timestamp::at(1), &Op::new("x", OpKind::Incr(1)))
+            .unwrap();
         let mut twice = one.clone();
         let entry = twice.store.0 .0["x"].clone();
         twice.store.0 .0.insert("y".into(), entry);
@@ -248,7 +249,9 @@ mod tests {
     fn a_fresh_delta_may_not_reuse_an_old_dot_of_its_author() {
         let a = ActorId::from_index(1);
         let mut d = doc();
-        let first = d.prepare(a, ts(1), &Op::new("x", OpKind::Incr(1))).unwrap();
+        let first = d
+            .prepare(a, Timestamp::at(1), &Op::new("x", OpKind::Incr(1)))
+            .unwrap();
         d.apply(&first);
         // The same dot again, now under another key, as if it were a new write.
         let mut again = first.clone();
@@ -355,14 +358,14 @@ mod tests {
                 for (i, (a, k, kind, n)) in history.into_iter().enumerate() {
                     // The author writes too, so a fold may carry its old dots.
                     let actor = ActorId::from_index([1, 2, 3, 9][a]);
-                    if let Ok(d) = doc.prepare(actor, ts(i as u64), &op(k, kind, n)) {
+                    if let Ok(d) = doc.prepare(actor, Timestamp::at(i as u64), &op(k, kind, n)) {
                         doc.apply(&d);
                         if actor == author {
                             own.push(d);
                         }
                     }
                 }
-                let Ok(write) = doc.prepare(author, ts(500), &op(write.0, write.1, write.2)) else {
+                let Ok(write) = doc.prepare(author, Timestamp::at(500), &op(write.0, write.1, write.2)) else {
                     return Ok(());
                 };
                 // A new write alone, or folded with the author's last few writes (held

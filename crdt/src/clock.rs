@@ -33,6 +33,11 @@ impl From<Timestamp> for (u64, u32) {
 }
 
 impl Timestamp {
+    /// The first timestamp of millisecond `millis`.
+    pub fn at(millis: u64) -> Timestamp {
+        Timestamp { millis, logical: 0 }
+    }
+
     /// The next timestamp after this one within the same millisecond, rolling over into the
     /// next millisecond if the logical counter is exhausted.
     fn tick(self) -> Timestamp {

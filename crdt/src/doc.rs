@@ -280,15 +280,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ts(ms: u64) -> Timestamp {
-        Timestamp {
-            millis: ms,
-            logical: 0,
-        }
-    }
-
     fn write(doc: &mut Doc, actor: u64, t: u64, op: Op) -> Delta {
-        let d = doc.prepare(ActorId::from_index(actor), ts(t), &op).unwrap();
+        let d = doc
+            .prepare(ActorId::from_index(actor), Timestamp::at(t), &op)
+            .unwrap();
         doc.apply(&d);
         d
     }
@@ -348,7 +343,7 @@ mod tests {
         let before = d.clone();
         d.prepare(
             ActorId::from_index(1),
-            ts(2),
+            Timestamp::at(2),
             &Op::new("n", OpKind::Incr(1)),
         )
         .unwrap();
@@ -361,7 +356,7 @@ mod tests {
         write(&mut d, 1, 1, Op::new("n", OpKind::Incr(1)));
         let err = d.prepare(
             ActorId::from_index(1),
-            ts(2),
+            Timestamp::at(2),
             &Op::new("n", OpKind::Add(vec!["x".into()])),
         );
         assert!(matches!(
@@ -402,7 +397,7 @@ mod tests {
         let path: Vec<String> = (0..=MAX_DEPTH).map(|i| i.to_string()).collect();
         let err = d.prepare(
             ActorId::from_index(1),
-            ts(1),
+            Timestamp::at(1),
             &Op::at(path, OpKind::Incr(1)),
         );
         assert!(matches!(err, Err(DocError::TooDeep { .. })));

@@ -68,19 +68,12 @@ crate::store::forward_dot_store!(LwwRegister<T>);
 mod tests {
     use super::*;
 
-    fn ts(ms: u64) -> Timestamp {
-        Timestamp {
-            millis: ms,
-            logical: 0,
-        }
-    }
-
     #[test]
     fn the_latest_timestamp_wins_whatever_the_merge_order() {
         let (a, b) = (ActorId::from_index(1), ActorId::from_index(2));
         let base = Causal::<LwwRegister<u32>>::new();
-        let da = base.store.set(&base.ctx, a, ts(20), 1);
-        let db = base.store.set(&base.ctx, b, ts(10), 2);
+        let da = base.store.set(&base.ctx, a, Timestamp::at(20), 1);
+        let db = base.store.set(&base.ctx, b, Timestamp::at(10), 2);
         let x = base.joined(&da).joined(&db);
         let y = base.joined(&db).joined(&da);
         assert_eq!(x, y);
@@ -91,8 +84,8 @@ mod tests {
     fn equal_timestamps_are_broken_by_actor_id() {
         let (a, b) = (ActorId::from_index(1), ActorId::from_index(2));
         let base = Causal::<LwwRegister<u32>>::new();
-        let da = base.store.set(&base.ctx, a, ts(10), 1);
-        let db = base.store.set(&base.ctx, b, ts(10), 2);
+        let da = base.store.set(&base.ctx, a, Timestamp::at(10), 1);
+        let db = base.store.set(&base.ctx, b, Timestamp::at(10), 2);
         assert_eq!(base.joined(&da).joined(&db).store.value(), Some(&2));
     }
 
@@ -101,7 +94,7 @@ mod tests {
         let a = ActorId::from_index(1);
         let mut x = Causal::<LwwRegister<u32>>::new();
         for i in 0..5 {
-            let d = x.store.set(&x.ctx, a, ts(i), i as u32);
+            let d = x.store.set(&x.ctx, a, Timestamp::at(i), i as u32);
             x.join_with(&d);
         }
         assert_eq!(x.store.0.len(), 1);

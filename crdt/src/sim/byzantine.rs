@@ -74,10 +74,7 @@ impl Byzantine {
             doc: self.doc.id(),
             author: self.actor,
             seqs,
-            hlc: Timestamp {
-                millis: now_ms,
-                logical: 0,
-            },
+            hlc: Timestamp::at(now_ms),
             delta,
             acl: Vec::new(),
             signature: Vec::new(),
@@ -96,12 +93,8 @@ impl Byzantine {
                 OpKind::Set(Json::parse_or_string(&self.seq.to_string())),
             ),
         };
-        let ts = Timestamp {
-            millis: now_ms,
-            logical: 0,
-        };
         self.doc
-            .prepare(self.actor, ts, &op)
+            .prepare(self.actor, Timestamp::at(now_ms), &op)
             .expect("writes to its own keys of fixed kinds")
     }
 

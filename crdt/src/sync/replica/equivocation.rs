@@ -210,13 +210,6 @@ impl Replica {
             self.config.max_batch_deltas,
             self.config.max_batch_bytes,
         );
-        if !deltas.is_empty() {
-            let msg = Message::Deltas {
-                doc: self.doc.id(),
-                deltas,
-                more: false,
-            };
-            self.outputs.push_back(Output::Send { to: from, msg });
-        }
+        self.send_deltas(from, deltas, false);
     }
 }

@@ -366,6 +366,18 @@ impl Replica {
         self.outputs.push_back(Output::Send { to, msg });
     }
 
+    /// Sends `to` a batch of deltas, if there are any.
+    fn send_deltas(&mut self, to: ActorId, deltas: Vec<SignedDelta>, more: bool) {
+        if !deltas.is_empty() {
+            let msg = Message::Deltas {
+                doc: self.doc.id(),
+                deltas,
+                more,
+            };
+            self.outputs.push_back(Output::Send { to, msg });
+        }
+    }
+
     fn check_doc(&self, got: DocId) -> Result<(), SyncError> {
         if got != self.doc.id() {
             return Err(SyncError::WrongDoc {
@@ -411,14 +423,7 @@ impl Replica {
                     self.config.max_batch_deltas,
                     self.config.max_batch_bytes,
                 );
-                if !deltas.is_empty() {
-                    let msg = Message::Deltas {
-                        doc: self.doc.id(),
-                        deltas,
-                        more,
-                    };
-                    self.outputs.push_back(Output::Send { to: from, msg });
-                }
+                self.send_deltas(from, deltas, more);
                 if reply && self.log.vv().lacks_any_of(&vv) {
                     self.send_summary(from, false);
                 }
