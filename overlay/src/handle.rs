@@ -53,7 +53,7 @@ pub(crate) enum Command {
     Publish(String, Vec<u8>, Reply<()>),
     ReportGossip(GossipId, PeerId, Verdict),
     Request(PeerId, StreamProtocol, Vec<u8>, Reply<Vec<u8>>),
-    Respond(Responder, Vec<u8>),
+    Respond(Box<Responder>, Vec<u8>),
     Provide(Vec<u8>, Reply<()>),
     Providers(Vec<u8>, Reply<Vec<PeerId>>),
     Strike(PeerId),
@@ -174,7 +174,7 @@ impl Overlay {
     }
 
     pub fn respond(&self, responder: Responder, data: Vec<u8>) -> Result<(), Error> {
-        self.tell(Command::Respond(responder, data))
+        self.tell(Command::Respond(Box::new(responder), data))
     }
 
     /// Announces in the DHT that this node provides `key`.

@@ -69,7 +69,7 @@ impl Budget {
         g.total += bytes;
         *g.per_peer.entry(peer).or_insert(0) += bytes;
         Some(Charge {
-            budget: Some(self.clone()),
+            budget: self.clone(),
             peer,
             bytes,
         })
@@ -106,27 +106,14 @@ impl Budget {
 /// Bytes of one input held against a [`Budget`]; given back when dropped.
 #[derive(Debug)]
 pub struct Charge {
-    budget: Option<Budget>,
+    budget: Budget,
     peer: PeerId,
     bytes: usize,
 }
 
-impl Charge {
-    /// A charge against nothing, for input the node makes itself.
-    pub fn none() -> Self {
-        Charge {
-            budget: None,
-            peer: PeerId::random(),
-            bytes: 0,
-        }
-    }
-}
-
 impl Drop for Charge {
     fn drop(&mut self) {
-        if let Some(b) = &self.budget {
-            b.release(&self.peer, self.bytes);
-        }
+        self.budget.release(&self.peer, self.bytes);
     }
 }
 

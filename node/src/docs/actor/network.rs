@@ -113,6 +113,7 @@ impl Actor {
                 data,
                 responder,
             } if protocol == protocols::SYNC => {
+                let responder = Box::new(responder);
                 self.verify(Origin::Request { peer, responder }, data);
             }
             _ => {}

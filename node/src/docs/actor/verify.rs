@@ -25,7 +25,10 @@ pub(super) enum Origin {
         _charge: Charge,
     },
     /// A `/lattice/sync/1` request.
-    Request { peer: PeerId, responder: Responder },
+    Request {
+        peer: PeerId,
+        responder: Box<Responder>,
+    },
 }
 
 /// What a peer's message turned out to be.
@@ -68,7 +71,7 @@ impl Actor {
                 }
                 Origin::Request { responder, .. } => {
                     let resp = SyncResponse::Refused("busy".into()).encode();
-                    let _ = self.overlay.respond(responder, resp);
+                    let _ = self.overlay.respond(*responder, resp);
                 }
             }
             return;
@@ -111,7 +114,7 @@ impl Actor {
                     },
                     Ok(Body::Sync(msg)) => self.sync_request(peer, msg).await,
                 };
-                let _ = self.overlay.respond(responder, resp.encode());
+                let _ = self.overlay.respond(*responder, resp.encode());
             }
         }
     }
