@@ -81,6 +81,9 @@ pub struct Config {
     /// total and per peer: a peer that asks much and reads slowly holds no more.
     pub max_outbound_bytes: usize,
     pub max_outbound_bytes_per_peer: usize,
+    /// Requests and gossip messages accepted per peer per second (twice that at once);
+    /// beyond, they are dropped before they cost anything.
+    pub max_inbound_per_sec: u32,
 }
 
 impl Config {
@@ -111,6 +114,7 @@ impl Config {
             max_outbound_bytes: 128 << 20,
             // A blob fetcher keeps four 4 MiB pieces in flight per provider.
             max_outbound_bytes_per_peer: 24 << 20,
+            max_inbound_per_sec: 1_000,
         }
     }
 }

@@ -130,6 +130,10 @@ pub async fn spawn(
         config.request_timeout,
         metrics,
         budgets,
+        policy::RateLimit::new(
+            config.max_inbound_per_sec,
+            tokio::time::Instant::now().into_std(),
+        ),
     );
     let task = tokio::spawn(
         event_loop

@@ -7,6 +7,8 @@
 //!   (after the response is sent, or the verdict given). Input that would exceed the budget
 //!   is dropped before it reaches the node, so queues are bounded by bytes, not only by
 //!   count; a peer's entry goes when its last charge does.
+//! - [`RateLimit`]: requests and gossip messages per peer per second (a token bucket), so
+//!   one peer cannot keep the node decoding and verifying however small its messages.
 //! - [`Strikes`]: protocols report a peer that sent invalid input; one that earns
 //!   [`MAX_STRIKES`] in a window is blocked (`lattice net unblock` lets it back).
 
@@ -117,6 +119,54 @@ impl Drop for Charge {
     }
 }
 
+/// Messages per peer per second, as a token bucket: `burst` at once, refilled at `rate`.
+#[derive(Debug)]
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<PeerId, (f64, Instant)>,
+    next_prune: Instant,
+}
+
+/// How often buckets that have refilled (and so say nothing) are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+impl RateLimit {
+    pub fn new(per_second: u32, now: Instant) -> Self {
+        let rate = f64::from(per_second.max(1));
+        RateLimit {
+            rate,
+            burst: rate * 2.0,
+            buckets: HashMap::new(),
+            next_prune: now + PRUNE_EVERY,
+        }
+    }
+
+    /// Takes one token from `peer`'s bucket at `now`; false if it is empty.
+    pub fn allow(&mut self, peer: PeerId, now: Instant) -> bool {
+        if now >= self.next_prune {
+            self.next_prune = now + PRUNE_EVERY;
+            let (rate, burst) = (self.rate, self.burst);
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = self.buckets.entry(peer).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
+    /// Peers with a bucket that has not refilled.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
 /// Strikes per peer within a window.
 #[derive(Debug, Default)]
 pub struct Strikes(HashMap<PeerId, (Instant, u32)>);
@@ -174,6 +224,24 @@ mod tests {
         assert!(!s.strike(p, later));
         let blocked = (1..MAX_STRIKES).filter(|_| s.strike(p, later)).count();
         assert_eq!(blocked, 1);
+    }
+
+    #[test]
+    fn a_peer_gets_its_burst_then_its_rate_and_full_buckets_are_forgotten() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(100, t0);
+        let (p, q) = (PeerId::random(), PeerId::random());
+        let burst = (0..1_000).filter(|_| r.allow(p, t0)).count();
+        assert_eq!(burst, 200);
+        // Another peer is not affected.
+        assert!(r.allow(q, t0));
+        // A second later, a second's worth.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!((0..1_000).filter(|_| r.allow(p, t1)).count(), 100);
+        // Long after, both buckets are full again and forgotten at the next prune.
+        let later = t1 + PRUNE_EVERY * 2;
+        assert!(r.allow(PeerId::random(), later));
+        assert_eq!(r.tracked(), 1);
     }
 
     #[test]

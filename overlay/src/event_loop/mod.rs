@@ -19,7 +19,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::error::Error;
 use crate::event::{Event, GossipId, Responder};
 use crate::handle::{Command, Reply};
-use crate::policy::{Budget, Charge, Strikes};
+use crate::policy::{Budget, Charge, RateLimit, Strikes};
 use crate::protocols;
 
 mod addrs;
@@ -69,6 +69,7 @@ pub(crate) struct EventLoop {
     /// Responses handed to libp2p, held against [`EventLoop::out_budget`] until sent.
     pub(super) responding: HashMap<(StreamProtocol, InboundRequestId), (Instant, Charge)>,
     pub(super) out_budget: Budget,
+    rate: RateLimit,
     pub(super) strikes: Strikes,
     bootstrapped: bool,
     last_bootstrap: Instant,
@@ -83,6 +84,7 @@ impl EventLoop {
         timeout: Duration,
         metrics: Option<Metrics>,
         (budget, out_budget): (Budget, Budget),
+        rate: RateLimit,
     ) -> Self {
         EventLoop {
             swarm,
@@ -99,6 +101,7 @@ impl EventLoop {
             budget,
             responding: HashMap::new(),
             out_budget,
+            rate,
             strikes: Strikes::default(),
             bootstrapped: false,
             last_bootstrap: Instant::now(),
@@ -269,9 +272,13 @@ impl EventLoop {
                         message_id,
                         message,
                     } => {
-                        let Some(charge) =
-                            self.budget.charge(propagation_source, message.data.len())
-                        else {
+                        let allowed = self
+                            .rate
+                            .allow(propagation_source, std::time::Instant::now());
+                        let charge = allowed
+                            .then(|| self.budget.charge(propagation_source, message.data.len()))
+                            .flatten();
+                        let Some(charge) = charge else {
                             debug!(peer = %propagation_source, "gossip over the peer's budget; ignored");
                             self.swarm
                                 .behaviour_mut()
@@ -375,7 +382,11 @@ impl EventLoop {
                 } => {
                     // Over budget: the channel is dropped and the peer's request fails at
                     // once, before it costs the node anything more.
-                    let Some(charge) = self.budget.charge(peer, request.len()) else {
+                    let allowed = self.rate.allow(peer, std::time::Instant::now());
+                    let charge = allowed
+                        .then(|| self.budget.charge(peer, request.len()))
+                        .flatten();
+                    let Some(charge) = charge else {
                         debug!(%peer, %protocol, len = request.len(), "request over the peer's budget; dropped");
                         return;
                     };

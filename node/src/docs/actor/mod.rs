@@ -52,7 +52,8 @@ const MAX_SENDS: usize = 512;
 const MAX_BACKGROUND: usize = 64;
 /// Messages from peers being decoded and verified off the async threads at once; beyond
 /// this, gossip is ignored (anti-entropy repairs it) and requests are refused as busy.
-const MAX_VERIFYING: usize = 4;
+/// Their bytes are bounded by the overlay's per-peer budgets, which they stay charged to.
+const MAX_VERIFYING: usize = 64;
 
 type Commit = Pin<Box<dyn Future<Output = (DocId, Option<u64>, Result<(), StoreError>)> + Send>>;
 
