@@ -31,15 +31,30 @@ pub struct DeltaLimits {
     pub max_dot_lead: u64,
 }
 
-/// Which of its author's dots a delta may hold that this replica has already seen.
+/// Which of its author's dots a delta may hold.
 #[derive(Clone, Copy, Debug)]
 pub enum Novelty<'a> {
     /// A delta that extends its author's run: every dot it holds is new.
     Fresh,
-    /// A fold over entries held here, whose contexts together are `covered`: the dots it
-    /// holds that are seen here must be among them (a fold holds only what the writes it
-    /// replaces made).
-    Fold { covered: &'a CausalContext },
+    /// A fold over entries held here, whose contexts together are `covered`: it holds only
+    /// what the writes it replaces made, so its dots are among those, or new if it also
+    /// `extends` past what is held.
+    Fold {
+        covered: &'a CausalContext,
+        extends: bool,
+    },
+}
+
+/// What the replica knows beyond the document, for judging a delta.
+#[derive(Clone, Copy)]
+pub struct Known<'a> {
+    /// The author's newest dot in its own deltas held here. (The document's context can
+    /// be higher: other writers' removals cover the author's dots too, and a cut drops the
+    /// author's deltas but not those removals.)
+    pub own_max: u64,
+    /// Actors cut here (removed writers, equivocators): their dots past the cut never
+    /// arrive, so a context may cover them.
+    pub cut: &'a dyn Fn(&ActorId) -> bool,
 }
 
 /// Checks what can be checked on `delta` alone, as written by `author`.
@@ -89,49 +104,53 @@ pub fn check_structure(author: &ActorId, delta: &Delta) -> Result<(), DocError> 
 impl Doc {
     /// Checks a delta from `author` received from the network before it is applied:
     /// [`check_structure`], then the rules that depend on this document's state. `novelty`
-    /// says which of the author's dots seen here it may hold.
+    /// says which of the author's dots it may hold, `known` what the replica knows besides.
     pub fn validate_delta(
         &self,
         author: &ActorId,
         delta: &Delta,
         limits: &DeltaLimits,
         novelty: Novelty<'_>,
+        known: Known<'_>,
     ) -> Result<(), DocError> {
         check_structure(author, delta)?;
         let seen = self.ctx();
+        let own_max = known.own_max;
         for (actor, ranges) in delta.ctx.iter() {
-            let known = seen.max(actor);
             let reach = ranges.last().map_or(0, |r| r.1);
             if actor == author {
-                if reach > known.saturating_add(limits.max_dot_lead) {
+                if reach > own_max.saturating_add(limits.max_dot_lead) {
                     return Err(DocError::DotTooFarAhead {
                         actor: *actor,
                         counter: reach,
-                        known,
+                        known: own_max,
                         max_lead: limits.max_dot_lead,
                     });
                 }
-            } else if reach > known {
+            } else if reach > seen.max(actor) && !(known.cut)(actor) {
                 return Err(DocError::NotYetSeen {
                     actor: *actor,
                     counter: reach,
-                    known,
+                    known: seen.max(actor),
                 });
             }
         }
-        let known = seen.max(author);
         let mut stale = None;
         delta.store.for_each_dot(&mut |d| {
+            let new = d.counter > own_max;
             let allowed = match novelty {
-                Novelty::Fresh => false,
-                Novelty::Fold { covered } => covered.contains(d),
+                Novelty::Fresh => new,
+                Novelty::Fold { covered, extends } => covered.contains(d) || (extends && new),
             };
-            if d.counter <= known && !allowed && stale.is_none() {
+            if !allowed && stale.is_none() {
                 stale = Some(d.counter);
             }
         });
         if let Some(counter) = stale {
-            return Err(DocError::StaleDot { counter, known });
+            return Err(DocError::StaleDot {
+                counter,
+                known: own_max,
+            });
         }
         let mut latest = None::<Timestamp>;
         delta
@@ -155,6 +174,14 @@ mod tests {
         Doc::new(DocId::derive(&ActorId::from_index(0), "t", &[0; 16]))
     }
 
+    /// What a replica holding `d` knows of `author`: its newest dot, and no cuts.
+    fn known(d: &Doc, author: &ActorId) -> Known<'static> {
+        Known {
+            own_max: d.ctx().max(author),
+            cut: &|_| false,
+        }
+    }
+
     const LIMITS: DeltaLimits = DeltaLimits {
         now_ms: 1_000,
         max_drift_ms: 100,
@@ -168,10 +195,12 @@ mod tests {
         let good = d
             .prepare(a, Timestamp::at(1), &Op::new("k", OpKind::Incr(1)))
             .unwrap();
-        assert!(d.validate_delta(&a, &good, &LIMITS, Novelty::Fresh).is_ok());
+        assert!(d
+            .validate_delta(&a, &good, &LIMITS, Novelty::Fresh, known(&d, &a))
+            .is_ok());
         // Claiming another actor's write.
         assert!(matches!(
-            d.validate_delta(&b, &good, &LIMITS, Novelty::Fresh),
+            d.validate_delta(&b, &good, &LIMITS, Novelty::Fresh, known(&d, &b)),
             Err(DocError::ForeignDot { .. })
         ));
         // A register from the year 9999.
@@ -183,21 +212,21 @@ mod tests {
             )
             .unwrap();
         assert!(matches!(
-            d.validate_delta(&a, &future, &LIMITS, Novelty::Fresh),
+            d.validate_delta(&a, &future, &LIMITS, Novelty::Fresh, known(&d, &a)),
             Err(DocError::Clock(_))
         ));
         // Its own dots far ahead of anything seen.
         let mut ahead = good.clone();
         ahead.ctx.insert_range(a, 1, 1 << 40);
         assert!(matches!(
-            d.validate_delta(&a, &ahead, &LIMITS, Novelty::Fresh),
+            d.validate_delta(&a, &ahead, &LIMITS, Novelty::Fresh, known(&d, &a)),
             Err(DocError::DotTooFarAhead { .. })
         ));
         // A dot the context does not cover.
         let mut outside = good.clone();
         outside.ctx = CausalContext::new();
         assert!(matches!(
-            d.validate_delta(&a, &outside, &LIMITS, Novelty::Fresh),
+            d.validate_delta(&a, &outside, &LIMITS, Novelty::Fresh, known(&d, &a)),
             Err(DocError::DotOutsideContext { .. })
         ));
     }
@@ -214,13 +243,15 @@ mod tests {
         let del = d
             .prepare(a, Timestamp::at(2), &Op::new("x", OpKind::Delete))
             .unwrap();
-        assert!(d.validate_delta(&a, &del, &LIMITS, Novelty::Fresh).is_ok());
+        assert!(d
+            .validate_delta(&a, &del, &LIMITS, Novelty::Fresh, known(&d, &a))
+            .is_ok());
         // The same delete claiming four billion of b's dots: b's future writes would
         // vanish on arrival. Held back until they exist here.
         let mut greedy = del.clone();
         greedy.ctx.insert_range(b, 1, 1 << 32);
         assert_eq!(
-            d.validate_delta(&a, &greedy, &LIMITS, Novelty::Fresh),
+            d.validate_delta(&a, &greedy, &LIMITS, Novelty::Fresh, known(&d, &a)),
             Err(DocError::NotYetSeen {
                 actor: b,
                 counter: 1 << 32,
@@ -258,7 +289,7 @@ mod tests {
         let entry = again.store.0 .0.remove("x").unwrap();
         again.store.0 .0.insert("y".into(), entry);
         assert_eq!(
-            d.validate_delta(&a, &again, &LIMITS, Novelty::Fresh),
+            d.validate_delta(&a, &again, &LIMITS, Novelty::Fresh, known(&d, &a)),
             Err(DocError::StaleDot {
                 counter: 1,
                 known: 1
@@ -267,13 +298,71 @@ mod tests {
         // A fold over the write that made it may hold it (the replica checks that it is
         // in the same place); a fold over other writes may not.
         let covered = first.ctx.clone();
-        let fold = Novelty::Fold { covered: &covered };
-        assert!(d.validate_delta(&a, &again, &LIMITS, fold).is_ok());
+        let fold = Novelty::Fold {
+            covered: &covered,
+            extends: false,
+        };
+        assert!(d
+            .validate_delta(&a, &again, &LIMITS, fold, known(&d, &a))
+            .is_ok());
         let elsewhere = CausalContext::new();
         let fold = Novelty::Fold {
             covered: &elsewhere,
+            extends: true,
         };
-        assert!(d.validate_delta(&a, &again, &LIMITS, fold).is_err());
+        assert!(d
+            .validate_delta(&a, &again, &LIMITS, fold, known(&d, &a))
+            .is_err());
+    }
+
+    #[test]
+    fn a_fold_over_held_writes_only_may_not_bring_a_new_dot() {
+        let a = ActorId::from_index(1);
+        let mut d = doc();
+        let first = d
+            .prepare(a, Timestamp::at(1), &Op::new("x", OpKind::Incr(1)))
+            .unwrap();
+        d.apply(&first);
+        let covered = first.ctx.clone();
+        // "Write 1 again", plus a dot (a,2) that no write it covers made.
+        let mut more = first.clone();
+        let extra = d
+            .prepare(a, Timestamp::at(2), &Op::new("z", OpKind::Incr(1)))
+            .unwrap();
+        more.join_with(&extra);
+        let fold = |extends| Novelty::Fold {
+            covered: &covered,
+            extends,
+        };
+        assert!(matches!(
+            d.validate_delta(&a, &more, &LIMITS, fold(false), known(&d, &a)),
+            Err(DocError::StaleDot { counter: 2, .. })
+        ));
+        // Reaching past what is held, the fold may carry that write's dot.
+        assert!(d
+            .validate_delta(&a, &more, &LIMITS, fold(true), known(&d, &a))
+            .is_ok());
+    }
+
+    #[test]
+    fn a_context_may_cover_dots_of_a_cut_actor_never_seen_here() {
+        let (a, x) = (ActorId::from_index(1), ActorId::from_index(7));
+        let d = doc();
+        let mut del = d
+            .prepare(a, Timestamp::at(2), &Op::new("k", OpKind::Delete))
+            .unwrap();
+        del.ctx.insert_range(x, 1, 8);
+        let cut = Known {
+            own_max: 0,
+            cut: &|actor: &ActorId| *actor == ActorId::from_index(7),
+        };
+        assert!(d
+            .validate_delta(&a, &del, &LIMITS, Novelty::Fresh, cut)
+            .is_ok());
+        assert!(matches!(
+            d.validate_delta(&a, &del, &LIMITS, Novelty::Fresh, known(&d, &a)),
+            Err(DocError::NotYetSeen { .. })
+        ));
     }
 
     mod join_property {
@@ -383,7 +472,7 @@ mod tests {
                 let novelty = if covered_n == 0 {
                     Novelty::Fresh
                 } else {
-                    Novelty::Fold { covered: &covered.ctx }
+                    Novelty::Fold { covered: &covered.ctx, extends: true }
                 };
                 let limits = DeltaLimits { now_ms: 1_000, max_drift_ms: 1_000, max_dot_lead: 1 << 40 };
                 // What the replica accepts: the checks pass, and a fold contains what it
@@ -393,7 +482,8 @@ mod tests {
                     joined.join_exact(&covered);
                     joined == delta
                 };
-                if consistent && doc.validate_delta(&author, &delta, &limits, novelty).is_ok() {
+                let known = Known { own_max: doc.ctx().max(&author), cut: &|_| false };
+                if consistent && doc.validate_delta(&author, &delta, &limits, novelty, known).is_ok() {
                     let mut fast = doc.clone();
                     fast.apply(&delta);
                     let mut exact = doc.clone();

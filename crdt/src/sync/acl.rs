@@ -104,6 +104,11 @@ impl Acl {
         self.writers.iter()
     }
 
+    /// True if `writer` was removed (its deltas past a cut are invalid).
+    pub fn is_removed(&self, writer: &ActorId) -> bool {
+        matches!(self.writers.get(writer), Some(Standing::Removed { .. }))
+    }
+
     /// True if `author` may write now (a new write at its next sequence number).
     pub fn may_write(&self, author: &ActorId) -> bool {
         self.open

@@ -173,6 +173,35 @@ pub enum SyncError {
     Write(#[from] DocError),
 }
 
+impl SyncError {
+    /// True if only a faulty or hostile peer sends this: a malformed, badly signed or
+    /// self-contradicting message. False for what an honest peer may send because it knows
+    /// more or less than this replica (a writer whose admission has not arrived yet, a
+    /// clock at the edge of the drift, a delta that arrived before what it depends on):
+    /// such refusals must not count against it.
+    pub fn is_peers_fault(&self) -> bool {
+        match self {
+            SyncError::WrongDoc { .. }
+            | SyncError::BadSeqRange { .. }
+            | SyncError::BadSignature { .. }
+            | SyncError::DeltaTooLarge { .. }
+            | SyncError::NotOwner
+            | SyncError::OwnerRemoval
+            | SyncError::BadEvidence(_) => true,
+            SyncError::Doc { source, .. } => matches!(
+                source,
+                DocError::TooDeep { .. }
+                    | DocError::DotOutsideContext { .. }
+                    | DocError::ForeignDot { .. }
+                    | DocError::RepeatedDot { .. }
+                    | DocError::CounterEntryTooLarge { .. }
+                    | DocError::Counter(_)
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Counters of what the replica has done, for metrics and simulation reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {

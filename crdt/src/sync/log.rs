@@ -46,6 +46,8 @@ pub(crate) struct DeltaLog {
     /// Per author, a hash chained over its entries in order (ranges and fingerprints):
     /// equal chains mean the same entries. Extended on appends, rebuilt on folds and cuts.
     chains: BTreeMap<ActorId, blake3::Hash>,
+    /// Per author, its newest dot in its own entries.
+    own: BTreeMap<ActorId, u64>,
     vv: VersionVector,
     entries: usize,
 }
@@ -96,6 +98,9 @@ impl DeltaLog {
             let next = chain_step(self.chains.get(&author), &delta);
             self.chains.insert(author, next);
         }
+        let top = delta.delta.ctx.max(&author);
+        let own = self.own.entry(author).or_insert(0);
+        *own = (*own).max(top);
         run.insert(seqs.first, Logged { delta, size });
         self.entries += 1;
         self.vv.advance(author, seqs.last);
@@ -105,19 +110,29 @@ impl DeltaLog {
         true
     }
 
+    /// Recomputes `author`'s chain and newest dot from its entries (after a fold or a cut).
     fn rechain(&mut self, author: &ActorId) {
         let Some(run) = self.authors.get(author) else {
             self.chains.remove(author);
+            self.own.remove(author);
             return;
         };
         let mut h = None;
+        let mut own = 0;
         for l in run.values() {
             h = Some(chain_step(h.as_ref(), &l.delta));
+            own = own.max(l.delta.delta.ctx.max(author));
         }
         match h {
             Some(h) => self.chains.insert(*author, h),
             None => self.chains.remove(author),
         };
+        self.own.insert(*author, own);
+    }
+
+    /// `author`'s newest dot in its own entries held here (0 if none).
+    pub(crate) fn own_max(&self, author: &ActorId) -> u64 {
+        self.own.get(author).copied().unwrap_or(0)
     }
 
     /// Every author's chain, shortened to 16 bytes, for summaries.
@@ -167,9 +182,11 @@ impl DeltaLog {
         };
         let theirs: std::collections::BTreeSet<(SeqRange, u64)> =
             listing.iter().take(MAX_LISTED).copied().collect();
+        // A listing covers the peer's newest entries only: compare from where it starts.
+        let from = theirs.iter().map(|(r, _)| r.first).min().unwrap_or(0);
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for l in run.values() {
+        for l in run.values().filter(|l| l.delta.seqs.last >= from) {
             if theirs.contains(&(l.delta.seqs, fingerprint(&l.delta))) {
                 continue;
             }

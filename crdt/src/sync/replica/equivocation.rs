@@ -9,18 +9,20 @@
 //!
 //! Without a rule, replicas that got different versions would keep different states for
 //! good (their version vectors agree, so anti-entropy sends nothing). The rule: the author
-//! is cut just before the first sequence number the evidence covers twice, as if the owner
-//! had removed it there; its later deltas are dropped everywhere and refused from then on.
-//! The cut depends only on the evidence, and a replica that learns of earlier evidence
-//! lowers its cut, so every replica ends at the same cut once the evidence has spread: by
-//! gossip when caught, in answer to a banned author's delta, and in anti-entropy to any
-//! peer that still holds writes past the cut. Version-vector summaries carry a hash chained
-//! over each author's entries, and replicas whose chains differ at the same version list
-//! their entries to each other ([`Message::Entries`]), so two versions with equal vectors
-//! still meet.
+//! is cut entirely, as if the owner had removed it before its first write: every delta of
+//! it is dropped everywhere and refused from then on. That depends on nothing but the fact
+//! of the evidence, so every replica ends in the same state once the evidence has spread:
+//! by gossip when caught, in answer to the author's deltas (at most every
+//! [`EVIDENCE_EVERY_MS`] per peer), and in anti-entropy to any peer that still holds the
+//! author's writes. Version-vector summaries carry a hash chained over each author's
+//! entries, and replicas whose chains differ at the same version list their entries to
+//! each other ([`Message::Entries`]), so two versions with equal vectors still meet.
 //!
 //! A ban lives in memory: after a restart it is learned again from the first peer that
-//! holds the evidence.
+//! holds the evidence. Evidence is kept only against authors whose writes were held here,
+//! and at most [`MAX_EVIDENCE_BYTES`] of it; past that a ban is kept without its proof.
+
+use std::collections::BTreeMap;
 
 use super::Replica;
 use crate::doc::Delta;
@@ -32,14 +34,26 @@ use crate::vv::VersionVector;
 
 /// Authors listed in answer to one summary whose chains differ from ours.
 const MAX_LISTINGS: usize = 16;
+/// Evidence against one author is sent to one peer at most this often.
+pub(super) const EVIDENCE_EVERY_MS: u64 = 30_000;
+/// Bytes of evidence kept per document (for passing on).
+pub(super) const MAX_EVIDENCE_BYTES: usize = 8 << 20;
+/// (peer, author) pairs whose last evidence send is remembered.
+const MAX_SENT: usize = 4_096;
 
 /// An author caught equivocating.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(super) struct Ban {
-    /// Its deltas reaching past this sequence number are dropped.
-    cut: u64,
-    /// The two deltas that prove it.
-    evidence: [SignedDelta; 2],
+    /// The two deltas that prove it, unless [`MAX_EVIDENCE_BYTES`] were kept already.
+    evidence: Option<([SignedDelta; 2], usize)>,
+}
+
+/// The bans of one replica, and when evidence was last sent to whom.
+#[derive(Debug, Default)]
+pub(super) struct Bans {
+    by_author: BTreeMap<ActorId, Ban>,
+    evidence_bytes: usize,
+    sent: BTreeMap<(ActorId, ActorId), u64>,
 }
 
 /// True if `small`'s content is contained in `big`'s: joining it changes nothing. The
@@ -87,47 +101,70 @@ fn conflict(a: &SignedDelta, b: &SignedDelta) -> Result<bool, SyncError> {
 }
 
 impl Replica {
-    /// True if `author` is banned and a delta of it ending at `last` reaches past the cut.
-    pub(super) fn banned_past(&self, author: &ActorId, last: u64) -> bool {
-        self.banned.get(author).is_some_and(|b| last > b.cut)
+    /// True if `author` was caught equivocating: every delta of it is dropped.
+    pub(super) fn banned(&self, author: &ActorId) -> bool {
+        self.bans.by_author.contains_key(author)
+    }
+
+    /// True if `actor` was cut here: caught equivocating, or removed from the writers.
+    /// Dots of it past the cut never arrive, so a context may cover them.
+    pub(super) fn is_cut(&self, actor: &ActorId) -> bool {
+        self.banned(actor) || self.acl.is_removed(actor)
     }
 
     /// Two deltas of one author, `held` here and `new` (both verified), disagree: cut the
-    /// author before the first write they both cover, and tell everyone.
+    /// author entirely, and tell everyone.
     pub(super) fn caught(&mut self, held: SignedDelta, new: SignedDelta) {
         let author = new.author;
-        let cut = held.seqs.first.max(new.seqs.first) - 1;
-        if self.banned.get(&author).is_some_and(|b| b.cut <= cut) {
+        if self.banned(&author) {
             return;
         }
-        self.banned.insert(
-            author,
-            Ban {
-                cut,
-                evidence: [held.clone(), new.clone()],
-            },
-        );
+        let size = held.signing_bytes().len() + new.signing_bytes().len();
+        let keep = self.bans.evidence_bytes.saturating_add(size) <= MAX_EVIDENCE_BYTES;
+        let evidence = keep.then(|| ([held.clone(), new.clone()], size));
+        if keep {
+            self.bans.evidence_bytes += size;
+        }
+        self.bans.by_author.insert(author, Ban { evidence });
         self.stats.equivocations += 1;
-        self.event(Event::Equivocated { author, cut });
-        self.truncate(author, cut);
+        self.event(Event::Equivocated { author, cut: 0 });
+        self.truncate(author, 0);
         self.outputs.push_back(Output::Broadcast(Message::Evidence {
             doc: self.doc.id(),
             deltas: vec![held, new],
         }));
     }
 
-    /// Sends `to` the evidence against `author`, if banned here.
-    pub(super) fn send_evidence(&mut self, to: ActorId, author: &ActorId) {
-        let Some(ban) = self.banned.get(author) else {
+    /// Sends `to` the evidence against `author`, if banned here and not sent to it within
+    /// [`EVIDENCE_EVERY_MS`].
+    pub(super) fn send_evidence(&mut self, now_ms: u64, to: ActorId, author: &ActorId) {
+        let Some(Ban {
+            evidence: Some((pair, _)),
+        }) = self.bans.by_author.get(author)
+        else {
             return;
         };
         if to == self.actor {
             return;
         }
+        let key = (to, *author);
+        if let Some(at) = self.bans.sent.get(&key) {
+            if now_ms < at.saturating_add(EVIDENCE_EVERY_MS) {
+                return;
+            }
+        }
         let msg = Message::Evidence {
             doc: self.doc.id(),
-            deltas: ban.evidence.to_vec(),
+            deltas: pair.to_vec(),
         };
+        if self.bans.sent.len() >= MAX_SENT {
+            self.bans
+                .sent
+                .retain(|_, at| now_ms < at.saturating_add(EVIDENCE_EVERY_MS));
+        }
+        if self.bans.sent.len() < MAX_SENT {
+            self.bans.sent.insert(key, now_ms);
+        }
         self.outputs.push_back(Output::Send { to, msg });
     }
 
@@ -140,6 +177,14 @@ impl Replica {
         let Ok([a, b]) = <[SignedDelta; 2]>::try_from(deltas) else {
             return Err(SyncError::BadEvidence("evidence is two deltas"));
         };
+        if self.banned(&a.author) {
+            return Ok(());
+        }
+        // Evidence against an author none of whose writes are held here changes nothing
+        // here; keeping it would let anyone fill memory with throwaway keys.
+        if self.log.vv().get(&a.author) == 0 {
+            return Ok(());
+        }
         if !conflict(&a, &b)? {
             return Err(SyncError::BadEvidence("the two deltas agree"));
         }
@@ -164,18 +209,20 @@ impl Replica {
     /// which we list ours so the peer sends what we lack.
     pub(super) fn compare_chains(
         &mut self,
+        now_ms: u64,
         from: ActorId,
         vv: &VersionVector,
         chains: &[(ActorId, [u8; 16])],
     ) {
         let behind: Vec<ActorId> = self
-            .banned
-            .iter()
-            .filter(|(a, b)| vv.get(a) > b.cut)
-            .map(|(a, _)| *a)
+            .bans
+            .by_author
+            .keys()
+            .filter(|a| vv.get(a) > 0)
+            .copied()
             .collect();
         for a in behind {
-            self.send_evidence(from, &a);
+            self.send_evidence(now_ms, from, &a);
         }
         let mine = self.log.vv();
         let differ: Vec<ActorId> = chains

@@ -46,6 +46,8 @@ struct Held {
     delta: SignedDelta,
     size: usize,
     expires_ms: u64,
+    /// Held for a dot not seen yet: worth judging again only once it is.
+    waiting: Option<(ActorId, u64)>,
 }
 
 /// One document's replica on one node.
@@ -66,7 +68,7 @@ pub struct Replica {
     pending_bytes: usize,
     peers: BTreeSet<ActorId>,
     /// Authors caught equivocating (see [`equivocation`]).
-    banned: BTreeMap<ActorId, equivocation::Ban>,
+    bans: equivocation::Bans,
     rng: ChaCha8Rng,
     next_anti_entropy_ms: u64,
     outputs: VecDeque<Output>,
@@ -97,7 +99,7 @@ impl Replica {
             pending: BTreeMap::new(),
             pending_bytes: 0,
             peers: BTreeSet::new(),
-            banned: BTreeMap::new(),
+            bans: equivocation::Bans::default(),
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_anti_entropy_ms: 0,
             outputs: VecDeque::new(),
@@ -417,7 +419,7 @@ impl Replica {
             Message::Summary {
                 vv, reply, chains, ..
             } => {
-                self.compare_chains(from, &vv, &chains);
+                self.compare_chains(now_ms, from, &vv, &chains);
                 let (deltas, more) = self.log.missing_for(
                     &vv,
                     self.config.max_batch_deltas,

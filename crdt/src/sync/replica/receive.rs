@@ -4,7 +4,7 @@
 
 use super::equivocation::inconsistent;
 use super::{Held, Replica};
-use crate::check::{DeltaLimits, Novelty};
+use crate::check::{DeltaLimits, Known, Novelty};
 use crate::ctx::CausalContext;
 use crate::doc::DocError;
 use crate::id::ActorId;
@@ -55,10 +55,10 @@ impl Replica {
         if !d.acl.is_empty() && self.acl.owner() != Some(d.author) {
             return Err(SyncError::NotOwner);
         }
-        if self.banned_past(&d.author, last) {
+        if self.banned(&d.author) {
             // Relayed by a peer that has not heard yet: not its fault; tell it.
             self.stats.dropped += 1;
-            self.send_evidence(from, &d.author);
+            self.send_evidence(now_ms, from, &d.author);
             return Ok(());
         }
         let known = self.log.vv().get(&d.author);
@@ -101,7 +101,7 @@ impl Replica {
         let size = bytes.map_or_else(|| d.signing_bytes().len(), |b| b.len()) + d.signature.len();
         // Stage 4: against the state.
         if first > known + 1 {
-            self.hold(now_ms, d, size);
+            self.hold(now_ms, d, size, None);
             return Ok(());
         }
         match self.admit(now_ms, d, size) {
@@ -110,12 +110,22 @@ impl Replica {
                 Ok(())
             }
             Admit::Done => Ok(()),
-            Admit::Early(d) => {
-                self.hold(now_ms, *d, size);
+            Admit::Early(d, waiting) => {
+                self.hold(now_ms, *d, size, Some(waiting));
                 Ok(())
             }
             Admit::Refused(e) => Err(e),
         }
+    }
+
+    /// False if `d` would certainly be dropped without a look at its signature: a duplicate
+    /// of what is held, or by an author caught equivocating. A driver that verifies
+    /// signatures away from the replica asks this first, so replayed deltas cost it a lookup.
+    pub fn wants(&self, d: &SignedDelta) -> bool {
+        if self.banned(&d.author) || d.author == self.actor {
+            return false;
+        }
+        !matches!(self.seen(d), Seen::Duplicate)
     }
 
     /// How `d` relates to what is held of its author, as owned values.
@@ -141,6 +151,11 @@ impl Replica {
                 return Admit::Done;
             }
             Seen::Folds(covered) => {
+                // The cheap refusal before the containment check, which joins every entry
+                // the fold covers.
+                if let Err(e) = self.clock.check(d.hlc, now_ms) {
+                    return Admit::Refused(e.into());
+                }
                 if let Some(held) = inconsistent(&d, &covered) {
                     self.caught(held, d);
                     return Admit::Done;
@@ -158,14 +173,23 @@ impl Replica {
                 self.apply_judged(now_ms, d, size);
                 Admit::Applied
             }
-            Err(e) if early(&e) => Admit::Early(Box::new(d)),
+            Err(SyncError::Doc {
+                source: DocError::NotYetSeen { actor, counter, .. },
+                ..
+            }) => Admit::Early(Box::new(d), (actor, counter)),
             Err(e) => Admit::Refused(e),
         }
     }
 
     /// Holds back a verified delta that cannot apply yet, within the count and byte
     /// bounds; anti-entropy brings back what is dropped here.
-    pub(super) fn hold(&mut self, now_ms: u64, delta: SignedDelta, size: usize) {
+    pub(super) fn hold(
+        &mut self,
+        now_ms: u64,
+        delta: SignedDelta,
+        size: usize,
+        waiting: Option<(ActorId, u64)>,
+    ) {
         let key = (delta.author, delta.seqs.first);
         if self.pending.contains_key(&key) {
             self.stats.duplicates += 1;
@@ -189,6 +213,7 @@ impl Replica {
                 delta,
                 size,
                 expires_ms: now_ms.saturating_add(self.config.pending_ttl_ms),
+                waiting,
             },
         );
         self.stats.buffered += 1;
@@ -232,13 +257,22 @@ impl Replica {
             max_dot_lead: self.config.max_dot_lead,
         };
         // A delta that only extends the run must hold new dots only; a fold over entries
-        // held here may re-send the dots those entries made.
+        // held here may re-send the dots those entries made, and new ones only if it
+        // reaches past them.
         let novelty = match covered {
             None => Novelty::Fresh,
-            Some(covered) => Novelty::Fold { covered },
+            Some(covered) => Novelty::Fold {
+                covered,
+                extends: d.seqs.last > self.log.vv().get(&d.author),
+            },
+        };
+        let cut = |a: &ActorId| self.is_cut(a);
+        let known = Known {
+            own_max: self.log.own_max(&d.author),
+            cut: &cut,
         };
         self.doc
-            .validate_delta(&d.author, &d.delta, &limits, novelty)
+            .validate_delta(&d.author, &d.delta, &limits, novelty, known)
             .map_err(|source| SyncError::Doc {
                 author: d.author,
                 source,
@@ -251,8 +285,12 @@ impl Replica {
     fn apply_judged(&mut self, now_ms: u64, d: SignedDelta, size: usize) {
         // Judged against the same `now_ms`: cannot fail.
         let _ = self.clock.observe(d.hlc, now_ms);
+        // A fold joins too. It holds nothing the entries it covers here did not (else the
+        // author was caught equivocating), but it may hold less (a write it covers was
+        // overwritten): a replica that receives only the fold applies it whole, so this
+        // one must drop the same.
+        self.doc.apply(&d.delta);
         if d.seqs.last > self.log.vv().get(&d.author) {
-            self.doc.apply(&d.delta);
             self.stats.applied += 1;
             self.event(Event::Applied {
                 author: d.author,
@@ -282,6 +320,16 @@ impl Replica {
                 if key.1 > known + 1 {
                     continue;
                 }
+                // Held for a dot: judge it again only once that dot is seen (or its actor
+                // cut), so a full buffer costs a lookup per entry, not a validation.
+                let ready = self.pending.get(&key).is_some_and(|h| {
+                    h.waiting.is_none_or(|(actor, counter)| {
+                        self.doc.ctx().max(&actor) >= counter || self.is_cut(&actor)
+                    })
+                });
+                if !ready {
+                    continue;
+                }
                 let Some(h) = self.unhold(&key) else {
                     continue;
                 };
@@ -289,7 +337,7 @@ impl Replica {
                 match self.admit(now_ms, h.delta, size) {
                     Admit::Applied | Admit::Done => progressed = true,
                     // Still early: back in, keeping its deadline.
-                    Admit::Early(delta) => {
+                    Admit::Early(delta, waiting) => {
                         self.pending_bytes += size;
                         self.pending.insert(
                             key,
@@ -297,6 +345,7 @@ impl Replica {
                                 delta: *delta,
                                 size,
                                 expires_ms,
+                                waiting: Some(waiting),
                             },
                         );
                     }
@@ -325,19 +374,7 @@ enum Admit {
     Applied,
     /// Dropped as a duplicate, or taken as evidence of equivocation.
     Done,
-    /// Covers dots not seen here yet: hold it back.
-    Early(Box<SignedDelta>),
+    /// Covers a dot not seen here yet (`(actor, counter)`): hold it back.
+    Early(Box<SignedDelta>, (ActorId, u64)),
     Refused(SyncError),
-}
-
-/// True if a delta was refused only for covering dots not seen here yet: it may apply
-/// later, so it is held back rather than refused.
-fn early(e: &SyncError) -> bool {
-    matches!(
-        e,
-        SyncError::Doc {
-            source: DocError::NotYetSeen { .. },
-            ..
-        }
-    )
 }

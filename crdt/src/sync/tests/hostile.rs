@@ -360,9 +360,9 @@ fn a_fold_that_drops_a_write_it_covers_is_evidence() {
     fold.seqs = SeqRange { first: 1, last: 3 };
     deliver(&mut r, resign(fold)).unwrap();
     assert_eq!(r.stats().equivocations, 1);
-    // The evidence is the fold and write 2, which it contradicts: cut before write 2.
-    assert_eq!(r.vv().get(&ActorId::from_index(5)), 1);
-    assert_eq!(r.doc().to_json(), serde_json::json!({"a": 1}));
+    // Caught: everything the author wrote is dropped.
+    assert_eq!(r.vv().get(&ActorId::from_index(5)), 0);
+    assert_eq!(r.doc().to_json(), serde_json::json!({}));
 }
 
 #[test]
@@ -384,6 +384,7 @@ fn an_honest_fold_is_not_evidence() {
 fn evidence_that_proves_nothing_is_refused() {
     let (v1, v2) = two_versions();
     let mut r = replica(9);
+    // Evidence against an author none of whose writes are held here is not even kept.
     let evidence = |r: &mut Replica, deltas: Vec<SignedDelta>| {
         r.handle(
             1_000,
@@ -396,6 +397,9 @@ fn evidence_that_proves_nothing_is_refused() {
             },
         )
     };
+    evidence(&mut r, vec![v1.clone(), v2.clone()]).unwrap();
+    assert_eq!(r.stats().equivocations, 0);
+    deliver(&mut r, v1.clone()).unwrap();
     assert!(matches!(
         evidence(&mut r, vec![v1.clone(), v1.clone()]),
         Err(SyncError::BadEvidence(_))
@@ -452,4 +456,97 @@ fn an_old_write_with_two_versions_is_caught_under_later_writes() {
         assert_eq!(p.json(i), serde_json::json!({}), "replica {i}");
         assert_eq!(p.replicas[i].vv().get(&ActorId::from_index(5)), 0);
     }
+}
+
+#[test]
+fn a_fold_that_drops_a_value_it_covers_drops_it_on_every_replica() {
+    // Writes 1 and 2, then a fold of both whose context covers x's dot but whose store
+    // no longer holds x (as if x had been deleted within the fold): not a contradiction
+    // of what it covers, so not evidence; every replica must end the same.
+    let ds = deltas(5, [incr("x", 1), incr("y", 2)]);
+    let mut fold = ds[1].clone();
+    let mut content = (*ds[0].delta).clone();
+    content.join_with(&ds[1].delta);
+    content.store.0 .0.remove("x");
+    fold.delta = Arc::new(content);
+    fold.seqs = SeqRange { first: 1, last: 2 };
+    let fold = resign(fold);
+    let mut held = replica(8);
+    for d in &ds {
+        deliver(&mut held, d.clone()).unwrap();
+    }
+    deliver(&mut held, fold.clone()).unwrap();
+    let mut fresh = replica(9);
+    deliver(&mut fresh, fold).unwrap();
+    assert_eq!(held.stats().equivocations, 0);
+    assert_eq!(held.doc().to_json(), serde_json::json!({"y": 2}));
+    assert_eq!(held.doc().digest(), fresh.doc().digest());
+    assert_eq!(held.log_len(), 1);
+}
+
+#[test]
+fn a_fold_over_held_writes_that_brings_a_new_value_is_refused() {
+    let ds = deltas(5, [incr("x", 1), incr("y", 2), incr("z", 3)]);
+    let mut r = replica(9);
+    for d in &ds[..2] {
+        deliver(&mut r, d.clone()).unwrap();
+    }
+    // "A fold of writes 1 and 2" that holds write 3's value (a dot no write it covers made).
+    let mut fold = ds[1].clone();
+    let mut content = (*ds[0].delta).clone();
+    content.join_with(&ds[1].delta);
+    content.join_with(&ds[2].delta);
+    fold.delta = Arc::new(content);
+    fold.seqs = SeqRange { first: 1, last: 2 };
+    let err = deliver(&mut r, resign(fold)).unwrap_err();
+    assert!(matches!(
+        err,
+        SyncError::Doc {
+            source: crate::DocError::StaleDot { .. },
+            ..
+        }
+    ));
+    assert_eq!(r.doc().to_json(), serde_json::json!({"x": 1, "y": 2}));
+}
+
+#[test]
+fn an_honest_writer_that_saw_a_cut_authors_writes_is_not_stuck_behind_the_cut() {
+    // Author 5 writes x; honest writer 2 deletes x having seen it; then 5 is caught
+    // equivocating and cut. A replica that learns of the cut before the delete must still
+    // take the delete (its context covers dots of 5 that will never be held again).
+    let x = one_delta(5, incr("x", 1));
+    let mut p = Pump::new(2);
+    p.input(
+        1,
+        Input::Message {
+            from: x.author,
+            msg: Message::Delta(x.clone()),
+        },
+    );
+    p.write(1, Op::new("x", OpKind::Delete));
+    let delete = p.replicas[1]
+        .deltas()
+        .find(|d| d.author == ActorId::from_index(2))
+        .cloned()
+        .unwrap();
+    let mut r = replica(9);
+    deliver(&mut r, x.clone()).unwrap();
+    // The same seq 1 of author 5 in another version: caught, cut.
+    let mut other = x.clone();
+    let mut content = (*other.delta).clone();
+    for e in content.store.0 .0.values_mut() {
+        for v in e.counter.0 .0.values_mut() {
+            v.inc += 7;
+        }
+    }
+    other.delta = Arc::new(content);
+    deliver(&mut r, resign(other)).unwrap();
+    assert_eq!(r.stats().equivocations, 1);
+    deliver(&mut r, delete).unwrap();
+    assert_eq!(
+        r.stats().buffered,
+        0,
+        "the delete waits for dots that never come"
+    );
+    assert_eq!(r.vv().get(&ActorId::from_index(2)), 1);
 }
