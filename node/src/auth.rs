@@ -1,14 +1,26 @@
 //! Signing and verifying deltas with nodes' Ed25519 keys: a writer's actor id is its
 //! Ed25519 public key, so a delta's author is also the key that must have signed it.
 
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
+
 use lattice_crdt::sync::Authenticator;
 use lattice_crdt::ActorId;
 use lattice_overlay::identity::{ed25519, Keypair, PublicKey};
 use lattice_overlay::PeerId;
 
+/// Signatures remembered as verified, so a replayed message costs a hash per delta
+/// instead of a curve check.
+const VERIFIED_CACHE: usize = 65_536;
+
+/// Keys of verified signatures: a set to look up, and their order to forget the oldest.
+type Verified = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
+
 /// Signs as this node; verifies anyone.
 pub struct NodeAuth {
     key: ed25519::Keypair,
+    /// BLAKE3 of (author, signature, signed bytes) of recent good signatures, oldest first.
+    verified: Mutex<Verified>,
 }
 
 /// A key that cannot sign deltas.
@@ -20,6 +32,7 @@ impl NodeAuth {
     pub fn new(key: &Keypair) -> Result<Self, NotEd25519> {
         Ok(NodeAuth {
             key: key.clone().try_into_ed25519().map_err(|_| NotEd25519)?,
+            verified: Mutex::default(),
         })
     }
 
@@ -35,7 +48,34 @@ impl Authenticator for NodeAuth {
     }
 
     fn verify(&self, author: &ActorId, msg: &[u8], signature: &[u8]) -> bool {
-        ed25519::PublicKey::try_from_bytes(&author.0).is_ok_and(|pk| pk.verify(msg, signature))
+        // The key covers the signed bytes, so a cached signature never vouches for other
+        // content.
+        let key = *blake3::Hasher::new()
+            .update(&author.0)
+            .update(&(signature.len() as u64).to_le_bytes())
+            .update(signature)
+            .update(msg)
+            .finalize()
+            .as_bytes();
+        // Never held across the curve check below: verifying threads do not wait on it.
+        let lock = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if lock().0.contains(&key) {
+            return true;
+        }
+        let good =
+            ed25519::PublicKey::try_from_bytes(&author.0).is_ok_and(|pk| pk.verify(msg, signature));
+        if good {
+            let mut g = lock();
+            if g.0.insert(key) {
+                g.1.push_back(key);
+                if g.1.len() > VERIFIED_CACHE {
+                    if let Some(old) = g.1.pop_front() {
+                        g.0.remove(&old);
+                    }
+                }
+            }
+        }
+        good
     }
 }
 
@@ -77,6 +117,9 @@ mod tests {
             !auth.verify(&ActorId([0; 32]), b"delta", &sig),
             "garbage keys verify nothing"
         );
+        // Verified once, then from the cache; the cache never vouches for other bytes.
+        assert!(auth.verify(&me, b"delta", &sig));
+        assert!(!auth.verify(&me, b"delta!", &sig));
     }
 
     #[test]

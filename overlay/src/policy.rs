@@ -178,8 +178,13 @@ impl Strikes {
         if self.0.len() >= MAX_STRIKE_PEERS && !self.0.contains_key(&peer) {
             self.0
                 .retain(|_, (first, _)| now.duration_since(*first) < STRIKE_WINDOW);
+            // Still full (throwaway identities with a strike each): forget the peer with
+            // the fewest, so a full table never stops blocking.
             if self.0.len() >= MAX_STRIKE_PEERS {
-                return false;
+                let least = self.0.iter().min_by_key(|(_, (_, n))| *n).map(|(p, _)| *p);
+                if let Some(p) = least {
+                    self.0.remove(&p);
+                }
             }
         }
         let e = self.0.entry(peer).or_insert((now, 0));
@@ -251,6 +256,11 @@ mod tests {
         for _ in 0..MAX_STRIKE_PEERS + 100 {
             s.strike(PeerId::random(), t0);
         }
+        assert_eq!(s.0.len(), MAX_STRIKE_PEERS);
+        // A full table still counts, and still blocks, a peer that keeps at it.
+        let p = PeerId::random();
+        let blocked = (0..MAX_STRIKES * 2).filter(|_| s.strike(p, t0)).count();
+        assert_eq!(blocked, 1);
         assert_eq!(s.0.len(), MAX_STRIKE_PEERS);
         // Once the window has passed, room is made for new peers.
         assert!(!s.strike(PeerId::random(), t0 + STRIKE_WINDOW));

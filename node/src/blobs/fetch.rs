@@ -34,11 +34,20 @@ const MAX_FAILURES: u32 = 3;
 const SAVE_EVERY: usize = 8;
 /// One piece must arrive this fast.
 const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A provider that answers "busy" (its serving budget, or ours with it, is used up) is
+/// asked again after this pause, which keeps the piece's slot.
+const BUSY_PAUSE: Duration = Duration::from_millis(250);
+/// "Busy" answers in a row (about 30 s of them) after which a provider counts as failing.
+const MAX_BUSY: u32 = 120;
+/// The error text of a "busy" answer.
+const BUSY: &str = "busy";
 
 struct Provider {
     peer: PeerId,
     in_flight: usize,
     failures: u32,
+    /// "Busy" answers in a row: not a failure, until there are too many.
+    busy: u32,
     dropped: bool,
 }
 
@@ -163,6 +172,7 @@ impl Fetch<'_> {
                 peer,
                 in_flight: 0,
                 failures: 0,
+                busy: 0,
                 dropped: false,
             }));
         if self.providers.iter().all(|p| p.dropped) {
@@ -322,6 +332,10 @@ impl Fetch<'_> {
                     };
                     let r = match Self::ask(&overlay, peer, req).await {
                         Ok(BlobResponse::Encoded(enc)) => Ok(enc),
+                        Ok(BlobResponse::Refused(why)) if why == BUSY => {
+                            tokio::time::sleep(BUSY_PAUSE).await;
+                            Err(BUSY.to_owned())
+                        }
                         Ok(other) => Err(format!("{other:?}")),
                         Err(e) => Err(e),
                     };
@@ -355,6 +369,7 @@ impl Fetch<'_> {
             }
             match r {
                 Ok(enc) => {
+                    self.providers[i].busy = 0;
                     self.received += enc.len() as u64;
                     match self.verify(enc, piece, &data, &ob).await {
                         Ok(()) => {
@@ -377,6 +392,10 @@ impl Fetch<'_> {
                             queue.push_front(piece);
                         }
                     }
+                }
+                Err(e) if e == BUSY && self.providers[i].busy < MAX_BUSY => {
+                    self.providers[i].busy += 1;
+                    queue.push_front(piece);
                 }
                 Err(e) => {
                     debug!(%peer, "piece request failed: {e}");

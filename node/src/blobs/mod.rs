@@ -29,10 +29,11 @@ use crate::store::{BlobMeta, Store, StoreError};
 use files::Paths;
 use wire::{BlobRequest, BlobResponse};
 
-/// Chunks (1 KiB) being encoded for peers at once, all requests together: 32 MiB of
-/// answers in memory at most. Beyond it, requests are refused as busy (the fetcher tries
-/// elsewhere). Once handed to the overlay, an answer counts against the peer's budget there.
-const MAX_SERVING_CHUNKS: usize = 32 << 10;
+/// Chunks (1 KiB) being encoded for peers at once, all requests together: 64 MiB of
+/// answers in memory at most (four fetchers with four 4 MiB pieces each in flight).
+/// Beyond it, requests are answered "busy" and the fetcher asks again shortly. Once handed
+/// to the overlay, an answer counts against the peer's budget there.
+const MAX_SERVING_CHUNKS: usize = 64 << 10;
 /// Liars remembered.
 const MAX_BAD: usize = 4_096;
 

@@ -12,7 +12,10 @@ use libp2p::{gossipsub, kad, Multiaddr, PeerId};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::{busy, EventLoop, Pending, Query, MAX_PENDING, SMALL_TABLE, SMALL_TABLE_BOOTSTRAP};
+use super::{
+    busy, EventLoop, Pending, Query, MAX_PENDING, SMALL_RESPONSE, SMALL_TABLE,
+    SMALL_TABLE_BOOTSTRAP,
+};
 use crate::error::Error;
 use crate::event::{GossipId, Verdict};
 use crate::handle::{Command, Info, PeerInfo, Reply};
@@ -125,17 +128,25 @@ impl EventLoop {
                     .reserved
                     .take()
                     .or_else(|| self.out_budget.charge(r.peer, data.len()));
-                let Some(charge) = charge else {
-                    debug!(peer = %r.peer, len = data.len(), "response over the peer's budget; dropped");
-                    return;
+                // A small answer goes out even over budget (uncharged): peers that read
+                // slowly must not silence the node's "ok" and "refused" to everyone else.
+                let charge = match charge {
+                    Some(c) => Some(c),
+                    None if data.len() <= SMALL_RESPONSE => None,
+                    None => {
+                        debug!(peer = %r.peer, len = data.len(), "response over the peer's budget; dropped");
+                        return;
+                    }
                 };
                 // Every behaviour shares the codec; the channel knows its own stream.
                 let b = self.swarm.behaviour_mut();
                 match b.sync.send_response(r.channel, data) {
                     Ok(()) => {
-                        let deadline = self.deadline();
-                        self.responding
-                            .insert((r.protocol, r.id), (deadline, charge));
+                        if let Some(charge) = charge {
+                            let deadline = self.deadline();
+                            self.responding
+                                .insert((r.protocol, r.id), (deadline, charge));
+                        }
                     }
                     Err(data) => {
                         debug!(len = data.len(), "response not sent: the requester is gone")

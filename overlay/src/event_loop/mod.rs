@@ -29,6 +29,9 @@ use addrs::ConnectedAddrs;
 
 /// Replies of one kind waiting at once; more are refused as busy.
 const MAX_PENDING: usize = 1_024;
+/// Answers this small are sent even when the requester's share of answers in flight is
+/// used up (uncharged).
+pub(super) const SMALL_RESPONSE: usize = 4 << 10;
 /// How often deadlines are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
 /// While the routing table is smaller than a Kademlia bucket (a small or young network),

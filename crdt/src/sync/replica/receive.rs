@@ -118,16 +118,6 @@ impl Replica {
         }
     }
 
-    /// False if `d` would certainly be dropped without a look at its signature: a duplicate
-    /// of what is held, or by an author caught equivocating. A driver that verifies
-    /// signatures away from the replica asks this first, so replayed deltas cost it a lookup.
-    pub fn wants(&self, d: &SignedDelta) -> bool {
-        if self.banned(&d.author) || d.author == self.actor {
-            return false;
-        }
-        !matches!(self.seen(d), Seen::Duplicate)
-    }
-
     /// How `d` relates to what is held of its author, as owned values.
     fn seen(&self, d: &SignedDelta) -> Seen {
         match self.log.overlap(d) {

@@ -18,7 +18,7 @@ use lattice_crdt::sync::{
     self, Acl, Event as SyncEvent, Genesis, Input, Output, Replica, SignedDelta,
 };
 use lattice_crdt::{ActorId, DocId};
-use lattice_overlay::{Event, Overlay};
+use lattice_overlay::{Event, Overlay, PeerId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
@@ -48,6 +48,11 @@ const MAX_ACKS: usize = 8_192;
 /// Sync messages in flight to peers; beyond this, messages are dropped (anti-entropy
 /// repairs what they carried).
 const MAX_SENDS: usize = 512;
+/// The same per peer, and their bytes per peer and in all: a peer that asks for much (an
+/// empty summary, a listing) and reads slowly holds no more than this.
+const MAX_SENDS_PER_PEER: usize = 16;
+const MAX_SEND_BYTES_PER_PEER: usize = 8 << 20;
+const MAX_SEND_BYTES: usize = 64 << 20;
 /// Background lookups (joins, provider searches, announcements) at once.
 const MAX_BACKGROUND: usize = 64;
 /// Messages from peers being decoded and verified off the async threads at once; beyond
@@ -79,7 +84,11 @@ pub(super) struct Actor {
     acks: HashMap<u64, Ack>,
     next_tag: u64,
     commits: FuturesUnordered<Commit>,
-    sends: JoinSet<()>,
+    /// Replication messages in flight, each returning its peer and size when done.
+    sends: JoinSet<(PeerId, usize)>,
+    /// Messages and bytes in flight per peer, and bytes in all.
+    sending: HashMap<PeerId, (usize, usize)>,
+    sending_bytes: usize,
     background: JoinSet<()>,
     seeds: u64,
 }
@@ -118,6 +127,8 @@ impl Actor {
             next_tag: 1,
             commits: FuturesUnordered::new(),
             sends: JoinSet::new(),
+            sending: HashMap::new(),
+            sending_bytes: 0,
             background: JoinSet::new(),
             seeds: now_ms(),
         };
@@ -157,7 +168,11 @@ impl Actor {
                         self.checked(c).await;
                     }
                 }
-                Some(_) = self.sends.join_next(), if !self.sends.is_empty() => {}
+                Some(done) = self.sends.join_next(), if !self.sends.is_empty() => {
+                    if let Ok((peer, size)) = done {
+                        self.sent(peer, size);
+                    }
+                }
                 Some(_) = self.background.join_next(), if !self.background.is_empty() => {}
             }
         }

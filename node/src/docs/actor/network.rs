@@ -1,13 +1,13 @@
 //! The actor's side facing the network: overlay events, gossip validation, sync requests
 //! and sending replication messages.
 
-use lattice_crdt::sync::{Input, Message};
+use lattice_crdt::sync::{Input, Message, SyncError};
 use lattice_crdt::{ActorId, DocId};
 use lattice_overlay::{protocols, Event, PeerId, Verdict};
 use tracing::{debug, warn};
 
 use super::verify::Origin;
-use super::{Actor, MAX_SENDS};
+use super::{Actor, MAX_SENDS, MAX_SENDS_PER_PEER, MAX_SEND_BYTES, MAX_SEND_BYTES_PER_PEER};
 use crate::auth::{actor_of_peer, peer_of_actor};
 use crate::docs::wire::{SyncRequest, SyncResponse};
 
@@ -17,12 +17,20 @@ impl Actor {
         let Some(peer) = peer_of_actor(&to) else {
             return;
         };
-        if self.sends.len() >= MAX_SENDS {
+        let bytes = SyncRequest::Sync(msg).encode();
+        let size = bytes.len();
+        let (count, mine) = self.sending.get(&peer).copied().unwrap_or((0, 0));
+        if self.sends.len() >= MAX_SENDS
+            || count >= MAX_SENDS_PER_PEER
+            || mine.saturating_add(size) > MAX_SEND_BYTES_PER_PEER.max(size)
+            || self.sending_bytes.saturating_add(size) > MAX_SEND_BYTES
+        {
             debug!(%peer, "too many sync messages in flight; dropping one");
             return;
         }
-        let bytes = SyncRequest::Sync(msg).encode();
-        self.metrics.repair_sent(bytes.len());
+        self.sending.insert(peer, (count + 1, mine + size));
+        self.sending_bytes += size;
+        self.metrics.repair_sent(size);
         let overlay = self.overlay.clone();
         self.sends.spawn(async move {
             match overlay.request(peer, protocols::SYNC, bytes).await {
@@ -33,7 +41,20 @@ impl Actor {
                 }
                 Err(e) => debug!(%peer, "sync message not delivered: {e}"),
             }
+            (peer, size)
         });
+    }
+
+    /// A message to `peer` of `size` bytes is no longer in flight.
+    pub(super) fn sent(&mut self, peer: PeerId, size: usize) {
+        self.sending_bytes -= size;
+        if let Some((count, bytes)) = self.sending.get_mut(&peer) {
+            *count -= 1;
+            *bytes -= size;
+            if *count == 0 {
+                self.sending.remove(&peer);
+            }
+        }
     }
 
     pub(super) async fn peer_up(&mut self, id: DocId, peer: PeerId) {
@@ -120,9 +141,21 @@ impl Actor {
         }
     }
 
-    /// Counts and logs a refused message, and reports its sender to the overlay, which
-    /// blocks peers that keep doing it.
-    pub(super) fn rejected(&mut self, id: DocId, peer: PeerId, why: String) -> Verdict {
+    /// Counts and logs a message the replica refused. Only what no honest peer sends
+    /// (malformed, badly signed, self-contradicting) is reported to the overlay, which
+    /// blocks peers that keep doing it; what an honest peer may send because it knows more
+    /// or less than this replica is dropped without penalty.
+    pub(super) fn rejected(&mut self, id: DocId, peer: PeerId, e: &SyncError) -> Verdict {
+        if e.is_peers_fault() {
+            return self.malformed(id, peer, e.to_string());
+        }
+        self.metrics.delta_rejected();
+        debug!(doc = %id, %peer, "refused a document message: {e}");
+        Verdict::Ignore
+    }
+
+    /// A message no honest peer sends: counted, logged, and a strike for its sender.
+    pub(super) fn malformed(&mut self, id: DocId, peer: PeerId, why: String) -> Verdict {
         self.metrics.delta_rejected();
         warn!(doc = %id, %peer, "rejected a document message: {why}");
         let _ = self.overlay.strike(peer);

@@ -46,8 +46,8 @@ pub(super) struct Checked {
 fn check(data: &[u8], gossip_doc: Option<DocId>, auth: &NodeAuth) -> Result<Body, String> {
     let msg = match gossip_doc {
         Some(doc) => match Message::decode(data).map_err(|e| e.to_string())? {
-            m @ Message::Delta(_) if m.doc() == doc => m,
-            _ => return Err("not a delta of this document".into()),
+            m @ (Message::Delta(_) | Message::Evidence { .. }) if m.doc() == doc => m,
+            _ => return Err("not a delta or evidence of this document".into()),
         },
         None => match SyncRequest::decode(data).map_err(|e| format!("malformed request: {e}"))? {
             SyncRequest::Genesis(id) => return Ok(Body::Genesis(id)),
@@ -94,7 +94,7 @@ impl Actor {
                 doc, id, source, ..
             } => {
                 let verdict = match c.result {
-                    Err(why) => self.rejected(doc, source, why),
+                    Err(why) => self.malformed(doc, source, why),
                     Ok(Body::Genesis(_)) => Verdict::Ignore,
                     Ok(Body::Sync(msg)) => self.gossip(doc, source, msg).await,
                 };
@@ -119,26 +119,25 @@ impl Actor {
         }
     }
 
-    /// A verified delta from a document's topic. Forwarded (accepted) only if it applied
-    /// here: one held back for a gap is not yet fully judged, and anti-entropy carries it.
+    /// A verified delta (or evidence) from a document's topic. Forwarded (accepted) only if
+    /// it changed something here: a delta that applied, or evidence that caught someone. A
+    /// duplicate, a delta held back for a gap, or one by a banned author goes no further
+    /// (anti-entropy carries what is due), so a replayed message cannot ride the mesh.
     async fn gossip(&mut self, doc: DocId, source: PeerId, msg: Verified) -> Verdict {
-        let Some(held_before) = self.docs.get(&doc).map(|h| h.replica.stats().buffered) else {
+        let progress = |a: &Self| {
+            a.docs.get(&doc).map(|h| {
+                let s = h.replica.stats();
+                s.applied + s.equivocations
+            })
+        };
+        let Some(before) = progress(self) else {
             return Verdict::Ignore;
         };
         let from = actor_of_peer(&source).unwrap_or(ActorId([0; 32]));
         match self.apply(doc, Input::Verified { from, msg }).await {
-            Err(e) => self.rejected(doc, source, e.to_string()),
-            Ok(()) => {
-                let held = self
-                    .docs
-                    .get(&doc)
-                    .is_some_and(|h| h.replica.stats().buffered > held_before);
-                if held {
-                    Verdict::Ignore
-                } else {
-                    Verdict::Accept
-                }
-            }
+            Err(e) => self.rejected(doc, source, &e),
+            Ok(()) if progress(self).is_some_and(|after| after > before) => Verdict::Accept,
+            Ok(()) => Verdict::Ignore,
         }
     }
 
@@ -153,7 +152,7 @@ impl Actor {
         match self.apply(id, Input::Verified { from, msg }).await {
             Ok(()) => SyncResponse::Ok,
             Err(e) => {
-                self.rejected(id, peer, e.to_string());
+                self.rejected(id, peer, &e);
                 SyncResponse::Refused(e.to_string())
             }
         }
