@@ -229,3 +229,24 @@ fn a_peer_that_syncs_once_and_leaves_is_not_kept_as_a_replica() {
         Ok((replicas() == 0).then_some(()))
     });
 }
+
+#[test]
+fn a_writers_edit_with_one_bad_change_changes_nothing() {
+    let net = start_net(1);
+    let owner = &net.nodes[0];
+    let owner_id = owner.peer_id().unwrap();
+    let doc = create_doc(owner, "closed", &[]);
+    let newcomer = Keypair::generate_ed25519().public().to_peer_id().to_string();
+    let out = owner
+        .cli(&["doc", "writers", &doc, "--add", &newcomer, "--remove", &owner_id])
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("owner"));
+    // Before: the add was written (and broadcast) although the command failed.
+    let w = run_ok(owner, &["doc", "writers", &doc]);
+    assert!(!w.to_string().contains(&newcomer), "{w}");
+    run_ok(owner, &["doc", "writers", &doc, "--add", &newcomer]);
+    assert!(run_ok(owner, &["doc", "writers", &doc])
+        .to_string()
+        .contains(&newcomer));
+}

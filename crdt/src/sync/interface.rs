@@ -62,8 +62,9 @@ impl Default for Config {
 pub enum Input {
     /// A local write; `tag` comes back in [`Event::Acknowledged`].
     Write { op: Op, tag: u64 },
-    /// The owner edits the access list of a closed document; acknowledged like a write.
-    Admin { change: AclChange, tag: u64 },
+    /// The owner edits the access list of a closed document, all changes in one write (all
+    /// or none); acknowledged like a write.
+    Admin { changes: Vec<AclChange>, tag: u64 },
     /// A message from a peer; the replica runs every check of [`super::funnel`].
     Message { from: ActorId, msg: Message },
     /// A message from a peer that already passed [`super::funnel::verify`] (shape and

@@ -11,6 +11,7 @@ use crate::json::Json;
 use crate::store::Causal;
 
 mod access;
+mod durable;
 mod hostile;
 
 fn doc_id() -> DocId {

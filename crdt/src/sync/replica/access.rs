@@ -5,24 +5,33 @@
 use super::Replica;
 use crate::doc::Doc;
 use crate::id::ActorId;
-use crate::sync::acl::{AclChange, AclOp, Standing};
+use crate::sync::acl::{Acl, AclChange, AclOp, Standing};
 use crate::sync::interface::{Event, Output, SyncError};
 use crate::sync::message::SignedDelta;
 
 impl Replica {
-    /// Turns the owner's edit into the op every replica will apply.
-    pub(super) fn acl_op(&self, change: AclChange) -> Result<AclOp, SyncError> {
-        if self.acl.is_open() {
+    /// Turns the owner's edits into the ops every replica will apply, all or none: each
+    /// is judged as if the ones before it had applied, and one refusal refuses them all.
+    pub(super) fn acl_ops(&self, changes: Vec<AclChange>) -> Result<Vec<AclOp>, SyncError> {
+        let mut acl = self.acl.clone();
+        let mut ops = Vec::with_capacity(changes.len());
+        for change in changes {
+            let op = self.acl_op(&acl, change)?;
+            acl.apply(&op);
+            ops.push(op);
+        }
+        Ok(ops)
+    }
+
+    /// Turns one edit into its op, judged against `acl`.
+    fn acl_op(&self, acl: &Acl, change: AclChange) -> Result<AclOp, SyncError> {
+        if acl.is_open() {
             return Err(SyncError::OpenDocument);
         }
-        if self.acl.owner() != Some(self.actor) {
+        if acl.owner() != Some(self.actor) {
             return Err(SyncError::NotOwner);
         }
-        let removed = |w: &ActorId| {
-            self.acl
-                .writers()
-                .any(|(x, s)| x == w && *s != Standing::Writer)
-        };
+        let removed = |w: &ActorId| acl.writers().any(|(x, s)| x == w && *s != Standing::Writer);
         Ok(match change {
             AclChange::Add(w) if removed(&w) => {
                 return Err(SyncError::RemovedForGood { writer: w })

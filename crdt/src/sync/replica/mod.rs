@@ -213,9 +213,9 @@ impl Replica {
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Result<(), SyncError> {
         match input {
             Input::Write { op, tag } => self.write(now_ms, Some(&op), Vec::new(), tag),
-            Input::Admin { change, tag } => {
-                let op = self.acl_op(change)?;
-                self.write(now_ms, None, vec![op], tag)
+            Input::Admin { changes, tag } => {
+                let ops = self.acl_ops(changes)?;
+                self.write(now_ms, None, ops, tag)
             }
             Input::Message { from, msg } => self.on_message(now_ms, from, msg, false),
             Input::Verified { from, msg } => {

@@ -31,7 +31,13 @@ fn closed(n: u64, writers: &[u64]) -> Pump {
 }
 
 fn admin(p: &mut Pump, i: usize, change: AclChange) {
-    p.input(i, Input::Admin { change, tag: 0 });
+    p.input(
+        i,
+        Input::Admin {
+            changes: vec![change],
+            tag: 0,
+        },
+    );
 }
 
 #[test]

@@ -150,7 +150,7 @@ fn the_owner_cannot_remove_itself_locally_or_on_the_wire() {
     let err = o.handle(
         1_000,
         Input::Admin {
-            change: AclChange::Remove(owner),
+            changes: vec![AclChange::Remove(owner)],
             tag: 0,
         },
     );

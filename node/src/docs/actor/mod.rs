@@ -373,33 +373,23 @@ impl Actor {
             let _ = reply.send(Err(DocsError::Busy));
             return;
         }
-        let inputs: Vec<Box<dyn FnOnce(u64) -> Input + Send>> = match edit {
-            Edit::Op(op) => vec![Box::new(move |tag| Input::Write { op, tag })],
-            Edit::Writers(changes) => changes
-                .into_iter()
-                .map(|change| {
-                    Box::new(move |tag| Input::Admin { change, tag })
-                        as Box<dyn FnOnce(u64) -> Input + Send>
-                })
-                .collect(),
-        };
-        let mut last = None;
-        for make in inputs {
-            let tag = self.next_tag;
-            self.next_tag += 1;
-            if let Err(e) = self.apply(id, make(tag)).await {
-                let _ = reply.send(Err(DocsError::from_sync(id, e)));
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let input = match edit {
+            Edit::Op(op) => Input::Write { op, tag },
+            Edit::Writers(changes) if changes.is_empty() => {
+                let _ = reply.send(Err(DocsError::BadRequest("nothing to write".into())));
                 return;
             }
-            last = Some(tag);
-        }
-        match last {
-            // Acknowledgements come in order: the last one means all are durable.
-            Some(tag) => {
+            // Every change in one write: all of them, or (on any refusal) none.
+            Edit::Writers(changes) => Input::Admin { changes, tag },
+        };
+        match self.apply(id, input).await {
+            Ok(()) => {
                 self.acks.insert(tag, Ack { doc: id, reply });
             }
-            None => {
-                let _ = reply.send(Err(DocsError::BadRequest("nothing to write".into())));
+            Err(e) => {
+                let _ = reply.send(Err(DocsError::from_sync(id, e)));
             }
         }
     }
