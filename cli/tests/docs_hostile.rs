@@ -236,9 +236,14 @@ fn a_writers_edit_with_one_bad_change_changes_nothing() {
     let owner = &net.nodes[0];
     let owner_id = owner.peer_id().unwrap();
     let doc = create_doc(owner, "closed", &[]);
-    let newcomer = Keypair::generate_ed25519().public().to_peer_id().to_string();
+    let newcomer = Keypair::generate_ed25519()
+        .public()
+        .to_peer_id()
+        .to_string();
     let out = owner
-        .cli(&["doc", "writers", &doc, "--add", &newcomer, "--remove", &owner_id])
+        .cli(&[
+            "doc", "writers", &doc, "--add", &newcomer, "--remove", &owner_id,
+        ])
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("owner"));

@@ -164,6 +164,11 @@ pub enum SyncError {
     NotOwner,
     #[error("the owner cannot remove itself from its own document")]
     OwnerRemoval,
+    #[error(
+        "catching up with the document's replicas first (this node may have written to it \
+         before); try again once a replica has answered"
+    )]
+    CatchingUp,
     #[error("evidence of equivocation that proves nothing: {0}")]
     BadEvidence(&'static str),
     #[error("the document is open: anyone may write, there are no writers to edit")]

@@ -563,11 +563,27 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
 }
 
 #[test]
-fn a_replica_refuses_its_own_deltas_from_the_future() {
-    let d = one_delta(1, incr("n", 1));
+fn a_replica_refuses_its_own_deltas_from_the_future_while_it_has_writes_in_flight() {
+    let mut p = Pump::new(1);
+    p.write(0, incr("n", 1));
+    p.write(0, incr("n", 1));
+    let d = p.replicas[0]
+        .deltas()
+        .find(|d| d.seqs.first == 2)
+        .cloned()
+        .unwrap();
     let mut me = replica(1);
+    // A write of this life, not yet durable, already took sequence number 1.
+    me.handle(
+        1_000,
+        Input::Write {
+            op: incr("n", 5),
+            tag: 1,
+        },
+    )
+    .unwrap();
     let err = me.handle(
-        0,
+        1_000,
         Input::Message {
             from: ActorId::from_index(2),
             msg: Message::Delta(d),

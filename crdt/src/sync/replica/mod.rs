@@ -31,6 +31,10 @@ use crate::doc::{Delta, Doc, Op};
 use crate::id::{ActorId, DocId};
 use crate::vv::VersionVector;
 
+/// While catching up, how long after asking a peer local writes wait for it to send any
+/// of our own writes back: past this, it had none.
+const CATCH_UP_WAIT_MS: u64 = 10_000;
+
 /// A local write waiting to become durable.
 #[derive(Debug)]
 struct Unacked {
@@ -69,6 +73,14 @@ pub struct Replica {
     peers: BTreeSet<ActorId>,
     /// Authors caught equivocating (see [`equivocation`]).
     bans: equivocation::Bans,
+    /// Local writes wait until a peer has said how far this replica's own writes go: a
+    /// node that lost its store but kept its key may have written here before, and must
+    /// not sign the same sequence numbers again.
+    catching_up: bool,
+    /// While catching up: when a summary first went to a peer.
+    asked_ms: Option<u64>,
+    /// The time of the current input, as the driver gave it.
+    now_ms: u64,
     rng: ChaCha8Rng,
     next_anti_entropy_ms: u64,
     outputs: VecDeque<Output>,
@@ -100,6 +112,9 @@ impl Replica {
             pending_bytes: 0,
             peers: BTreeSet::new(),
             bans: equivocation::Bans::default(),
+            catching_up: false,
+            asked_ms: None,
+            now_ms: 0,
             rng: ChaCha8Rng::seed_from_u64(seed),
             next_anti_entropy_ms: 0,
             outputs: VecDeque::new(),
@@ -111,6 +126,20 @@ impl Replica {
     pub fn with_acl(mut self, acl: Acl) -> Self {
         self.acl = acl;
         self
+    }
+
+    /// The same replica, refusing local writes ([`SyncError::CatchingUp`]) until a peer's
+    /// summary shows that no write of this replica's own is missing here: for a document
+    /// joined with an empty log, which this node may have written to before losing its
+    /// store. Its own deltas that peers send back are adopted.
+    pub fn catching_up(mut self) -> Self {
+        self.catching_up = true;
+        self
+    }
+
+    /// True while local writes wait for a peer (see [`Replica::catching_up`]).
+    pub fn is_catching_up(&self) -> bool {
+        self.catching_up
     }
 
     /// Rebuilds a replica from the deltas it had persisted (in any order), under the
@@ -211,6 +240,7 @@ impl Replica {
     /// Feeds one input at physical time `now_ms`. On error the document is unchanged by
     /// the offending write or delta (other deltas in the same batch may still apply).
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Result<(), SyncError> {
+        self.now_ms = now_ms;
         match input {
             Input::Write { op, tag } => self.write(now_ms, Some(&op), Vec::new(), tag),
             Input::Admin { changes, tag } => {
@@ -253,6 +283,9 @@ impl Replica {
         acl: Vec<AclOp>,
         tag: u64,
     ) -> Result<(), SyncError> {
+        if self.catching_up {
+            return Err(SyncError::CatchingUp);
+        }
         if !self.acl.may_write(&self.actor) {
             return Err(SyncError::NotAWriter { author: self.actor });
         }
@@ -332,6 +365,14 @@ impl Replica {
 
     fn on_tick(&mut self, now_ms: u64) {
         self.expire_pending(now_ms);
+        // Asked, and nobody sent any of our own writes back in time: there are none.
+        if self
+            .asked_ms
+            .is_some_and(|at| now_ms >= at.saturating_add(CATCH_UP_WAIT_MS))
+        {
+            self.catching_up = false;
+            self.asked_ms = None;
+        }
         if now_ms < self.next_anti_entropy_ms || self.peers.is_empty() {
             return;
         }
@@ -359,6 +400,9 @@ impl Replica {
     }
 
     fn send_summary(&mut self, to: ActorId, reply: bool) {
+        if self.catching_up && self.asked_ms.is_none() {
+            self.asked_ms = Some(self.now_ms);
+        }
         let msg = Message::Summary {
             doc: self.doc.id(),
             vv: self.log.vv().clone(),
@@ -419,6 +463,10 @@ impl Replica {
             Message::Summary {
                 vv, reply, chains, ..
             } => {
+                // A peer that holds no more of our own writes than we do: safe to write.
+                if vv.get(&self.actor) <= self.log.vv().get(&self.actor) {
+                    self.catching_up = false;
+                }
                 self.compare_chains(now_ms, from, &vv, &chains);
                 let (deltas, more) = self.log.missing_for(
                     &vv,
@@ -432,6 +480,10 @@ impl Replica {
                 Ok(())
             }
             Message::Deltas { deltas, more, .. } => {
+                // The last batch answering our summary: we hold what the peer held.
+                if !more {
+                    self.catching_up = false;
+                }
                 let before = self.log.vv().total();
                 let mut first_err = Ok(());
                 // An honest peer never sends a bad delta: the first one ends the batch.

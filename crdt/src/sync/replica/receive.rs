@@ -67,7 +67,11 @@ impl Replica {
                 self.stats.duplicates += 1;
                 return Ok(());
             }
-            return Err(SyncError::OwnDeltaFromFuture { seq: last, known });
+            // Our own write from before a lost store: adopt it like anyone's, unless local
+            // writes of this life are already in flight (they used these numbers again).
+            if self.next_seq != known + 1 {
+                return Err(SyncError::OwnDeltaFromFuture { seq: last, known });
+            }
         }
         if matches!(self.seen(&d), Seen::Duplicate) {
             self.stats.duplicates += 1;
@@ -291,6 +295,10 @@ impl Replica {
             self.stats.folded += 1;
         }
         self.log.insert(d.clone(), size);
+        if d.author == self.actor {
+            // Adopted: the next local write continues after it.
+            self.next_seq = self.next_seq.max(self.log.vv().get(&self.actor) + 1);
+        }
         let ticket = self.ticket();
         self.outputs.push_back(Output::Persist {
             ticket,

@@ -90,3 +90,48 @@ fn a_multi_change_writers_edit_applies_all_or_nothing() {
     assert!(o.acl().may_write(&ActorId::from_index(3)));
     assert!(!o.acl().may_write(&ActorId::from_index(2)));
 }
+
+#[test]
+fn a_node_that_lost_its_store_adopts_its_own_writes_back_before_writing_again() {
+    // Replica 1 writes three times; replica 2 holds them.
+    let mut p = Pump::new(2);
+    p.connect(0, 1);
+    for n in [1, 2, 3] {
+        p.write(0, incr("n", n));
+    }
+    p.settle();
+    // Replica 1's store is lost; it joins again with its key and an empty log.
+    let reborn = replica(1).catching_up();
+    let peer = p.replicas.remove(1);
+    let mut q = Pump::of(vec![reborn, peer]);
+    // Writing before a replica has answered would sign sequence number 1 a second time.
+    q.write(0, incr("n", 100));
+    assert_eq!(q.errors.pop(), Some(SyncError::CatchingUp));
+    q.connect(0, 1);
+    q.settle();
+    assert!(!q.replicas[0].is_catching_up());
+    assert_eq!(q.replicas[0].vv().get(&ActorId::from_index(1)), 3);
+    assert_eq!(q.json(0), serde_json::json!({"n": 6}));
+    // Its next write continues after them, and the other replica takes it.
+    q.write(0, incr("n", 100));
+    assert!(q.errors.is_empty(), "{:?}", q.errors);
+    q.settle();
+    assert_eq!(q.replicas[1].vv().get(&ActorId::from_index(1)), 4);
+    assert_eq!(q.json(1), serde_json::json!({"n": 106}));
+    assert_eq!(q.replicas[1].stats().equivocations, 0);
+}
+
+#[test]
+fn a_joined_replica_writes_once_its_replicas_had_nothing_of_its_own() {
+    let mut q = Pump::of(vec![replica(1).catching_up(), replica(2)]);
+    q.connect(0, 1);
+    q.settle();
+    q.write(0, incr("n", 1));
+    assert_eq!(q.errors.pop(), Some(SyncError::CatchingUp));
+    // Asked, and nothing came back within the wait: there was nothing to adopt.
+    q.now += 10_000;
+    q.input(0, Input::Tick);
+    assert!(!q.replicas[0].is_catching_up());
+    q.write(0, incr("n", 1));
+    assert!(q.errors.is_empty(), "{:?}", q.errors);
+}

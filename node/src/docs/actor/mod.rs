@@ -135,7 +135,7 @@ impl Actor {
         for meta in a.store.docs().await? {
             let stored = a.store.load(meta.id()).await?;
             let n = stored.len();
-            let id = a.host(meta, stored).await;
+            let id = a.host(meta, stored, false).await;
             info!(doc = %id, deltas = n, "document restored");
         }
         Ok(a)
@@ -189,10 +189,10 @@ impl Actor {
     }
 
     /// Hosts a document: replica from `stored`, topic subscribed, replicas announced.
-    async fn host(&mut self, meta: DocMeta, stored: Vec<SignedDelta>) -> DocId {
+    async fn host(&mut self, meta: DocMeta, stored: Vec<SignedDelta>, joined: bool) -> DocId {
         let id = meta.id();
         self.seeds += 1;
-        let replica = Replica::restore(
+        let mut replica = Replica::restore(
             id,
             self.me,
             self.auth.clone(),
@@ -201,6 +201,9 @@ impl Actor {
             Acl::from_genesis(&meta.genesis),
             stored,
         );
+        if joined {
+            replica = replica.catching_up();
+        }
         let topic = wire::topic(&id);
         if let Err(e) = self.overlay.subscribe(topic.clone()).await {
             warn!(doc = %id, "cannot subscribe to the document's topic: {e}");
@@ -278,12 +281,13 @@ impl Actor {
                     open,
                     writers,
                 };
-                let r = self.adopt(genesis).await;
+                let r = self.adopt(genesis, false).await;
                 let _ = reply.send(r);
             }
             Command::Join { id, reply } => self.join(id, reply),
             Command::Adopt { genesis, reply } => {
-                let r = self.adopt(genesis).await;
+                // Joined: this node may have written to it before losing its store.
+                let r = self.adopt(genesis, true).await;
                 let _ = reply.send(r);
             }
             Command::Count { reply } => {
@@ -318,8 +322,9 @@ impl Actor {
         }
     }
 
-    /// Hosts a new or joined document (idempotent) and describes it.
-    async fn adopt(&mut self, genesis: Genesis) -> Result<api::DocInfo, DocsError> {
+    /// Hosts a new or joined document (idempotent) and describes it. A joined one waits for
+    /// a replica before local writes (see `Replica::catching_up`).
+    async fn adopt(&mut self, genesis: Genesis, joined: bool) -> Result<api::DocInfo, DocsError> {
         join::check(&genesis, None)?;
         let id = genesis.id();
         if let Some(h) = self.docs.get(&id) {
@@ -330,7 +335,7 @@ impl Actor {
             added_ms: now_ms(),
         };
         self.store.put_doc(meta.clone()).await?;
-        let id = self.host(meta, Vec::new()).await;
+        let id = self.host(meta, Vec::new(), joined).await;
         info!(doc = %id, "document hosted");
         Ok(self.docs[&id].info())
     }
