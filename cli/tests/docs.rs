@@ -256,3 +256,46 @@ fn a_node_joining_after_a_thousand_writes_catches_up_by_anti_entropy() {
         "{v}"
     );
 }
+
+#[test]
+fn a_watcher_sees_changes_written_on_another_node() {
+    use std::io::{BufRead, BufReader};
+    let net = start_net(2);
+    let (a, b) = (&net.nodes[0], &net.nodes[1]);
+    let doc = create_doc(a, "watched", &["--open"]);
+    run_ok(b, &["doc", "join", &doc]);
+    let mut watch = std::process::Command::new(common::BIN)
+        .args([
+            "--socket",
+            b.socket.to_str().unwrap(),
+            "doc",
+            "watch",
+            &doc,
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Written on the other node: it arrives by gossip or anti-entropy, and the watcher
+    // hears of it.
+    let seen = common::wait_for_ok("a watch line for the remote write", || {
+        run_ok(a, &["doc", "incr", &doc, "remote", "1"]);
+        Ok(rx
+            .recv_timeout(std::time::Duration::from_secs(2))
+            .ok()
+            .filter(|l| l.contains("remote")))
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(seen.contains("remote"), "{seen}");
+}

@@ -218,6 +218,7 @@ fn a_peer_that_syncs_once_and_leaves_is_not_kept_as_a_replica() {
             vv: Default::default(),
             reply: true,
             chains: Vec::new(),
+            recovering: false,
         };
         let r = send(&o, node, SyncRequest::Sync(summary).encode()).await;
         assert!(matches!(r, Ok(SyncResponse::Ok)), "{r:?}");

@@ -117,6 +117,7 @@ fn a_stranger_flooding_every_protocol_costs_bounded_memory_and_stops_nobody() {
             vv: Default::default(),
             reply: false,
             chains: Vec::new(),
+            recovering: false,
         })
         .encode();
         tasks.push(rt.spawn(async move {

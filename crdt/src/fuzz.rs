@@ -247,6 +247,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             vv: w.vv().clone(),
             reply: true,
             chains: vec![(ActorId::from_index(100), [7; 16])],
+            recovering: true,
         }
         .encode(),
     );

@@ -133,6 +133,10 @@ pub enum Message {
         reply: bool,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         chains: Vec<(ActorId, [u8; 16])>,
+        /// The sender is catching up (it lost its store): answer with a summary even if
+        /// nothing is missing on either side, so it learns that none of its own writes is.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        recovering: bool,
     },
     /// "These are my entries of `author`": sequence ranges with signature fingerprints
     /// (the newest 4,096 at most). The receiver sends the entries of its own not listed.

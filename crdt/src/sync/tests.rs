@@ -262,6 +262,7 @@ fn writes_are_acknowledged_broadcast_and_served_only_once_durable() {
                 vv: Default::default(),
                 reply: false,
                 chains: Vec::new(),
+                recovering: false,
             },
         },
     );
@@ -506,6 +507,7 @@ fn messages_for_another_document_are_refused() {
                 vv: Default::default(),
                 reply: true,
                 chains: Vec::new(),
+                recovering: false,
             },
         },
     );
@@ -607,6 +609,7 @@ fn messages_round_trip_through_cbor_and_garbage_is_refused() {
             vv: [(ActorId::from_index(1), 3)].into_iter().collect(),
             reply: true,
             chains: Vec::new(),
+            recovering: false,
         },
     ];
     for m in msgs {

@@ -408,6 +408,7 @@ impl Replica {
             vv: self.log.vv().clone(),
             reply,
             chains: self.log.chains(),
+            recovering: self.catching_up,
         };
         self.outputs.push_back(Output::Send { to, msg });
     }
@@ -461,7 +462,11 @@ impl Replica {
                 Ok(())
             }
             Message::Summary {
-                vv, reply, chains, ..
+                vv,
+                reply,
+                chains,
+                recovering,
+                ..
             } => {
                 // A peer that holds no more of our own writes than we do: safe to write.
                 if vv.get(&self.actor) <= self.log.vv().get(&self.actor) {
@@ -474,7 +479,7 @@ impl Replica {
                     self.config.max_batch_bytes,
                 );
                 self.send_deltas(from, deltas, more);
-                if reply && self.log.vv().lacks_any_of(&vv) {
+                if reply && (recovering || self.log.vv().lacks_any_of(&vv)) {
                     self.send_summary(from, false);
                 }
                 Ok(())

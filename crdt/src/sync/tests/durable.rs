@@ -122,13 +122,27 @@ fn a_node_that_lost_its_store_adopts_its_own_writes_back_before_writing_again() 
 }
 
 #[test]
-fn a_joined_replica_writes_once_its_replicas_had_nothing_of_its_own() {
+fn a_joined_replica_writes_once_a_replica_says_it_had_nothing_of_its_own() {
     let mut q = Pump::of(vec![replica(1).catching_up(), replica(2)]);
-    q.connect(0, 1);
-    q.settle();
     q.write(0, incr("n", 1));
     assert_eq!(q.errors.pop(), Some(SyncError::CatchingUp));
-    // Asked, and nothing came back within the wait: there was nothing to adopt.
+    // The replica answers a recovering summary even with nothing to send.
+    q.connect(0, 1);
+    q.settle();
+    assert!(!q.replicas[0].is_catching_up());
+    q.write(0, incr("n", 1));
+    assert!(q.errors.is_empty(), "{:?}", q.errors);
+}
+
+#[test]
+fn a_joined_replica_that_never_hears_back_writes_after_a_while() {
+    let mut q = Pump::of(vec![replica(1).catching_up(), replica(2)]);
+    q.connect(0, 1);
+    // The answer is lost.
+    q.links[0][1] = false;
+    q.links[1][0] = false;
+    q.settle();
+    assert!(q.replicas[0].is_catching_up());
     q.now += 10_000;
     q.input(0, Input::Tick);
     assert!(!q.replicas[0].is_catching_up());

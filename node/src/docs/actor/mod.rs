@@ -55,6 +55,8 @@ const MAX_SEND_BYTES_PER_PEER: usize = 8 << 20;
 const MAX_SEND_BYTES: usize = 64 << 20;
 /// Background lookups (joins, provider searches, announcements) at once.
 const MAX_BACKGROUND: usize = 64;
+/// How long a join waits for a replica to catch the new replica up before answering.
+const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// Messages from peers being decoded and verified off the async threads at once; beyond
 /// this, gossip is ignored (anti-entropy repairs it) and requests are refused as busy.
 /// Their bytes are bounded by the overlay's per-peer budgets, which they stay charged to.
@@ -79,6 +81,8 @@ pub(super) struct Actor {
     /// Connected peers' topic subscriptions, so a document hosted later finds its
     /// replicas among peers already connected.
     subs: Subscriptions,
+    /// Join replies waiting for their replica to catch up, with their deadlines (ms).
+    joining: HashMap<DocId, Vec<(Reply<api::DocInfo>, u64)>>,
     /// Peers' messages being decoded and verified on blocking threads (bounded).
     verifying: JoinSet<verify::Checked>,
     acks: HashMap<u64, Ack>,
@@ -122,6 +126,7 @@ impl Actor {
             docs: BTreeMap::new(),
             topics: HashMap::new(),
             subs: Subscriptions::default(),
+            joining: HashMap::new(),
             verifying: JoinSet::new(),
             acks: HashMap::new(),
             next_tag: 1,
@@ -286,9 +291,23 @@ impl Actor {
             }
             Command::Join { id, reply } => self.join(id, reply),
             Command::Adopt { genesis, reply } => {
-                // Joined: this node may have written to it before losing its store.
-                let r = self.adopt(genesis, true).await;
-                let _ = reply.send(r);
+                // Joined: this node may have written to it before losing its store. The
+                // join answers once a replica has caught it up (or after JOIN_WAIT), so
+                // writes right after it are not refused.
+                match self.adopt(genesis, true).await {
+                    Ok(info) => match info.doc.parse::<DocId>() {
+                        Ok(id) if self.catching_up(id) => {
+                            let deadline = now_ms() + JOIN_WAIT.as_millis() as u64;
+                            self.joining.entry(id).or_default().push((reply, deadline));
+                        }
+                        _ => {
+                            let _ = reply.send(Ok(info));
+                        }
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Count { reply } => {
                 let _ = reply.send(Ok(self.docs.len()));
@@ -407,7 +426,10 @@ impl Actor {
         // Only these can change the content (a commit or a tick cannot).
         let changes = matches!(
             input,
-            Input::Write { .. } | Input::Admin { .. } | Input::Message { .. }
+            Input::Write { .. }
+                | Input::Admin { .. }
+                | Input::Message { .. }
+                | Input::Verified { .. }
         );
         let before = if changes {
             h.snapshot_if_watched()
@@ -416,7 +438,44 @@ impl Actor {
         };
         let result = h.replica.handle(now_ms(), input);
         self.drive(id, before).await;
+        self.answer_joins(id, false);
         result
+    }
+
+    /// True if `id`'s replica still waits for a replica before local writes.
+    fn catching_up(&self, id: DocId) -> bool {
+        self.docs
+            .get(&id)
+            .is_some_and(|h| h.replica.is_catching_up())
+    }
+
+    /// Answers the joins of `id` waiting for it to catch up, once it has (or, with
+    /// `expired`, those past their deadline).
+    fn answer_joins(&mut self, id: DocId, expired: bool) {
+        if !self.joining.contains_key(&id) {
+            return;
+        }
+        let caught_up = !self.catching_up(id);
+        let now = now_ms();
+        let Some(waiting) = self.joining.remove(&id) else {
+            return;
+        };
+        let mut still = Vec::new();
+        for (reply, deadline) in waiting {
+            if caught_up || (expired && now >= deadline) {
+                let info = self
+                    .docs
+                    .get(&id)
+                    .map(Hosted::info)
+                    .ok_or(DocsError::Unknown(id.to_string()));
+                let _ = reply.send(info);
+            } else {
+                still.push((reply, deadline));
+            }
+        }
+        if !still.is_empty() {
+            self.joining.insert(id, still);
+        }
     }
 
     async fn drive(&mut self, id: DocId, before: Option<serde_json::Value>) {
@@ -526,6 +585,10 @@ impl Actor {
     }
 
     async fn tick(&mut self, round: u64) {
+        let waiting: Vec<DocId> = self.joining.keys().copied().collect();
+        for id in waiting {
+            self.answer_joins(id, true);
+        }
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
         for id in ids {
             let _ = self.apply(id, Input::Tick).await;
