@@ -136,10 +136,26 @@ fn a_testnet_starts_partitions_heals_restarts_and_stops_with_no_orphans() {
     net.json(&["kill", "1"]);
     assert!(!alive(pids[1]));
     assert_eq!(net.status()[1]["alive"], false);
-    net.json(&["restart", "1"]);
+    let r = net.json(&["restart", "1"]);
+    assert_eq!(r["replaced"], false);
     let after = net.status();
     assert_eq!(after[1]["alive"], true);
     assert_eq!(after[1]["peer_id"], ids[1].as_str());
+    // Killed and restarted again and again, with node 2 writing meanwhile: every restart
+    // waits for the old process's lock (it used to fail about one time in four).
+    let doc = net.exec_json(2, &["doc", "create", "churn", "--open", "--json"])["doc"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for round in 0..10 {
+        net.exec_json(2, &["doc", "incr", &doc, "n", "1", "--json"]);
+        net.json(&["kill", "1"]);
+        let r = net.json(&["restart", "1"]);
+        assert_eq!(r["alive"], true, "round {round}: {r}");
+    }
+    // Restarting a running node says so.
+    let r = net.json(&["restart", "1"]);
+    assert_eq!(r["replaced"], true);
 
     // exec passes through output and exit codes.
     let id = net.exec_json(2, &["id", "--json"]);

@@ -173,6 +173,16 @@ impl Testnet {
 
     /// Starts node `i` (detached), records its pid and address.
     fn start_node(&mut self, i: usize) -> Result<()> {
+        // A daemon that was just killed may still hold its data dir's lock for a moment
+        // (and one started by someone else may hold it for good): wait for it, briefly.
+        let data = self.node_dir(i).join("data");
+        wait_for(
+            &format!("node {i}'s data directory to be free"),
+            STOP_GRACE,
+            Duration::from_millis(20),
+            || Ok(lock_free(&data).then_some(())),
+        )
+        .with_context(|| format!("another lattice daemon still uses {}", data.display()))?;
         let mut args = Vec::new();
         if let Some(base) = self.manifest.base_port {
             let port = u16::try_from(u32::from(base) + i as u32)
@@ -275,10 +285,12 @@ impl Testnet {
         Ok(())
     }
 
-    /// Starts node `i` again on its data dir (same peer id).
-    pub fn restart(&mut self, i: usize) -> Result<()> {
+    /// Starts node `i` again on its data dir (same peer id). A node still running is
+    /// killed first; the answer says whether it was (`true`).
+    pub fn restart(&mut self, i: usize) -> Result<bool> {
         let node = self.node(i)?;
-        if let Some(pid) = node.pid.filter(|p| is_our_daemon(*p, &node.socket)) {
+        let running = node.pid.filter(|p| is_our_daemon(*p, &node.socket));
+        if let Some(pid) = running {
             kill(Pid::from_raw(pid as i32), Signal::SIGKILL)?;
             let socket = node.socket.clone();
             wait_for(
@@ -288,7 +300,8 @@ impl Testnet {
                 || Ok(gone(pid, &socket).then_some(())),
             )?;
         }
-        self.start_node(i)
+        self.start_node(i)?;
+        Ok(running.is_some())
     }
 
     /// Splits the nodes into groups that only talk among themselves, e.g. `"0-4|5-9"`.
@@ -374,12 +387,9 @@ impl Testnet {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
             let mut stamp = String::new();
             for line in text.lines() {
-                // Lines start with an RFC 3339 timestamp; continuation lines keep the last one.
-                if let Some(t) = line
-                    .split_whitespace()
-                    .next()
-                    .filter(|t| t.len() >= 20 && t.as_bytes()[4] == b'-')
-                {
+                // Lines start with a timestamp; continuation lines (a panic's backtrace)
+                // keep the one before them, and so stay in place.
+                if let Some(t) = stamp_of(line) {
                     stamp = t.to_owned();
                 }
                 lines.push((stamp.clone(), n.index, line.to_owned()));
@@ -391,6 +401,27 @@ impl Testnet {
         }
         Ok(())
     }
+}
+
+/// True if nobody holds `<data>/lock` (the daemon's one-per-directory lock).
+fn lock_free(data: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(data.join("lock")) else {
+        return true; // never started: no lock file yet
+    };
+    // Taken and at once released (dropped) if free.
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_ok()
+}
+
+/// The timestamp a log line starts with: RFC 3339 text lines, or the `timestamp` field of
+/// JSON lines (`--log-format json`).
+fn stamp_of(line: &str) -> Option<&str> {
+    if line.starts_with('{') {
+        let rest = line.split_once("\"timestamp\":\"")?.1;
+        return rest.split('"').next();
+    }
+    line.split_whitespace()
+        .next()
+        .filter(|t| t.len() >= 20 && t.as_bytes()[4] == b'-')
 }
 
 fn tail(path: &Path, n: usize) -> String {
@@ -439,7 +470,31 @@ pub fn parse_groups(spec: &str, nodes: usize) -> Result<Vec<Vec<usize>>> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_groups;
+    use super::{lock_free, parse_groups, stamp_of};
+
+    #[test]
+    fn log_lines_are_stamped_in_text_and_json_and_continuations_have_none() {
+        assert_eq!(
+            stamp_of("2026-11-26T10:00:00.000001Z  INFO overlay: listening"),
+            Some("2026-11-26T10:00:00.000001Z")
+        );
+        assert_eq!(
+            stamp_of(r#"{"timestamp":"2026-11-26T10:00:01.5Z","level":"INFO"}"#),
+            Some("2026-11-26T10:00:01.5Z")
+        );
+        assert_eq!(stamp_of("   0: std::panicking::begin_panic"), None);
+        assert_eq!(stamp_of(""), None);
+    }
+
+    #[test]
+    fn a_held_data_dir_lock_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(lock_free(dir.path()), "no lock file yet");
+        let lock = lattice_node::lock::DataDirLock::acquire(dir.path()).unwrap();
+        assert!(!lock_free(dir.path()));
+        drop(lock);
+        assert!(lock_free(dir.path()));
+    }
 
     #[test]
     fn groups_parse_and_bad_specs_are_refused() {

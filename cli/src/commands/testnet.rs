@@ -89,9 +89,21 @@ pub fn run(g: &Global, t: TestnetArgs) -> Result<ExitCode> {
         }
         TestnetCommand::Restart { index } => {
             let mut net = Testnet::open(&dir(&t.dir)?)?;
-            net.restart(index)?;
+            let replaced = net.restart(index)?;
+            if replaced && !g.json {
+                eprintln!("node {index} was running: killed it first");
+            }
             let s = net.status().into_iter().nth(index);
-            output::print(g.json, &s, format!("restarted node {index}"))?;
+            let mut v = serde_json::to_value(&s)?;
+            if let Some(o) = v.as_object_mut() {
+                o.insert("replaced".into(), json!(replaced));
+            }
+            let text = if replaced {
+                format!("restarted node {index} (it was running: killed it first)")
+            } else {
+                format!("restarted node {index}")
+            };
+            output::print(g.json, &v, text)?;
             Ok(ExitCode::SUCCESS)
         }
         TestnetCommand::Exec { index, args } => {
