@@ -81,6 +81,33 @@ fn service_find_returns_the_advertisers_closest_first_with_their_metadata() {
 }
 
 #[test]
+fn an_advertised_service_survives_a_restart_and_a_withdrawn_one_stays_withdrawn() {
+    let mut net = start_net(2);
+    let id = net.nodes[1].peer_id().unwrap();
+    run_ok(
+        &net.nodes[1],
+        &[
+            "service",
+            "advertise",
+            "sensor.humidity",
+            "--meta",
+            "unit=%",
+        ],
+    );
+    run_ok(&net.nodes[1], &["service", "advertise", "gpu.render"]);
+    run_ok(&net.nodes[1], &["service", "withdraw", "gpu.render"]);
+    net.nodes[1].restart().unwrap();
+    // Before: advertisements lived in memory only and were gone after a restart.
+    let found = wait_for_ok("the service after the restart", || {
+        let v = net.nodes[0].json(&["service", "find", "sensor.humidity"])?;
+        Ok((providers(&v) == vec![id.clone()]).then_some(v))
+    });
+    assert_eq!(found[0]["meta"], serde_json::json!({"unit": "%"}));
+    let gone = run_ok(&net.nodes[0], &["service", "find", "gpu.render"]);
+    assert!(providers(&gone).is_empty(), "{gone}");
+}
+
+#[test]
 fn a_topic_message_reaches_every_subscriber_of_a_five_node_net() {
     let net = start_net(5);
     let (tx, rx) = std_mpsc::channel();

@@ -59,6 +59,8 @@ pub enum DaemonError {
     Auth(#[from] crate::auth::NotEd25519),
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot restore the advertised services: {0}")]
+    Services(String),
     #[error("cannot load documents: {0}")]
     Docs(#[from] DocsError),
     #[error("cannot open the blob store: {0}")]
@@ -280,6 +282,9 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
     let (store, store_thread) = Store::open(&dir.join("lattice.redb"))?;
     let blobs = Blobs::open(dir, store.clone(), overlay.clone(), config.blob_quota).await?;
+    let services = Services::open(overlay.clone(), store.clone())
+        .await
+        .map_err(|e| DaemonError::Services(e.to_string()))?;
     let (doc_events_tx, doc_events) = mpsc::channel(crate::docs::EVENT_QUEUE);
     let (docs, docs_task) =
         Docs::spawn(overlay.clone(), store, auth, doc_events, metrics.clone()).await?;
@@ -292,7 +297,6 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
 
     let mut tasks = JoinSet::new();
-    let services = Services::new(overlay.clone());
     let topics = Topics::new(overlay.clone());
     tasks.spawn(dispatch_events(
         events,

@@ -16,7 +16,7 @@ use crate::blobs::wire::{check_ranges, BlobRequest, BlobResponse};
 use crate::control::api::{self, Request};
 use crate::docs::wire::{SyncRequest, SyncResponse};
 use crate::services::{Ask, Offer};
-use crate::store::{BlobMeta, DocMeta};
+use crate::store::{BlobMeta, DocMeta, ServiceAd};
 
 /// A `/lattice/sync/1` request, and what it carries, as a node takes it in.
 pub fn sync_request(data: &[u8]) {
@@ -104,6 +104,7 @@ pub fn control(data: &[u8]) {
 pub fn stored(data: &[u8]) {
     let _ = codec::decode::<DocMeta>(data, 1 << 20);
     let _ = codec::decode::<BlobMeta>(data, 64 << 20);
+    let _ = codec::decode::<ServiceAd>(data, 64 << 10);
 }
 
 /// Every target of this crate, by name.

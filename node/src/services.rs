@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use lattice_crdt::codec;
 use lattice_overlay::{protocols, Overlay, PeerId, Responder};
+
+use crate::store::{ServiceAd, Store};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info};
 
@@ -38,6 +40,8 @@ pub enum ServiceError {
     NotAdvertised(String),
     #[error("network: {0}")]
     Network(#[from] lattice_overlay::Error),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// The question on `/lattice/service/1`.
@@ -97,19 +101,33 @@ fn check_meta(meta: &BTreeMap<String, String>) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// The services this node advertises, and lookups of others'.
+/// The services this node advertises (kept in the store across restarts), and lookups of
+/// others'.
 #[derive(Clone)]
 pub struct Services {
     overlay: Overlay,
+    store: Store,
     ads: Arc<Mutex<HashMap<String, BTreeMap<String, String>>>>,
 }
 
 impl Services {
-    pub fn new(overlay: Overlay) -> Self {
-        Services {
+    /// The services advertised before the last stop, advertised again.
+    pub async fn open(overlay: Overlay, store: Store) -> Result<Self, ServiceError> {
+        let s = Services {
             overlay,
+            store,
             ads: Arc::new(Mutex::new(HashMap::new())),
+        };
+        for ad in s.store.services().await? {
+            s.ads().insert(ad.name.clone(), ad.meta);
+            // The record is published again by the DHT's own schedule if this fails now
+            // (no peer yet), and the service answers asks meanwhile.
+            if let Err(e) = s.overlay.provide(key(&ad.name)).await {
+                debug!(service = %ad.name, "cannot announce the service yet: {e}");
+            }
+            info!(service = %ad.name, "advertising again");
         }
+        Ok(s)
     }
 
     fn ads(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, String>>> {
@@ -125,21 +143,33 @@ impl Services {
         check_name(name)?;
         check_meta(&meta)?;
         {
-            let mut ads = self.ads();
+            let ads = self.ads();
             if ads.len() >= MAX_ADS && !ads.contains_key(name) {
                 return Err(ServiceError::TooMany);
             }
-            ads.insert(name.to_owned(), meta);
         }
+        // Listed only once its record is out and it is on disk: an ad whose record
+        // failed is not shown as advertised.
         self.overlay.provide(key(name)).await?;
+        let ad = ServiceAd {
+            name: name.to_owned(),
+            meta,
+        };
+        if let Err(e) = self.store.put_service(ad.clone()).await {
+            let _ = self.overlay.unprovide(key(name));
+            return Err(e.into());
+        }
+        self.ads().insert(ad.name, ad.meta);
         info!(service = name, "advertising");
         Ok(())
     }
 
-    pub fn withdraw(&self, name: &str) -> Result<(), ServiceError> {
-        if self.ads().remove(name).is_none() {
+    pub async fn withdraw(&self, name: &str) -> Result<(), ServiceError> {
+        if !self.ads().contains_key(name) {
             return Err(ServiceError::NotAdvertised(name.to_owned()));
         }
+        self.store.del_service(name.to_owned()).await?;
+        self.ads().remove(name);
         self.overlay.unprovide(key(name))?;
         info!(service = name, "withdrawn");
         Ok(())
@@ -310,6 +340,7 @@ pub async fn call(
             ServiceError::NotAdvertised(_) => ErrorCode::NotFound,
             ServiceError::TooMany => ErrorCode::Busy,
             ServiceError::Network(_) => ErrorCode::NetworkError,
+            ServiceError::Store(_) => ErrorCode::Internal,
             _ => ErrorCode::BadRequest,
         };
         ApiError::new(code, e.to_string())
@@ -322,7 +353,7 @@ pub async fn call(
         }
         method::SERVICE_WITHDRAW => {
             let a: NameParams = params(p)?;
-            services.withdraw(&a.name).map_err(err)?;
+            services.withdraw(&a.name).await.map_err(err)?;
             reply(&Done {})
         }
         method::SERVICE_FIND => {

@@ -18,7 +18,7 @@ use lattice_crdt::sync::SignedDelta;
 use lattice_crdt::DocId;
 use tokio::sync::{mpsc, oneshot};
 
-pub use tables::{BlobMeta, Change, DocMeta};
+pub use tables::{BlobMeta, Change, DocMeta, ServiceAd};
 
 /// Requests waiting for the storage thread; writers wait when it is this far behind.
 const QUEUE: usize = 1_024;
@@ -69,6 +69,9 @@ enum Job {
     PutBlob(BlobMeta, Reply<()>),
     DelBlob([u8; 32], Reply<()>),
     Blobs(Reply<Vec<BlobMeta>>),
+    PutService(ServiceAd, Reply<()>),
+    DelService(String, Reply<()>),
+    Services(Reply<Vec<ServiceAd>>),
 }
 
 /// The handle to the storage thread. Dropping every handle stops the thread after it has
@@ -158,6 +161,19 @@ impl Store {
         self.ask(Job::Blobs).await
     }
 
+    /// Records a service this node advertises (new, or with new metadata), durably.
+    pub async fn put_service(&self, ad: ServiceAd) -> Result<(), StoreError> {
+        self.ask(|r| Job::PutService(ad, r)).await
+    }
+
+    pub async fn del_service(&self, name: String) -> Result<(), StoreError> {
+        self.ask(|r| Job::DelService(name, r)).await
+    }
+
+    pub async fn services(&self) -> Result<Vec<ServiceAd>, StoreError> {
+        self.ask(Job::Services).await
+    }
+
     /// Every delta stored for a document.
     pub async fn load(&self, doc: DocId) -> Result<Vec<SignedDelta>, StoreError> {
         self.ask(|r| Job::Load(doc, r)).await
@@ -218,6 +234,15 @@ fn answer(db: &redb::Database, job: Job) {
         }
         Job::Blobs(reply) => {
             let _ = reply.send(tables::blobs(db));
+        }
+        Job::PutService(ad, reply) => {
+            let _ = reply.send(tables::put_service(db, &ad));
+        }
+        Job::DelService(name, reply) => {
+            let _ = reply.send(tables::del_service(db, &name));
+        }
+        Job::Services(reply) => {
+            let _ = reply.send(tables::services(db));
         }
         Job::Persist(..) => unreachable!("writes are batched by the caller"),
     }

@@ -16,6 +16,15 @@ const DOCS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("docs");
 const DELTAS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deltas");
 /// Blob hash → [`BlobMeta`] (CBOR).
 const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
+/// Service name → [`ServiceAd`] (CBOR).
+const SERVICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("services");
+
+/// A service this node advertises, kept across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceAd {
+    pub name: String,
+    pub meta: std::collections::BTreeMap<String, String>,
+}
 
 /// What the node knows of a blob it holds (whole or in part).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,30 +180,65 @@ pub(super) fn load(db: &redb::Database, doc: &DocId) -> Result<Vec<SignedDelta>,
     Ok(out)
 }
 
-pub(super) fn put_blob(db: &redb::Database, meta: &BlobMeta) -> Result<(), StoreError> {
+type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// Writes one record, durably.
+fn put_row(db: &redb::Database, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
     let w = db.begin_write()?;
-    w.open_table(BLOBS)?
-        .insert(meta.hash.as_slice(), codec::encode(meta).as_slice())?;
+    w.open_table(table)?.insert(key, value)?;
     w.commit()?;
     Ok(())
 }
 
-pub(super) fn del_blob(db: &redb::Database, hash: &[u8; 32]) -> Result<(), StoreError> {
+/// Deletes one record, durably.
+fn del_row(db: &redb::Database, table: Table, key: &[u8]) -> Result<(), StoreError> {
     let w = db.begin_write()?;
-    w.open_table(BLOBS)?.remove(hash.as_slice())?;
+    w.open_table(table)?.remove(key)?;
     w.commit()?;
     Ok(())
 }
 
-pub(super) fn blobs(db: &redb::Database) -> Result<Vec<BlobMeta>, StoreError> {
+/// Every record of a table, decoded (at most `max` bytes each).
+fn rows<T: serde::de::DeserializeOwned>(
+    db: &redb::Database,
+    table: Table,
+    max: usize,
+) -> Result<Vec<T>, StoreError> {
     let r = db.begin_read()?;
-    let t = r.open_table(BLOBS)?;
+    let t = match r.open_table(table) {
+        Ok(t) => t,
+        // A table is created by its first write: none yet, nothing in it.
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
     let mut out = Vec::new();
     for row in t.range::<&[u8]>(..)? {
         let (_, v) = row?;
-        out.push(
-            codec::decode(v.value(), 64 << 20).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        );
+        out.push(codec::decode(v.value(), max).map_err(|e| StoreError::Corrupt(e.to_string()))?);
     }
     Ok(out)
+}
+
+pub(super) fn put_blob(db: &redb::Database, meta: &BlobMeta) -> Result<(), StoreError> {
+    put_row(db, BLOBS, &meta.hash, &codec::encode(meta))
+}
+
+pub(super) fn del_blob(db: &redb::Database, hash: &[u8; 32]) -> Result<(), StoreError> {
+    del_row(db, BLOBS, hash)
+}
+
+pub(super) fn blobs(db: &redb::Database) -> Result<Vec<BlobMeta>, StoreError> {
+    rows(db, BLOBS, 64 << 20)
+}
+
+pub(super) fn put_service(db: &redb::Database, ad: &ServiceAd) -> Result<(), StoreError> {
+    put_row(db, SERVICES, ad.name.as_bytes(), &codec::encode(ad))
+}
+
+pub(super) fn del_service(db: &redb::Database, name: &str) -> Result<(), StoreError> {
+    del_row(db, SERVICES, name.as_bytes())
+}
+
+pub(super) fn services(db: &redb::Database) -> Result<Vec<ServiceAd>, StoreError> {
+    rows(db, SERVICES, 64 << 10)
 }
