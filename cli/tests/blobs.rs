@@ -371,3 +371,69 @@ fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
         "received {received} after resuming with {have} verified"
     );
 }
+
+#[test]
+fn a_stored_blob_damaged_on_disk_is_caught_before_it_is_copied_out() {
+    let mut net = start_net(1);
+    let (file, hash) = random_file(net.tmp.path(), 9, MIB);
+    run_ok(&net.nodes[0], &["blob", "add", file.to_str().unwrap()]);
+    // Stopped, a byte of the stored copy rots; started again.
+    let stored = net.nodes[0]
+        .data_dir
+        .join("blobs")
+        .join(format!("{hash}.data"));
+    net.nodes[0].terminate(std::time::Duration::from_secs(10)).unwrap();
+    let mut bytes = std::fs::read(&stored).unwrap();
+    bytes[1234] ^= 0x40;
+    std::fs::write(&stored, bytes).unwrap();
+    net.nodes[0].restart().unwrap();
+    let out = net.tmp.path().join("copy");
+    let r = net.nodes[0]
+        .cli(&["blob", "get", &hash, "-o", out.to_str().unwrap()])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    // Before: the damaged bytes were copied out as the blob.
+    assert!(!r.status.success());
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    assert!(!out.exists(), "a corrupt copy was handed over");
+    assert!(run_ok(&net.nodes[0], &["blob", "ls"]).as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_fetch_that_finished_just_before_a_crash_is_recorded_complete() {
+    let mut net = start_net(2);
+    let (file, hash) = random_file(net.tmp.path(), 10, 4 * MIB);
+    run_ok(&net.nodes[0], &["blob", "add", file.to_str().unwrap()]);
+    wait_providers(&net.nodes[1], &hash, 1);
+    get(&net.nodes[1], &hash, &net.tmp.path().join("first"));
+    // The crash: the `.data` file is in place, but the record still says incomplete.
+    net.nodes[1].terminate(std::time::Duration::from_secs(10)).unwrap();
+    let db = net.nodes[1].data_dir.join("lattice.redb");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (store, thread) = lattice_node::store::Store::open(&db).unwrap();
+        let mut meta = store
+            .blobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|m| lattice_node::blobs::files::hex(&m.hash) == hash)
+            .unwrap();
+        meta.complete = false;
+        meta.verified = vec![(0, 1)];
+        store.put_blob(meta).await.unwrap();
+        drop(store);
+        thread.join();
+    });
+    net.nodes[1].restart().unwrap();
+    // Before: a new fetch resumed into a zero-filled `.part` and renamed it over the
+    // good file. Now start-up hashes the file and records the blob complete.
+    let ls = run_ok(&net.nodes[1], &["blob", "ls"]);
+    assert_eq!(ls[0]["complete"], true, "{ls}");
+    let out = net.tmp.path().join("again");
+    get(&net.nodes[1], &hash, &out);
+    same_file(&file, &out);
+}

@@ -103,15 +103,28 @@ pub(super) async fn run(
     }
     let path = match out {
         Some(out) => {
+            // Hashed on the way out: a stored copy damaged since it was verified is caught
+            // here, and the output removed, rather than handed over.
             let from = f.paths.data.clone();
             let to = out.clone();
-            tokio::task::spawn_blocking(move || std::fs::copy(from, to))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-                .map_err(|source| BlobError::Output {
-                    path: out.clone(),
-                    source,
-                })?;
+            let checked = !blobs.is_intact(&hash);
+            let good = tokio::task::spawn_blocking(move || {
+                if checked {
+                    files::copy_checked(&from, &to, &hash)
+                } else {
+                    std::fs::copy(&from, &to).map(|_| true)
+                }
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .map_err(|source| BlobError::Output {
+                path: out.clone(),
+                source,
+            })?;
+            if !good {
+                return Err(blobs.corrupt(hash).await);
+            }
+            blobs.mark_intact(hash);
             Some(out.display().to_string())
         }
         None => None,
@@ -233,7 +246,8 @@ impl Fetch<'_> {
                     self.received += enc.len() as u64;
                     if self.verify(enc, last, &data, &ob).await.is_ok() {
                         self.mark(last);
-                        self.blobs.save(self.meta.clone()).await?;
+                        // Durable before it is recorded as verified.
+                        self.save_verified(&data, &ob).await?;
                         return Ok(());
                     }
                     self.liar(i, "its size or last chunk does not verify");
@@ -438,6 +452,7 @@ impl Fetch<'_> {
         .map_err(|e| std::io::Error::other(e.to_string()))??;
         self.meta.complete = true;
         self.meta.verified.clear();
+        self.blobs.mark_intact(self.hash);
         self.blobs.save(self.meta.clone()).await
     }
 }

@@ -65,6 +65,33 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
     }
 }
 
+/// BLAKE3 of a stored blob's bytes, read in one streaming pass.
+pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(io::BufReader::with_capacity(1 << 20, File::open(path)?))?;
+    Ok(*h.finalize().as_bytes())
+}
+
+/// Copies a stored blob to `to`, hashing it on the way: true if the copy has `hash`. On a
+/// mismatch the copy is removed.
+pub fn copy_checked(from: &Path, to: &Path, hash: &[u8; 32]) -> io::Result<bool> {
+    let mut h = blake3::Hasher::new();
+    {
+        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(to)?);
+        let mut tee = Tee {
+            read: io::BufReader::with_capacity(1 << 20, File::open(from)?),
+            to: &mut out,
+        };
+        h.update_reader(&mut tee)?;
+        out.flush()?;
+    }
+    let good = h.finalize().as_bytes() == hash;
+    if !good {
+        let _ = fs::remove_file(to);
+    }
+    Ok(good)
+}
+
 /// Copies `source` into the store in one streaming pass (constant memory), computing its
 /// BLAKE3 tree on the way; returns (hash, size).
 pub fn import(dir: &Path, source: &Path) -> io::Result<([u8; 32], u64)> {

@@ -23,7 +23,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use lattice_overlay::{Overlay, PeerId, Responder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::store::{BlobMeta, Store, StoreError};
 use files::Paths;
@@ -64,6 +64,8 @@ pub enum BlobError {
     },
     #[error("blob {0} is already being fetched")]
     Busy(String),
+    #[error("the stored copy of blob {0} is corrupt (its bytes no longer hash to it); it was removed: fetch it again with `lattice blob get`")]
+    Corrupt(String),
     #[error("cannot write {path}: {source}")]
     Output {
         path: PathBuf,
@@ -163,6 +165,11 @@ struct Inner {
     bad: Mutex<HashSet<PeerId>>,
     serving: Arc<Semaphore>,
     quota: Option<u64>,
+    /// Complete blobs whose bytes were hashed since this start (or that completed in it):
+    /// served and copied out without hashing again.
+    intact: Mutex<HashSet<[u8; 32]>>,
+    /// Blobs being hashed for that now.
+    checking: Mutex<HashSet<[u8; 32]>>,
 }
 
 /// The handle to the blob store.
@@ -194,7 +201,10 @@ impl Blobs {
             bad: Mutex::new(HashSet::new()),
             serving: Arc::new(Semaphore::new(MAX_SERVING_CHUNKS)),
             quota,
+            intact: Mutex::new(HashSet::new()),
+            checking: Mutex::new(HashSet::new()),
         }));
+        blobs.finish_interrupted().await?;
         for m in blobs.list() {
             if m.complete {
                 blobs.announce(parse_hash(&m.hash)?);
@@ -206,6 +216,103 @@ impl Blobs {
 
     fn index(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], BlobMeta>> {
         self.0.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fetch renames its verified `.part` to `.data` and then records the blob complete:
+    /// a crash between the two leaves a `.data` of an incomplete blob. Such a file is
+    /// hashed: kept (and recorded complete) if it is the blob, removed if not.
+    async fn finish_interrupted(&self) -> Result<(), BlobError> {
+        let pending: Vec<BlobMeta> = self
+            .index()
+            .values()
+            .filter(|m| !m.complete && self.paths(&m.hash).data.exists())
+            .cloned()
+            .collect();
+        for mut m in pending {
+            let paths = self.paths(&m.hash);
+            let data = paths.data.clone();
+            let hash = m.hash;
+            let good = tokio::task::spawn_blocking(move || files::hash_file(&data))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?
+                .is_ok_and(|h| h == hash);
+            if good {
+                info!(blob = %files::hex(&hash), "a fetch finished before a crash; recorded complete");
+                m.complete = true;
+                m.verified.clear();
+                self.mark_intact(hash);
+                self.save(m).await?;
+            } else {
+                warn!(blob = %files::hex(&hash), "removing a blob file left by an interrupted fetch that does not verify");
+                std::fs::remove_file(&paths.data)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn mark_intact(&self, hash: [u8; 32]) {
+        self.0
+            .intact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash);
+    }
+
+    /// Checks, once per start, that a complete blob's bytes still hash to it before they
+    /// are served or copied out. A corrupt copy is removed (it can be fetched again).
+    /// `Ok(false)`: another caller is checking it right now.
+    async fn check_intact(&self, hash: [u8; 32]) -> Result<bool, BlobError> {
+        if self.is_intact(&hash) {
+            return Ok(true);
+        }
+        if !self
+            .0
+            .checking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash)
+        {
+            return Ok(false);
+        }
+        let data = self.paths(&hash).data;
+        let r = tokio::task::spawn_blocking(move || files::hash_file(&data)).await;
+        self.0
+            .checking
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&hash);
+        let good = r
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .is_ok_and(|h| h == hash);
+        if good {
+            self.mark_intact(hash);
+            return Ok(true);
+        }
+        Err(self.corrupt(hash).await)
+    }
+
+    /// True if a complete blob's bytes were hashed (or fetched and verified) since start.
+    fn is_intact(&self, hash: &[u8; 32]) -> bool {
+        self.0
+            .intact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(hash)
+    }
+
+    /// Forgets and removes a blob whose stored bytes do not hash to it; the error to
+    /// report.
+    async fn corrupt(&self, hash: [u8; 32]) -> BlobError {
+        let hex = files::hex(&hash);
+        error!(blob = %hex, "the stored copy of a blob is corrupt; removing it");
+        if let Err(e) = self.0.store.del_blob(hash).await {
+            warn!(blob = %hex, "cannot forget the corrupt blob: {e}");
+        }
+        self.index().remove(&hash);
+        if let Err(e) = self.paths(&hash).remove() {
+            warn!(blob = %hex, "cannot remove the corrupt blob's files: {e}");
+        }
+        BlobError::Corrupt(hex)
     }
 
     pub fn count(&self) -> usize {
@@ -410,6 +517,13 @@ impl Blobs {
         let Some(meta) = self.meta(&hash) else {
             return BlobResponse::NotFound;
         };
+        if meta.complete {
+            match self.check_intact(hash).await {
+                Ok(true) => {}
+                Ok(false) => return BlobResponse::Refused("busy".into()),
+                Err(_) => return BlobResponse::NotFound,
+            }
+        }
         let chunks = match wire::check_ranges(&ranges, meta.size.div_ceil(files::CHUNK)) {
             Ok(n) => n,
             Err(why) => return BlobResponse::Refused(why),
