@@ -382,7 +382,9 @@ fn a_stored_blob_damaged_on_disk_is_caught_before_it_is_copied_out() {
         .data_dir
         .join("blobs")
         .join(format!("{hash}.data"));
-    net.nodes[0].terminate(std::time::Duration::from_secs(10)).unwrap();
+    net.nodes[0]
+        .terminate(std::time::Duration::from_secs(10))
+        .unwrap();
     let mut bytes = std::fs::read(&stored).unwrap();
     bytes[1234] ^= 0x40;
     std::fs::write(&stored, bytes).unwrap();
@@ -396,7 +398,10 @@ fn a_stored_blob_damaged_on_disk_is_caught_before_it_is_copied_out() {
     assert!(!r.status.success());
     assert!(stderr.contains("corrupt"), "{stderr}");
     assert!(!out.exists(), "a corrupt copy was handed over");
-    assert!(run_ok(&net.nodes[0], &["blob", "ls"]).as_array().unwrap().is_empty());
+    assert!(run_ok(&net.nodes[0], &["blob", "ls"])
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -407,7 +412,9 @@ fn a_fetch_that_finished_just_before_a_crash_is_recorded_complete() {
     wait_providers(&net.nodes[1], &hash, 1);
     get(&net.nodes[1], &hash, &net.tmp.path().join("first"));
     // The crash: the `.data` file is in place, but the record still says incomplete.
-    net.nodes[1].terminate(std::time::Duration::from_secs(10)).unwrap();
+    net.nodes[1]
+        .terminate(std::time::Duration::from_secs(10))
+        .unwrap();
     let db = net.nodes[1].data_dir.join("lattice.redb");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
