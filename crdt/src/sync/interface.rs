@@ -76,6 +76,11 @@ pub enum Input {
     PeerDown(ActorId),
     /// Every [`Output::Persist`] up to and including `ticket` is durable.
     Persisted { ticket: u64 },
+    /// A persist failed. Every local write not yet acknowledged is refused
+    /// ([`Event::Refused`]) and undone here, and the driver is asked to delete this
+    /// replica's own stored deltas past the last acknowledged one ([`Output::Truncate`]),
+    /// so a later commit of one of them can never bring it back.
+    PersistFailed,
     /// Time passes; starts periodic anti-entropy when due.
     Tick,
     /// Fold this replica's own oldest deltas into one (compaction).

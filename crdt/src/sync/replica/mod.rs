@@ -60,6 +60,8 @@ pub struct Replica {
     actor: ActorId,
     auth: Arc<dyn Authenticator>,
     acl: Acl,
+    /// The rules at birth, before any of the owner's edits.
+    genesis_acl: Acl,
     doc: Doc,
     clock: Hlc,
     log: DeltaLog,
@@ -102,6 +104,7 @@ impl Replica {
             actor,
             auth,
             acl: Acl::open(),
+            genesis_acl: Acl::open(),
             doc: Doc::new(doc),
             clock,
             log: DeltaLog::default(),
@@ -124,6 +127,7 @@ impl Replica {
 
     /// The same replica under `acl` (a closed document's genesis rules) instead of open.
     pub fn with_acl(mut self, acl: Acl) -> Self {
+        self.genesis_acl = acl.clone();
         self.acl = acl;
         self
     }
@@ -268,6 +272,10 @@ impl Replica {
                 self.on_persisted(ticket);
                 Ok(())
             }
+            Input::PersistFailed => {
+                self.on_persist_failed();
+                Ok(())
+            }
             Input::Tick => {
                 self.on_tick(now_ms);
                 Ok(())
@@ -360,6 +368,32 @@ impl Replica {
             self.event(Event::Acknowledged { tag: u.tag, seq });
             self.outputs
                 .push_back(Output::Broadcast(Message::Delta(u.delta)));
+        }
+    }
+
+    /// Undoes every local write not yet acknowledged (see [`Input::PersistFailed`]).
+    fn on_persist_failed(&mut self) {
+        let durable = self.log.vv().get(&self.actor);
+        let edited_acl = self.unacked.iter().any(|u| !u.delta.acl.is_empty());
+        // Refuses them, rebuilds the document from the log, and asks for the disk cut.
+        self.truncate(self.actor, durable);
+        self.next_seq = durable + 1;
+        if edited_acl {
+            // Access edits of the undone writes were applied when written: rebuild the
+            // rules from the genesis and the owner's durable edits.
+            let mut acl = self.genesis_acl.clone();
+            let mut owner_deltas: Vec<&SignedDelta> = self
+                .log
+                .iter()
+                .filter(|d| Some(d.author) == acl.owner())
+                .collect();
+            owner_deltas.sort_by_key(|d| d.seqs.first);
+            for d in owner_deltas {
+                for op in &d.acl {
+                    acl.apply(op);
+                }
+            }
+            self.acl = acl;
         }
     }
 

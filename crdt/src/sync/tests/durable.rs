@@ -149,3 +149,41 @@ fn a_joined_replica_that_never_hears_back_writes_after_a_while() {
     q.write(0, incr("n", 1));
     assert!(q.errors.is_empty(), "{:?}", q.errors);
 }
+
+#[test]
+fn a_failed_persist_undoes_what_was_not_acknowledged_and_a_later_commit_cannot_revive_it() {
+    let mut p = Pump::new(2);
+    p.connect(0, 1);
+    p.write(0, incr("n", 1));
+    p.settle();
+    assert_eq!(p.acked, [(0, 1)]);
+    // Two more writes wait on the disk; the commit fails.
+    p.hold_persists = true;
+    p.write(0, incr("n", 10));
+    p.write(0, incr("n", 100));
+    let late = p.held[0].clone();
+    p.held[0].clear();
+    // The failed batch is reported; a later batch holding the same writes reaches the disk
+    // all the same, before the cut the failure asks for.
+    p.disks[0].extend(late.iter().map(|(_, d)| d.clone()));
+    p.input(0, Input::PersistFailed);
+    assert!(
+        p.disks[0].iter().all(|d| d.seqs.last <= 1),
+        "the undone writes were cut from the disk"
+    );
+    assert_eq!(p.json(0), serde_json::json!({"n": 1}));
+    assert_eq!(p.replicas[0].vv().get(&ActorId::from_index(1)), 1);
+    // A commit queued after the failed one lands anyway: it acknowledges nothing, and
+    // nothing of it is broadcast.
+    let ticket = late.last().map(|(t, _)| *t).unwrap();
+    p.input(0, Input::Persisted { ticket });
+    assert_eq!(p.acked, [(0, 1)]);
+    p.settle();
+    assert_eq!(p.json(1), serde_json::json!({"n": 1}));
+    // The next write takes the next free sequence number, and reaches the other replica.
+    p.hold_persists = false;
+    p.write(0, incr("n", 1000));
+    p.settle();
+    assert_eq!(p.acked, [(0, 1), (0, 2)]);
+    assert_eq!(p.json(1), serde_json::json!({"n": 1001}));
+}

@@ -140,8 +140,28 @@ impl Actor {
         for meta in a.store.docs().await? {
             let stored = a.store.load(meta.id()).await?;
             let n = stored.len();
+            let me = a.me;
+            let own_stored = stored
+                .iter()
+                .filter(|d| d.author == me)
+                .map(|d| d.seqs.last)
+                .max()
+                .unwrap_or(0);
             let id = a.host(meta, stored, false).await;
             info!(doc = %id, deltas = n, "document restored");
+            // Own deltas past a gap are writes a failed commit undid that a later commit
+            // stored anyway (a crash came before the cut): delete them before a new write
+            // takes their sequence numbers.
+            let kept = a.docs.get(&id).map_or(0, |h| h.replica.vv().get(&me));
+            if own_stored > kept {
+                warn!(doc = %id, kept, "deleting own writes stored past a gap");
+                let cut = Change::Truncate {
+                    doc: id,
+                    author: me,
+                    after: kept,
+                };
+                a.store.enqueue(vec![cut]).await?.await?;
+            }
         }
         Ok(a)
     }
@@ -562,7 +582,12 @@ impl Actor {
                     let _ = self.apply(id, Input::Persisted { ticket }).await;
                 }
             }
-            Err(e) => self.store_failed(id, &e),
+            Err(e) => {
+                self.store_failed(id, &e);
+                // Undo what was not acknowledged, so a later commit cannot make a write
+                // visible that its client was told failed.
+                let _ = self.apply(id, Input::PersistFailed).await;
+            }
         }
     }
 
