@@ -275,6 +275,23 @@ fn second_daemon(data_dir: &Path, socket: &Path) -> std::process::Output {
 }
 
 #[test]
+fn a_damaged_store_is_named_with_the_way_out() {
+    let net = Net::new();
+    let data = net.dir("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("lattice.redb"), vec![0x5a; 64 << 10]).unwrap();
+    let out = second_daemon(&data, &net.dir("d.sock"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    // One line, naming the file and what to do; no panic.
+    assert!(
+        err.contains("lattice.redb") && err.contains("move it aside"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn sigterm_exits_cleanly_and_a_restart_keeps_the_peer_id() {
     let mut net = Net::new();
     let a = net.start(&[]);

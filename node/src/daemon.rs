@@ -61,6 +61,15 @@ pub enum DaemonError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot restore the advertised services: {0}")]
     Services(String),
+    #[error(
+        "the store {path} cannot be opened ({source}); if it is damaged, stop here, move it \
+         aside (for example to {path}.broken) and start again: the node rejoins its \
+         documents with `lattice doc join` and recovers its own writes from their replicas"
+    )]
+    StoreUnreadable {
+        path: PathBuf,
+        source: crate::store::StoreError,
+    },
     #[error("cannot load documents: {0}")]
     Docs(#[from] DocsError),
     #[error("cannot open the blob store: {0}")]
@@ -280,7 +289,12 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         info!("private swarm: pre-shared key in use, QUIC disabled");
     }
     let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
-    let (store, store_thread) = Store::open(&dir.join("lattice.redb"))?;
+    let db = dir.join("lattice.redb");
+    let (store, store_thread) =
+        Store::open(&db).map_err(|source| DaemonError::StoreUnreadable {
+            path: db.clone(),
+            source,
+        })?;
     let blobs = Blobs::open(dir, store.clone(), overlay.clone(), config.blob_quota).await?;
     let services = Services::open(overlay.clone(), store.clone())
         .await
