@@ -23,12 +23,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
+mod joins;
 mod network;
 mod verify;
 
 use super::hosted::{Hosted, MAX_WATCHERS, WATCH_QUEUE};
 use super::wire;
-use super::{join, Command, DocsError, Edit, Reply};
+use super::{Command, DocsError, Edit, Reply};
 use crate::auth::NodeAuth;
 use crate::control::api;
 use crate::metrics::Metrics;
@@ -55,8 +56,6 @@ const MAX_SEND_BYTES_PER_PEER: usize = 8 << 20;
 const MAX_SEND_BYTES: usize = 64 << 20;
 /// Background lookups (joins, provider searches, announcements) at once.
 const MAX_BACKGROUND: usize = 64;
-/// How long a join waits for a replica to catch the new replica up before answering.
-const JOIN_WAIT: Duration = Duration::from_secs(5);
 /// Messages from peers being decoded and verified off the async threads at once; beyond
 /// this, gossip is ignored (anti-entropy repairs it) and requests are refused as busy.
 /// Their bytes are bounded by the overlay's per-peer budgets, which they stay charged to.
@@ -310,25 +309,7 @@ impl Actor {
                 let _ = reply.send(r);
             }
             Command::Join { id, reply } => self.join(id, reply),
-            Command::Adopt { genesis, reply } => {
-                // Joined: this node may have written to it before losing its store. The
-                // join answers once a replica has caught it up (or after JOIN_WAIT), so
-                // writes right after it are not refused.
-                match self.adopt(genesis, true).await {
-                    Ok(info) => match info.doc.parse::<DocId>() {
-                        Ok(id) if self.catching_up(id) => {
-                            let deadline = now_ms() + JOIN_WAIT.as_millis() as u64;
-                            self.joining.entry(id).or_default().push((reply, deadline));
-                        }
-                        _ => {
-                            let _ = reply.send(Ok(info));
-                        }
-                    },
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
+            Command::Adopt { genesis, reply } => self.adopt_joined(genesis, reply).await,
             Command::Count { reply } => {
                 let _ = reply.send(Ok(self.docs.len()));
             }
@@ -359,50 +340,6 @@ impl Actor {
                 let _ = reply.send(r);
             }
         }
-    }
-
-    /// Hosts a new or joined document (idempotent) and describes it. A joined one waits for
-    /// a replica before local writes (see `Replica::catching_up`).
-    async fn adopt(&mut self, genesis: Genesis, joined: bool) -> Result<api::DocInfo, DocsError> {
-        join::check(&genesis, None)?;
-        let id = genesis.id();
-        if let Some(h) = self.docs.get(&id) {
-            return Ok(h.info());
-        }
-        let meta = DocMeta {
-            genesis,
-            added_ms: now_ms(),
-        };
-        self.store.put_doc(meta.clone()).await?;
-        let id = self.host(meta, Vec::new(), joined).await;
-        info!(doc = %id, "document hosted");
-        Ok(self.docs[&id].info())
-    }
-
-    fn join(&mut self, id: DocId, reply: Reply<api::DocInfo>) {
-        if let Some(h) = self.docs.get(&id) {
-            let _ = reply.send(Ok(h.info()));
-            return;
-        }
-        if self.background.len() >= MAX_BACKGROUND {
-            let _ = reply.send(Err(DocsError::Busy));
-            return;
-        }
-        let known = self.subs.peers(&wire::topic(&id));
-        let (overlay, commands) = (self.overlay.clone(), self.commands.clone());
-        self.background.spawn(async move {
-            let genesis = match join::find_genesis(overlay, id, known).await {
-                Ok(g) => g,
-                Err(e) => {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-            };
-            // Back to the actor to host it; if it has stopped, the reply is dropped.
-            if let Some(tx) = commands.upgrade() {
-                let _ = tx.send(Command::Adopt { genesis, reply }).await;
-            }
-        });
     }
 
     async fn write(&mut self, doc: String, edit: Edit, reply: Reply<api::Written>) {
@@ -460,42 +397,6 @@ impl Actor {
         self.drive(id, before).await;
         self.answer_joins(id, false);
         result
-    }
-
-    /// True if `id`'s replica still waits for a replica before local writes.
-    fn catching_up(&self, id: DocId) -> bool {
-        self.docs
-            .get(&id)
-            .is_some_and(|h| h.replica.is_catching_up())
-    }
-
-    /// Answers the joins of `id` waiting for it to catch up, once it has (or, with
-    /// `expired`, those past their deadline).
-    fn answer_joins(&mut self, id: DocId, expired: bool) {
-        if !self.joining.contains_key(&id) {
-            return;
-        }
-        let caught_up = !self.catching_up(id);
-        let now = now_ms();
-        let Some(waiting) = self.joining.remove(&id) else {
-            return;
-        };
-        let mut still = Vec::new();
-        for (reply, deadline) in waiting {
-            if caught_up || (expired && now >= deadline) {
-                let info = self
-                    .docs
-                    .get(&id)
-                    .map(Hosted::info)
-                    .ok_or(DocsError::Unknown(id.to_string()));
-                let _ = reply.send(info);
-            } else {
-                still.push((reply, deadline));
-            }
-        }
-        if !still.is_empty() {
-            self.joining.insert(id, still);
-        }
     }
 
     async fn drive(&mut self, id: DocId, before: Option<serde_json::Value>) {
