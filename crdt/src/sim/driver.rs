@@ -141,6 +141,7 @@ impl<'c> Sim<'c> {
             deltas_rejected: 0,
             attacks: 0,
             equivocations: 0,
+            disk_failures: 0,
             crashes: 0,
             partitions: 0,
             virtual_ms: 0,
@@ -274,6 +275,21 @@ impl<'c> Sim<'c> {
                     return;
                 }
                 let done = n.writing.iter().take_while(|(t, _)| *t <= ticket).count();
+                if done > 0
+                    && self.cfg.disk_failures > 0.0
+                    && self.rng.random_bool(self.cfg.disk_failures)
+                {
+                    // The commit fails: nothing of this batch reaches the disk, and (as the
+                    // daemon does) every client still waiting on this node is told its
+                    // write failed.
+                    n.writing.drain(..done);
+                    self.report.disk_failures += 1;
+                    for (_, w) in std::mem::take(&mut n.in_flight) {
+                        self.model.refuse(&w);
+                    }
+                    self.input(node, Input::PersistFailed);
+                    return;
+                }
                 for (_, d) in n.writing.drain(..done) {
                     store(&mut n.disk, d);
                 }
@@ -377,9 +393,13 @@ impl Sim<'_> {
                     n.disk.retain(|_, d| keep(d));
                     n.writing.retain(|(_, d)| keep(d));
                 }
-                Output::Event(
-                    Event::Refused { .. } | Event::Truncated { .. } | Event::Equivocated { .. },
-                ) => {}
+                // Refused: its client is told it failed; it must never become visible.
+                Output::Event(Event::Refused { tag }) => {
+                    if let Some(w) = self.nodes[node].in_flight.remove(&tag) {
+                        self.model.refuse(&w);
+                    }
+                }
+                Output::Event(Event::Truncated { .. } | Event::Equivocated { .. }) => {}
             }
         }
         applied_remote

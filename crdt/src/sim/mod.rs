@@ -51,6 +51,8 @@ pub struct SimConfig {
     pub byzantine: usize,
     /// Hostile deltas they inject into honest replicas during the write phase.
     pub attacks: usize,
+    /// Probability that a disk commit fails (nothing of it is stored; the replica is told).
+    pub disk_failures: f64,
     pub replica: Config,
 }
 
@@ -71,6 +73,7 @@ impl SimConfig {
             measure_bytes: false,
             byzantine: 0,
             attacks: 0,
+            disk_failures: 0.0,
             replica: Config {
                 anti_entropy_interval_ms: 2_000,
                 ..Config::default()
@@ -102,6 +105,8 @@ pub struct Report {
     pub attacks: usize,
     /// Byzantine authors caught equivocating, summed over replicas.
     pub equivocations: u64,
+    /// Disk commits that failed.
+    pub disk_failures: u64,
     pub crashes: usize,
     pub partitions: usize,
     pub virtual_ms: u64,
@@ -146,6 +151,9 @@ impl std::fmt::Display for Report {
             writeln!(f, "bytes sent          {b}")?;
         }
         writeln!(f, "deltas rejected     {}", self.deltas_rejected)?;
+        if self.disk_failures > 0 {
+            writeln!(f, "disk failures       {}", self.disk_failures)?;
+        }
         if self.attacks > 0 {
             writeln!(
                 f,

@@ -85,6 +85,8 @@ impl Workload {
 pub(super) struct Model {
     grow: BTreeSet<String>,
     count: i128,
+    /// Members of writes whose clients were told they failed: never to be seen.
+    refused: BTreeSet<String>,
 }
 
 impl Model {
@@ -95,6 +97,13 @@ impl Model {
             }
             Tracked::Count(by) => self.count += i128::from(*by),
             Tracked::Other => {}
+        }
+    }
+
+    /// A write its client was told failed.
+    pub(super) fn refuse(&mut self, w: &Write) {
+        if let Tracked::Grow(m) = &w.kind {
+            self.refused.insert(m.clone());
         }
     }
 
@@ -112,6 +121,9 @@ impl Model {
         }
         for extra in present.difference(&self.grow).take(3) {
             problems.push(format!("unacknowledged member {extra} present"));
+        }
+        for failed in present.intersection(&self.refused).take(3) {
+            problems.push(format!("member {failed} present though its write failed"));
         }
         let count = doc.entry(&["c"]).map_or(0, |e| e.counter.value());
         if count != self.count {
