@@ -7,6 +7,8 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+mod disk;
+
 use super::byzantine::Byzantine;
 use super::net::Net;
 use super::workload::{Model, Workload, Write};
@@ -269,32 +271,7 @@ impl<'c> Sim<'c> {
                 node,
                 epoch,
                 ticket,
-            } => {
-                let n = &mut self.nodes[node];
-                if n.epoch != epoch {
-                    return;
-                }
-                let done = n.writing.iter().take_while(|(t, _)| *t <= ticket).count();
-                if done > 0
-                    && self.cfg.disk_failures > 0.0
-                    && self.rng.random_bool(self.cfg.disk_failures)
-                {
-                    // The commit fails: nothing of this batch reaches the disk, and (as the
-                    // daemon does) every client still waiting on this node is told its
-                    // write failed.
-                    n.writing.drain(..done);
-                    self.report.disk_failures += 1;
-                    for (_, w) in std::mem::take(&mut n.in_flight) {
-                        self.model.refuse(&w);
-                    }
-                    self.input(node, Input::PersistFailed);
-                    return;
-                }
-                for (_, d) in n.writing.drain(..done) {
-                    store(&mut n.disk, d);
-                }
-                self.input(node, Input::Persisted { ticket });
-            }
+            } => self.persist_done(node, epoch, ticket),
             Ev::Tick { node } => {
                 if self.nodes[node].replica.is_some() {
                     self.input(node, Input::Tick);
@@ -586,17 +563,4 @@ impl Sim<'_> {
         self.report.model_mismatches.truncate(20);
         self.report
     }
-}
-
-/// Stores a delta on a simulated disk; it replaces the deltas of its author it covers.
-fn store(disk: &mut BTreeMap<(ActorId, u64), SignedDelta>, d: SignedDelta) {
-    let covered: Vec<_> = disk
-        .range((d.author, d.seqs.first)..=(d.author, d.seqs.last))
-        .filter(|(_, old)| d.seqs.covers(&old.seqs))
-        .map(|(k, _)| *k)
-        .collect();
-    for k in covered {
-        disk.remove(&k);
-    }
-    disk.insert((d.author, d.seqs.first), d);
 }
