@@ -8,6 +8,8 @@
 //! Replay a failing seed with
 //! `LATTICE_SIM_SEED=<seed> cargo test -p lattice-crdt --test byzantine replay -- --nocapture`.
 
+mod common;
+
 use lattice_crdt::sim::{run, Report, SimConfig};
 
 fn config(seed: u64) -> SimConfig {
@@ -24,9 +26,10 @@ fn config(seed: u64) -> SimConfig {
 
 fn check(seed: u64) -> Report {
     let r = run(&config(seed));
-    assert!(
-        r.ok(),
-        "byzantine simulation failed; replay with LATTICE_SIM_SEED={seed}\n{r}"
+    common::assert_ok(
+        &r,
+        "byzantine simulation",
+        &format!("LATTICE_SIM_SEED={seed}"),
     );
     assert!(
         r.writes_acknowledged > 0,
@@ -73,9 +76,6 @@ fn byzantine_seeds_750_to_1000() {
 
 #[test]
 fn replay() {
-    let seed = std::env::var("LATTICE_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let seed = common::env_seed();
     println!("{}", check(seed));
 }

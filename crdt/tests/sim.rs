@@ -5,6 +5,8 @@
 //! A failure prints its seed. Replay one (with the same fault mix) with
 //! `LATTICE_SIM_SEED=<seed> LATTICE_SIM_MIX=<mix> cargo test -p lattice-crdt --test sim replay -- --nocapture`.
 
+mod common;
+
 use lattice_crdt::sim::{run, Report, SimConfig};
 
 const NODES: usize = 100;
@@ -34,9 +36,10 @@ fn config(mix: &str, seed: u64) -> SimConfig {
 
 fn check(mix: &str, seed: u64) -> Report {
     let report = run(&config(mix, seed));
-    assert!(
-        report.ok(),
-        "simulation failed; replay with LATTICE_SIM_SEED={seed} LATTICE_SIM_MIX={mix}\n{report}"
+    common::assert_ok(
+        &report,
+        "simulation",
+        &format!("LATTICE_SIM_SEED={seed} LATTICE_SIM_MIX={mix}"),
     );
     assert!(
         report.writes_acknowledged > 0,
@@ -108,10 +111,7 @@ fn a_network_that_drops_everything_never_converges_and_says_so() {
 /// Replays one seed from the environment (seed 0 of the default mix if unset).
 #[test]
 fn replay() {
-    let seed = std::env::var("LATTICE_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let seed = common::env_seed();
     let mix = std::env::var("LATTICE_SIM_MIX").unwrap_or_else(|_| "default".into());
     let r = check(&mix, seed);
     println!("{r}");

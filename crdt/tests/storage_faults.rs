@@ -6,6 +6,8 @@
 //! Replay a failing seed with
 //! `LATTICE_SIM_SEED=<seed> cargo test -p lattice-crdt --test storage_faults replay -- --nocapture`.
 
+mod common;
+
 use lattice_crdt::sim::{run, Report, SimConfig};
 
 fn config(seed: u64) -> SimConfig {
@@ -21,9 +23,10 @@ fn config(seed: u64) -> SimConfig {
 
 fn check(seed: u64) -> Report {
     let r = run(&config(seed));
-    assert!(
-        r.ok(),
-        "storage-fault simulation failed; replay with LATTICE_SIM_SEED={seed}\n{r}"
+    common::assert_ok(
+        &r,
+        "storage-fault simulation",
+        &format!("LATTICE_SIM_SEED={seed}"),
     );
     r
 }
@@ -52,9 +55,6 @@ fn disk_fault_seeds_500_to_1000() {
 
 #[test]
 fn replay() {
-    let seed = std::env::var("LATTICE_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let seed = common::env_seed();
     println!("{}", check(seed));
 }
