@@ -8,6 +8,14 @@
 //!
 //! The thread owns the database; callers talk to it through a bounded channel and get
 //! their answers on oneshot channels, so no async task ever blocks on the disk.
+//!
+//! A failed commit is settled before anyone hears of it. redb refuses every operation
+//! after an I/O error until the database is reopened, so the thread reopens it and asks
+//! whether the commit reached the disk after all (an fsync can fail after the data is
+//! written): if it did, the writers hear "done"; if not, the batch is tried once more, and
+//! only a batch the reopened store provably lacks is reported as failed. When the store
+//! cannot even be reopened, the writers hear that the outcome is unknown, never "failed".
+//! The next request reopens it again, so writing resumes once the disk has room.
 
 mod tables;
 
@@ -24,6 +32,8 @@ pub use tables::{BlobMeta, Change, DocMeta, ServiceAd};
 const QUEUE: usize = 1_024;
 /// Most queued writes committed in one transaction.
 const MAX_BATCH: usize = 512;
+/// Times a failed commit is tried again once the reopened store shows it did not land.
+const RETRIES: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -32,8 +42,13 @@ pub enum StoreError {
     Db(#[from] redb::Error),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    /// The write is not in the store (checked after the failure).
     #[error("write not committed: {0}")]
     WriteFailed(String),
+    /// The disk failed during the commit and the store could not be read back: the write
+    /// may or may not be stored.
+    #[error("write may not be stored (the disk failed during the commit): {0}")]
+    Unknown(String),
     #[error("the store has shut down")]
     Closed,
     #[error("cannot start the storage thread: {0}")]
@@ -57,22 +72,50 @@ from_redb!(
     redb::CommitError
 );
 
+impl StoreError {
+    /// The same failure, for another writer of the same batch.
+    pub fn again(&self) -> StoreError {
+        match self {
+            StoreError::Unknown(m) => StoreError::Unknown(m.clone()),
+            StoreError::Closed => StoreError::Closed,
+            StoreError::WriteFailed(m) => StoreError::WriteFailed(m.clone()),
+            other => StoreError::WriteFailed(other.to_string()),
+        }
+    }
+
+    /// The failure in words a user acts on: a full disk says so first.
+    fn told(&self) -> String {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::StorageFull {
+                    return format!("disk full: {self}");
+                }
+            }
+            cause = e.source();
+        }
+        self.to_string()
+    }
+}
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// A queued write and where to acknowledge it.
 type Write = (Vec<Change>, Reply<()>);
 
 enum Job {
-    PutDoc(DocMeta, Reply<()>),
-    Docs(Reply<Vec<DocMeta>>),
     Persist(Vec<Change>, Reply<()>),
+    Read(Read),
+}
+
+enum Read {
+    Docs(Reply<Vec<DocMeta>>),
     Load(DocId, Reply<Vec<SignedDelta>>),
-    PutBlob(BlobMeta, Reply<()>),
-    DelBlob([u8; 32], Reply<()>),
     Blobs(Reply<Vec<BlobMeta>>),
-    PutService(ServiceAd, Reply<()>),
-    DelService(String, Reply<()>),
     Services(Reply<Vec<ServiceAd>>),
 }
+
+/// Opens the database: the file in a daemon; a disk that fails on purpose in tests.
+pub type Opener = Box<dyn Fn() -> Result<redb::Database, StoreError> + Send>;
 
 /// The handle to the storage thread. Dropping every handle stops the thread after it has
 /// finished (and committed) what was queued.
@@ -97,11 +140,18 @@ impl StoreThread {
 impl Store {
     /// Opens (or creates) the database and starts its thread.
     pub fn open(path: &Path) -> Result<(Store, StoreThread), StoreError> {
-        let db = tables::open(path)?;
+        let path = path.to_path_buf();
+        Store::open_with(Box::new(move || tables::open(&path)))
+    }
+
+    /// Opens the database with `open` (again after every failure) and starts its thread.
+    pub fn open_with(open: Opener) -> Result<(Store, StoreThread), StoreError> {
+        let db = open()?;
+        let disk = Disk { open, db: Some(db) };
         let (tx, rx) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("lattice-store".into())
-            .spawn(move || run(db, rx))
+            .spawn(move || run(disk, rx))
             .map_err(StoreError::Thread)?;
         Ok((Store { tx }, StoreThread(Some(thread))))
     }
@@ -120,11 +170,16 @@ impl Store {
 
     /// Records a document (new, or with changed metadata).
     pub async fn put_doc(&self, meta: DocMeta) -> Result<(), StoreError> {
-        self.ask(|r| Job::PutDoc(meta, r)).await
+        self.write(Change::PutDoc(meta)).await
     }
 
     pub async fn docs(&self) -> Result<Vec<DocMeta>, StoreError> {
-        self.ask(Job::Docs).await
+        self.ask(|r| Job::Read(Read::Docs(r))).await
+    }
+
+    /// One change, durably.
+    async fn write(&self, change: Change) -> Result<(), StoreError> {
+        self.enqueue(vec![change]).await?.await
     }
 
     /// Makes deltas durable, in order; returns once they are committed.
@@ -150,37 +205,98 @@ impl Store {
 
     /// Records a blob (new, or with changed metadata), durably.
     pub async fn put_blob(&self, meta: BlobMeta) -> Result<(), StoreError> {
-        self.ask(|r| Job::PutBlob(meta, r)).await
+        self.write(Change::PutBlob(meta)).await
     }
 
     pub async fn del_blob(&self, hash: [u8; 32]) -> Result<(), StoreError> {
-        self.ask(|r| Job::DelBlob(hash, r)).await
+        self.write(Change::DelBlob(hash)).await
     }
 
     pub async fn blobs(&self) -> Result<Vec<BlobMeta>, StoreError> {
-        self.ask(Job::Blobs).await
+        self.ask(|r| Job::Read(Read::Blobs(r))).await
     }
 
     /// Records a service this node advertises (new, or with new metadata), durably.
     pub async fn put_service(&self, ad: ServiceAd) -> Result<(), StoreError> {
-        self.ask(|r| Job::PutService(ad, r)).await
+        self.write(Change::PutService(ad)).await
     }
 
     pub async fn del_service(&self, name: String) -> Result<(), StoreError> {
-        self.ask(|r| Job::DelService(name, r)).await
+        self.write(Change::DelService(name)).await
     }
 
     pub async fn services(&self) -> Result<Vec<ServiceAd>, StoreError> {
-        self.ask(Job::Services).await
+        self.ask(|r| Job::Read(Read::Services(r))).await
     }
 
     /// Every delta stored for a document.
     pub async fn load(&self, doc: DocId) -> Result<Vec<SignedDelta>, StoreError> {
-        self.ask(|r| Job::Load(doc, r)).await
+        self.ask(|r| Job::Read(Read::Load(doc, r))).await
     }
 }
 
-fn run(db: redb::Database, mut rx: mpsc::Receiver<Job>) {
+/// The database and the way to open it again.
+struct Disk {
+    open: Opener,
+    /// None after a failure, until the next request reopens it.
+    db: Option<redb::Database>,
+}
+
+impl Disk {
+    /// Runs `f` on the database, opening it first if a failure closed it. A failure
+    /// closes it: redb refuses everything after an I/O error until it is reopened.
+    fn with<T>(
+        &mut self,
+        f: impl FnOnce(&redb::Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = match self.db.take() {
+            Some(db) => Ok(db),
+            None => (self.open)(),
+        }
+        .and_then(|db| {
+            let r = f(&db);
+            self.db = Some(db);
+            r
+        });
+        if result.is_err() {
+            self.db = None;
+        }
+        result
+    }
+
+    /// Commits a batch; after a failure, learns on a reopened database whether it landed
+    /// anyway, and tries once more if it provably did not.
+    fn commit(&mut self, batch: &[&Change]) -> Result<(), StoreError> {
+        let mut failure = match self.with(|db| tables::persist(db, batch)) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let mut tries = 1;
+        loop {
+            match self.with(|db| tables::holds(db, batch)) {
+                Ok(true) => return Ok(()),
+                Ok(false) if tries > RETRIES => {
+                    return Err(StoreError::WriteFailed(failure.told()))
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(StoreError::Unknown(format!(
+                        "{}; reading the store back: {}",
+                        failure.told(),
+                        e.told()
+                    )))
+                }
+            }
+            tries += 1;
+            match self.with(|db| tables::persist(db, batch)) {
+                Ok(()) => return Ok(()),
+                Err(e) => failure = e,
+            }
+        }
+    }
+}
+
+fn run(mut disk: Disk, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         // Group the writes already waiting behind this one into a single commit.
         let mut writes = Vec::new();
@@ -188,65 +304,53 @@ fn run(db: redb::Database, mut rx: mpsc::Receiver<Job>) {
         while let Some(job) = next.take() {
             match job {
                 Job::Persist(d, reply) => writes.push((d, reply)),
-                other => {
-                    flush(&db, &mut writes);
-                    answer(&db, other);
+                Job::Read(read) => {
+                    flush(&mut disk, &mut writes);
+                    answer(&mut disk, read);
                 }
             }
             if writes.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        flush(&db, &mut writes);
+        flush(&mut disk, &mut writes);
     }
 }
 
-fn flush(db: &redb::Database, writes: &mut Vec<Write>) {
+fn flush(disk: &mut Disk, writes: &mut Vec<Write>) {
     if writes.is_empty() {
         return;
     }
     let all: Vec<&Change> = writes.iter().flat_map(|(c, _)| c.iter()).collect();
-    let result = tables::persist(db, &all);
+    let result = disk.commit(&all);
     for (_, reply) in writes.drain(..) {
         let _ = reply.send(match &result {
             Ok(()) => Ok(()),
-            Err(e) => Err(StoreError::WriteFailed(e.to_string())),
+            Err(e) => Err(e.again()),
         });
     }
 }
 
-fn answer(db: &redb::Database, job: Job) {
-    match job {
-        Job::PutDoc(meta, reply) => {
-            let _ = reply.send(tables::put_doc(db, &meta));
+fn answer(disk: &mut Disk, read: Read) {
+    match read {
+        Read::Docs(reply) => {
+            let _ = reply.send(disk.with(tables::docs));
         }
-        Job::Docs(reply) => {
-            let _ = reply.send(tables::docs(db));
+        Read::Load(doc, reply) => {
+            let _ = reply.send(disk.with(|db| tables::load(db, &doc)));
         }
-        Job::Load(doc, reply) => {
-            let _ = reply.send(tables::load(db, &doc));
+        Read::Blobs(reply) => {
+            let _ = reply.send(disk.with(tables::blobs));
         }
-        Job::PutBlob(meta, reply) => {
-            let _ = reply.send(tables::put_blob(db, &meta));
+        Read::Services(reply) => {
+            let _ = reply.send(disk.with(tables::services));
         }
-        Job::DelBlob(hash, reply) => {
-            let _ = reply.send(tables::del_blob(db, &hash));
-        }
-        Job::Blobs(reply) => {
-            let _ = reply.send(tables::blobs(db));
-        }
-        Job::PutService(ad, reply) => {
-            let _ = reply.send(tables::put_service(db, &ad));
-        }
-        Job::DelService(name, reply) => {
-            let _ = reply.send(tables::del_service(db, &name));
-        }
-        Job::Services(reply) => {
-            let _ = reply.send(tables::services(db));
-        }
-        Job::Persist(..) => unreachable!("writes are batched by the caller"),
     }
 }
 
+#[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
+mod faulty;
 #[cfg(test)]
 mod tests;

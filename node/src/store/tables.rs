@@ -61,7 +61,8 @@ impl DocMeta {
     }
 }
 
-/// One change to the stored deltas, applied in order within a commit.
+/// One change to the store, applied in order within a commit. Every write goes through
+/// these, so every write is batched, retried and settled the same way (see `super::flush`).
 #[derive(Clone, Debug)]
 pub enum Change {
     /// Store a delta; it replaces the stored deltas of its author whose range it covers.
@@ -72,14 +73,27 @@ pub enum Change {
         author: ActorId,
         after: u64,
     },
+    /// Record a document (new, or with changed metadata).
+    PutDoc(DocMeta),
+    /// Record a blob (new, or with changed metadata).
+    PutBlob(BlobMeta),
+    DelBlob([u8; 32]),
+    /// Record a service this node advertises.
+    PutService(ServiceAd),
+    DelService(String),
 }
 
 pub(super) fn open(path: &Path) -> Result<redb::Database, StoreError> {
-    let db = redb::Database::create(path)?;
+    init(redb::Database::create(path)?)
+}
+
+/// Creates the tables a new database lacks.
+pub(super) fn init(db: redb::Database) -> Result<redb::Database, StoreError> {
     let w = db.begin_write()?;
     w.open_table(DOCS)?;
     w.open_table(DELTAS)?;
     w.open_table(BLOBS)?;
+    w.open_table(SERVICES)?;
     w.commit()?;
     Ok(db)
 }
@@ -96,14 +110,6 @@ fn key(doc: &DocId, author: &[u8; 32], first: u64) -> [u8; 72] {
     k
 }
 
-pub(super) fn put_doc(db: &redb::Database, meta: &DocMeta) -> Result<(), StoreError> {
-    let w = db.begin_write()?;
-    w.open_table(DOCS)?
-        .insert(meta.id().0.as_slice(), codec::encode(meta).as_slice())?;
-    w.commit()?;
-    Ok(())
-}
-
 pub(super) fn docs(db: &redb::Database) -> Result<Vec<DocMeta>, StoreError> {
     let r = db.begin_read()?;
     let t = r.open_table(DOCS)?;
@@ -117,50 +123,93 @@ pub(super) fn docs(db: &redb::Database) -> Result<Vec<DocMeta>, StoreError> {
     Ok(out)
 }
 
-/// Applies changes in one transaction, in order.
+/// Applies changes in one transaction, in order, and commits it durably.
 pub(super) fn persist(db: &redb::Database, changes: &[&Change]) -> Result<(), StoreError> {
     let w = db.begin_write()?;
-    {
-        let mut t = w.open_table(DELTAS)?;
-        for c in changes {
-            let d = match c {
-                Change::Put(d) => d,
-                Change::Truncate { doc, author, after } => {
-                    let lo = key(doc, &author.0, 0);
-                    let hi = key(doc, &author.0, u64::MAX);
-                    let mut doomed = Vec::new();
-                    for row in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
-                        let (k, v) = row?;
-                        if decode_delta(v.value())?.seqs.last > *after {
-                            doomed.push(k.value().to_vec());
-                        }
-                    }
-                    for k in doomed {
-                        t.remove(k.as_slice())?;
-                    }
-                    continue;
-                }
-            };
-            if d.seqs.first < d.seqs.last {
-                let lo = key(&d.doc, &d.author.0, d.seqs.first);
-                let hi = key(&d.doc, &d.author.0, d.seqs.last);
-                let mut covered = Vec::new();
-                for row in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
-                    let (k, v) = row?;
-                    let old: SignedDelta = decode_delta(v.value())?;
-                    if d.seqs.covers(&old.seqs) {
-                        covered.push(k.value().to_vec());
-                    }
-                }
-                for k in covered {
-                    t.remove(k.as_slice())?;
-                }
-            }
-            t.insert(delta_key(d).as_slice(), codec::encode(d).as_slice())?;
-        }
-    }
+    apply(&w, changes)?;
     w.commit()?;
     Ok(())
+}
+
+/// Whether the store already holds what `changes` would make it hold: applying them would
+/// change nothing. Used after a failed commit, on a freshly opened database, to learn
+/// whether that commit reached the disk after all. Writes nothing.
+pub(super) fn holds(db: &redb::Database, changes: &[&Change]) -> Result<bool, StoreError> {
+    let w = db.begin_write()?;
+    let changed = apply(&w, changes)?;
+    w.abort()?;
+    Ok(!changed)
+}
+
+/// Applies changes inside `w`; true if any row changed.
+fn apply(w: &redb::WriteTransaction, changes: &[&Change]) -> Result<bool, StoreError> {
+    let mut changed = false;
+    let mut deltas = w.open_table(DELTAS)?;
+    for c in changes {
+        changed |= match c {
+            Change::Put(d) => put_delta(&mut deltas, d)?,
+            Change::Truncate { doc, author, after } => {
+                let lo = key(doc, &author.0, 0);
+                let hi = key(doc, &author.0, u64::MAX);
+                let mut doomed = Vec::new();
+                for row in deltas.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+                    let (k, v) = row?;
+                    if decode_delta(v.value())?.seqs.last > *after {
+                        doomed.push(k.value().to_vec());
+                    }
+                }
+                for k in &doomed {
+                    deltas.remove(k.as_slice())?;
+                }
+                !doomed.is_empty()
+            }
+            Change::PutDoc(meta) => put_row(w, DOCS, &meta.id().0, &codec::encode(meta))?,
+            Change::PutBlob(meta) => put_row(w, BLOBS, &meta.hash, &codec::encode(meta))?,
+            Change::DelBlob(hash) => w.open_table(BLOBS)?.remove(hash.as_slice())?.is_some(),
+            Change::PutService(ad) => put_row(w, SERVICES, ad.name.as_bytes(), &codec::encode(ad))?,
+            Change::DelService(name) => w.open_table(SERVICES)?.remove(name.as_bytes())?.is_some(),
+        };
+    }
+    Ok(changed)
+}
+
+/// Stores a delta in place of the ones of its author it covers; true if anything changed.
+fn put_delta(t: &mut redb::Table<&[u8], &[u8]>, d: &SignedDelta) -> Result<bool, StoreError> {
+    let own = delta_key(d);
+    let mut covered = Vec::new();
+    if d.seqs.first < d.seqs.last {
+        let lo = key(&d.doc, &d.author.0, d.seqs.first);
+        let hi = key(&d.doc, &d.author.0, d.seqs.last);
+        for row in t.range::<&[u8]>(lo.as_slice()..=hi.as_slice())? {
+            let (k, v) = row?;
+            let old: SignedDelta = decode_delta(v.value())?;
+            if k.value() != own.as_slice() && d.seqs.covers(&old.seqs) {
+                covered.push(k.value().to_vec());
+            }
+        }
+    }
+    for k in &covered {
+        t.remove(k.as_slice())?;
+    }
+    let bytes = codec::encode(d);
+    let same = t
+        .insert(own.as_slice(), bytes.as_slice())?
+        .is_some_and(|old| old.value() == bytes.as_slice());
+    Ok(!covered.is_empty() || !same)
+}
+
+/// Writes one record; true if it was not already there.
+fn put_row(
+    w: &redb::WriteTransaction,
+    table: Table,
+    key: &[u8],
+    value: &[u8],
+) -> Result<bool, StoreError> {
+    let mut t = w.open_table(table)?;
+    let same = t
+        .insert(key, value)?
+        .is_some_and(|old| old.value() == value);
+    Ok(!same)
 }
 
 fn decode_delta(bytes: &[u8]) -> Result<SignedDelta, StoreError> {
@@ -181,22 +230,6 @@ pub(super) fn load(db: &redb::Database, doc: &DocId) -> Result<Vec<SignedDelta>,
 }
 
 type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
-
-/// Writes one record, durably.
-fn put_row(db: &redb::Database, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-    let w = db.begin_write()?;
-    w.open_table(table)?.insert(key, value)?;
-    w.commit()?;
-    Ok(())
-}
-
-/// Deletes one record, durably.
-fn del_row(db: &redb::Database, table: Table, key: &[u8]) -> Result<(), StoreError> {
-    let w = db.begin_write()?;
-    w.open_table(table)?.remove(key)?;
-    w.commit()?;
-    Ok(())
-}
 
 /// Every record of a table, decoded (at most `max` bytes each).
 fn rows<T: serde::de::DeserializeOwned>(
@@ -219,24 +252,8 @@ fn rows<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
-pub(super) fn put_blob(db: &redb::Database, meta: &BlobMeta) -> Result<(), StoreError> {
-    put_row(db, BLOBS, &meta.hash, &codec::encode(meta))
-}
-
-pub(super) fn del_blob(db: &redb::Database, hash: &[u8; 32]) -> Result<(), StoreError> {
-    del_row(db, BLOBS, hash)
-}
-
 pub(super) fn blobs(db: &redb::Database) -> Result<Vec<BlobMeta>, StoreError> {
     rows(db, BLOBS, 64 << 20)
-}
-
-pub(super) fn put_service(db: &redb::Database, ad: &ServiceAd) -> Result<(), StoreError> {
-    put_row(db, SERVICES, ad.name.as_bytes(), &codec::encode(ad))
-}
-
-pub(super) fn del_service(db: &redb::Database, name: &str) -> Result<(), StoreError> {
-    del_row(db, SERVICES, name.as_bytes())
 }
 
 pub(super) fn services(db: &redb::Database) -> Result<Vec<ServiceAd>, StoreError> {

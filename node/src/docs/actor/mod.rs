@@ -503,9 +503,7 @@ impl Actor {
             .collect();
         for tag in failed {
             if let Some(a) = self.acks.remove(&tag) {
-                let _ = a.reply.send(Err(DocsError::Store(StoreError::WriteFailed(
-                    e.to_string(),
-                ))));
+                let _ = a.reply.send(Err(DocsError::Store(e.again())));
             }
         }
     }
