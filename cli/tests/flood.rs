@@ -250,7 +250,10 @@ fn a_node_out_of_file_descriptors_neither_spins_nor_stops_serving() {
         .arg(format!("--pid={pid}"))
         .status();
     if !ok.is_ok_and(|s| s.success()) {
-        eprintln!("skipped: prlimit cannot lower the daemon's descriptor limit here");
+        common::skip(
+            "flood::a_node_out_of_file_descriptors_neither_spins_nor_stops_serving",
+            "prlimit cannot lower the daemon's descriptor limit here",
+        );
         return;
     }
     // Far more clients than descriptors: the extra ones wait in the backlog, and accept

@@ -107,3 +107,21 @@ pub fn wait_converged(nodes: &[&Daemon], doc: &str) -> Value {
 pub fn wait_for_ok<T>(what: &str, check: impl FnMut() -> anyhow::Result<Option<T>>) -> T {
     lattice_testnet::daemon::wait_for(what, WAIT, EVERY, check).unwrap_or_else(|e| panic!("{e:#}"))
 }
+
+/// Where tests that cannot run on this machine list themselves; `.ci/run` prints the list
+/// and the count, so a skipped test is never mistaken for a passed one.
+pub const SKIPPED: &str = concat!(env!("CARGO_TARGET_TMPDIR"), "/skipped.txt");
+
+/// Records that `test` cannot run here and why.
+pub fn skip(test: &str, why: &str) {
+    use std::io::Write;
+    eprintln!("skipped: {test}: {why}");
+    let line = format!("{test}: {why}\n");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(SKIPPED)
+    {
+        let _ = f.write_all(line.as_bytes());
+    }
+}

@@ -51,18 +51,85 @@ impl Paths {
     }
 }
 
-/// Copies what `read` yields into `to`, passing it on.
+/// Copies what `read` yields into `to`, passing it on; remembers whether a failure was
+/// the reader's.
 struct Tee<R, W> {
     read: R,
     to: W,
+    read_failed: bool,
+}
+
+impl<R, W> Tee<R, W> {
+    fn new(read: R, to: W) -> Self {
+        Tee {
+            read,
+            to,
+            read_failed: false,
+        }
+    }
 }
 
 impl<R: Read, W: Write> Read for Tee<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.read.read(buf)?;
+        let n = self
+            .read
+            .read(buf)
+            .inspect_err(|_| self.read_failed = true)?;
         self.to.write_all(&buf[..n])?;
         Ok(n)
     }
+}
+
+/// Why a `blob add` failed: reading the source, or writing the store.
+#[derive(Debug)]
+pub enum ImportError {
+    Source(io::Error),
+    Store(io::Error),
+}
+
+impl From<io::Error> for ImportError {
+    fn from(e: io::Error) -> Self {
+        ImportError::Store(e)
+    }
+}
+
+/// Files in the blob directory that no record explains: `import-*` left by a `blob add`
+/// that did not finish, and `<hash>.{data,part,obao}` of blobs not recorded (an add that
+/// crashed before its record, a record that failed, or `.part` of a blob now complete).
+/// Other names are not ours and are left alone.
+pub fn orphans(
+    dir: &Path,
+    known: &std::collections::HashMap<[u8; 32], bool>,
+) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some((stem, ext)) = name.rsplit_once('.') else {
+            continue;
+        };
+        if !matches!(ext, "data" | "part" | "obao") {
+            continue;
+        }
+        let hash: Option<[u8; 32]> = data_encoding::HEXLOWER
+            .decode(stem.as_bytes())
+            .ok()
+            .and_then(|h| h.try_into().ok());
+        let orphan = match hash {
+            _ if stem.starts_with("import-") => true,
+            None => false,
+            Some(h) => match known.get(&h) {
+                None => true,
+                Some(complete) => *complete && ext == "part",
+            },
+        };
+        if orphan {
+            out.push(path);
+        }
+    }
+    Ok(out)
 }
 
 /// BLAKE3 of a stored blob's bytes, read in one streaming pass.
@@ -78,10 +145,8 @@ pub fn copy_checked(from: &Path, to: &Path, hash: &[u8; 32]) -> io::Result<bool>
     let mut h = blake3::Hasher::new();
     {
         let mut out = io::BufWriter::with_capacity(1 << 20, File::create(to)?);
-        let mut tee = Tee {
-            read: io::BufReader::with_capacity(1 << 20, File::open(from)?),
-            to: &mut out,
-        };
+        let read = io::BufReader::with_capacity(1 << 20, File::open(from)?);
+        let mut tee = Tee::new(read, &mut out);
         h.update_reader(&mut tee)?;
         out.flush()?;
     }
@@ -94,9 +159,9 @@ pub fn copy_checked(from: &Path, to: &Path, hash: &[u8; 32]) -> io::Result<bool>
 
 /// Copies `source` into the store in one streaming pass (constant memory), computing its
 /// BLAKE3 tree on the way; returns (hash, size).
-pub fn import(dir: &Path, source: &Path) -> io::Result<([u8; 32], u64)> {
-    let src = File::open(source)?;
-    let size = src.metadata()?.len();
+pub fn import(dir: &Path, source: &Path) -> Result<([u8; 32], u64), ImportError> {
+    let src = File::open(source).map_err(ImportError::Source)?;
+    let size = src.metadata().map_err(ImportError::Source)?.len();
     let tag = format!("import-{}-{}", std::process::id(), rand::random::<u64>());
     let (tmp_data, tmp_obao) = (
         dir.join(format!("{tag}.data")),
@@ -110,15 +175,16 @@ pub fn import(dir: &Path, source: &Path) -> io::Result<([u8; 32], u64)> {
             tree,
             data: File::create(&tmp_obao)?,
         };
-        let mut tee = Tee {
-            read: io::BufReader::with_capacity(1 << 20, src),
-            to: data,
-        };
-        let root = outboard(&mut tee, tree, &mut ob)?;
+        let mut tee = Tee::new(io::BufReader::with_capacity(1 << 20, src), data);
+        let root = outboard(&mut tee, tree, &mut ob).map_err(|e| match tee.read_failed {
+            true => ImportError::Source(e),
+            false => ImportError::Store(e),
+        })?;
         // A file that changed size while we read it is refused rather than stored wrong.
         let mut rest = [0u8; 1];
-        if tee.read.read(&mut rest)? != 0 {
-            return Err(io::Error::other("the file grew while it was being added"));
+        if tee.read.read(&mut rest).map_err(ImportError::Source)? != 0 {
+            let grew = io::Error::other("the file grew while it was being added");
+            return Err(ImportError::Source(grew));
         }
         let data = tee.to.into_inner().map_err(|e| e.into_error())?;
         data.sync_all()?;
@@ -216,4 +282,44 @@ pub fn finish(paths: &Paths, data: File, ob: File) -> io::Result<()> {
         File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_removes_exactly_the_files_no_record_explains() {
+        let dir = tempfile::tempdir().unwrap();
+        let (complete, partial, unknown) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let known = [(complete, true), (partial, false)].into_iter().collect();
+        let name = |h: &[u8; 32], ext: &str| format!("{}.{ext}", hex(h));
+        let kept = [
+            name(&complete, "data"),
+            name(&complete, "obao"),
+            name(&partial, "part"),
+            name(&partial, "obao"),
+            "notes.txt".to_string(),
+            "abc.data".to_string(),
+        ];
+        let orphaned = [
+            "import-17-99.data".to_string(),
+            "import-17-99.obao".to_string(),
+            name(&complete, "part"),
+            name(&unknown, "data"),
+            name(&unknown, "obao"),
+        ];
+        for f in kept.iter().chain(&orphaned) {
+            fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let mut found: Vec<String> = orphans(dir.path(), &known)
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        let mut want = orphaned.to_vec();
+        want.sort();
+        assert_eq!(found, want);
+    }
 }

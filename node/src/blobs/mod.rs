@@ -49,7 +49,7 @@ pub enum BlobError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("blob storage failed: {0}")]
+    #[error("blob storage failed: {}", crate::store::said(.0))]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -66,7 +66,7 @@ pub enum BlobError {
     Busy(String),
     #[error("the stored copy of blob {0} is corrupt (its bytes no longer hash to it); it was removed: fetch it again with `lattice blob get`")]
     Corrupt(String),
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}: {}", crate::store::said(.source))]
     Output {
         path: PathBuf,
         source: std::io::Error,
@@ -205,6 +205,7 @@ impl Blobs {
             checking: Mutex::new(HashSet::new()),
         }));
         blobs.finish_interrupted().await?;
+        blobs.remove_orphans().await?;
         for m in blobs.list() {
             if m.complete {
                 blobs.announce(parse_hash(&m.hash)?);
@@ -246,6 +247,29 @@ impl Blobs {
                 warn!(blob = %files::hex(&hash), "removing a blob file left by an interrupted fetch that does not verify");
                 std::fs::remove_file(&paths.data)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Removes blob files that no record explains (see [`files::orphans`]).
+    async fn remove_orphans(&self) -> Result<(), BlobError> {
+        let known: HashMap<[u8; 32], bool> = self
+            .index()
+            .values()
+            .map(|m| (m.hash, m.complete))
+            .collect();
+        let dir = self.0.dir.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let doomed = files::orphans(&dir, &known)?;
+            for p in &doomed {
+                std::fs::remove_file(p)?;
+            }
+            Ok::<_, std::io::Error>(doomed)
+        })
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))??;
+        for p in removed {
+            info!(file = %p.display(), "removed a blob file no record names (left by an interrupted add or fetch)");
         }
         Ok(())
     }
@@ -367,7 +391,10 @@ impl Blobs {
         let (hash, size) = tokio::task::spawn_blocking(move || files::import(&dir, &src))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?
-            .map_err(|source| BlobError::Read { path, source })?;
+            .map_err(|e| match e {
+                files::ImportError::Source(source) => BlobError::Read { path, source },
+                files::ImportError::Store(e) => BlobError::Io(e),
+            })?;
         let pinned = self.meta(&hash).is_some_and(|m| m.pinned);
         let meta = BlobMeta {
             hash,

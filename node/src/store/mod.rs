@@ -85,16 +85,21 @@ impl StoreError {
 
     /// The failure in words a user acts on: a full disk says so first.
     fn told(&self) -> String {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cause {
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                if io.kind() == std::io::ErrorKind::StorageFull {
-                    return format!("disk full: {self}");
-                }
+        match self {
+            StoreError::Db(redb::Error::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                format!("disk full: {self}")
             }
-            cause = e.source();
+            _ => self.to_string(),
         }
-        self.to_string()
+    }
+}
+
+/// An I/O error in words a user acts on: a full disk says so first.
+pub fn said(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        format!("disk full: {e}")
+    } else {
+        e.to_string()
     }
 }
 

@@ -439,7 +439,7 @@ impl Actor {
                     warn!(doc = %id, writer = %author, cut, "a writer signed two versions of the same writes; its writes after the cut are dropped everywhere");
                 }
                 Output::Event(SyncEvent::Truncated { author, after }) => {
-                    warn!(doc = %id, writer = %author, after, "writer removed; its later deltas dropped");
+                    warn!(doc = %id, writer = %author, after, "deltas dropped past a cut (a writer removed, or this node's own writes undone after a failed commit)");
                     authors.insert(author);
                 }
             }
