@@ -69,21 +69,38 @@ fn a_full_disk_fails_writes_clearly_loses_nothing_acknowledged_and_writing_resum
             return;
         }
     };
-    let mut d = Daemon::start(Path::new(BIN), &node, &[]).expect("daemon starts");
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenario(&mut d, &mount.0)));
+    // A provider elsewhere, for a fetch into the full disk.
+    let mut p = Daemon::start(Path::new(BIN), &tmp.path().join("p"), &[]).expect("provider");
+    let boot = p.addr().unwrap();
+    let mut d =
+        Daemon::start(Path::new(BIN), &node, &["--bootstrap".into(), boot]).expect("daemon starts");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        scenario(&mut d, &p, &mount.0)
+    }));
     if result.is_err() {
         eprintln!("---- daemon log ----\n{}", d.log_tail(40));
     }
     d.kill();
+    p.kill();
     drop(mount);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }
 }
 
-fn scenario(d: &mut Daemon, data: &Path) {
+fn scenario(d: &mut Daemon, provider: &Daemon, data: &Path) {
     let doc = common::create_doc(d, "full", &[]);
+    let remote = tempfile::NamedTempFile::new().unwrap();
+    let mut bytes = vec![0u8; 4 << 20];
+    blake3::Hasher::new()
+        .update(b"remote")
+        .finalize_xof()
+        .fill(&mut bytes);
+    std::fs::write(remote.path(), &bytes).unwrap();
+    let blob = run_ok(provider, &["blob", "add", remote.path().to_str().unwrap()])["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let value = "v".repeat(2_000);
     let mut acked = Vec::new();
     for i in 0..20 {
@@ -117,6 +134,14 @@ fn scenario(d: &mut Daemon, data: &Path) {
         !out.status.success() && said.contains("disk full"),
         "{said}"
     );
+    // Nor can a blob be fetched: verified pieces are kept, and it says why.
+    let out = d.cli(&["blob", "get", &blob]).unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("disk full"),
+        "{said}"
+    );
+    eprintln!("blob get on the full disk: {}", said.trim());
     // What was acknowledged is still there, and reads work on a full disk.
     check(d, &doc, &acked, &value);
 
@@ -125,6 +150,9 @@ fn scenario(d: &mut Daemon, data: &Path) {
     run_ok(d, &["doc", "set", &doc, "after", "1"]);
     run_ok(d, &["blob", "add", src.path().to_str().unwrap()]);
     acked.push("after".into());
+    let copy = data.with_file_name("copy.bin");
+    run_ok(d, &["blob", "get", &blob, "-o", copy.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&copy).unwrap(), bytes, "the fetched blob");
 
     // And everything acknowledged survives a crash.
     d.restart().unwrap();

@@ -16,7 +16,7 @@ use lattice_overlay::{protocols, Overlay, PeerId};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::files::{self, Paths, CHUNK};
+use super::files::{self, DecodeFailure, Paths, CHUNK};
 use super::wire::{BlobRequest, BlobResponse, Framed, MAX_BLOB_BYTES};
 use super::{verified_bytes, BlobError, BlobInfo, Blobs, Progress};
 use crate::store::BlobMeta;
@@ -244,13 +244,22 @@ impl Fetch<'_> {
             match Self::ask(&self.overlay, peer, req).await {
                 Ok(BlobResponse::Encoded(enc)) => {
                     self.received += enc.len() as u64;
-                    if self.verify(enc, last, &data, &ob).await.is_ok() {
-                        self.mark(last);
-                        // Durable before it is recorded as verified.
-                        self.save_verified(&data, &ob).await?;
-                        return Ok(());
+                    match self.verify(enc, last, &data, &ob).await {
+                        Ok(()) => {
+                            self.mark(last);
+                            // Durable before it is recorded as verified.
+                            self.save_verified(&data, &ob).await?;
+                            return Ok(());
+                        }
+                        Err(DecodeFailure::Local(e)) => {
+                            self.meta.size = 0;
+                            let _ = self.paths.remove();
+                            return Err(BlobError::Io(e));
+                        }
+                        Err(DecodeFailure::Bad(_)) => {
+                            self.liar(i, "its size or last chunk does not verify")
+                        }
                     }
-                    self.liar(i, "its size or last chunk does not verify");
                 }
                 other => {
                     debug!(%peer, ?other, "provider did not send the last chunk");
@@ -273,14 +282,17 @@ impl Fetch<'_> {
         piece: (u64, u64),
         data: &File,
         ob: &File,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), DecodeFailure> {
         let (hash, size) = (self.hash, self.meta.size);
-        let (data, ob) = (data.try_clone()?, ob.try_clone()?);
+        let (data, ob) = (
+            data.try_clone().map_err(DecodeFailure::Local)?,
+            ob.try_clone().map_err(DecodeFailure::Local)?,
+        );
         tokio::task::spawn_blocking(move || {
             files::decode(enc.payload(), &hash, size, &[piece], data, ob)
         })
         .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .map_err(|e| DecodeFailure::Local(std::io::Error::other(e.to_string())))?
     }
 
     fn liar(&mut self, i: usize, why: &str) {
@@ -400,8 +412,13 @@ impl Fetch<'_> {
                                 providers: active,
                             });
                         }
-                        Err(e) => {
-                            self.liar(i, &e.to_string());
+                        Err(DecodeFailure::Local(e)) => {
+                            // What verified before is kept (recorded at the last save).
+                            let _ = self.save_verified(&data, &ob).await;
+                            return Err(self.incomplete(crate::store::said(&e)));
+                        }
+                        Err(DecodeFailure::Bad(why)) => {
+                            self.liar(i, &why);
                             self.retried += 1;
                             queue.push_front(piece);
                         }

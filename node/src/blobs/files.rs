@@ -254,6 +254,16 @@ pub fn open_partial(paths: &Paths, size: u64) -> io::Result<(File, File)> {
     Ok((data, ob))
 }
 
+/// Why a response was not stored.
+#[derive(Debug)]
+pub enum DecodeFailure {
+    /// The bytes are wrong or missing: the provider's doing.
+    Bad(String),
+    /// They verified, but writing them here failed (a full or failing disk): nobody's
+    /// fault but this node's, and no reason to drop the provider.
+    Local(io::Error),
+}
+
 /// Verifies an encoded response for `ranges` and writes what verifies. Data is written
 /// only after its chunk group has been checked against the tree; an error stops at the
 /// first bad group, having written only good ones.
@@ -264,13 +274,20 @@ pub fn decode(
     ranges: &[(u64, u64)],
     data: File,
     ob: File,
-) -> io::Result<()> {
+) -> Result<(), DecodeFailure> {
     let ob = PreOrderOutboard {
         root: blake3::Hash::from(*hash),
         tree: BaoTree::new(size, BLOCK),
         data: ob,
     };
-    decode_ranges(encoded, &range_set(ranges), data, ob).map_err(io::Error::other)
+    decode_ranges(encoded, &range_set(ranges), data, ob).map_err(|e| match e {
+        // Reading the response (a byte slice) fails only at its end, which is the
+        // provider's; any other I/O error is the files'.
+        bao_tree::io::DecodeError::Io(e) if e.kind() != io::ErrorKind::UnexpectedEof => {
+            DecodeFailure::Local(e)
+        }
+        other => DecodeFailure::Bad(other.to_string()),
+    })
 }
 
 /// Makes a finished fetch the blob: data durable, `.part` renamed to `.data`.
