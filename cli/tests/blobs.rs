@@ -389,7 +389,9 @@ fn a_stored_blob_damaged_on_disk_is_caught_before_it_is_copied_out() {
     bytes[1234] ^= 0x40;
     std::fs::write(&stored, bytes).unwrap();
     net.nodes[0].restart().unwrap();
+    // The output path holds a file already: a failed copy must leave it as it was.
     let out = net.tmp.path().join("copy");
+    std::fs::write(&out, b"keep me").unwrap();
     let r = net.nodes[0]
         .cli(&["blob", "get", &hash, "-o", out.to_str().unwrap()])
         .unwrap();
@@ -397,7 +399,18 @@ fn a_stored_blob_damaged_on_disk_is_caught_before_it_is_copied_out() {
     // Before: the damaged bytes were copied out as the blob.
     assert!(!r.status.success());
     assert!(stderr.contains("corrupt"), "{stderr}");
-    assert!(!out.exists(), "a corrupt copy was handed over");
+    // Before: the old file was truncated, then removed.
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"keep me",
+        "a failed copy touched the output"
+    );
+    let strays: Vec<_> = std::fs::read_dir(net.tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".lattice-"))
+        .collect();
+    assert!(strays.is_empty(), "temporary files left behind: {strays:?}");
     assert!(run_ok(&net.nodes[0], &["blob", "ls"])
         .as_array()
         .unwrap()
@@ -443,4 +456,36 @@ fn a_fetch_that_finished_just_before_a_crash_is_recorded_complete() {
     let out = net.tmp.path().join("again");
     get(&net.nodes[1], &hash, &out);
     same_file(&file, &out);
+}
+
+#[test]
+fn blob_get_refuses_to_write_into_the_data_directory_however_the_path_is_spelled() {
+    let mut net = start_net(1);
+    let (file, hash) = random_file(net.tmp.path(), 11, MIB);
+    let d = &net.nodes[0];
+    run_ok(d, &["blob", "add", file.to_str().unwrap()]);
+    let db = d.data_dir.join("lattice.redb");
+    let before = std::fs::read(&db).unwrap();
+    // Straight in, through `..`, and through a symlink to the data directory.
+    let link = net.tmp.path().join("innocent");
+    std::os::unix::fs::symlink(&d.data_dir, &link).unwrap();
+    let dotdot = d.data_dir.join("blobs").join("..").join("lattice.redb");
+    for out in [db.clone(), dotdot, link.join("lattice.redb")] {
+        let r = d
+            .cli(&["blob", "get", &hash, "-o", out.to_str().unwrap()])
+            .unwrap();
+        let said = String::from_utf8_lossy(&r.stderr);
+        // Before: the blob was copied over the daemon's own database.
+        assert!(!r.status.success(), "{} was written", out.display());
+        assert!(said.contains("data directory"), "{said}");
+    }
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the database was touched"
+    );
+    // And the node still starts and holds its blob.
+    net.nodes[0].restart().unwrap();
+    let listed = run_ok(&net.nodes[0], &["blob", "ls"]);
+    assert_eq!(listed[0]["hash"], hash.as_str());
 }

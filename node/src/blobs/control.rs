@@ -92,6 +92,9 @@ pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Reply,
             let a: GetParams = params(p)?;
             let out = a.out.as_deref().map(absolute).transpose()?;
             super::parse_hash(&a.hash).map_err(blob_error)?;
+            if let Some(out) = &out {
+                blobs.check_output(out).map_err(blob_error)?;
+            }
             let (ptx, prx) = mpsc::channel::<Progress>(STREAM_QUEUE);
             let blobs = blobs.clone();
             // The fetch goes on even if the client leaves: what it verified is kept.

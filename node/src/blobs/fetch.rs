@@ -109,11 +109,7 @@ pub(super) async fn run(
             let to = out.clone();
             let checked = !blobs.is_intact(&hash);
             let good = tokio::task::spawn_blocking(move || {
-                if checked {
-                    files::copy_checked(&from, &to, &hash)
-                } else {
-                    std::fs::copy(&from, &to).map(|_| true)
-                }
+                files::copy_out(&from, &to, checked.then_some(&hash))
             })
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?

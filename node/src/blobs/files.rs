@@ -139,22 +139,60 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
     Ok(*h.finalize().as_bytes())
 }
 
-/// Copies a stored blob to `to`, hashing it on the way: true if the copy has `hash`. On a
-/// mismatch the copy is removed.
-pub fn copy_checked(from: &Path, to: &Path, hash: &[u8; 32]) -> io::Result<bool> {
-    let mut h = blake3::Hasher::new();
-    {
-        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(to)?);
+/// Copies a stored blob to `to` through a temporary file beside it, renamed into place
+/// once whole, so a failed copy never leaves half a file at `to`. With `hash`, the bytes
+/// are hashed on the way: false (and nothing written) if they are not the blob.
+pub fn copy_out(from: &Path, to: &Path, hash: Option<&[u8; 32]>) -> io::Result<bool> {
+    let name = to
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the output names no file"))?;
+    let tmp = to.with_file_name(format!(
+        ".{}.lattice-{:016x}",
+        name.to_string_lossy(),
+        rand::random::<u64>()
+    ));
+    let result = (|| {
+        let mut h = blake3::Hasher::new();
+        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
         let read = io::BufReader::with_capacity(1 << 20, File::open(from)?);
         let mut tee = Tee::new(read, &mut out);
-        h.update_reader(&mut tee)?;
+        match hash {
+            Some(_) => {
+                h.update_reader(&mut tee)?;
+            }
+            None => {
+                io::copy(&mut tee, &mut io::sink())?;
+            }
+        }
         out.flush()?;
+        let good = hash.is_none_or(|want| h.finalize().as_bytes() == want);
+        if good {
+            fs::rename(&tmp, to)?;
+        }
+        Ok(good)
+    })();
+    if !matches!(result, Ok(true)) {
+        let _ = fs::remove_file(&tmp);
     }
-    let good = h.finalize().as_bytes() == hash;
-    if !good {
-        let _ = fs::remove_file(to);
+    result
+}
+
+/// Refuses an output path that resolves (through `..` and symlinks) into `data_dir`: a
+/// copy there could overwrite the node's own database or blobs.
+pub fn check_output(to: &Path, data_dir: &Path) -> io::Result<()> {
+    let parent = to.parent().unwrap_or(Path::new("/"));
+    let parent = fs::canonicalize(parent)?;
+    let data = fs::canonicalize(data_dir)?;
+    if parent.starts_with(&data) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing to write inside the daemon's data directory {}",
+                data.display()
+            ),
+        ));
     }
-    Ok(good)
+    Ok(())
 }
 
 /// Copies `source` into the store in one streaming pass (constant memory), computing its

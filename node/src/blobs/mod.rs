@@ -450,6 +450,15 @@ impl Blobs {
 
     /// Fetches a blob (or finishes a partial one), reporting progress; copies it to `out`
     /// if given.
+    /// Refuses an output path inside the data directory (see [`files::check_output`]).
+    pub fn check_output(&self, out: &Path) -> Result<(), BlobError> {
+        let data_dir = self.0.dir.parent().unwrap_or(&self.0.dir);
+        files::check_output(out, data_dir).map_err(|source| BlobError::Output {
+            path: out.to_path_buf(),
+            source,
+        })
+    }
+
     pub async fn get(
         &self,
         hash: &str,
@@ -457,6 +466,9 @@ impl Blobs {
         progress: mpsc::Sender<Progress>,
     ) -> Result<(), BlobError> {
         let h = parse_hash(hash)?;
+        if let Some(out) = &out {
+            self.check_output(out)?;
+        }
         if !self
             .0
             .fetching
