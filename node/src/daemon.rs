@@ -135,15 +135,7 @@ fn bad_request(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn network(e: lattice_overlay::Error) -> ApiError {
-    use lattice_overlay::Error as E;
-    let code = match &e {
-        E::Shutdown => ErrorCode::Unavailable,
-        E::Timeout(_) => ErrorCode::Timeout,
-        E::Busy(_) => ErrorCode::Busy,
-        E::BadAddr { .. } => ErrorCode::BadRequest,
-        _ => ErrorCode::NetworkError,
-    };
-    ApiError::new(code, e.to_string())
+    ApiError::new(crate::control::network_code(&e), e.to_string())
 }
 
 fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
@@ -151,9 +143,7 @@ fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
         return Err(bad_request("no peers given"));
     }
     list.iter()
-        .map(|p| {
-            PeerId::from_str(p).map_err(|e| bad_request(format!("invalid peer id {p:?}: {e}")))
-        })
+        .map(|p| crate::control::parse_peer_id(p).map_err(bad_request))
         .collect()
 }
 
@@ -209,6 +199,13 @@ impl Daemon {
             method::PEERS => result(&self.overlay.peers().await.map_err(network)?),
             method::DIAL => {
                 let a: api::DialParams = params(p)?;
+                if a.addr.len() > crate::control::MAX_ADDR {
+                    return Err(bad_request(format!(
+                        "invalid multiaddr: {} characters, at most {} are accepted",
+                        a.addr.len(),
+                        crate::control::MAX_ADDR
+                    )));
+                }
                 let addr = Addr::from_str(&a.addr)
                     .map_err(|e| bad_request(format!("invalid multiaddr {:?}: {e}", a.addr)))?;
                 let peer = self.overlay.dial(addr).await.map_err(network)?;

@@ -26,6 +26,7 @@ pub mod docs;
 pub mod fuzz;
 pub mod identity;
 pub mod lock;
+pub mod lossy;
 pub mod metrics;
 pub mod services;
 pub mod store;

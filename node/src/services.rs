@@ -339,8 +339,8 @@ pub async fn call(
         let code = match &e {
             ServiceError::NotAdvertised(_) => ErrorCode::NotFound,
             ServiceError::TooMany => ErrorCode::Busy,
-            ServiceError::Network(_) => ErrorCode::NetworkError,
-            ServiceError::Store(_) => ErrorCode::Internal,
+            ServiceError::Network(e) => crate::control::network_code(e),
+            ServiceError::Store(_) => ErrorCode::Storage,
             _ => ErrorCode::BadRequest,
         };
         ApiError::new(code, e.to_string())

@@ -6,16 +6,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::lossy;
 use lattice_overlay::{GossipId, Overlay, PeerId, Verdict};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::subs::Subscriptions;
 
 /// Largest message, in bytes.
 pub const MAX_MESSAGE: usize = 64 << 10;
-/// Messages queued for a slow local subscriber before it is dropped.
+/// Messages queued for a slow local subscriber; one further behind is told how many it
+/// missed and its stream ends.
 const QUEUE: usize = 1_024;
 /// Local subscribers, all topics together.
 const MAX_SUBSCRIBERS: usize = 1_024;
@@ -64,7 +65,7 @@ pub fn app_topic(gossip: &str) -> Option<&str> {
     gossip.strip_prefix(PREFIX)
 }
 
-type Subscribers = HashMap<String, Vec<mpsc::Sender<TopicMessage>>>;
+type Subscribers = HashMap<String, Vec<lossy::Sender<TopicMessage>>>;
 
 #[derive(Clone)]
 pub struct Topics {
@@ -138,10 +139,14 @@ impl Topics {
         Ok(())
     }
 
-    /// A stream of the topic's messages; it ends when the receiver is dropped.
-    pub async fn subscribe(&self, topic: &str) -> Result<mpsc::Receiver<TopicMessage>, TopicError> {
+    /// A stream of the topic's messages; it ends when the receiver is dropped, or after
+    /// telling a reader that fell behind how many messages it missed.
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+    ) -> Result<lossy::Receiver<TopicMessage>, TopicError> {
         check(topic)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
+        let (tx, rx) = lossy::channel(QUEUE);
         let first = {
             let mut subs = self.subs();
             let total: usize = subs.values().map(Vec::len).sum();
@@ -166,16 +171,13 @@ impl Topics {
         let Some(list) = subs.get_mut(topic) else {
             return false;
         };
-        list.retain(|s| match s.try_send(msg.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(
-                    topic,
-                    "a subscriber fell {QUEUE} messages behind; ending its stream"
-                );
-                false
+        list.retain(|s| {
+            let was = s.lagging();
+            let open = s.send(msg.clone());
+            if open && !was && s.lagging() {
+                warn!(topic, "a subscriber fell {QUEUE} messages behind; it will be told what it missed and its stream ends");
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            open
         });
         if list.is_empty() {
             subs.remove(topic);
@@ -236,11 +238,11 @@ pub async fn call(
     p: serde_cbor::Value,
 ) -> Result<crate::control::server::Reply, crate::control::api::ApiError> {
     use crate::control::api::{method, ApiError, Done, ErrorCode};
-    use crate::control::{params, reply, stream, unknown_method};
+    use crate::control::{params, reply, stream_lossy, unknown_method};
     let err = |e: TopicError| {
         let code = match &e {
             TopicError::Busy => ErrorCode::Busy,
-            TopicError::Network(_) => ErrorCode::NetworkError,
+            TopicError::Network(e) => crate::control::network_code(e),
             _ => ErrorCode::BadRequest,
         };
         ApiError::new(code, e.to_string())
@@ -256,7 +258,10 @@ pub async fn call(
         }
         method::TOPIC_SUBSCRIBE => {
             let a: SubscribeParams = params(p)?;
-            Ok(stream(topics.subscribe(&a.topic).await.map_err(err)?))
+            Ok(stream_lossy(
+                topics.subscribe(&a.topic).await.map_err(err)?,
+                "messages",
+            ))
         }
         method::TOPIC_PEERS => {
             let a: SubscribeParams = params(p)?;

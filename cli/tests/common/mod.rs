@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod raw;
 pub mod testnet;
 
 use std::path::{Path, PathBuf};

@@ -44,6 +44,7 @@ pub fn blob_error(e: BlobError) -> ApiError {
         BlobError::Unknown(_) | BlobError::NoProviders(_) => ErrorCode::NotFound,
         BlobError::Busy(_) => ErrorCode::Busy,
         BlobError::Incomplete { .. } => ErrorCode::NetworkError,
+        BlobError::Io(_) | BlobError::Store(_) => ErrorCode::Storage,
         _ => ErrorCode::Internal,
     };
     ApiError::new(code, e.to_string())

@@ -51,7 +51,9 @@ impl Response {
         }
     }
 
-    pub fn err(id: u64, error: ApiError) -> Self {
+    /// An error answer; a long message is cut (see [`super::shorten`]).
+    pub fn err(id: u64, mut error: ApiError) -> Self {
+        super::shorten(&mut error.message);
         Response {
             id,
             error: Some(error),
@@ -84,6 +86,14 @@ pub enum ErrorCode {
     NetworkError,
     /// The daemon is shutting down.
     Unavailable,
+    /// The answer would exceed the 16 MiB frame limit; ask for less. The connection
+    /// stays open.
+    ResultTooLarge,
+    /// The connection sat idle too long and is being closed.
+    Idle,
+    /// The node's disk failed (full, or an I/O error): the message says which, and
+    /// whether the write is surely not stored or may be.
+    Storage,
     Internal,
 }
 
@@ -102,6 +112,19 @@ impl ApiError {
             message: message.into(),
         }
     }
+}
+
+/// The last event of a stream whose reader fell behind (`doc.watch`, `topic.subscribe`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaggedEvent {
+    pub lagged: Lagged,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lagged {
+    /// Items dropped, exactly: every one after the last delivered.
+    pub dropped: u64,
+    pub message: String,
 }
 
 /// Method names.

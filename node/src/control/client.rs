@@ -35,6 +35,9 @@ pub enum ClientError {
     Api(ApiError),
     #[error("control connection failed: {0}")]
     Frame(#[from] FrameError),
+    /// The stream's reader fell behind: `dropped` events were lost and the stream ended.
+    #[error("{message}")]
+    Lagged { dropped: u64, message: String },
 }
 
 impl ClientError {
@@ -172,9 +175,15 @@ impl Client {
         &mut self,
         id: u64,
     ) -> Result<Option<R>, ClientError> {
-        match self.response(id).await?.event {
-            Some(ev) => Ok(Some(codec::from_value(ev)?)),
-            None => Ok(None),
+        let Some(ev) = self.response(id).await?.event else {
+            return Ok(None);
+        };
+        if let Ok(super::api::LaggedEvent { lagged }) = codec::from_value(ev.clone()) {
+            return Err(ClientError::Lagged {
+                dropped: lagged.dropped,
+                message: lagged.message,
+            });
         }
+        Ok(Some(codec::from_value(ev)?))
     }
 }

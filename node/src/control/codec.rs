@@ -63,19 +63,32 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     serde_cbor::from_slice(bytes).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
+/// Encodes one frame's body, refusing one over [`MAX_FRAME`].
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let bytes = serde_cbor::to_vec(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
+    if bytes.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// Writes one encoded frame body.
+pub async fn write_encoded<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+) -> Result<(), FrameError> {
+    w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
+    w.write_all(bytes).await?;
+    w.flush().await?;
+    Ok(())
+}
+
 /// Encodes and writes one frame.
 pub async fn write<T: Serialize, W: AsyncWrite + Unpin>(
     w: &mut W,
     value: &T,
 ) -> Result<(), FrameError> {
-    let bytes = serde_cbor::to_vec(value).map_err(|e| FrameError::Malformed(e.to_string()))?;
-    if bytes.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(bytes.len() as u64));
-    }
-    w.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-    w.write_all(&bytes).await?;
-    w.flush().await?;
-    Ok(())
+    write_encoded(w, &encode(value)?).await
 }
 
 /// A typed value as a CBOR value (for `result` and `params`).

@@ -14,6 +14,66 @@ pub use client::{Client, ClientError};
 
 use api::{ApiError, ErrorCode};
 
+/// Longest peer id a parameter may hold: Ed25519 ids are 52 characters, RSA ones 46.
+/// Checked before decoding, which is quadratic in the length.
+pub const MAX_PEER_ID: usize = 128;
+/// Longest multiaddr a parameter may hold.
+pub const MAX_ADDR: usize = 1_024;
+/// Longest text or byte string of any parameter: the largest is a `doc.set` value, which
+/// cannot exceed the 1 MiB write limit anyway.
+pub const MAX_PARAM: usize = 1 << 20;
+/// Longest error message sent: an error never echoes megabytes of its input.
+pub const MAX_MESSAGE: usize = 1_024;
+
+/// Refuses parameters with a string longer than [`MAX_PARAM`], before any method looks
+/// at them.
+pub fn check_params(v: &serde_cbor::Value) -> Result<(), ApiError> {
+    use serde_cbor::Value as V;
+    let too_long = |n: usize| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("a parameter of {n} bytes exceeds the {MAX_PARAM}-byte limit"),
+        )
+    };
+    match v {
+        V::Text(t) if t.len() > MAX_PARAM => Err(too_long(t.len())),
+        V::Bytes(b) if b.len() > MAX_PARAM => Err(too_long(b.len())),
+        V::Array(items) => items.iter().try_for_each(check_params),
+        V::Map(m) => m
+            .iter()
+            .try_for_each(|(k, v)| check_params(k).and_then(|()| check_params(v))),
+        V::Tag(_, inner) => check_params(inner),
+        _ => Ok(()),
+    }
+}
+
+/// Cuts a message to [`MAX_MESSAGE`] bytes (at a character boundary), saying how long
+/// it was.
+pub fn shorten(message: &mut String) {
+    if message.len() <= MAX_MESSAGE {
+        return;
+    }
+    let mut end = MAX_MESSAGE;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let total = message.len();
+    message.truncate(end);
+    message.push_str(&format!("… ({total} bytes in all)"));
+}
+
+/// Parses a peer id given as a parameter, refusing one too long to be real before
+/// decoding it (base58 decoding takes time quadratic in the length).
+pub fn parse_peer_id(s: &str) -> Result<lattice_overlay::PeerId, String> {
+    if s.len() > MAX_PEER_ID {
+        return Err(format!(
+            "invalid peer id: {} characters, a peer id has at most {MAX_PEER_ID}",
+            s.len()
+        ));
+    }
+    s.parse().map_err(|e| format!("invalid peer id {s:?}: {e}"))
+}
+
 /// Decodes a method's parameters; parameters that do not fit are the client's error.
 pub fn params<T: serde::de::DeserializeOwned>(v: serde_cbor::Value) -> Result<T, ApiError> {
     codec::from_value(v).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
@@ -46,6 +106,54 @@ pub fn stream<T: serde::Serialize + Send + 'static>(
         }
     });
     server::Reply::Stream(rx)
+}
+
+/// A streaming reply from a queue that may drop for a slow reader: each item, encoded;
+/// after a lag, one `{ "lagged": { "dropped", "message" } }` event, then the end.
+pub fn stream_lossy<T: serde::Serialize + Send + 'static>(
+    mut items: crate::lossy::Receiver<T>,
+    what: &'static str,
+) -> server::Reply {
+    let (tx, rx) = tokio::sync::mpsc::channel(server::STREAM_QUEUE);
+    tokio::spawn(async move {
+        while let Some(item) = items.recv().await {
+            let v = match item {
+                crate::lossy::Item::Item(item) => match codec::to_value(&item) {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+                crate::lossy::Item::Lagged(dropped) => {
+                    let lagged = api::Lagged {
+                        dropped,
+                        message: format!(
+                            "this reader fell behind and {dropped} {what} were dropped; \
+                             read the current state again and start a new stream"
+                        ),
+                    };
+                    match codec::to_value(&api::LaggedEvent { lagged }) {
+                        Ok(v) => v,
+                        Err(_) => break,
+                    }
+                }
+            };
+            if tx.send(v).await.is_err() {
+                return;
+            }
+        }
+    });
+    server::Reply::Stream(rx)
+}
+
+/// The error code of an overlay failure.
+pub fn network_code(e: &lattice_overlay::Error) -> ErrorCode {
+    use lattice_overlay::Error as E;
+    match e {
+        E::Shutdown => ErrorCode::Unavailable,
+        E::Timeout(_) => ErrorCode::Timeout,
+        E::Busy(_) => ErrorCode::Busy,
+        E::BadAddr { .. } => ErrorCode::BadRequest,
+        _ => ErrorCode::NetworkError,
+    }
 }
 
 pub fn unknown_method(m: &str) -> ApiError {

@@ -24,8 +24,16 @@ use super::codec::{self, FrameError};
 
 /// Clients served at once; more are told `busy` and closed.
 pub const MAX_CLIENTS: usize = 64;
+/// Connections kept for newcomers when [`MAX_CLIENTS`] are taken (by idle or stalled
+/// clients, say): served like any other, but closed after [`RESERVE_IDLE`] without a
+/// request, so a new client can always get `status`.
+pub const RESERVE: usize = 4;
 /// A client must say hello this fast.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection with no request and no stream for this long is closed (`idle`).
+pub const IDLE: Duration = Duration::from_secs(60);
+/// The same for a connection in the reserve.
+pub const RESERVE_IDLE: Duration = Duration::from_secs(5);
 
 /// Events a streaming method may have queued for a slow client before it must wait.
 pub const STREAM_QUEUE: usize = 256;
@@ -116,6 +124,7 @@ impl Server {
         grace: Duration,
     ) {
         let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+        let reserve = Arc::new(Semaphore::new(RESERVE));
         let mut conns = JoinSet::new();
         let me = nix::unistd::geteuid().as_raw();
         let mut next_conn = 0u64;
@@ -142,14 +151,23 @@ impl Server {
                 }
             };
             next_conn += 1;
-            let permit = slots.clone().try_acquire_owned();
+            let permit = match slots.clone().try_acquire_owned() {
+                Ok(p) => Some((p, IDLE)),
+                Err(_) => reserve
+                    .clone()
+                    .try_acquire_owned()
+                    .ok()
+                    .map(|p| (p, RESERVE_IDLE)),
+            };
             let (handler, shutdown) = (handler.clone(), shutdown.clone());
             let span = tracing::debug_span!("control", conn = next_conn);
             conns.spawn(
                 async move {
                     match permit {
-                        Ok(_permit) => connection(stream, me, handler, shutdown).await,
-                        Err(_) => refuse_busy(stream).await,
+                        Some((_permit, idle)) => {
+                            connection(stream, me, handler, shutdown, idle).await
+                        }
+                        None => refuse_busy(stream).await,
                     }
                 }
                 .instrument(span),
@@ -172,7 +190,10 @@ impl Server {
 async fn refuse_busy(mut stream: UnixStream) {
     let e = ApiError::new(
         ErrorCode::Busy,
-        format!("the daemon already serves {MAX_CLIENTS} clients; try again"),
+        format!(
+            "the daemon already serves {} clients; try again",
+            MAX_CLIENTS + RESERVE
+        ),
     );
     let _ = codec::write(&mut stream, &Response::err(0, e)).await;
 }
@@ -182,6 +203,7 @@ async fn connection<H: Handler>(
     me: u32,
     handler: Arc<H>,
     shutdown: CancellationToken,
+    idle: Duration,
 ) {
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == me => {}
@@ -226,15 +248,33 @@ async fn connection<H: Handler>(
     debug!(agent = %hello.agent, "client connected");
     loop {
         let frame = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            f = codec::read_frame(&mut rd) => f,
+            biased;
+            _ = shutdown.cancelled() => {
+                let e = ApiError::new(ErrorCode::Unavailable, "the daemon is shutting down");
+                let _ = codec::write(&mut wr, &Response::err(0, e)).await;
+                return;
+            }
+            f = tokio::time::timeout(idle, codec::read_frame(&mut rd)) => match f {
+                Ok(f) => f,
+                Err(_) => {
+                    let e = ApiError::new(
+                        ErrorCode::Idle,
+                        format!("closing a connection idle for {} s", idle.as_secs()),
+                    );
+                    let _ = codec::write(&mut wr, &Response::err(0, e)).await;
+                    return;
+                }
+            },
         };
         let req = match frame.and_then(|b| codec::decode::<Request>(&b)) {
             Ok(r) => r,
             Err(e) => return answer_frame_error(&mut wr, e).await,
         };
         let started = Instant::now();
-        let result = handler.call(&req.method, req.params).await;
+        let result = match super::check_params(&req.params) {
+            Ok(()) => handler.call(&req.method, req.params).await,
+            Err(e) => Err(e),
+        };
         handler.observe(&req.method, started.elapsed(), result.is_ok());
         let resp = match result {
             Ok(Reply::Value(v)) => Response::ok(req.id, v),
@@ -248,9 +288,32 @@ async fn connection<H: Handler>(
             }
             Err(e) => Response::err(req.id, e),
         };
-        if codec::write(&mut wr, &resp).await.is_err() {
+        if answer(&mut wr, resp).await.is_err() {
             return;
         }
+    }
+}
+
+/// Writes a response; one too large for a frame becomes a `result_too_large` error for
+/// the same request, and the connection stays usable.
+async fn answer<W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    resp: Response,
+) -> Result<(), FrameError> {
+    match codec::encode(&resp) {
+        Ok(bytes) => codec::write_encoded(wr, &bytes).await,
+        Err(FrameError::TooLarge(n)) => {
+            let e = ApiError::new(
+                ErrorCode::ResultTooLarge,
+                format!(
+                    "the answer is {n} bytes, over the {}-byte frame limit; ask for less \
+                     (for example one key of a document)",
+                    codec::MAX_FRAME
+                ),
+            );
+            codec::write(wr, &Response::err(resp.id, e)).await
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -292,7 +355,11 @@ async fn stream_events(
 ) {
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                let e = ApiError::new(ErrorCode::Unavailable, "the daemon is shutting down");
+                let _ = codec::write(wr, &Response::err(id, e)).await;
+                break;
+            }
             _ = client_spoke(rd) => break,
             ev = rx.recv() => {
                 let Some(event) = ev else { break };
@@ -301,7 +368,7 @@ async fn stream_events(
                     event: Some(event),
                     ..Default::default()
                 };
-                if codec::write(wr, &frame).await.is_err() {
+                if answer(wr, frame).await.is_err() {
                     break;
                 }
             }

@@ -7,7 +7,7 @@ use lattice_crdt::{Op, OpKind};
 use super::{actor_of, Docs, DocsError, Edit};
 use crate::control::api::{self, method, ApiError, ErrorCode};
 use crate::control::server::Reply;
-use crate::control::{params, reply as value, stream, unknown_method};
+use crate::control::{params, reply as value, stream_lossy, unknown_method};
 
 /// The control error for a documents error, with its stable code.
 pub fn docs_error(e: DocsError) -> ApiError {
@@ -20,7 +20,7 @@ pub fn docs_error(e: DocsError) -> ApiError {
         DocsError::NoReplica(_) => ErrorCode::NotFound,
         DocsError::Busy => ErrorCode::Busy,
         DocsError::Shutdown => ErrorCode::Unavailable,
-        _ => ErrorCode::Internal,
+        DocsError::Store(_) => ErrorCode::Storage,
     };
     ApiError::new(code, e.to_string())
 }
@@ -112,7 +112,7 @@ pub async fn call(docs: &Docs, m: &str, p: serde_cbor::Value) -> Result<Reply, A
         }
         method::DOC_WATCH => {
             let a: api::DocParams = params(p)?;
-            Ok(stream(docs.watch(a.doc).await.map_err(e)?))
+            Ok(stream_lossy(docs.watch(a.doc).await.map_err(e)?, "changes"))
         }
         other => Err(unknown_method(other)),
     }

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::lossy;
 use lattice_crdt::sync::{Replica, Standing};
 use lattice_crdt::DocId;
-use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::DocsError;
@@ -15,15 +15,15 @@ use crate::store::DocMeta;
 
 /// Watchers of one document; more are refused.
 pub(super) const MAX_WATCHERS: usize = 32;
-/// Changes queued for a watcher that reads slowly; a watcher further behind is dropped
-/// (its stream ends) rather than stalling replication.
+/// Changes queued for a watcher that reads slowly; a watcher further behind is told how
+/// many changes it missed and its stream ends, rather than stalling replication.
 pub(super) const WATCH_QUEUE: usize = 1_024;
 
 pub(super) struct Hosted {
     pub id: DocId,
     pub meta: DocMeta,
     pub replica: Replica,
-    pub watchers: Vec<mpsc::Sender<api::Change>>,
+    pub watchers: Vec<lossy::Sender<api::Change>>,
 }
 
 fn peer_string(actor: &lattice_crdt::ActorId) -> String {
@@ -130,13 +130,13 @@ impl Hosted {
             changes,
         };
         let id = self.id;
-        self.watchers.retain(|w| match w.try_send(change.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                warn!(doc = %id, "a watcher fell {WATCH_QUEUE} changes behind; ending its stream");
-                false
+        self.watchers.retain(|w| {
+            let was = w.lagging();
+            let open = w.send(change.clone());
+            if open && !was && w.lagging() {
+                warn!(doc = %id, "a watcher fell {WATCH_QUEUE} changes behind; it will be told what it missed and its stream ends");
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            open
         });
     }
 }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use lattice_crdt::sync::{AclChange, SyncError};
 use lattice_crdt::{ActorId, DocId, Op};
-use lattice_overlay::{Event, Overlay, PeerId};
+use lattice_overlay::{Event, Overlay};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -125,7 +125,7 @@ pub(crate) enum Command {
     },
     Watch {
         doc: String,
-        reply: Reply<mpsc::Receiver<api::Change>>,
+        reply: Reply<crate::lossy::Receiver<api::Change>>,
     },
 }
 
@@ -210,16 +210,19 @@ impl Docs {
         self.ask(|reply| Command::Writers { doc, reply }).await
     }
 
-    /// A stream of the document's changes; it ends when the receiver is dropped.
-    pub async fn watch(&self, doc: String) -> Result<mpsc::Receiver<api::Change>, DocsError> {
+    /// A stream of the document's changes; it ends when the receiver is dropped, or after
+    /// telling a reader that fell behind how many changes it missed.
+    pub async fn watch(
+        &self,
+        doc: String,
+    ) -> Result<crate::lossy::Receiver<api::Change>, DocsError> {
         self.ask(|reply| Command::Watch { doc, reply }).await
     }
 }
 
 /// Parses a peer id given by a user into the actor id its deltas carry.
 pub fn actor_of(peer: &str) -> Result<ActorId, DocsError> {
-    let id = PeerId::from_str(peer)
-        .map_err(|e| DocsError::BadRequest(format!("invalid peer id {peer:?}: {e}")))?;
+    let id = crate::control::parse_peer_id(peer).map_err(DocsError::BadRequest)?;
     crate::auth::actor_of_peer(&id).ok_or_else(|| {
         DocsError::BadRequest(format!(
             "{peer} is not an Ed25519 peer id, so it cannot write"

@@ -197,7 +197,12 @@ impl EventLoop {
             } => {
                 debug!(?peer_id, %error, "dial failed");
                 if let Some(p) = self.dials.remove(&connection_id) {
-                    let _ = p.reply.send(Err(Error::Dial(error.to_string())));
+                    let e = if dial_timed_out(&error) {
+                        Error::Timeout(self.timeout)
+                    } else {
+                        Error::Dial(error.to_string())
+                    };
+                    let _ = p.reply.send(Err(e));
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
@@ -442,4 +447,24 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// True when every address of a failed dial timed out (the connection was made, but
+/// the handshake never finished in time): the caller hears `Timeout`, not a refusal.
+fn dial_timed_out(error: &libp2p::swarm::DialError) -> bool {
+    use libp2p::core::transport::TransportError;
+    let libp2p::swarm::DialError::Transport(errors) = error else {
+        return false;
+    };
+    !errors.is_empty()
+        && errors.iter().all(|(_, e)| match e {
+            TransportError::Other(io) => {
+                io.kind() == std::io::ErrorKind::TimedOut
+                    // libp2p's transport timeout arrives boxed in an `Other` I/O error.
+                    || io
+                        .get_ref()
+                        .is_some_and(|inner| inner.to_string().contains("Timeout has been reached"))
+            }
+            TransportError::MultiaddrNotSupported(_) => false,
+        })
 }

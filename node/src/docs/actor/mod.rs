@@ -333,7 +333,7 @@ impl Actor {
                     if h.watchers.len() >= MAX_WATCHERS {
                         return Err(DocsError::Busy);
                     }
-                    let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+                    let (tx, rx) = crate::lossy::channel(WATCH_QUEUE);
                     h.watchers.push(tx);
                     Ok(rx)
                 });
