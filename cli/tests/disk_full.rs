@@ -117,11 +117,11 @@ fn scenario(d: &mut Daemon, provider: &Daemon, data: &Path) {
         if out.status.success() {
             acked.push(key);
         } else {
-            failure = Some(String::from_utf8_lossy(&out.stderr).into_owned());
+            failure = Some((key, String::from_utf8_lossy(&out.stderr).into_owned()));
             break;
         }
     }
-    let failure = failure.expect("the disk never filled up");
+    let (refused, failure) = failure.expect("the disk never filled up");
     assert!(failure.contains("disk full"), "unclear error: {failure}");
     // A blob cannot be added either, and says why.
     let src = tempfile::NamedTempFile::new().unwrap();
@@ -142,8 +142,13 @@ fn scenario(d: &mut Daemon, provider: &Daemon, data: &Path) {
         "{said}"
     );
     eprintln!("blob get on the full disk: {}", said.trim());
-    // What was acknowledged is still there, and reads work on a full disk.
+    // What was acknowledged is still there, and reads work on a full disk; what was
+    // refused is not.
     check(d, &doc, &acked, &value);
+    let surely_not = failure.contains("write not committed");
+    if surely_not {
+        assert!(run_ok(d, &["doc", "get", &doc])[&refused].is_null());
+    }
 
     // Space comes back: writing resumes without a restart.
     std::fs::remove_file(&filler).unwrap();
@@ -161,6 +166,11 @@ fn scenario(d: &mut Daemon, provider: &Daemon, data: &Path) {
         run_ok(d, &["doc", "get", &doc, "after"]),
         serde_json::json!(1)
     );
+    // A write the client was told was not committed never shows, not even after a
+    // restart.
+    if surely_not {
+        assert!(run_ok(d, &["doc", "get", &doc])[&refused].is_null());
+    }
     eprintln!(
         "disk full after {} acknowledged writes; error: {}",
         acked.len() - 1,

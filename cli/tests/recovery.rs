@@ -40,3 +40,31 @@ fn a_node_whose_store_was_deleted_recovers_its_own_history_and_writes_on() {
     assert_eq!(v, serde_json::json!({"a": 13, "b": 1}));
     assert!(!b.log_tail(400).contains("signed two versions"));
 }
+
+#[test]
+fn a_store_moved_aside_keeps_the_blobs_added_here() {
+    let mut net = start_net(1);
+    let src = net.tmp.path().join("only-copy.bin");
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&src, &bytes).unwrap();
+    let hash = run_ok(&net.nodes[0], &["blob", "add", src.to_str().unwrap()])["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    std::fs::remove_file(&src).unwrap();
+    // The documented way out of an unreadable store: move it aside and start again.
+    let d = &mut net.nodes[0];
+    d.terminate(Duration::from_secs(10)).unwrap();
+    let db = d.data_dir.join("lattice.redb");
+    std::fs::rename(&db, db.with_extension("broken")).unwrap();
+    d.restart().unwrap();
+    // Before: start-up removed the blob's files as unrecorded; this was the only copy.
+    let listed = run_ok(d, &["blob", "ls"]);
+    assert_eq!(listed[0]["hash"], hash.as_str(), "{listed}");
+    let out = net.tmp.path().join("back.bin");
+    run_ok(
+        &net.nodes[0],
+        &["blob", "get", &hash, "-o", out.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), bytes);
+}

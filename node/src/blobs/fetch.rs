@@ -288,7 +288,8 @@ impl Fetch<'_> {
             files::decode(enc.payload(), &hash, size, &[piece], data, ob)
         })
         .await
-        .map_err(|e| DecodeFailure::Local(std::io::Error::other(e.to_string())))?
+        // A panic while decoding is the response's doing, not the disk's.
+        .map_err(|e| DecodeFailure::Bad(format!("decoding failed: {e}")))?
     }
 
     fn liar(&mut self, i: usize, why: &str) {

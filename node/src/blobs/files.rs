@@ -93,15 +93,25 @@ impl From<io::Error> for ImportError {
     }
 }
 
-/// Files in the blob directory that no record explains: `import-*` left by a `blob add`
-/// that did not finish, and `<hash>.{data,part,obao}` of blobs not recorded (an add that
-/// crashed before its record, a record that failed, or `.part` of a blob now complete).
-/// Other names are not ours and are left alone.
-pub fn orphans(
+/// Files in the blob directory that no record explains.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    /// To remove: `import-*` of a `blob add` that did not finish, `.part` of a blob not
+    /// recorded or recorded complete, `.obao` with neither.
+    pub doomed: Vec<PathBuf>,
+    /// Whole blobs (`<hash>.data`) that no record names: an add that crashed before its
+    /// record, or a store moved aside. They are checked and recorded again, never removed
+    /// unchecked: they may be the only copy.
+    pub unrecorded: Vec<[u8; 32]>,
+}
+
+/// Sorts the blob directory's files against the records (`known`: hash → complete).
+/// Names it did not make are left alone.
+pub fn leftovers(
     dir: &Path,
     known: &std::collections::HashMap<[u8; 32], bool>,
-) -> io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+) -> io::Result<Leftovers> {
+    let mut out = Leftovers::default();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
@@ -113,23 +123,55 @@ pub fn orphans(
         if !matches!(ext, "data" | "part" | "obao") {
             continue;
         }
-        let hash: Option<[u8; 32]> = data_encoding::HEXLOWER
+        if stem.starts_with("import-") {
+            out.doomed.push(path);
+            continue;
+        }
+        let Some(hash) = data_encoding::HEXLOWER
             .decode(stem.as_bytes())
             .ok()
-            .and_then(|h| h.try_into().ok());
-        let orphan = match hash {
-            _ if stem.starts_with("import-") => true,
-            None => false,
-            Some(h) => match known.get(&h) {
-                None => true,
-                Some(complete) => *complete && ext == "part",
-            },
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+        else {
+            continue;
         };
-        if orphan {
-            out.push(path);
+        match (known.get(&hash), ext) {
+            (Some(true), "part") => out.doomed.push(path),
+            (Some(_), _) => {}
+            (None, "data") => out.unrecorded.push(hash),
+            (None, "part") => out.doomed.push(path),
+            (None, _) if !Paths::new(dir, &hash).data.exists() => out.doomed.push(path),
+            (None, _) => {}
         }
     }
+    out.unrecorded.sort_unstable();
     Ok(out)
+}
+
+/// Checks a `<hash>.data` no record names: if its bytes hash to its name, its tree is
+/// computed again (`.obao`) and its size returned; if not, it is removed.
+pub fn adopt(dir: &Path, hash: &[u8; 32]) -> io::Result<Option<u64>> {
+    let paths = Paths::new(dir, hash);
+    let data = File::open(&paths.data)?;
+    let size = data.metadata()?.len();
+    let tmp = paths.outboard.with_extension("obao-new");
+    let tree = BaoTree::new(size, BLOCK);
+    let mut ob = PreOrderOutboard {
+        root: blake3::Hash::from([0; 32]),
+        tree,
+        data: File::create(&tmp)?,
+    };
+    let root = outboard(io::BufReader::with_capacity(1 << 20, data), tree, &mut ob);
+    let good = root.as_ref().is_ok_and(|r| r.as_bytes() == hash);
+    if !good {
+        let _ = fs::remove_file(&tmp);
+        root?;
+        fs::remove_file(&paths.data)?;
+        return Ok(None);
+    }
+    ob.data.sync_all()?;
+    fs::rename(&tmp, &paths.outboard)?;
+    File::open(dir)?.sync_all()?;
+    Ok(Some(size))
 }
 
 /// BLAKE3 of a stored blob's bytes, read in one streaming pass.
@@ -344,9 +386,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_up_removes_exactly_the_files_no_record_explains() {
+    fn start_up_sorts_the_files_no_record_explains() {
         let dir = tempfile::tempdir().unwrap();
-        let (complete, partial, unknown) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let (complete, partial, unknown, stray) = ([1u8; 32], [2u8; 32], [3u8; 32], [4u8; 32]);
         let known = [(complete, true), (partial, false)].into_iter().collect();
         let name = |h: &[u8; 32], ext: &str| format!("{}.{ext}", hex(h));
         let kept = [
@@ -354,27 +396,48 @@ mod tests {
             name(&complete, "obao"),
             name(&partial, "part"),
             name(&partial, "obao"),
+            name(&unknown, "data"),
+            name(&unknown, "obao"),
             "notes.txt".to_string(),
             "abc.data".to_string(),
         ];
-        let orphaned = [
+        let doomed = [
             "import-17-99.data".to_string(),
             "import-17-99.obao".to_string(),
             name(&complete, "part"),
-            name(&unknown, "data"),
-            name(&unknown, "obao"),
+            name(&stray, "part"),
+            name(&stray, "obao"),
         ];
-        for f in kept.iter().chain(&orphaned) {
+        for f in kept.iter().chain(&doomed) {
             fs::write(dir.path().join(f), b"x").unwrap();
         }
-        let mut found: Vec<String> = orphans(dir.path(), &known)
-            .unwrap()
+        let found = leftovers(dir.path(), &known).unwrap();
+        let mut names: Vec<String> = found
+            .doomed
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        found.sort();
-        let mut want = orphaned.to_vec();
+        names.sort();
+        let mut want = doomed.to_vec();
         want.sort();
-        assert_eq!(found, want);
+        assert_eq!(names, want);
+        assert_eq!(found.unrecorded, vec![unknown]);
+    }
+
+    #[test]
+    fn an_unrecorded_blob_is_adopted_if_it_is_the_blob_and_removed_if_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let hash = *blake3::hash(&bytes).as_bytes();
+        let paths = Paths::new(dir.path(), &hash);
+        fs::write(&paths.data, &bytes).unwrap();
+        assert_eq!(adopt(dir.path(), &hash).unwrap(), Some(bytes.len() as u64));
+        assert!(paths.outboard.exists());
+        // Damaged: removed.
+        let mut bad = bytes.clone();
+        bad[7] ^= 1;
+        fs::write(&paths.data, &bad).unwrap();
+        assert_eq!(adopt(dir.path(), &hash).unwrap(), None);
+        assert!(!paths.data.exists());
     }
 }

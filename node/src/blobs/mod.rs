@@ -205,7 +205,7 @@ impl Blobs {
             checking: Mutex::new(HashSet::new()),
         }));
         blobs.finish_interrupted().await?;
-        blobs.remove_orphans().await?;
+        blobs.sort_leftovers().await?;
         for m in blobs.list() {
             if m.complete {
                 blobs.announce(parse_hash(&m.hash)?);
@@ -251,25 +251,54 @@ impl Blobs {
         Ok(())
     }
 
-    /// Removes blob files that no record explains (see [`files::orphans`]).
-    async fn remove_orphans(&self) -> Result<(), BlobError> {
+    /// Removes blob files that no record explains, and records again the whole blobs no
+    /// record names once they prove to be the blob (see [`files::leftovers`]). A file
+    /// that cannot be removed is logged, not fatal.
+    async fn sort_leftovers(&self) -> Result<(), BlobError> {
         let known: HashMap<[u8; 32], bool> = self
             .index()
             .values()
             .map(|m| (m.hash, m.complete))
             .collect();
         let dir = self.0.dir.clone();
-        let removed = tokio::task::spawn_blocking(move || {
-            let doomed = files::orphans(&dir, &known)?;
-            for p in &doomed {
-                std::fs::remove_file(p)?;
+        let left = tokio::task::spawn_blocking(move || files::leftovers(&dir, &known))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        for p in left.doomed {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {
+                    info!(file = %p.display(), "removed a blob file left by an interrupted add or fetch")
+                }
+                Err(e) => warn!(file = %p.display(), "cannot remove a leftover blob file: {e}"),
             }
-            Ok::<_, std::io::Error>(doomed)
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-        for p in removed {
-            info!(file = %p.display(), "removed a blob file no record names (left by an interrupted add or fetch)");
+        }
+        for hash in left.unrecorded {
+            let dir = self.0.dir.clone();
+            let adopted = tokio::task::spawn_blocking(move || files::adopt(&dir, &hash))
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            match adopted {
+                Ok(Some(size)) => {
+                    info!(blob = %files::hex(&hash), size, "recorded again a whole blob no record named");
+                    self.mark_intact(hash);
+                    self.save(BlobMeta {
+                        hash,
+                        size,
+                        complete: true,
+                        pinned: false,
+                        local: true,
+                        added_ms: now_ms(),
+                        verified: Vec::new(),
+                    })
+                    .await?;
+                }
+                Ok(None) => {
+                    warn!(blob = %files::hex(&hash), "removed a blob file no record named that is not the blob")
+                }
+                Err(e) => {
+                    warn!(blob = %files::hex(&hash), "cannot check a blob file no record names: {e}")
+                }
+            }
         }
         Ok(())
     }

@@ -1,6 +1,8 @@
-//! A disk for tests: a redb backend in memory that fails on purpose at a chosen step and,
+//! A disk for tests: a redb backend in memory that fails on purpose at chosen steps and,
 //! when its plug is pulled, keeps only what was synced plus any part of what was not, in
-//! any order and torn at any sector, the way power loss leaves a real disk.
+//! any order and torn at any sector, the way power loss leaves a real disk. A failed sync
+//! behaves as Linux's does: the writes it should have made durable stay readable but may
+//! never reach the disk, even after a later sync succeeds.
 
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -44,8 +46,8 @@ struct State {
     unsynced: Vec<Unsynced>,
     /// Mutating operations (write, set_len, sync) so far.
     steps: u64,
-    plan: Option<(u64, Fault)>,
-    fired: Option<Fault>,
+    plan: Vec<(u64, Fault)>,
+    fired: Vec<Fault>,
     /// Out of space: writes may only reuse bytes below this mark.
     full_below: Option<usize>,
     crashed: bool,
@@ -63,8 +65,8 @@ impl FaultyDisk {
             current: Vec::new(),
             unsynced: Vec::new(),
             steps: 0,
-            plan: None,
-            fired: None,
+            plan: Vec::new(),
+            fired: Vec::new(),
             full_below: None,
             crashed: false,
             rng: ChaCha8Rng::seed_from_u64(seed),
@@ -75,15 +77,17 @@ impl FaultyDisk {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fails the `at`-th mutating operation from now on with `fault`.
+    /// Fails the `at`-th mutating operation from now on with `fault` (besides any fault
+    /// planned before).
     pub fn plan(&self, at: u64, fault: Fault) {
         let mut s = self.state();
-        s.plan = Some((s.steps + at, fault));
+        let at = s.steps + at;
+        s.plan.push((at, fault));
     }
 
-    /// The fault that fired, if any.
-    pub fn fired(&self) -> Option<Fault> {
-        self.state().fired
+    /// The faults that fired, in order.
+    pub fn fired(&self) -> Vec<Fault> {
+        self.state().fired.clone()
     }
 
     /// Space is available again.
@@ -118,7 +122,7 @@ impl FaultyDisk {
         }
         s.current = image.clone();
         s.durable = image;
-        s.plan = None;
+        s.plan.clear();
         s.full_below = None;
         s.crashed = false;
     }
@@ -143,10 +147,11 @@ impl State {
             return Err(crashed());
         }
         self.steps += 1;
-        match self.plan {
-            Some((at, fault)) if at + 1 == self.steps => {
-                self.plan = None;
-                self.fired = Some(fault);
+        let now = self.steps;
+        match self.plan.iter().position(|(at, _)| at + 1 == now) {
+            Some(i) => {
+                let (_, fault) = self.plan.remove(i);
+                self.fired.push(fault);
                 match fault {
                     Fault::Crash => {
                         self.crashed = true;
@@ -159,7 +164,7 @@ impl State {
                     _ => Ok(Some(fault)),
                 }
             }
-            _ => Ok(None),
+            None => Ok(None),
         }
     }
 
@@ -214,11 +219,20 @@ impl redb::StorageBackend for FaultyDisk {
     fn sync_data(&self) -> io::Result<()> {
         let mut s = self.state();
         match s.step()? {
-            // The sync fails; what it should have made durable may or may not survive.
-            Some(Fault::Error | Fault::Torn) => Err(eio()),
-            _ => {
-                s.durable = s.current.clone();
+            // The sync fails, and what it should have made durable is dropped from the
+            // writeback: still read back, but lost to a power cut unless written again.
+            Some(Fault::Error | Fault::Torn) => {
                 s.unsynced.clear();
+                Err(eio())
+            }
+            _ => {
+                let pending = std::mem::take(&mut s.unsynced);
+                for change in pending {
+                    match change {
+                        Unsynced::Len(len) => s.durable.resize(len as usize, 0),
+                        Unsynced::Write(offset, data) => put(&mut s.durable, offset, &data),
+                    }
+                }
                 Ok(())
             }
         }

@@ -9,14 +9,12 @@
 //! The thread owns the database; callers talk to it through a bounded channel and get
 //! their answers on oneshot channels, so no async task ever blocks on the disk.
 //!
-//! A failed commit is settled before anyone hears of it. redb refuses every operation
-//! after an I/O error until the database is reopened, so the thread reopens it and asks
-//! whether the commit reached the disk after all (an fsync can fail after the data is
-//! written): if it did, the writers hear "done"; if not, the batch is tried once more, and
-//! only a batch the reopened store provably lacks is reported as failed. When the store
-//! cannot even be reopened, the writers hear that the outcome is unknown, never "failed".
-//! The next request reopens it again, so writing resumes once the disk has room.
-
+//! A failed commit is settled before anyone hears of it (see `Disk::commit`): on a full
+//! disk the store is reopened and asked whether the commit landed after all, and writing
+//! resumes once space is freed; after any other I/O error the outcome is reported unknown
+//! and the store stops until the daemon restarts, since the disk may have lost what it
+//! already acknowledged.
+//!
 mod tables;
 
 use std::path::Path;
@@ -51,6 +49,10 @@ pub enum StoreError {
     Unknown(String),
     #[error("the store has shut down")]
     Closed,
+    /// The disk failed a write; the store takes no more requests until the daemon
+    /// restarts (see `Disk::commit`).
+    #[error("the store stopped after a disk error ({0}); check the disk, then restart the daemon")]
+    Stopped(String),
     #[error("cannot start the storage thread: {0}")]
     Thread(std::io::Error),
 }
@@ -152,7 +154,11 @@ impl Store {
     /// Opens the database with `open` (again after every failure) and starts its thread.
     pub fn open_with(open: Opener) -> Result<(Store, StoreThread), StoreError> {
         let db = open()?;
-        let disk = Disk { open, db: Some(db) };
+        let disk = Disk {
+            open,
+            db: Some(db),
+            stopped: None,
+        };
         let (tx, rx) = mpsc::channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("lattice-store".into())
@@ -243,51 +249,101 @@ impl Store {
 /// The database and the way to open it again.
 struct Disk {
     open: Opener,
-    /// None after a failure, until the next request reopens it.
+    /// None after an I/O failure, until the next request reopens it.
     db: Option<redb::Database>,
+    /// Set after an I/O error other than a full disk: writes are refused from then on
+    /// (see [`Disk::commit`]).
+    stopped: Option<String>,
+}
+
+/// What a failure says about the disk.
+enum Failure {
+    /// Out of space: nothing of the failed write reached the disk, and retrying once
+    /// space is freed is safe.
+    Full,
+    /// Any other I/O error: the disk may have lost what it acknowledged (Linux may drop
+    /// pages whose writeback failed and report success on the next fsync).
+    Io,
+    /// Not the disk (a record that does not decode, a value too large): the transaction
+    /// was dropped before it committed, so nothing was written.
+    Other,
+}
+
+fn failure(e: &StoreError) -> Failure {
+    match e {
+        StoreError::Db(redb::Error::Io(io)) if io.kind() == std::io::ErrorKind::StorageFull => {
+            Failure::Full
+        }
+        StoreError::Db(redb::Error::Io(_) | redb::Error::PreviousIo) => Failure::Io,
+        _ => Failure::Other,
+    }
 }
 
 impl Disk {
-    /// Runs `f` on the database, opening it first if a failure closed it. A failure
-    /// closes it: redb refuses everything after an I/O error until it is reopened.
+    /// Runs `f` on the database, opening it first if a failure closed it. An I/O failure
+    /// closes it: redb refuses everything after one until it is reopened.
     fn with<T>(
         &mut self,
         f: impl FnOnce(&redb::Database) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let result = match self.db.take() {
-            Some(db) => Ok(db),
-            None => (self.open)(),
+        if let Some(why) = &self.stopped {
+            return Err(StoreError::Stopped(why.clone()));
         }
-        .and_then(|db| {
-            let r = f(&db);
-            self.db = Some(db);
-            r
-        });
-        if result.is_err() {
-            self.db = None;
+        let db = match self.db.take() {
+            Some(db) => db,
+            None => (self.open)()?,
+        };
+        let result = f(&db);
+        match &result {
+            Err(e) if !matches!(failure(e), Failure::Other) => drop(db),
+            _ => self.db = Some(db),
         }
         result
     }
 
-    /// Commits a batch; after a failure, learns on a reopened database whether it landed
-    /// anyway, and tries once more if it provably did not.
+    /// Commits a batch and settles a failure before anyone hears of it:
+    ///
+    /// - a full disk: the store is reopened and asked whether the batch is in it (it may
+    ///   be, if only a later step failed); if not, it is tried once more; a batch still
+    ///   missing is reported failed, and writing resumes once space is freed;
+    /// - another I/O error: the outcome is unknown, and the store stops (every later
+    ///   request fails) until the daemon restarts. It is not even reopened: after a failed
+    ///   fsync Linux may drop the unwritten pages yet read them back from its cache, so a
+    ///   reopen would repair the database on top of pages the disk never got;
+    /// - anything else: the transaction was dropped before it committed: failed.
     fn commit(&mut self, batch: &[&Change]) -> Result<(), StoreError> {
-        let mut failure = match self.with(|db| tables::persist(db, batch)) {
+        if let Some(why) = &self.stopped {
+            return Err(StoreError::WriteFailed(
+                StoreError::Stopped(why.clone()).to_string(),
+            ));
+        }
+        let mut failed = match self.with(|db| tables::persist(db, batch)) {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         let mut tries = 1;
         loop {
+            match failure(&failed) {
+                Failure::Other => return Err(StoreError::WriteFailed(failed.told())),
+                Failure::Io => {
+                    tracing::error!("the disk failed a write; the store stops until the daemon restarts: {failed}");
+                    self.db = None;
+                    self.stopped = Some(failed.to_string());
+                    return Err(StoreError::Unknown(format!(
+                        "{}; the store stopped until the daemon restarts",
+                        failed.told()
+                    )));
+                }
+                Failure::Full => {}
+            }
             match self.with(|db| tables::holds(db, batch)) {
                 Ok(true) => return Ok(()),
-                Ok(false) if tries > RETRIES => {
-                    return Err(StoreError::WriteFailed(failure.told()))
-                }
+                Ok(false) if tries > RETRIES => return Err(StoreError::WriteFailed(failed.told())),
                 Ok(false) => {}
                 Err(e) => {
                     return Err(StoreError::Unknown(format!(
                         "{}; reading the store back: {}",
-                        failure.told(),
+                        failed.told(),
                         e.told()
                     )))
                 }
@@ -295,7 +351,7 @@ impl Disk {
             tries += 1;
             match self.with(|db| tables::persist(db, batch)) {
                 Ok(()) => return Ok(()),
-                Err(e) => failure = e,
+                Err(e) => failed = e,
             }
         }
     }

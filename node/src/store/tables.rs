@@ -126,28 +126,67 @@ pub(super) fn docs(db: &redb::Database) -> Result<Vec<DocMeta>, StoreError> {
 /// Applies changes in one transaction, in order, and commits it durably.
 pub(super) fn persist(db: &redb::Database, changes: &[&Change]) -> Result<(), StoreError> {
     let w = db.begin_write()?;
-    apply(&w, changes)?;
+    apply(&w, changes, &mut Touched::new())?;
     w.commit()?;
     Ok(())
 }
 
-/// Whether the store already holds what `changes` would make it hold: applying them would
-/// change nothing. Used after a failed commit, on a freshly opened database, to learn
-/// whether that commit reached the disk after all. Writes nothing.
+/// Whether the store already holds what `changes` would make it hold: every row they
+/// touch ends as it began. Used after a failed commit, on a freshly opened database, to
+/// learn whether that commit reached the disk after all. Writes nothing.
 pub(super) fn holds(db: &redb::Database, changes: &[&Change]) -> Result<bool, StoreError> {
     let w = db.begin_write()?;
-    let changed = apply(&w, changes)?;
+    let mut touched = Touched::new();
+    apply(&w, changes, &mut touched)?;
+    let mut same = true;
+    for ((table, key), before) in &touched {
+        let t = w.open_table(TABLES[*table])?;
+        let now = t.get(key.as_slice())?.map(|v| v.value().to_vec());
+        same &= now == *before;
+    }
     w.abort()?;
-    Ok(!changed)
+    Ok(same)
 }
 
-/// Applies changes inside `w`; true if any row changed.
-fn apply(w: &redb::WriteTransaction, changes: &[&Change]) -> Result<bool, StoreError> {
-    let mut changed = false;
+/// The tables, by index, for [`Touched`].
+const TABLES: [Table; 4] = [DOCS, DELTAS, BLOBS, SERVICES];
+const T_DOCS: usize = 0;
+const T_DELTAS: usize = 1;
+const T_BLOBS: usize = 2;
+const T_SERVICES: usize = 3;
+
+/// Each row a batch touched, with its value before the batch's first touch.
+type Touched = std::collections::BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
+
+/// Sets (or, with `None`, deletes) a row, remembering its value before the first touch.
+fn set(
+    t: &mut redb::Table<&[u8], &[u8]>,
+    table: usize,
+    key: &[u8],
+    value: Option<&[u8]>,
+    touched: &mut Touched,
+) -> Result<(), StoreError> {
+    let old = match value {
+        Some(v) => t.insert(key, v)?.map(|o| o.value().to_vec()),
+        None => t.remove(key)?.map(|o| o.value().to_vec()),
+    };
+    touched.entry((table, key.to_vec())).or_insert(old);
+    Ok(())
+}
+
+/// Applies changes inside `w`, recording what they touch.
+fn apply(
+    w: &redb::WriteTransaction,
+    changes: &[&Change],
+    touched: &mut Touched,
+) -> Result<(), StoreError> {
     let mut deltas = w.open_table(DELTAS)?;
     for c in changes {
-        changed |= match c {
-            Change::Put(d) => put_delta(&mut deltas, d)?,
+        let (table, key, value) = match c {
+            Change::Put(d) => {
+                put_delta(&mut deltas, d, touched)?;
+                continue;
+            }
             Change::Truncate { doc, author, after } => {
                 let lo = key(doc, &author.0, 0);
                 let hi = key(doc, &author.0, u64::MAX);
@@ -159,22 +198,32 @@ fn apply(w: &redb::WriteTransaction, changes: &[&Change]) -> Result<bool, StoreE
                     }
                 }
                 for k in &doomed {
-                    deltas.remove(k.as_slice())?;
+                    set(&mut deltas, T_DELTAS, k, None, touched)?;
                 }
-                !doomed.is_empty()
+                continue;
             }
-            Change::PutDoc(meta) => put_row(w, DOCS, &meta.id().0, &codec::encode(meta))?,
-            Change::PutBlob(meta) => put_row(w, BLOBS, &meta.hash, &codec::encode(meta))?,
-            Change::DelBlob(hash) => w.open_table(BLOBS)?.remove(hash.as_slice())?.is_some(),
-            Change::PutService(ad) => put_row(w, SERVICES, ad.name.as_bytes(), &codec::encode(ad))?,
-            Change::DelService(name) => w.open_table(SERVICES)?.remove(name.as_bytes())?.is_some(),
+            Change::PutDoc(meta) => (T_DOCS, meta.id().0.to_vec(), Some(codec::encode(meta))),
+            Change::PutBlob(meta) => (T_BLOBS, meta.hash.to_vec(), Some(codec::encode(meta))),
+            Change::DelBlob(hash) => (T_BLOBS, hash.to_vec(), None),
+            Change::PutService(ad) => (
+                T_SERVICES,
+                ad.name.as_bytes().to_vec(),
+                Some(codec::encode(ad)),
+            ),
+            Change::DelService(name) => (T_SERVICES, name.as_bytes().to_vec(), None),
         };
+        let mut t = w.open_table(TABLES[table])?;
+        set(&mut t, table, &key, value.as_deref(), touched)?;
     }
-    Ok(changed)
+    Ok(())
 }
 
-/// Stores a delta in place of the ones of its author it covers; true if anything changed.
-fn put_delta(t: &mut redb::Table<&[u8], &[u8]>, d: &SignedDelta) -> Result<bool, StoreError> {
+/// Stores a delta in place of the ones of its author it covers.
+fn put_delta(
+    t: &mut redb::Table<&[u8], &[u8]>,
+    d: &SignedDelta,
+    touched: &mut Touched,
+) -> Result<(), StoreError> {
     let own = delta_key(d);
     let mut covered = Vec::new();
     if d.seqs.first < d.seqs.last {
@@ -189,27 +238,9 @@ fn put_delta(t: &mut redb::Table<&[u8], &[u8]>, d: &SignedDelta) -> Result<bool,
         }
     }
     for k in &covered {
-        t.remove(k.as_slice())?;
+        set(t, T_DELTAS, k, None, touched)?;
     }
-    let bytes = codec::encode(d);
-    let same = t
-        .insert(own.as_slice(), bytes.as_slice())?
-        .is_some_and(|old| old.value() == bytes.as_slice());
-    Ok(!covered.is_empty() || !same)
-}
-
-/// Writes one record; true if it was not already there.
-fn put_row(
-    w: &redb::WriteTransaction,
-    table: Table,
-    key: &[u8],
-    value: &[u8],
-) -> Result<bool, StoreError> {
-    let mut t = w.open_table(table)?;
-    let same = t
-        .insert(key, value)?
-        .is_some_and(|old| old.value() == value);
-    Ok(!same)
+    set(t, T_DELTAS, &own, Some(&codec::encode(d)), touched)
 }
 
 fn decode_delta(bytes: &[u8]) -> Result<SignedDelta, StoreError> {
