@@ -237,10 +237,27 @@ fn a_topic_subscriber_that_falls_behind_is_told_exactly_what_it_missed() {
 fn idle_connections_are_closed_and_a_newcomer_always_gets_status() {
     let net = daemon();
     let d = &net.nodes[0];
-    // Every regular slot taken by clients that said hello and went quiet.
-    let idle: Vec<UnixStream> = (0..64).map(|_| connect_with_hello(&d.socket)).collect();
+    // Every regular slot taken: half by clients that said hello and went quiet, half by
+    // streams nobody reads.
+    let idle: Vec<UnixStream> = (0..32).map(|_| connect_with_hello(&d.socket)).collect();
+    let streams: Vec<UnixStream> = (0..32)
+        .map(|i| {
+            let mut s = connect_with_hello(&d.socket);
+            let topic = format!("t{i}");
+            frame(
+                &mut s,
+                &cbor(json!({"id": 1, "method": "topic.subscribe", "params": {"topic": topic}})),
+            );
+            s
+        })
+        .collect();
     // Before: `busy` for as long as they liked.
     run_ok(d, &["status"]);
+    // A spare connection answers `status`, not the rest.
+    let mut spare = connect_with_hello(&d.socket);
+    let r = call(&mut spare, 1, "doc.ls", Value::Null);
+    assert_eq!(r["error"]["code"], "busy", "{r}");
+    drop(streams);
     // A quiet connection is told why it is closed.
     let mut s = idle.into_iter().next().unwrap();
     s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
@@ -277,4 +294,32 @@ fn a_dial_that_times_out_says_timeout() {
     // Before: `network_error`, though the document promises `timeout`.
     assert_eq!(r["error"]["code"], "timeout", "{r}");
     drop(silent);
+}
+
+#[test]
+fn floods_of_tiny_items_and_long_peer_lists_are_refused_before_decoding() {
+    let net = daemon();
+    let d = &net.nodes[0];
+    // 200,000 small integers: 200 KB on the wire, some 8 MB once decoded.
+    let mut s = connect_with_hello(&d.socket);
+    let many: Vec<u8> = vec![1; 200_000];
+    frame(
+        &mut s,
+        &cbor(json!({"id": 1, "method": "doc.add", "params": {"members": many}})),
+    );
+    let r: Value = serde_cbor::value::from_value(read_frame(&mut s).expect("an answer")).unwrap();
+    assert_eq!(r["error"]["code"], "malformed_frame", "{r}");
+    // 2,000 well-formed peer ids: refused as a list, none decoded.
+    let peer = d.peer_id().unwrap();
+    let mut s = connect_with_hello(&d.socket);
+    let r = call(&mut s, 1, "net.block", json!({"peers": vec![peer; 2_000]}));
+    assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 1000"),
+        "{r}"
+    );
+    run_ok(d, &["status"]);
 }

@@ -142,6 +142,7 @@ fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
     if list.is_empty() {
         return Err(bad_request("no peers given"));
     }
+    crate::control::check_peer_list(&list)?;
     list.iter()
         .map(|p| crate::control::parse_peer_id(p).map_err(bad_request))
         .collect()

@@ -19,6 +19,9 @@ use libp2p::{Multiaddr, PeerId};
 #[error("peer {0} is not allowed by the allow/block list")]
 pub struct NotAllowed(pub PeerId);
 
+/// Most peers blocked at once (the list is kept in memory and shown by `status`).
+pub const MAX_BLOCKED: usize = 10_000;
+
 #[derive(Default)]
 pub struct Behaviour {
     blocked: HashSet<PeerId>,
@@ -41,9 +44,15 @@ impl Behaviour {
         self.allow_only.as_ref()
     }
 
-    pub fn block(&mut self, peers: impl IntoIterator<Item = PeerId>) {
+    /// Blocks the peers; refuses them all (false) if that would pass [`MAX_BLOCKED`].
+    pub fn block(&mut self, peers: Vec<PeerId>) -> bool {
+        let new = peers.iter().filter(|p| !self.blocked.contains(p)).count();
+        if self.blocked.len() + new > MAX_BLOCKED {
+            return false;
+        }
         self.blocked.extend(peers);
         self.enforce();
+        true
     }
 
     pub fn unblock(&mut self, peers: impl IntoIterator<Item = PeerId>) {

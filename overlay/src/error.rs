@@ -16,6 +16,9 @@ pub enum Error {
     Dial(String),
     #[error("peer {0} is blocked by the allow/block list")]
     Blocked(libp2p::PeerId),
+    /// A request past a documented limit.
+    #[error("{0}")]
+    Limit(String),
     #[error("invalid multiaddr {addr:?}: {reason}")]
     BadAddr { addr: String, reason: String },
     #[error("request failed: {0}")]

@@ -108,8 +108,9 @@ pub(super) async fn run(
             let from = f.paths.data.clone();
             let to = out.clone();
             let checked = !blobs.is_intact(&hash);
+            let data_dir = blobs.data_dir();
             let good = tokio::task::spawn_blocking(move || {
-                files::copy_out(&from, &to, checked.then_some(&hash))
+                files::copy_out(&from, &to, checked.then_some(&hash), &data_dir)
             })
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?

@@ -184,7 +184,13 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
 /// Copies a stored blob to `to` through a temporary file beside it, renamed into place
 /// once whole, so a failed copy never leaves half a file at `to`. With `hash`, the bytes
 /// are hashed on the way: false (and nothing written) if they are not the blob.
-pub fn copy_out(from: &Path, to: &Path, hash: Option<&[u8; 32]>) -> io::Result<bool> {
+pub fn copy_out(
+    from: &Path,
+    to: &Path,
+    hash: Option<&[u8; 32]>,
+    data_dir: &Path,
+) -> io::Result<bool> {
+    check_output(to, data_dir)?;
     let name = to
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the output names no file"))?;
@@ -195,7 +201,8 @@ pub fn copy_out(from: &Path, to: &Path, hash: Option<&[u8; 32]>) -> io::Result<b
     ));
     let result = (|| {
         let mut h = blake3::Hasher::new();
-        let mut out = io::BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
         let read = io::BufReader::with_capacity(1 << 20, File::open(from)?);
         let mut tee = Tee::new(read, &mut out);
         match hash {
@@ -209,6 +216,9 @@ pub fn copy_out(from: &Path, to: &Path, hash: Option<&[u8; 32]>) -> io::Result<b
         out.flush()?;
         let good = hash.is_none_or(|want| h.finalize().as_bytes() == want);
         if good {
+            // Checked again just before the rename: the fetch may have taken minutes,
+            // time enough for a directory on the way to be swapped for a symlink.
+            check_output(to, data_dir)?;
             fs::rename(&tmp, to)?;
         }
         Ok(good)
@@ -225,7 +235,9 @@ pub fn check_output(to: &Path, data_dir: &Path) -> io::Result<()> {
     let parent = to.parent().unwrap_or(Path::new("/"));
     let parent = fs::canonicalize(parent)?;
     let data = fs::canonicalize(data_dir)?;
-    if parent.starts_with(&data) {
+    // The blob directory too, in case it is a symlink to another disk.
+    let blobs = fs::canonicalize(data_dir.join("blobs")).unwrap_or_else(|_| data.clone());
+    if parent.starts_with(&data) || parent.starts_with(&blobs) {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!(

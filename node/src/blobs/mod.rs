@@ -479,10 +479,14 @@ impl Blobs {
 
     /// Fetches a blob (or finishes a partial one), reporting progress; copies it to `out`
     /// if given.
+    /// The node's data directory (the blob directory's parent).
+    pub fn data_dir(&self) -> PathBuf {
+        self.0.dir.parent().unwrap_or(&self.0.dir).to_path_buf()
+    }
+
     /// Refuses an output path inside the data directory (see [`files::check_output`]).
     pub fn check_output(&self, out: &Path) -> Result<(), BlobError> {
-        let data_dir = self.0.dir.parent().unwrap_or(&self.0.dir);
-        files::check_output(out, data_dir).map_err(|source| BlobError::Output {
+        files::check_output(out, &self.data_dir()).map_err(|source| BlobError::Output {
             path: out.to_path_buf(),
             source,
         })

@@ -17,6 +17,8 @@ use api::{ApiError, ErrorCode};
 /// Longest peer id a parameter may hold: Ed25519 ids are 52 characters, RSA ones 46.
 /// Checked before decoding, which is quadratic in the length.
 pub const MAX_PEER_ID: usize = 128;
+/// Most peer ids one parameter list may hold (`net.*`, `doc.writers`, `doc.create`).
+pub const MAX_PEER_LIST: usize = 1_000;
 /// Longest multiaddr a parameter may hold.
 pub const MAX_ADDR: usize = 1_024;
 /// Longest text or byte string of any parameter: the largest is a `doc.set` value, which
@@ -60,6 +62,20 @@ pub fn shorten(message: &mut String) {
     let total = message.len();
     message.truncate(end);
     message.push_str(&format!("… ({total} bytes in all)"));
+}
+
+/// Refuses a list of peer ids longer than [`MAX_PEER_LIST`], before any is decoded.
+pub fn check_peer_list(list: &[String]) -> Result<(), ApiError> {
+    if list.len() > MAX_PEER_LIST {
+        return Err(ApiError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "{} peer ids given; at most {MAX_PEER_LIST} are accepted at once",
+                list.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a peer id given as a parameter, refusing one too long to be real before
@@ -151,7 +167,7 @@ pub fn network_code(e: &lattice_overlay::Error) -> ErrorCode {
         E::Shutdown => ErrorCode::Unavailable,
         E::Timeout(_) => ErrorCode::Timeout,
         E::Busy(_) => ErrorCode::Busy,
-        E::BadAddr { .. } => ErrorCode::BadRequest,
+        E::BadAddr { .. } | E::Limit(_) => ErrorCode::BadRequest,
         _ => ErrorCode::NetworkError,
     }
 }

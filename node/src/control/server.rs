@@ -34,6 +34,13 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const IDLE: Duration = Duration::from_secs(60);
 /// The same for a connection in the reserve.
 pub const RESERVE_IDLE: Duration = Duration::from_secs(5);
+/// Methods a connection in the reserve may call; it is closed after one answer.
+pub const RESERVE_METHODS: [&str; 2] = ["id", "status"];
+/// A client must take each frame this fast, or its connection is closed: one that stops
+/// reading cannot hold a slot (or a stream) by making the daemon wait on it.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a shutdown notice may take to write.
+const NOTICE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Events a streaming method may have queued for a slow client before it must wait.
 pub const STREAM_QUEUE: usize = 256;
@@ -152,20 +159,16 @@ impl Server {
             };
             next_conn += 1;
             let permit = match slots.clone().try_acquire_owned() {
-                Ok(p) => Some((p, IDLE)),
-                Err(_) => reserve
-                    .clone()
-                    .try_acquire_owned()
-                    .ok()
-                    .map(|p| (p, RESERVE_IDLE)),
+                Ok(p) => Some((p, false)),
+                Err(_) => reserve.clone().try_acquire_owned().ok().map(|p| (p, true)),
             };
             let (handler, shutdown) = (handler.clone(), shutdown.clone());
             let span = tracing::debug_span!("control", conn = next_conn);
             conns.spawn(
                 async move {
                     match permit {
-                        Some((_permit, idle)) => {
-                            connection(stream, me, handler, shutdown, idle).await
+                        Some((_permit, reserve)) => {
+                            connection(stream, me, handler, shutdown, reserve).await
                         }
                         None => refuse_busy(stream).await,
                     }
@@ -195,7 +198,24 @@ async fn refuse_busy(mut stream: UnixStream) {
             MAX_CLIENTS + RESERVE
         ),
     );
-    let _ = codec::write(&mut stream, &Response::err(0, e)).await;
+    let _ = send(&mut stream, &Response::err(0, e), WRITE_TIMEOUT).await;
+}
+
+/// Writes one frame, giving up (an error) if the client does not take it in `within`.
+async fn send<W: tokio::io::AsyncWrite + Unpin, T: serde::Serialize>(
+    wr: &mut W,
+    value: &T,
+    within: Duration,
+) -> Result<(), FrameError> {
+    let bytes = codec::encode(value)?;
+    tokio::time::timeout(within, codec::write_encoded(wr, &bytes))
+        .await
+        .map_err(|_| {
+            FrameError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client did not read",
+            ))
+        })?
 }
 
 async fn connection<H: Handler>(
@@ -203,8 +223,9 @@ async fn connection<H: Handler>(
     me: u32,
     handler: Arc<H>,
     shutdown: CancellationToken,
-    idle: Duration,
+    reserve: bool,
 ) {
+    let idle = if reserve { RESERVE_IDLE } else { IDLE };
     match stream.peer_cred() {
         Ok(cred) if cred.uid() == me => {}
         Ok(cred) => {
@@ -220,7 +241,12 @@ async fn connection<H: Handler>(
         }
     }
     let (mut rd, mut wr) = stream.into_split();
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, codec::read::<Hello, _>(&mut rd)).await;
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+        let bytes = codec::read_frame_max(&mut rd, codec::MAX_HELLO).await?;
+        codec::check_items(&bytes, 16)?;
+        codec::decode::<Hello>(&bytes)
+    })
+    .await;
     let hello = match hello {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => return answer_frame_error(&mut wr, e).await,
@@ -231,55 +257,77 @@ async fn connection<H: Handler>(
             "protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}",
             hello.protocol_version
         );
-        let _ = codec::write(
-            &mut wr,
-            &Response::err(0, ApiError::new(ErrorCode::UnsupportedVersion, msg)),
-        )
-        .await;
+        let e = ApiError::new(ErrorCode::UnsupportedVersion, msg);
+        let _ = send(&mut wr, &Response::err(0, e), WRITE_TIMEOUT).await;
         return;
     }
     let ours = Hello {
         protocol_version: PROTOCOL_VERSION,
         agent: format!("lattice/{}", env!("CARGO_PKG_VERSION")),
     };
-    if codec::write(&mut wr, &ours).await.is_err() {
+    if send(&mut wr, &ours, WRITE_TIMEOUT).await.is_err() {
         return;
     }
-    debug!(agent = %hello.agent, "client connected");
+    let mut agent = hello.agent;
+    super::shorten(&mut agent);
+    debug!(%agent, reserve, "client connected");
     loop {
         let frame = tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
                 let e = ApiError::new(ErrorCode::Unavailable, "the daemon is shutting down");
-                let _ = codec::write(&mut wr, &Response::err(0, e)).await;
+                let _ = send(&mut wr, &Response::err(0, e), NOTICE_TIMEOUT).await;
                 return;
             }
-            f = tokio::time::timeout(idle, codec::read_frame(&mut rd)) => match f {
+            f = tokio::time::timeout(idle, codec::read_frame_max(&mut rd, codec::MAX_REQUEST)) => match f {
                 Ok(f) => f,
                 Err(_) => {
                     let e = ApiError::new(
                         ErrorCode::Idle,
                         format!("closing a connection idle for {} s", idle.as_secs()),
                     );
-                    let _ = codec::write(&mut wr, &Response::err(0, e)).await;
+                    let _ = send(&mut wr, &Response::err(0, e), WRITE_TIMEOUT).await;
                     return;
                 }
             },
         };
-        let req = match frame.and_then(|b| codec::decode::<Request>(&b)) {
+        let req = match frame.and_then(|b| {
+            codec::check_items(&b, codec::MAX_ITEMS)?;
+            codec::decode::<Request>(&b)
+        }) {
             Ok(r) => r,
             Err(e) => return answer_frame_error(&mut wr, e).await,
         };
         let started = Instant::now();
-        let result = match super::check_params(&req.params) {
-            Ok(()) => handler.call(&req.method, req.params).await,
-            Err(e) => Err(e),
+        let result = if reserve && !RESERVE_METHODS.contains(&req.method.as_str()) {
+            Err(ApiError::new(
+                ErrorCode::Busy,
+                format!(
+                    "the daemon serves {MAX_CLIENTS} clients; this spare connection answers \
+                     only {RESERVE_METHODS:?}; try again"
+                ),
+            ))
+        } else {
+            match super::check_params(&req.params) {
+                Ok(()) => handler.call(&req.method, req.params).await,
+                Err(e) => Err(e),
+            }
         };
         handler.observe(&req.method, started.elapsed(), result.is_ok());
         let resp = match result {
             Ok(Reply::Value(v)) => Response::ok(req.id, v),
             Ok(Reply::Stream(rx)) => {
                 stream_events(&rd, &mut wr, req.id, rx, &shutdown).await;
+                if shutdown.is_cancelled() {
+                    // The stream's end says it all; no second notice.
+                    let end = Response {
+                        id: req.id,
+                        end: true,
+                        ..Default::default()
+                    };
+                    let _ = send(&mut wr, &end, NOTICE_TIMEOUT).await;
+                    return;
+                }
                 Response {
                     id: req.id,
                     end: true,
@@ -288,7 +336,7 @@ async fn connection<H: Handler>(
             }
             Err(e) => Response::err(req.id, e),
         };
-        if answer(&mut wr, resp).await.is_err() {
+        if answer(&mut wr, resp).await.is_err() || reserve {
             return;
         }
     }
@@ -300,8 +348,7 @@ async fn answer<W: tokio::io::AsyncWrite + Unpin>(
     wr: &mut W,
     resp: Response,
 ) -> Result<(), FrameError> {
-    match codec::encode(&resp) {
-        Ok(bytes) => codec::write_encoded(wr, &bytes).await,
+    match send(wr, &resp, WRITE_TIMEOUT).await {
         Err(FrameError::TooLarge(n)) => {
             let e = ApiError::new(
                 ErrorCode::ResultTooLarge,
@@ -311,9 +358,9 @@ async fn answer<W: tokio::io::AsyncWrite + Unpin>(
                     codec::MAX_FRAME
                 ),
             );
-            codec::write(wr, &Response::err(resp.id, e)).await
+            send(wr, &Response::err(resp.id, e), WRITE_TIMEOUT).await
         }
-        Err(e) => Err(e),
+        other => other,
     }
 }
 
@@ -357,7 +404,7 @@ async fn stream_events(
         tokio::select! {
             _ = shutdown.cancelled() => {
                 let e = ApiError::new(ErrorCode::Unavailable, "the daemon is shutting down");
-                let _ = codec::write(wr, &Response::err(id, e)).await;
+                let _ = send(wr, &Response::err(id, e), NOTICE_TIMEOUT).await;
                 break;
             }
             _ = client_spoke(rd) => break,
@@ -368,8 +415,19 @@ async fn stream_events(
                     event: Some(event),
                     ..Default::default()
                 };
-                if answer(wr, frame).await.is_err() {
-                    break;
+                // An event too large for a frame ends the stream with `result_too_large`
+                // rather than leave a gap in it.
+                match send(wr, &frame, WRITE_TIMEOUT).await {
+                    Ok(()) => {}
+                    Err(FrameError::TooLarge(n)) => {
+                        let e = ApiError::new(
+                            ErrorCode::ResultTooLarge,
+                            format!("an event of {n} bytes does not fit in a frame; the stream ends"),
+                        );
+                        let _ = send(wr, &Response::err(id, e), WRITE_TIMEOUT).await;
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
         }
@@ -383,12 +441,13 @@ async fn answer_frame_error<W: tokio::io::AsyncWrite + Unpin>(wr: &mut W, e: Fra
         FrameError::TooLarge(n) => ApiError::new(
             ErrorCode::FrameTooLarge,
             format!(
-                "frame of {n} bytes exceeds the {}-byte limit",
-                codec::MAX_FRAME
+                "frame of {n} bytes exceeds the limit ({} bytes for a request, {} for a hello)",
+                codec::MAX_REQUEST,
+                codec::MAX_HELLO
             ),
         ),
         FrameError::Malformed(m) => ApiError::new(ErrorCode::MalformedFrame, m),
     };
     debug!(%error, "bad frame; closing the connection");
-    let _ = codec::write(wr, &Response::err(0, error)).await;
+    let _ = send(wr, &Response::err(0, error), WRITE_TIMEOUT).await;
 }

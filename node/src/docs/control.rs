@@ -26,6 +26,7 @@ pub fn docs_error(e: DocsError) -> ApiError {
 }
 
 fn actors(peers: &[String]) -> Result<Vec<lattice_crdt::ActorId>, ApiError> {
+    crate::control::check_peer_list(peers)?;
     peers
         .iter()
         .map(|p| actor_of(p))

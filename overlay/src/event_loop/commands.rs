@@ -36,8 +36,15 @@ impl EventLoop {
             }
             Command::Dial(addr, reply) => self.dial(addr, reply),
             Command::Block(peers, reply) => {
-                self.swarm.behaviour_mut().access.block(peers);
-                let _ = reply.send(Ok(()));
+                let done = if self.swarm.behaviour_mut().access.block(peers) {
+                    Ok(())
+                } else {
+                    Err(Error::Limit(format!(
+                        "at most {} peers can be blocked",
+                        crate::access::MAX_BLOCKED
+                    )))
+                };
+                let _ = reply.send(done);
             }
             Command::Unblock(peers, reply) => {
                 self.swarm.behaviour_mut().access.unblock(peers);
