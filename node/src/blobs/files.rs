@@ -80,6 +80,69 @@ impl<R: Read, W: Write> Read for Tee<R, W> {
     }
 }
 
+/// Steps of a blob's way to disk at which tests make the file system fail (the seam of
+/// `fault_tests`); in a build that is not a test, passing one costs nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Create,
+    Write,
+    SyncData,
+    SyncTree,
+    RenameTree,
+    RenameData,
+    SyncDir,
+}
+
+impl Step {
+    pub const ALL: [Step; 7] = [
+        Step::Create,
+        Step::Write,
+        Step::SyncData,
+        Step::SyncTree,
+        Step::RenameTree,
+        Step::RenameData,
+        Step::SyncDir,
+    ];
+}
+
+#[cfg(not(test))]
+fn step(_dir: &Path, _at: Step) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+fn step(dir: &Path, at: Step) -> io::Result<()> {
+    faults::hit(dir, at)
+}
+
+/// Failures planned by tests, per blob directory (tests run in parallel).
+#[cfg(test)]
+pub mod faults {
+    use std::io;
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    use super::Step;
+
+    static PLANS: Mutex<Vec<(PathBuf, Step, io::ErrorKind)>> = Mutex::new(Vec::new());
+
+    /// The next pass through `at` in `dir` fails with `kind`.
+    pub fn arm(dir: &Path, at: Step, kind: io::ErrorKind) {
+        PLANS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((dir.to_path_buf(), at, kind));
+    }
+
+    pub(super) fn hit(dir: &Path, at: Step) -> io::Result<()> {
+        let mut plans = PLANS.lock().unwrap_or_else(|e| e.into_inner());
+        match plans.iter().position(|(d, s, _)| d == dir && *s == at) {
+            Some(i) => Err(io::Error::from(plans.remove(i).2)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Why a `blob add` failed: reading the source, or writing the store.
 #[derive(Debug)]
 pub enum ImportError {
@@ -259,7 +322,11 @@ pub fn import(dir: &Path, source: &Path) -> Result<([u8; 32], u64), ImportError>
         dir.join(format!("{tag}.data")),
         dir.join(format!("{tag}.obao")),
     );
+    // Set once the files are renamed into place, if no copy of the blob was there before:
+    // a failure after that removes them too, so a failed add leaves nothing behind.
+    let mut placed: Option<Paths> = None;
     let result = (|| {
+        step(dir, Step::Create)?;
         let data = io::BufWriter::with_capacity(1 << 20, File::create(&tmp_data)?);
         let tree = BaoTree::new(size, BLOCK);
         let mut ob = PreOrderOutboard {
@@ -279,18 +346,30 @@ pub fn import(dir: &Path, source: &Path) -> Result<([u8; 32], u64), ImportError>
             return Err(ImportError::Source(grew));
         }
         let data = tee.to.into_inner().map_err(|e| e.into_error())?;
+        step(dir, Step::Write)?;
+        step(dir, Step::SyncData)?;
         data.sync_all()?;
+        step(dir, Step::SyncTree)?;
         ob.data.sync_all()?;
         let hash = *root.as_bytes();
         let paths = Paths::new(dir, &hash);
+        if !paths.data.exists() {
+            placed = Some(paths.clone());
+        }
+        step(dir, Step::RenameTree)?;
         fs::rename(&tmp_obao, &paths.outboard)?;
+        step(dir, Step::RenameData)?;
         fs::rename(&tmp_data, &paths.data)?;
+        step(dir, Step::SyncDir)?;
         File::open(dir)?.sync_all()?;
         Ok((hash, size))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp_data);
         let _ = fs::remove_file(&tmp_obao);
+        if let Some(paths) = placed {
+            let _ = paths.remove();
+        }
     }
     result
 }

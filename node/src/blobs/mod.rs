@@ -13,6 +13,7 @@
 pub mod control;
 mod fetch;
 pub mod files;
+mod recover;
 pub mod wire;
 
 use std::collections::{HashMap, HashSet};
@@ -219,90 +220,6 @@ impl Blobs {
         self.0.index.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A fetch renames its verified `.part` to `.data` and then records the blob complete:
-    /// a crash between the two leaves a `.data` of an incomplete blob. Such a file is
-    /// hashed: kept (and recorded complete) if it is the blob, removed if not.
-    async fn finish_interrupted(&self) -> Result<(), BlobError> {
-        let pending: Vec<BlobMeta> = self
-            .index()
-            .values()
-            .filter(|m| !m.complete && self.paths(&m.hash).data.exists())
-            .cloned()
-            .collect();
-        for mut m in pending {
-            let paths = self.paths(&m.hash);
-            let data = paths.data.clone();
-            let hash = m.hash;
-            let good = tokio::task::spawn_blocking(move || files::hash_file(&data))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-                .is_ok_and(|h| h == hash);
-            if good {
-                info!(blob = %files::hex(&hash), "a fetch finished before a crash; recorded complete");
-                m.complete = true;
-                m.verified.clear();
-                self.mark_intact(hash);
-                self.save(m).await?;
-            } else {
-                warn!(blob = %files::hex(&hash), "removing a blob file left by an interrupted fetch that does not verify");
-                std::fs::remove_file(&paths.data)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes blob files that no record explains, and records again the whole blobs no
-    /// record names once they prove to be the blob (see [`files::leftovers`]). A file
-    /// that cannot be removed is logged, not fatal.
-    async fn sort_leftovers(&self) -> Result<(), BlobError> {
-        let known: HashMap<[u8; 32], bool> = self
-            .index()
-            .values()
-            .map(|m| (m.hash, m.complete))
-            .collect();
-        let dir = self.0.dir.clone();
-        let left = tokio::task::spawn_blocking(move || files::leftovers(&dir, &known))
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))??;
-        for p in left.doomed {
-            match std::fs::remove_file(&p) {
-                Ok(()) => {
-                    info!(file = %p.display(), "removed a blob file left by an interrupted add or fetch")
-                }
-                Err(e) => warn!(file = %p.display(), "cannot remove a leftover blob file: {e}"),
-            }
-        }
-        for hash in left.unrecorded {
-            let dir = self.0.dir.clone();
-            let adopted = tokio::task::spawn_blocking(move || files::adopt(&dir, &hash))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            match adopted {
-                Ok(Some(size)) => {
-                    info!(blob = %files::hex(&hash), size, "recorded again a whole blob no record named");
-                    self.mark_intact(hash);
-                    self.save(BlobMeta {
-                        hash,
-                        size,
-                        complete: true,
-                        pinned: false,
-                        local: true,
-                        added_ms: now_ms(),
-                        verified: Vec::new(),
-                    })
-                    .await?;
-                }
-                Ok(None) => {
-                    warn!(blob = %files::hex(&hash), "removed a blob file no record named that is not the blob")
-                }
-                Err(e) => {
-                    warn!(blob = %files::hex(&hash), "cannot check a blob file no record names: {e}")
-                }
-            }
-        }
-        Ok(())
-    }
-
     fn mark_intact(&self, hash: [u8; 32]) {
         self.0
             .intact
@@ -424,17 +341,24 @@ impl Blobs {
                 files::ImportError::Source(source) => BlobError::Read { path, source },
                 files::ImportError::Store(e) => BlobError::Io(e),
             })?;
-        let pinned = self.meta(&hash).is_some_and(|m| m.pinned);
+        let before = self.meta(&hash);
         let meta = BlobMeta {
             hash,
             size,
             complete: true,
-            pinned,
+            pinned: before.as_ref().is_some_and(|m| m.pinned),
             local: true,
             added_ms: now_ms(),
             verified: Vec::new(),
         };
-        self.save(meta.clone()).await?;
+        if let Err(e) = self.save(meta.clone()).await {
+            // Not recorded, surely: the files go too, or start-up would find the blob
+            // and record it, though this add was reported failed.
+            if before.is_none() && matches!(e, BlobError::Store(StoreError::WriteFailed(_))) {
+                let _ = self.paths(&hash).remove();
+            }
+            return Err(e);
+        }
         self.announce(hash);
         info!(blob = %files::hex(&hash), size, "blob added");
         Ok(BlobInfo::from(&meta))
@@ -620,3 +544,6 @@ impl Blobs {
         }
     }
 }
+
+#[cfg(test)]
+mod fault_tests;

@@ -16,14 +16,6 @@ use super::*;
 /// Seeds run by `cargo test`; `LATTICE_STORE_FAULT_SEEDS` runs more.
 const SEEDS: u64 = 1_000;
 
-fn opener(disk: &FaultyDisk) -> Opener {
-    let disk = disk.clone();
-    Box::new(move || {
-        let db = redb::Builder::new().create_with_backend(disk.clone())?;
-        tables::init(db)
-    })
-}
-
 fn doc_meta(name: &str) -> DocMeta {
     DocMeta {
         genesis: Genesis {
@@ -278,7 +270,7 @@ async fn case(seed: u64) -> (Vec<Fault>, Vec<Told>) {
     let (changes, all) = workload(&mut rng);
     let docs: Vec<DocId> = [doc_meta("a").id(), doc_meta("b").id()].into();
     let disk = FaultyDisk::new(seed);
-    let (store, thread) = Store::open_with(opener(&disk)).expect("a new store opens");
+    let (store, thread) = Store::open_faulty(&disk).expect("a new store opens");
     // Fail one of the steps this workload takes (a few per commit), and in half the seeds
     // crash at a later one.
     let steps = changes.len() as u64 * 2;
@@ -294,7 +286,7 @@ async fn case(seed: u64) -> (Vec<Fault>, Vec<Told>) {
     thread.join();
     disk.reboot();
 
-    let (store, thread) = Store::open_with(opener(&disk)).unwrap_or_else(|e| {
+    let (store, thread) = Store::open_faulty(&disk).unwrap_or_else(|e| {
         panic!(
             "seed {seed} ({fired:?}, told {told:?}): the store does not open after the fault: {e}"
         )

@@ -412,6 +412,20 @@ fn answer(disk: &mut Disk, read: Read) {
 #[cfg(test)]
 mod fault_tests;
 #[cfg(test)]
-mod faulty;
+pub(crate) mod faulty;
+
+#[cfg(test)]
+impl Store {
+    /// A store on a disk in memory that fails when told to (see [`faulty`]).
+    pub(crate) fn open_faulty(
+        disk: &faulty::FaultyDisk,
+    ) -> Result<(Store, StoreThread), StoreError> {
+        let disk = disk.clone();
+        Store::open_with(Box::new(move || {
+            let db = redb::Builder::new().create_with_backend(disk.clone())?;
+            tables::init(db)
+        }))
+    }
+}
 #[cfg(test)]
 mod tests;
