@@ -168,7 +168,7 @@ impl CausalContext {
     }
 }
 
-impl crate::store::Lattice for CausalContext {
+impl crate::lattice::Lattice for CausalContext {
     fn join(&mut self, other: &Self) {
         self.union(other);
     }

@@ -18,12 +18,7 @@ use smallvec::SmallVec;
 
 use crate::ctx::CausalContext;
 use crate::dot::Dot;
-
-/// A join-semilattice: the one operation every replicated state offers.
-pub trait Lattice: Clone {
-    /// Merges `other` into `self` (least upper bound).
-    fn join(&mut self, other: &Self);
-}
+use crate::lattice::Lattice;
 
 /// A store of dot-tagged values, joined under causal contexts.
 pub trait DotStore: Clone + Default + PartialEq + Debug {

@@ -87,7 +87,7 @@ impl FromIterator<(ActorId, u64)> for VersionVector {
     }
 }
 
-impl crate::store::Lattice for VersionVector {
+impl crate::lattice::Lattice for VersionVector {
     fn join(&mut self, other: &Self) {
         VersionVector::join(self, other);
     }

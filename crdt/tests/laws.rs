@@ -17,7 +17,8 @@ use lattice_crdt::map::Map;
 use lattice_crdt::mvreg::MvRegister;
 use lattice_crdt::register::LwwRegister;
 use lattice_crdt::set::OrSet;
-use lattice_crdt::store::{Causal, DotStore, Lattice};
+use lattice_crdt::store::{Causal, DotStore};
+use lattice_crdt::Lattice;
 use lattice_crdt::{ActorId, Doc, DocId, Json, Op, OpKind, Timestamp};
 use proptest::prelude::*;
 

@@ -58,7 +58,7 @@ impl Authenticator for NodeAuth {
             .finalize()
             .as_bytes();
         // Never held across the curve check below: verifying threads do not wait on it.
-        let lock = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = || crate::lock(&self.verified);
         if lock().0.contains(&key) {
             return true;
         }

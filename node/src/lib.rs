@@ -34,3 +34,16 @@ pub mod subs;
 pub mod topics;
 
 pub use config::Config;
+
+/// Milliseconds since the Unix epoch (0 on a clock set before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Locks a mutex, taking over its data if another holder panicked: every mutex here
+/// guards plain maps and sets that a panic cannot leave half-written.
+pub(crate) fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

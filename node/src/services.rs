@@ -131,7 +131,7 @@ impl Services {
     }
 
     fn ads(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, String>>> {
-        self.ads.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.ads)
     }
 
     /// Advertises (or re-advertises with new metadata) until withdrawn or the node stops.

@@ -84,7 +84,7 @@ impl Topics {
     }
 
     fn remote(&self) -> std::sync::MutexGuard<'_, Subscriptions> {
-        self.remote.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.remote)
     }
 
     /// Records that `peer` subscribed to (or left) a gossip topic.
@@ -118,7 +118,7 @@ impl Topics {
     }
 
     fn subs(&self) -> std::sync::MutexGuard<'_, Subscribers> {
-        self.subs.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.subs)
     }
 
     pub async fn publish(&self, topic: &str, message: &[u8]) -> Result<(), TopicError> {

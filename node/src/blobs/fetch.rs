@@ -42,6 +42,27 @@ const MAX_BUSY: u32 = 120;
 /// The error text of a "busy" answer.
 const BUSY: &str = "busy";
 
+/// Why a piece did not come from a provider.
+#[derive(Debug)]
+enum Miss {
+    /// It is serving others; ask again soon.
+    Busy,
+    /// It does not hold the blob (any more).
+    NotFound,
+    /// The request failed (timeout, closed stream, an answer that makes no sense).
+    Failed(String),
+}
+
+impl std::fmt::Display for Miss {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Miss::Busy => f.write_str("busy"),
+            Miss::NotFound => f.write_str("does not hold the blob"),
+            Miss::Failed(why) => f.write_str(why),
+        }
+    }
+}
+
 struct Provider {
     peer: PeerId,
     in_flight: usize,
@@ -64,7 +85,7 @@ struct Fetch<'a> {
     retried: u64,
 }
 
-type Reply = (usize, (u64, u64), Result<Framed, String>);
+type Reply = (usize, (u64, u64), Result<Framed, Miss>);
 
 pub(super) async fn run(
     blobs: &Blobs,
@@ -358,10 +379,11 @@ impl Fetch<'_> {
                         Ok(BlobResponse::Encoded(enc)) => Ok(enc),
                         Ok(BlobResponse::Refused(why)) if why == BUSY => {
                             tokio::time::sleep(BUSY_PAUSE).await;
-                            Err(BUSY.to_owned())
+                            Err(Miss::Busy)
                         }
-                        Ok(other) => Err(format!("{other:?}")),
-                        Err(e) => Err(e),
+                        Ok(BlobResponse::NotFound) => Err(Miss::NotFound),
+                        Ok(other) => Err(Miss::Failed(format!("unexpected answer {other:?}"))),
+                        Err(e) => Err(Miss::Failed(e)),
                     };
                     (i, piece, r)
                 }));
@@ -422,15 +444,16 @@ impl Fetch<'_> {
                         }
                     }
                 }
-                Err(e) if e == BUSY && self.providers[i].busy < MAX_BUSY => {
+                Err(Miss::Busy) if self.providers[i].busy < MAX_BUSY => {
                     self.providers[i].busy += 1;
                     queue.push_front(piece);
                 }
-                Err(e) => {
-                    debug!(%peer, "piece request failed: {e}");
+                Err(miss) => {
+                    debug!(%peer, "piece request failed: {miss}");
                     let p = &mut self.providers[i];
                     p.failures += 1;
-                    if p.failures >= MAX_FAILURES || e.contains("NotFound") {
+                    // A provider that does not hold the blob will not hold it on retry.
+                    if p.failures >= MAX_FAILURES || matches!(miss, Miss::NotFound) {
                         p.dropped = true;
                     }
                     self.retried += 1;

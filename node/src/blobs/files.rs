@@ -128,14 +128,11 @@ pub mod faults {
 
     /// The next pass through `at` in `dir` fails with `kind`.
     pub fn arm(dir: &Path, at: Step, kind: io::ErrorKind) {
-        PLANS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((dir.to_path_buf(), at, kind));
+        crate::lock(&PLANS).push((dir.to_path_buf(), at, kind));
     }
 
     pub(super) fn hit(dir: &Path, at: Step) -> io::Result<()> {
-        let mut plans = PLANS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut plans = crate::lock(&PLANS);
         match plans.iter().position(|(d, s, _)| d == dir && *s == at) {
             Some(i) => Err(io::Error::from(plans.remove(i).2)),
             None => Ok(()),

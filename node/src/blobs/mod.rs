@@ -19,13 +19,13 @@ pub mod wire;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use lattice_overlay::{Overlay, PeerId, Responder};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{error, info, warn};
 
+use crate::now_ms;
 use crate::store::{BlobMeta, Store, StoreError};
 use files::Paths;
 use wire::{BlobRequest, BlobResponse};
@@ -149,12 +149,6 @@ pub fn parse_hash(s: &str) -> Result<[u8; 32], BlobError> {
         .map_err(|_| BlobError::BadHash(s.to_owned()))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 struct Inner {
     dir: PathBuf,
     store: Store,
@@ -217,15 +211,11 @@ impl Blobs {
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], BlobMeta>> {
-        self.0.index.lock().unwrap_or_else(|e| e.into_inner())
+        crate::lock(&self.0.index)
     }
 
     fn mark_intact(&self, hash: [u8; 32]) {
-        self.0
-            .intact
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hash);
+        crate::lock(&self.0.intact).insert(hash);
     }
 
     /// Checks, once per start, that a complete blob's bytes still hash to it before they
@@ -235,22 +225,12 @@ impl Blobs {
         if self.is_intact(&hash) {
             return Ok(true);
         }
-        if !self
-            .0
-            .checking
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(hash)
-        {
+        if !crate::lock(&self.0.checking).insert(hash) {
             return Ok(false);
         }
         let data = self.paths(&hash).data;
         let r = tokio::task::spawn_blocking(move || files::hash_file(&data)).await;
-        self.0
-            .checking
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&hash);
+        crate::lock(&self.0.checking).remove(&hash);
         let good = r
             .map_err(|e| std::io::Error::other(e.to_string()))?
             .is_ok_and(|h| h == hash);
@@ -263,11 +243,7 @@ impl Blobs {
 
     /// True if a complete blob's bytes were hashed (or fetched and verified) since start.
     fn is_intact(&self, hash: &[u8; 32]) -> bool {
-        self.0
-            .intact
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(hash)
+        crate::lock(&self.0.intact).contains(hash)
     }
 
     /// Forgets and removes a blob whose stored bytes do not hash to it; the error to
@@ -296,11 +272,11 @@ impl Blobs {
     }
 
     fn bad_providers(&self) -> HashSet<PeerId> {
-        self.0.bad.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        crate::lock(&self.0.bad).clone()
     }
 
     fn mark_bad(&self, peer: PeerId) {
-        let mut bad = self.0.bad.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bad = crate::lock(&self.0.bad);
         if bad.len() < MAX_BAD {
             bad.insert(peer);
         }
@@ -426,21 +402,11 @@ impl Blobs {
         if let Some(out) = &out {
             self.check_output(out)?;
         }
-        if !self
-            .0
-            .fetching
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(h)
-        {
+        if !crate::lock(&self.0.fetching).insert(h) {
             return Err(BlobError::Busy(hash.to_owned()));
         }
         let r = fetch::run(self, h, out, &progress).await;
-        self.0
-            .fetching
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&h);
+        crate::lock(&self.0.fetching).remove(&h);
         if r.is_ok() {
             self.announce(h);
             self.collect().await?;
@@ -467,13 +433,7 @@ impl Blobs {
         victims.reverse();
         while total > quota {
             let Some(m) = victims.pop() else { break };
-            if self
-                .0
-                .fetching
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&m.hash)
-            {
+            if crate::lock(&self.0.fetching).contains(&m.hash) {
                 continue;
             }
             info!(blob = %files::hex(&m.hash), size = m.size, quota, "collecting a blob over the quota");

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
@@ -33,6 +33,7 @@ use super::{Command, DocsError, Edit, Reply};
 use crate::auth::NodeAuth;
 use crate::control::api;
 use crate::metrics::Metrics;
+use crate::now_ms;
 use crate::store::{Change, DocMeta, Store, StoreError};
 use crate::subs::Subscriptions;
 
@@ -94,12 +95,6 @@ pub(super) struct Actor {
     sending_bytes: usize,
     background: JoinSet<()>,
     seeds: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn sync_config() -> sync::Config {
