@@ -558,3 +558,25 @@ fn deltas(author: u64, ops: impl IntoIterator<Item = Op>) -> Vec<SignedDelta> {
     }
     p.replicas[author as usize - 1].deltas().cloned().collect()
 }
+
+#[test]
+fn an_idle_replica_needs_no_tick_and_one_with_a_peer_is_due_for_anti_entropy() {
+    let mut r = replica(1);
+    assert_eq!(
+        r.poll_timeout(),
+        None,
+        "alone and idle: nothing is ever due"
+    );
+    r.handle(1_000, Input::PeerUp(ActorId::from_index(2)))
+        .unwrap();
+    while r.poll_output().is_some() {}
+    let due = r.poll_timeout().expect("a peer: anti-entropy is due");
+    // Ticked when due, the next round is an interval later, not at once again.
+    let now = due.max(1_000);
+    r.handle(now, Input::Tick).unwrap();
+    while r.poll_output().is_some() {}
+    assert_eq!(
+        r.poll_timeout(),
+        Some(now + Config::default().anti_entropy_interval_ms)
+    );
+}

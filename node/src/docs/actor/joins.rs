@@ -25,6 +25,7 @@ impl Actor {
                 Ok(id) if self.catching_up(id) => {
                     let deadline = now_ms() + JOIN_WAIT.as_millis() as u64;
                     self.joining.entry(id).or_default().push((reply, deadline));
+                    self.timers.at_most(id, deadline);
                 }
                 _ => {
                     let _ = reply.send(Ok(info));

@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 
 mod joins;
 mod network;
+mod timers;
 mod verify;
 
 use super::hosted::{Hosted, MAX_WATCHERS, WATCH_QUEUE};
@@ -37,14 +38,15 @@ use crate::now_ms;
 use crate::store::{Change, DocMeta, Store, StoreError};
 use crate::subs::Subscriptions;
 
-/// How often replicas are ticked (periodic anti-entropy is due every few seconds).
-const TICK: Duration = Duration::from_millis(500);
-/// Every this many ticks, replicas with long logs fold their own deltas.
-const FOLD_EVERY: u64 = 20;
+/// How often the actor looks over every document: replicas with long logs fold their own
+/// deltas. Replicas' own timers (anti-entropy, expiries) are kept in [`timers::Timers`]:
+/// a document is visited only when one of them is due.
+const MAINTENANCE: Duration = Duration::from_secs(10);
 /// A replica folds once its log holds this many deltas.
 const FOLD_AT: usize = 1_024;
-/// Every this many ticks, look up providers of each document and connect to them.
-const FIND_EVERY: u64 = 60;
+/// Every this many maintenance rounds, look up providers of each document and connect to
+/// them.
+const FIND_EVERY: u64 = 3;
 /// Writes waiting to become durable; more are refused as busy.
 const MAX_ACKS: usize = 8_192;
 /// Sync messages in flight to peers; beyond this, messages are dropped (anti-entropy
@@ -83,6 +85,8 @@ pub(super) struct Actor {
     subs: Subscriptions,
     /// Join replies waiting for their replica to catch up, with their deadlines (ms).
     joining: HashMap<DocId, Vec<(Reply<api::DocInfo>, u64)>>,
+    /// When each document is next due (its replica's timers, a waiting join).
+    timers: timers::Timers,
     /// Peers' messages being decoded and verified on blocking threads (bounded).
     verifying: JoinSet<verify::Checked>,
     acks: HashMap<u64, Ack>,
@@ -121,6 +125,7 @@ impl Actor {
             topics: HashMap::new(),
             subs: Subscriptions::default(),
             joining: HashMap::new(),
+            timers: timers::Timers::default(),
             verifying: JoinSet::new(),
             acks: HashMap::new(),
             next_tag: 1,
@@ -165,10 +170,13 @@ impl Actor {
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::Receiver<Event>,
     ) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut maintenance = tokio::time::interval(MAINTENANCE);
+        maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut rounds = 0u64;
         loop {
+            let wake = self.timers.next().map(|at| {
+                tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
+            });
             tokio::select! {
                 c = commands.recv() => match c {
                     Some(c) => self.command(c).await,
@@ -178,8 +186,9 @@ impl Actor {
                 Some((doc, ticket, r)) = self.commits.next(), if !self.commits.is_empty() => {
                     self.committed(doc, ticket, r).await;
                 }
-                _ = tick.tick() => {
-                    self.tick(rounds).await;
+                () = until(wake) => self.due().await,
+                _ = maintenance.tick() => {
+                    self.maintain(rounds).await;
                     rounds += 1;
                 }
                 Some(c) = self.verifying.join_next(), if !self.verifying.is_empty() => {
@@ -229,6 +238,7 @@ impl Actor {
         }
         self.topics.insert(topic.clone(), id);
         self.docs.insert(id, Hosted::new(meta, replica));
+        self.schedule(id);
         self.announce(id);
         for peer in self.subs.peers(&topic) {
             self.peer_up(id, peer).await;
@@ -391,7 +401,26 @@ impl Actor {
         let result = h.replica.handle(now_ms(), input);
         self.drive(id, before).await;
         self.answer_joins(id, false);
+        self.schedule(id);
         result
+    }
+
+    /// Sets when `id` is next due: its replica's next timer, or a join's deadline.
+    fn schedule(&mut self, id: DocId) {
+        let replica = self.docs.get(&id).and_then(|h| h.replica.poll_timeout());
+        let join = self
+            .joining
+            .get(&id)
+            .and_then(|w| w.iter().map(|(_, deadline)| *deadline).min());
+        self.timers.set(id, replica.into_iter().chain(join).min());
+    }
+
+    /// Visits the documents whose timers are due.
+    async fn due(&mut self) {
+        for id in self.timers.due(now_ms()) {
+            self.answer_joins(id, true);
+            let _ = self.apply(id, Input::Tick).await;
+        }
     }
 
     async fn drive(&mut self, id: DocId, before: Option<serde_json::Value>) {
@@ -503,19 +532,14 @@ impl Actor {
         }
     }
 
-    async fn tick(&mut self, round: u64) {
-        let waiting: Vec<DocId> = self.joining.keys().copied().collect();
-        for id in waiting {
-            self.answer_joins(id, true);
-        }
+    /// Every [`MAINTENANCE`]: long logs fold; every few rounds, providers are looked up.
+    async fn maintain(&mut self, round: u64) {
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
         for id in ids {
-            let _ = self.apply(id, Input::Tick).await;
-            if round % FOLD_EVERY == FOLD_EVERY - 1
-                && self
-                    .docs
-                    .get(&id)
-                    .is_some_and(|h| h.replica.log_len() >= FOLD_AT)
+            if self
+                .docs
+                .get(&id)
+                .is_some_and(|h| h.replica.log_len() >= FOLD_AT)
             {
                 let _ = self.apply(id, Input::Fold).await;
             }
@@ -523,5 +547,13 @@ impl Actor {
                 self.announce(id);
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
