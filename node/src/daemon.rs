@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use crate::auth::NodeAuth;
 use crate::blobs::Blobs;
 use crate::config::{Config, ConfigError};
-use crate::control::api::{self, method, ApiError, ErrorCode};
+use crate::control::api::{self, method, ApiError, ErrorCode, Family, Method};
 use crate::control::server::{Handler, Reply, Server, ServerError};
 use crate::control::{params, result, unknown_method};
 use crate::docs::control::docs_error;
@@ -76,48 +76,6 @@ pub enum DaemonError {
     Blobs(#[from] crate::blobs::BlobError),
 }
 
-const METHODS: &[&str] = &[
-    method::ID,
-    method::STATUS,
-    method::PEERS,
-    method::DIAL,
-    method::NET_BLOCK,
-    method::NET_UNBLOCK,
-    method::NET_ALLOW_ONLY,
-    method::NET_ALLOW_ALL,
-    method::DOC_CREATE,
-    method::DOC_JOIN,
-    method::DOC_LS,
-    method::DOC_INFO,
-    method::DOC_GET,
-    method::DOC_SET,
-    method::DOC_DEL,
-    method::DOC_INCR,
-    method::DOC_ADD,
-    method::DOC_RM,
-    method::DOC_WATCH,
-    method::DOC_WRITERS,
-    method::BLOB_ADD,
-    method::BLOB_GET,
-    method::BLOB_LS,
-    method::BLOB_RM,
-    method::BLOB_PIN,
-    method::BLOB_UNPIN,
-    method::BLOB_PROVIDERS,
-    method::SERVICE_ADVERTISE,
-    method::SERVICE_WITHDRAW,
-    method::SERVICE_FIND,
-    method::SERVICE_LS,
-    method::TOPIC_PUBLISH,
-    method::TOPIC_SUBSCRIBE,
-    method::TOPIC_PEERS,
-];
-
-/// True for the methods this daemon answers.
-pub fn is_known_method(m: &str) -> bool {
-    METHODS.contains(&m)
-}
-
 /// What the control handler needs.
 struct Daemon {
     overlay: Overlay,
@@ -149,20 +107,14 @@ fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
 }
 
 impl Handler for Daemon {
-    async fn call(&self, m: &str, p: serde_cbor::Value) -> Result<Reply, ApiError> {
-        if m.starts_with("doc.") {
-            return crate::docs::control::call(&self.docs, m, p).await;
+    async fn call(&self, m: &'static Method, p: serde_cbor::Value) -> Result<Reply, ApiError> {
+        match m.family {
+            Family::Doc => crate::docs::control::call(&self.docs, m.name, p).await,
+            Family::Blob => crate::blobs::control::call(&self.blobs, m.name, p).await,
+            Family::Service => crate::services::call(&self.services, m.name, p).await,
+            Family::Topic => crate::topics::call(&self.topics, m.name, p).await,
+            Family::Net => self.net_call(m.name, p).await.map(Reply::Value),
         }
-        if m.starts_with("blob.") {
-            return crate::blobs::control::call(&self.blobs, m, p).await;
-        }
-        if m.starts_with("service.") {
-            return crate::services::call(&self.services, m, p).await;
-        }
-        if m.starts_with("topic.") {
-            return crate::topics::call(&self.topics, m, p).await;
-        }
-        self.net_call(m, p).await.map(Reply::Value)
     }
 
     fn observe(&self, method: &str, elapsed: Duration, ok: bool) {

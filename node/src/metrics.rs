@@ -111,11 +111,7 @@ impl Metrics {
 
     pub fn control_request(&self, method: &str, elapsed: Duration, ok: bool) {
         // Unknown methods are bucketed together so a client cannot grow the label set.
-        let method = if crate::daemon::is_known_method(method) {
-            method
-        } else {
-            "unknown"
-        };
+        let method = crate::control::api::Method::named(method).map_or("unknown", |m| m.name);
         let labels = RequestLabels {
             method: method.to_owned(),
             outcome: if ok { "ok" } else { "error" },

@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::api::{ApiError, ErrorCode, Hello, Request, Response, PROTOCOL_VERSION};
+use super::api::{ApiError, ErrorCode, Hello, Method, Request, Response, PROTOCOL_VERSION};
 use super::codec::{self, FrameError};
 
 /// Clients served at once; more are told `busy` and closed.
@@ -35,7 +35,7 @@ pub const IDLE: Duration = Duration::from_secs(60);
 /// The same for a connection in the reserve.
 pub const RESERVE_IDLE: Duration = Duration::from_secs(5);
 /// Methods a connection in the reserve may call; it is closed after one answer.
-pub const RESERVE_METHODS: [&str; 2] = ["id", "status"];
+pub const RESERVE_METHODS: [&str; 2] = [super::api::method::ID, super::api::method::STATUS];
 /// A client must take each frame this fast, or its connection is closed: one that stops
 /// reading cannot hold a slot (or a stream) by making the daemon wait on it.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,9 +55,11 @@ pub enum Reply {
 
 /// Answers calls. Implemented by the daemon.
 pub trait Handler: Send + Sync + 'static {
+    /// Answers one call of a method of [`super::api::METHODS`] (the server answers
+    /// unknown names itself).
     fn call(
         &self,
-        method: &str,
+        method: &'static Method,
         params: serde_cbor::Value,
     ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
     /// Called after every request, for metrics.
@@ -308,9 +310,10 @@ async fn connection<H: Handler>(
                 ),
             ))
         } else {
-            match super::check_params(&req.params) {
-                Ok(()) => handler.call(&req.method, req.params).await,
-                Err(e) => Err(e),
+            match (Method::named(&req.method), super::check_params(&req.params)) {
+                (None, _) => Err(super::unknown_method(&req.method)),
+                (Some(_), Err(e)) => Err(e),
+                (Some(m), Ok(())) => handler.call(m, req.params).await,
             }
         };
         handler.observe(&req.method, started.elapsed(), result.is_ok());
