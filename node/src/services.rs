@@ -232,8 +232,7 @@ impl Services {
 
     async fn ask(&self, peer: PeerId, name: &str) -> Option<Provider> {
         let attempt = async {
-            let addr = format!("/p2p/{peer}").parse().ok()?;
-            self.overlay.dial(addr).await.ok()?;
+            self.overlay.dial_peer(peer).await.ok()?;
             let started = Instant::now();
             let ask = codec::encode(&Ask {
                 name: name.to_owned(),

@@ -108,6 +108,13 @@ impl Overlay {
         self.call(|r| Command::Dial(addr, r)).await
     }
 
+    /// Connects to a peer by id alone (the DHT supplies its addresses); at once if it is
+    /// already connected.
+    pub async fn dial_peer(&self, peer: PeerId) -> Result<PeerId, Error> {
+        let addr = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
+        self.dial(addr).await
+    }
+
     /// Disconnects the peers and refuses them until unblocked.
     pub async fn block(&self, peers: Vec<PeerId>) -> Result<(), Error> {
         self.call(|r| Command::Block(peers, r)).await

@@ -188,10 +188,7 @@ impl Fetch<'_> {
         let dials = fresh.iter().map(|p| {
             let overlay = self.overlay.clone();
             let p = *p;
-            async move {
-                let addr = format!("/p2p/{p}").parse().ok()?;
-                overlay.dial(addr).await.ok().map(|_| p)
-            }
+            async move { overlay.dial_peer(p).await.ok().map(|_| p) }
         });
         let reached: Vec<PeerId> = futures::future::join_all(dials)
             .await

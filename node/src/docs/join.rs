@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lattice_crdt::sync::Genesis;
 use lattice_crdt::DocId;
-use lattice_overlay::{protocols, Addr, Overlay, PeerId};
+use lattice_overlay::{protocols, Overlay, PeerId};
 use tracing::debug;
 
 use super::wire::{SyncRequest, SyncResponse};
@@ -75,9 +75,8 @@ pub(super) async fn find_genesis(
 
 async fn ask(overlay: &Overlay, peer: PeerId, id: DocId) -> Option<Genesis> {
     let attempt = async {
-        let addr: Addr = format!("/p2p/{peer}").parse().ok()?;
         // Already connected peers answer the dial at once.
-        if let Err(e) = overlay.dial(addr).await {
+        if let Err(e) = overlay.dial_peer(peer).await {
             debug!(%peer, "cannot reach a possible replica: {e}");
             return None;
         }

@@ -261,9 +261,7 @@ impl Actor {
                 return;
             };
             for peer in providers.into_iter().filter(|p| *p != me).take(16) {
-                if let Ok(addr) = format!("/p2p/{peer}").parse() {
-                    let _ = overlay.dial(addr).await;
-                }
+                let _ = overlay.dial_peer(peer).await;
             }
         });
     }
