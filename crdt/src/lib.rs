@@ -34,6 +34,7 @@ pub mod map;
 pub mod mvreg;
 pub mod register;
 pub mod set;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod store;
 pub mod sync;
