@@ -325,9 +325,10 @@ struct Routes {
     topics: Topics,
 }
 
-/// Routes overlay events: peer counts to the metrics, the rest to documents (blobs will
-/// get theirs here too). A subsystem that falls behind loses events rather than stalling
-/// the others; what it lost is repaired by anti-entropy or retried by the sender.
+/// Routes overlay events: requests on the blob and service protocols to their servers,
+/// gossip on application topics to local subscribers, peer counts to the metrics, the rest
+/// to documents. A subsystem that falls behind loses events rather than stalling the
+/// others; what it lost is repaired by anti-entropy or retried by the sender.
 async fn dispatch_events(
     mut events: mpsc::Receiver<Event>,
     metrics: Metrics,

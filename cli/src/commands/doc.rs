@@ -125,7 +125,7 @@ fn written(g: &Global, m: &str, params: &impl serde::Serialize) -> anyhow::Resul
 fn watch(g: &Global, doc: String) -> anyhow::Result<()> {
     session(g, async |c| {
         let id = c.stream(method::DOC_WATCH, &api::DocParams { doc }).await?;
-        while let Some(change) = c.next_event::<api::Change>(id).await? {
+        while let Some(change) = c.next_event::<api::WatchEvent>(id).await? {
             let line = if g.json {
                 serde_json::to_string(&change)?
             } else {

@@ -538,7 +538,7 @@ pub struct Writer {
 /// A `doc.watch` event: what one applied change (a local write, a delta from a peer, or a
 /// batch of them) did to the document's top-level keys; a removed key maps to null.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Change {
+pub struct WatchEvent {
     pub doc: String,
     pub local: bool,
     /// Peer ids of the authors whose deltas were applied.

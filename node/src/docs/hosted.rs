@@ -23,7 +23,7 @@ pub(super) struct Hosted {
     pub id: DocId,
     pub meta: DocMeta,
     pub replica: Replica,
-    pub watchers: Vec<lossy::Sender<api::Change>>,
+    pub watchers: Vec<lossy::Sender<api::WatchEvent>>,
 }
 
 fn peer_string(actor: &lattice_crdt::ActorId) -> String {
@@ -123,7 +123,7 @@ impl Hosted {
         if changes.is_empty() {
             return;
         }
-        let change = api::Change {
+        let change = api::WatchEvent {
             doc: self.id.to_string(),
             local,
             authors: authors.iter().map(peer_string).collect(),

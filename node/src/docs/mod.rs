@@ -125,7 +125,7 @@ pub(crate) enum Command {
     },
     Watch {
         doc: String,
-        reply: Reply<crate::lossy::Receiver<api::Change>>,
+        reply: Reply<crate::lossy::Receiver<api::WatchEvent>>,
     },
 }
 
@@ -215,7 +215,7 @@ impl Docs {
     pub async fn watch(
         &self,
         doc: String,
-    ) -> Result<crate::lossy::Receiver<api::Change>, DocsError> {
+    ) -> Result<crate::lossy::Receiver<api::WatchEvent>, DocsError> {
         self.ask(|reply| Command::Watch { doc, reply }).await
     }
 }
