@@ -84,7 +84,7 @@ async fn latency(nodes: &[Daemon]) -> Result<(Duration, Duration, Duration)> {
             .await?;
         let tx = tx.clone();
         tokio::spawn(async move {
-            while let Ok(Some(change)) = c.next_event::<api::Change>(id).await {
+            while let Ok(Some(change)) = c.next_event::<api::WatchEvent>(id).await {
                 if let Some(v) = change.changes.get("k").and_then(|v| v.as_i64()) {
                     if tx.send(v).await.is_err() {
                         return;
