@@ -21,7 +21,6 @@ use crate::config::{Config, ConfigError};
 use crate::control::api::{self, method, ApiError, ErrorCode, Family, Method};
 use crate::control::server::{Handler, Reply, Server, ServerError};
 use crate::control::{params, result, unknown_method};
-use crate::docs::control::docs_error;
 use crate::docs::{Docs, DocsError};
 use crate::identity::{self, IdentityError};
 use crate::lock::{DataDirLock, LockError};
@@ -92,10 +91,6 @@ fn bad_request(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::BadRequest, e.to_string())
 }
 
-fn network(e: lattice_overlay::Error) -> ApiError {
-    ApiError::new(crate::control::network_code(&e), e.to_string())
-}
-
 fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
     if list.is_empty() {
         return Err(bad_request("no peers given"));
@@ -126,20 +121,20 @@ impl Daemon {
     async fn net_call(&self, m: &str, p: serde_cbor::Value) -> Result<serde_cbor::Value, ApiError> {
         match m {
             method::ID => {
-                let info = self.overlay.info().await.map_err(network)?;
+                let info = self.overlay.info().await?;
                 result(&api::IdInfo {
                     peer_id: info.peer_id,
                     listen_addrs: info.listen_addrs,
                 })
             }
             method::STATUS => {
-                let info = self.overlay.info().await.map_err(network)?;
+                let info = self.overlay.info().await?;
                 result(&api::Status {
                     peer_id: info.peer_id,
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                     peers: info.connected_peers,
                     dht_peers: info.dht_peers,
-                    docs: self.docs.count().await.map_err(docs_error)?,
+                    docs: self.docs.count().await?,
                     blobs: self.blobs.count(),
                     uptime_s: self.started.elapsed().as_secs(),
                     listen_addrs: info.listen_addrs,
@@ -149,7 +144,7 @@ impl Daemon {
                     allow_only: info.allow_only,
                 })
             }
-            method::PEERS => result(&self.overlay.peers().await.map_err(network)?),
+            method::PEERS => result(&self.overlay.peers().await?),
             method::DIAL => {
                 let a: api::DialParams = params(p)?;
                 if a.addr.len() > crate::control::MAX_ADDR {
@@ -161,7 +156,7 @@ impl Daemon {
                 }
                 let addr = Addr::from_str(&a.addr)
                     .map_err(|e| bad_request(format!("invalid multiaddr {:?}: {e}", a.addr)))?;
-                let peer = self.overlay.dial(addr).await.map_err(network)?;
+                let peer = self.overlay.dial(addr).await?;
                 result(&api::Dialed {
                     peer_id: peer.to_string(),
                 })
@@ -174,11 +169,11 @@ impl Daemon {
                     method::NET_UNBLOCK => self.overlay.unblock(peers).await,
                     _ => self.overlay.allow_only(peers).await,
                 };
-                done.map_err(network)?;
+                done?;
                 result(&api::Done {})
             }
             method::NET_ALLOW_ALL => {
-                self.overlay.allow_all().await.map_err(network)?;
+                self.overlay.allow_all().await?;
                 result(&api::Done {})
             }
             other => Err(unknown_method(other)),

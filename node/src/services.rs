@@ -332,32 +332,22 @@ pub async fn call(
     m: &str,
     p: serde_cbor::Value,
 ) -> Result<crate::control::server::Reply, crate::control::api::ApiError> {
-    use crate::control::api::{method, ApiError, Done, ErrorCode};
+    use crate::control::api::{method, Done};
     use crate::control::{params, reply, unknown_method};
-    let err = |e: ServiceError| {
-        let code = match &e {
-            ServiceError::NotAdvertised(_) => ErrorCode::NotFound,
-            ServiceError::TooMany => ErrorCode::Busy,
-            ServiceError::Network(e) => crate::control::network_code(e),
-            ServiceError::Store(_) => ErrorCode::Storage,
-            _ => ErrorCode::BadRequest,
-        };
-        ApiError::new(code, e.to_string())
-    };
     match m {
         method::SERVICE_ADVERTISE => {
             let a: AdvertiseParams = params(p)?;
-            services.advertise(&a.name, a.meta).await.map_err(err)?;
+            services.advertise(&a.name, a.meta).await?;
             reply(&Done {})
         }
         method::SERVICE_WITHDRAW => {
             let a: NameParams = params(p)?;
-            services.withdraw(&a.name).await.map_err(err)?;
+            services.withdraw(&a.name).await?;
             reply(&Done {})
         }
         method::SERVICE_FIND => {
             let a: NameParams = params(p)?;
-            reply(&services.find(&a.name).await.map_err(err)?)
+            reply(&services.find(&a.name).await?)
         }
         method::SERVICE_LS => reply(&services.advertised()),
         other => Err(unknown_method(other)),

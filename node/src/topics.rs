@@ -237,31 +237,17 @@ pub async fn call(
     m: &str,
     p: serde_cbor::Value,
 ) -> Result<crate::control::server::Reply, crate::control::api::ApiError> {
-    use crate::control::api::{method, ApiError, Done, ErrorCode};
+    use crate::control::api::{method, Done};
     use crate::control::{params, reply, stream_lossy, unknown_method};
-    let err = |e: TopicError| {
-        let code = match &e {
-            TopicError::Busy => ErrorCode::Busy,
-            TopicError::Network(e) => crate::control::network_code(e),
-            _ => ErrorCode::BadRequest,
-        };
-        ApiError::new(code, e.to_string())
-    };
     match m {
         method::TOPIC_PUBLISH => {
             let a: PublishParams = params(p)?;
-            topics
-                .publish(&a.topic, a.message.as_bytes())
-                .await
-                .map_err(err)?;
+            topics.publish(&a.topic, a.message.as_bytes()).await?;
             reply(&Done {})
         }
         method::TOPIC_SUBSCRIBE => {
             let a: SubscribeParams = params(p)?;
-            Ok(stream_lossy(
-                topics.subscribe(&a.topic).await.map_err(err)?,
-                "messages",
-            ))
+            Ok(stream_lossy(topics.subscribe(&a.topic).await?, "messages"))
         }
         method::TOPIC_PEERS => {
             let a: SubscribeParams = params(p)?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{BlobError, Blobs, Progress};
+use super::{Blobs, Progress};
 use crate::control::api::{method, ApiError, ErrorCode};
 use crate::control::server::{Reply, STREAM_QUEUE};
 use crate::control::{params, reply as value, stream, unknown_method};
@@ -36,20 +36,6 @@ pub struct ProviderInfo {
     pub peer_id: String,
 }
 
-pub fn blob_error(e: BlobError) -> ApiError {
-    let code = match &e {
-        BlobError::BadHash(_) | BlobError::Read { .. } | BlobError::Output { .. } => {
-            ErrorCode::BadRequest
-        }
-        BlobError::Unknown(_) | BlobError::NoProviders(_) => ErrorCode::NotFound,
-        BlobError::Busy(_) => ErrorCode::Busy,
-        BlobError::Incomplete { .. } => ErrorCode::NetworkError,
-        BlobError::Io(_) | BlobError::Store(_) => ErrorCode::Storage,
-        _ => ErrorCode::Internal,
-    };
-    ApiError::new(code, e.to_string())
-}
-
 fn absolute(p: &str) -> Result<PathBuf, ApiError> {
     let path = PathBuf::from(p);
     if !path.is_absolute() {
@@ -66,21 +52,21 @@ pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Reply,
     match m {
         method::BLOB_ADD => {
             let a: AddParams = params(p)?;
-            value(&blobs.add(absolute(&a.path)?).await.map_err(blob_error)?)
+            value(&blobs.add(absolute(&a.path)?).await?)
         }
         method::BLOB_LS => value(&blobs.list()),
         method::BLOB_RM => {
             let a: HashParams = params(p)?;
-            value(&blobs.remove(&a.hash).await.map_err(blob_error)?)
+            value(&blobs.remove(&a.hash).await?)
         }
         method::BLOB_PIN | method::BLOB_UNPIN => {
             let a: HashParams = params(p)?;
             let pinned = m == method::BLOB_PIN;
-            value(&blobs.pin(&a.hash, pinned).await.map_err(blob_error)?)
+            value(&blobs.pin(&a.hash, pinned).await?)
         }
         method::BLOB_PROVIDERS => {
             let a: HashParams = params(p)?;
-            let found = blobs.providers(&a.hash).await.map_err(blob_error)?;
+            let found = blobs.providers(&a.hash).await?;
             let list: Vec<ProviderInfo> = found
                 .into_iter()
                 .map(|p| ProviderInfo {
@@ -92,9 +78,9 @@ pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Reply,
         method::BLOB_GET => {
             let a: GetParams = params(p)?;
             let out = a.out.as_deref().map(absolute).transpose()?;
-            super::parse_hash(&a.hash).map_err(blob_error)?;
+            super::parse_hash(&a.hash)?;
             if let Some(out) = &out {
-                blobs.check_output(out).map_err(blob_error)?;
+                blobs.check_output(out)?;
             }
             let (ptx, prx) = mpsc::channel::<Progress>(STREAM_QUEUE);
             let blobs = blobs.clone();

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod client;
 pub mod codec;
+pub mod errors;
 pub mod server;
 
 pub use client::{Client, ClientError};
@@ -158,18 +159,6 @@ pub fn stream_lossy<T: serde::Serialize + Send + 'static>(
         }
     });
     server::Reply::Stream(rx)
-}
-
-/// The error code of an overlay failure.
-pub fn network_code(e: &lattice_overlay::Error) -> ErrorCode {
-    use lattice_overlay::Error as E;
-    match e {
-        E::Shutdown => ErrorCode::Unavailable,
-        E::Timeout(_) => ErrorCode::Timeout,
-        E::Busy(_) => ErrorCode::Busy,
-        E::BadAddr { .. } | E::Limit(_) => ErrorCode::BadRequest,
-        _ => ErrorCode::NetworkError,
-    }
 }
 
 pub fn unknown_method(m: &str) -> ApiError {

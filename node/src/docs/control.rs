@@ -5,25 +5,9 @@ use lattice_crdt::sync::AclChange;
 use lattice_crdt::{Op, OpKind};
 
 use super::{actor_of, Docs, DocsError, Edit};
-use crate::control::api::{self, method, ApiError, ErrorCode};
+use crate::control::api::{self, method, ApiError};
 use crate::control::server::Reply;
 use crate::control::{params, reply as value, stream_lossy, unknown_method};
-
-/// The control error for a documents error, with its stable code.
-pub fn docs_error(e: DocsError) -> ApiError {
-    let code = match &e {
-        DocsError::Unknown(_) | DocsError::NoKey { .. } => ErrorCode::NotFound,
-        DocsError::NotAWriter(_) => ErrorCode::NotAWriter,
-        DocsError::Ambiguous { .. } | DocsError::BadRequest(_) | DocsError::Refused(_) => {
-            ErrorCode::BadRequest
-        }
-        DocsError::NoReplica(_) => ErrorCode::NotFound,
-        DocsError::Busy => ErrorCode::Busy,
-        DocsError::Shutdown => ErrorCode::Unavailable,
-        DocsError::Store(_) => ErrorCode::Storage,
-    };
-    ApiError::new(code, e.to_string())
-}
 
 fn actors(peers: &[String]) -> Result<Vec<lattice_crdt::ActorId>, ApiError> {
     crate::control::check_peer_list(peers)?;
@@ -31,43 +15,43 @@ fn actors(peers: &[String]) -> Result<Vec<lattice_crdt::ActorId>, ApiError> {
         .iter()
         .map(|p| actor_of(p))
         .collect::<Result<_, _>>()
-        .map_err(docs_error)
+        .map_err(ApiError::from)
 }
 
 async fn write(docs: &Docs, doc: String, key: String, kind: OpKind) -> Result<Reply, ApiError> {
     if key.is_empty() {
-        return Err(docs_error(DocsError::BadRequest("empty key".into())));
+        return Err(DocsError::BadRequest("empty key".into()).into());
     }
     let op = Op::new(key, kind);
-    value(&docs.write(doc, Edit::Op(op)).await.map_err(docs_error)?)
+    value(&docs.write(doc, Edit::Op(op)).await?)
 }
 
 /// Answers one `doc.*` method.
 pub async fn call(docs: &Docs, m: &str, p: serde_cbor::Value) -> Result<Reply, ApiError> {
-    let e = docs_error;
     match m {
         method::DOC_CREATE => {
             let a: api::CreateParams = params(p)?;
             if a.open && !a.writers.is_empty() {
-                return Err(e(DocsError::BadRequest(
+                return Err(DocsError::BadRequest(
                     "an open document takes no writers (anyone may write)".into(),
-                )));
+                )
+                .into());
             }
             let writers = actors(&a.writers)?;
-            value(&docs.create(a.name, a.open, writers).await.map_err(e)?)
+            value(&docs.create(a.name, a.open, writers).await?)
         }
         method::DOC_JOIN => {
             let a: api::DocParams = params(p)?;
-            value(&docs.join(&a.doc).await.map_err(e)?)
+            value(&docs.join(&a.doc).await?)
         }
-        method::DOC_LS => value(&docs.list().await.map_err(e)?),
+        method::DOC_LS => value(&docs.list().await?),
         method::DOC_INFO => {
             let a: api::DocParams = params(p)?;
-            value(&docs.info(a.doc).await.map_err(e)?)
+            value(&docs.info(a.doc).await?)
         }
         method::DOC_GET => {
             let a: api::GetParams = params(p)?;
-            value(&docs.get(a.doc, a.key).await.map_err(e)?)
+            value(&docs.get(a.doc, a.key).await?)
         }
         method::DOC_SET => {
             let a: api::SetParams = params(p)?;
@@ -90,7 +74,7 @@ pub async fn call(docs: &Docs, m: &str, p: serde_cbor::Value) -> Result<Reply, A
         method::DOC_ADD | method::DOC_RM => {
             let a: api::MembersParams = params(p)?;
             if a.members.is_empty() {
-                return Err(e(DocsError::BadRequest("no members given".into())));
+                return Err(DocsError::BadRequest("no members given".into()).into());
             }
             let kind = if m == method::DOC_ADD {
                 OpKind::Add(a.members)
@@ -105,15 +89,13 @@ pub async fn call(docs: &Docs, m: &str, p: serde_cbor::Value) -> Result<Reply, A
                 actors(&a.add)?.into_iter().map(AclChange::Add).collect();
             changes.extend(actors(&a.remove)?.into_iter().map(AclChange::Remove));
             if !changes.is_empty() {
-                docs.write(a.doc.clone(), Edit::Writers(changes))
-                    .await
-                    .map_err(e)?;
+                docs.write(a.doc.clone(), Edit::Writers(changes)).await?;
             }
-            value(&docs.writers(a.doc).await.map_err(e)?)
+            value(&docs.writers(a.doc).await?)
         }
         method::DOC_WATCH => {
             let a: api::DocParams = params(p)?;
-            Ok(stream_lossy(docs.watch(a.doc).await.map_err(e)?, "changes"))
+            Ok(stream_lossy(docs.watch(a.doc).await?, "changes"))
         }
         other => Err(unknown_method(other)),
     }
