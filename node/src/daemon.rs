@@ -19,7 +19,7 @@ use crate::auth::NodeAuth;
 use crate::blobs::Blobs;
 use crate::config::{Config, ConfigError};
 use crate::control::api::{self, method, ApiError, ErrorCode, Family, Method};
-use crate::control::server::{Handler, Reply, Server, ServerError};
+use crate::control::server::{Answer, Handler, Server, ServerError};
 use crate::control::{params, result, unknown_method};
 use crate::docs::{Docs, DocsError};
 use crate::identity::{self, IdentityError};
@@ -102,13 +102,13 @@ fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
 }
 
 impl Handler for Daemon {
-    async fn call(&self, m: &'static Method, p: serde_cbor::Value) -> Result<Reply, ApiError> {
+    async fn call(&self, m: &'static Method, p: serde_cbor::Value) -> Result<Answer, ApiError> {
         match m.family {
             Family::Doc => crate::docs::control::call(&self.docs, m.name, p).await,
             Family::Blob => crate::blobs::control::call(&self.blobs, m.name, p).await,
             Family::Service => crate::services::call(&self.services, m.name, p).await,
             Family::Topic => crate::topics::call(&self.topics, m.name, p).await,
-            Family::Net => self.net_call(m.name, p).await.map(Reply::Value),
+            Family::Net => self.net_call(m.name, p).await.map(Answer::Value),
         }
     }
 

@@ -331,7 +331,7 @@ pub async fn call(
     services: &Services,
     m: &str,
     p: serde_cbor::Value,
-) -> Result<crate::control::server::Reply, crate::control::api::ApiError> {
+) -> Result<crate::control::server::Answer, crate::control::api::ApiError> {
     use crate::control::api::{method, Done};
     use crate::control::{params, reply, unknown_method};
     match m {

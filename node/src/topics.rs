@@ -236,7 +236,7 @@ pub async fn call(
     topics: &Topics,
     m: &str,
     p: serde_cbor::Value,
-) -> Result<crate::control::server::Reply, crate::control::api::ApiError> {
+) -> Result<crate::control::server::Answer, crate::control::api::ApiError> {
     use crate::control::api::{method, Done};
     use crate::control::{params, reply, stream_lossy, unknown_method};
     match m {

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 
 use super::{Blobs, Progress};
 use crate::control::api::{method, ApiError, ErrorCode};
-use crate::control::server::{Reply, STREAM_QUEUE};
+use crate::control::server::{Answer, STREAM_QUEUE};
 use crate::control::{params, reply as value, stream, unknown_method};
 
 /// `blob.add` parameters: an absolute path the daemon can read.
@@ -48,7 +48,7 @@ fn absolute(p: &str) -> Result<PathBuf, ApiError> {
 }
 
 /// Answers one `blob.*` method.
-pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Reply, ApiError> {
+pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Answer, ApiError> {
     match m {
         method::BLOB_ADD => {
             let a: AddParams = params(p)?;

@@ -85,7 +85,7 @@ struct Fetch<'a> {
     retried: u64,
 }
 
-type Reply = (usize, (u64, u64), Result<Framed, Miss>);
+type Arrived = (usize, (u64, u64), Result<Framed, Miss>);
 
 pub(super) async fn run(
     blobs: &Blobs,
@@ -348,7 +348,7 @@ impl Fetch<'_> {
         let (data, ob) = self.open()?;
         let mut queue = self.missing();
         let mut flight: FuturesUnordered<
-            std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>,
+            std::pin::Pin<Box<dyn std::future::Future<Output = Arrived> + Send>>,
         > = FuturesUnordered::new();
         let mut unsaved = 0;
         let mut refreshed = false;

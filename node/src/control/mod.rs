@@ -102,15 +102,15 @@ pub fn result<T: serde::Serialize>(v: &T) -> Result<serde_cbor::Value, ApiError>
 }
 
 /// Encodes a method's result as a one-value reply.
-pub fn reply<T: serde::Serialize>(v: &T) -> Result<server::Reply, ApiError> {
-    result(v).map(server::Reply::Value)
+pub fn reply<T: serde::Serialize>(v: &T) -> Result<server::Answer, ApiError> {
+    result(v).map(server::Answer::Value)
 }
 
 /// A streaming reply: each item of `items`, encoded, until its senders are gone or the
 /// client leaves.
 pub fn stream<T: serde::Serialize + Send + 'static>(
     mut items: tokio::sync::mpsc::Receiver<T>,
-) -> server::Reply {
+) -> server::Answer {
     let (tx, rx) = tokio::sync::mpsc::channel(server::STREAM_QUEUE);
     tokio::spawn(async move {
         while let Some(item) = items.recv().await {
@@ -122,7 +122,7 @@ pub fn stream<T: serde::Serialize + Send + 'static>(
             }
         }
     });
-    server::Reply::Stream(rx)
+    server::Answer::Stream(rx)
 }
 
 /// A streaming reply from a queue that may drop for a slow reader: each item, encoded;
@@ -130,7 +130,7 @@ pub fn stream<T: serde::Serialize + Send + 'static>(
 pub fn stream_lossy<T: serde::Serialize + Send + 'static>(
     mut items: crate::lossy::Receiver<T>,
     what: &'static str,
-) -> server::Reply {
+) -> server::Answer {
     let (tx, rx) = tokio::sync::mpsc::channel(server::STREAM_QUEUE);
     tokio::spawn(async move {
         while let Some(item) = items.recv().await {
@@ -158,7 +158,7 @@ pub fn stream_lossy<T: serde::Serialize + Send + 'static>(
             }
         }
     });
-    server::Reply::Stream(rx)
+    server::Answer::Stream(rx)
 }
 
 pub fn unknown_method(m: &str) -> ApiError {

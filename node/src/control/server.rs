@@ -46,7 +46,7 @@ const NOTICE_TIMEOUT: Duration = Duration::from_millis(200);
 pub const STREAM_QUEUE: usize = 256;
 
 /// What a call returns: one value, or a stream of events ended by an `end` frame.
-pub enum Reply {
+pub enum Answer {
     Value(serde_cbor::Value),
     /// Events until the sender is dropped, the client sends anything or closes, or the
     /// daemon shuts down.
@@ -61,7 +61,7 @@ pub trait Handler: Send + Sync + 'static {
         &self,
         method: &'static Method,
         params: serde_cbor::Value,
-    ) -> impl Future<Output = Result<Reply, ApiError>> + Send;
+    ) -> impl Future<Output = Result<Answer, ApiError>> + Send;
     /// Called after every request, for metrics.
     fn observe(&self, _method: &str, _elapsed: Duration, _ok: bool) {}
 }
@@ -318,8 +318,8 @@ async fn connection<H: Handler>(
         };
         handler.observe(&req.method, started.elapsed(), result.is_ok());
         let resp = match result {
-            Ok(Reply::Value(v)) => Response::ok(req.id, v),
-            Ok(Reply::Stream(rx)) => {
+            Ok(Answer::Value(v)) => Response::ok(req.id, v),
+            Ok(Answer::Stream(rx)) => {
                 stream_events(&rd, &mut wr, req.id, rx, &shutdown).await;
                 if shutdown.is_cancelled() {
                     // The stream's end says it all; no second notice.

@@ -6,7 +6,7 @@ use lattice_crdt::{Op, OpKind};
 
 use super::{actor_of, Docs, DocsError, Edit};
 use crate::control::api::{self, method, ApiError};
-use crate::control::server::Reply;
+use crate::control::server::Answer;
 use crate::control::{params, reply as value, stream_lossy, unknown_method};
 
 fn actors(peers: &[String]) -> Result<Vec<lattice_crdt::ActorId>, ApiError> {
@@ -18,7 +18,7 @@ fn actors(peers: &[String]) -> Result<Vec<lattice_crdt::ActorId>, ApiError> {
         .map_err(ApiError::from)
 }
 
-async fn write(docs: &Docs, doc: String, key: String, kind: OpKind) -> Result<Reply, ApiError> {
+async fn write(docs: &Docs, doc: String, key: String, kind: OpKind) -> Result<Answer, ApiError> {
     if key.is_empty() {
         return Err(DocsError::BadRequest("empty key".into()).into());
     }
@@ -27,7 +27,7 @@ async fn write(docs: &Docs, doc: String, key: String, kind: OpKind) -> Result<Re
 }
 
 /// Answers one `doc.*` method.
-pub async fn call(docs: &Docs, m: &str, p: serde_cbor::Value) -> Result<Reply, ApiError> {
+pub async fn call(docs: &Docs, m: &str, p: serde_cbor::Value) -> Result<Answer, ApiError> {
     match m {
         method::DOC_CREATE => {
             let a: api::CreateParams = params(p)?;
