@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lattice_overlay::{Addr, DhtMode};
+/// The overlay types a configuration is made of, for callers that build one.
+pub use lattice_overlay::{Addr, DhtMode};
 use serde::Deserialize;
 
 /// The platform allows this many bytes in a Unix socket path (108 with the terminating

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use lattice_node::config::{self, FileConfig, LogFormat};
+use lattice_node::config::{Addr, DhtMode};
 use lattice_node::Config;
-use lattice_overlay::{Addr, DhtMode};
 use tracing_subscriber::EnvFilter;
 
 use crate::args::{DaemonArgs, Global};
