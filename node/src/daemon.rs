@@ -117,34 +117,42 @@ impl Handler for Daemon {
     }
 }
 
+/// Ids and addresses as the control API shows them.
+fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
 impl Daemon {
     async fn net_call(&self, m: &str, p: serde_cbor::Value) -> Result<serde_cbor::Value, ApiError> {
         match m {
             method::ID => {
                 let info = self.overlay.info().await?;
                 result(&api::IdInfo {
-                    peer_id: info.peer_id,
-                    listen_addrs: info.listen_addrs,
+                    peer_id: info.peer_id.to_string(),
+                    listen_addrs: strings(&info.listen_addrs),
                 })
             }
             method::STATUS => {
                 let info = self.overlay.info().await?;
                 result(&api::Status {
-                    peer_id: info.peer_id,
+                    peer_id: info.peer_id.to_string(),
                     version: env!("CARGO_PKG_VERSION").to_owned(),
                     peers: info.connected_peers,
                     dht_peers: info.dht_peers,
                     docs: self.docs.count().await?,
                     blobs: self.blobs.count(),
                     uptime_s: self.started.elapsed().as_secs(),
-                    listen_addrs: info.listen_addrs,
-                    external_addrs: info.external_addrs,
+                    listen_addrs: strings(&info.listen_addrs),
+                    external_addrs: strings(&info.external_addrs),
                     data_dir: self.data_dir.display().to_string(),
-                    blocked: info.blocked,
-                    allow_only: info.allow_only,
+                    blocked: strings(&info.blocked),
+                    allow_only: info.allow_only.as_deref().map(strings),
                 })
             }
-            method::PEERS => result(&self.overlay.peers().await?),
+            method::PEERS => {
+                let peers = self.overlay.peers().await?;
+                result(&peers.iter().map(api::Peer::from).collect::<Vec<_>>())
+            }
             method::DIAL => {
                 let a: api::DialParams = params(p)?;
                 if a.addr.len() > crate::control::MAX_ADDR {

@@ -208,19 +208,20 @@ impl Services {
         }
         out.sort_by(|a, b| a.rtt_ms.total_cmp(&b.rtt_ms));
         if !out.is_empty() {
+            let strings = |a: &[lattice_overlay::Addr]| a.iter().map(ToString::to_string).collect();
             let addrs: HashMap<String, Vec<String>> = self
                 .overlay
                 .peers()
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .map(|p| (p.peer_id, p.addrs))
+                .map(|p| (p.peer.to_string(), strings(&p.addrs)))
                 .collect();
             let info = self.overlay.info().await.ok();
             for p in &mut out {
                 p.addrs = if p.peer_id == me.to_string() {
                     info.as_ref()
-                        .map(|i| i.listen_addrs.clone())
+                        .map(|i| strings(&i.listen_addrs))
                         .unwrap_or_default()
                 } else {
                     addrs.get(&p.peer_id).cloned().unwrap_or_default()

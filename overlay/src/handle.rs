@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
@@ -13,24 +12,24 @@ use crate::event::{GossipId, Responder, Verdict};
 pub(crate) const COMMAND_CAPACITY: usize = 256;
 
 /// A snapshot of the node's place in the network.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct Info {
-    pub peer_id: String,
-    pub listen_addrs: Vec<String>,
-    pub external_addrs: Vec<String>,
+    pub peer_id: PeerId,
+    pub listen_addrs: Vec<Multiaddr>,
+    pub external_addrs: Vec<Multiaddr>,
     pub connected_peers: usize,
     pub dht_peers: usize,
-    pub blocked: Vec<String>,
-    pub allow_only: Option<Vec<String>>,
+    pub blocked: Vec<PeerId>,
+    pub allow_only: Option<Vec<PeerId>>,
 }
 
 /// A known peer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct PeerInfo {
-    pub peer_id: String,
-    pub addrs: Vec<String>,
+    pub peer: PeerId,
+    pub addrs: Vec<Multiaddr>,
     /// Last ping round trip.
-    pub rtt_ms: Option<f64>,
+    pub rtt: Option<Duration>,
     pub connected: bool,
     /// In this node's Kademlia routing table.
     pub in_dht: bool,

@@ -402,7 +402,28 @@ pub struct Status {
 }
 
 /// `peers` result entries.
-pub type Peer = lattice_overlay::PeerInfo;
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Peer {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    /// Last ping round trip, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    pub connected: bool,
+    /// In this node's Kademlia routing table.
+    pub in_dht: bool,
+}
+
+impl From<&lattice_overlay::PeerInfo> for Peer {
+    fn from(p: &lattice_overlay::PeerInfo) -> Self {
+        Peer {
+            peer_id: p.peer.to_string(),
+            addrs: p.addrs.iter().map(ToString::to_string).collect(),
+            rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
+            connected: p.connected,
+            in_dht: p.in_dht,
+        }
+    }
+}
 
 /// `dial` parameters.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -25,12 +25,11 @@ impl ConnectedAddrs {
     }
 
     /// `peer`'s distinct addresses, oldest connection first.
-    pub(super) fn of(&self, peer: &PeerId) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
+    pub(super) fn of(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let mut out: Vec<Multiaddr> = Vec::new();
         for (_, a) in self.0.get(peer).into_iter().flatten() {
-            let a = a.to_string();
-            if !out.contains(&a) {
-                out.push(a);
+            if !out.contains(a) {
+                out.push(a.clone());
             }
         }
         out
@@ -60,7 +59,10 @@ mod tests {
             m.closed(&peer, c);
         }
         assert_eq!(m.len(), 1);
-        assert_eq!(m.of(&peer), vec!["/ip4/127.0.0.1/tcp/1".to_owned()]);
+        assert_eq!(
+            m.of(&peer),
+            vec!["/ip4/127.0.0.1/tcp/1".parse::<Multiaddr>().unwrap()]
+        );
         m.closed(&peer, ConnectionId::new_unchecked(0));
         assert_eq!(m.len(), 0);
         assert!(m.of(&peer).is_empty());

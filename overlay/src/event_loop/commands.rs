@@ -200,10 +200,8 @@ impl EventLoop {
 
     fn info(&mut self) -> Info {
         let access = &self.swarm.behaviour().access;
-        let blocked = access.blocked().map(ToString::to_string).collect();
-        let allow_only = access
-            .allow_only_set()
-            .map(|s| s.iter().map(ToString::to_string).collect());
+        let blocked = access.blocked().copied().collect();
+        let allow_only = access.allow_only_set().map(|s| s.iter().copied().collect());
         let dht_peers = self
             .swarm
             .behaviour_mut()
@@ -212,13 +210,9 @@ impl EventLoop {
             .map(|b| b.num_entries())
             .sum();
         Info {
-            peer_id: self.swarm.local_peer_id().to_string(),
-            listen_addrs: self.swarm.listeners().map(ToString::to_string).collect(),
-            external_addrs: self
-                .swarm
-                .external_addresses()
-                .map(ToString::to_string)
-                .collect(),
+            peer_id: *self.swarm.local_peer_id(),
+            listen_addrs: self.swarm.listeners().cloned().collect(),
+            external_addrs: self.swarm.external_addresses().cloned().collect(),
             connected_peers: self.swarm.connected_peers().count(),
             dht_peers,
             blocked,
@@ -240,9 +234,9 @@ impl EventLoop {
         let mut out: Vec<PeerInfo> = connected
             .iter()
             .map(|p| PeerInfo {
-                peer_id: p.to_string(),
+                peer: *p,
                 addrs: self.addrs.of(p),
-                rtt_ms: self.rtt.get(p).map(|d| d.as_secs_f64() * 1_000.0),
+                rtt: self.rtt.get(p).copied(),
                 connected: true,
                 in_dht: dht.contains_key(p),
             })
@@ -250,15 +244,15 @@ impl EventLoop {
         for (p, addrs) in dht {
             if !connected.contains(&p) {
                 out.push(PeerInfo {
-                    peer_id: p.to_string(),
-                    addrs: addrs.iter().map(ToString::to_string).collect(),
-                    rtt_ms: None,
+                    peer: p,
+                    addrs,
+                    rtt: None,
                     connected: false,
                     in_dht: true,
                 });
             }
         }
-        out.sort_by(|a, b| (!a.connected, &a.peer_id).cmp(&(!b.connected, &b.peer_id)));
+        out.sort_by_key(|p| (!p.connected, p.peer.to_string()));
         out
     }
 
