@@ -13,7 +13,7 @@ use lattice_node::blobs::wire::BlobResponse;
 use lattice_node::blobs::Progress;
 use lattice_node::control::api::method;
 use lattice_node::control::Client;
-use lattice_overlay::{protocols, Event, Keypair, Overlay};
+use lattice_overlay::{Event, Keypair, Overlay, Protocol};
 use lattice_testnet::daemon::Daemon;
 use serde_json::Value;
 
@@ -165,7 +165,7 @@ async fn liar(honest: &Daemon, hash: &str, lie: Lie) -> (Overlay, String) {
                 ..
             } = e
             {
-                if protocol != protocols::BLOB {
+                if protocol != Protocol::Blob {
                     continue;
                 }
                 let o = me.clone();
@@ -174,7 +174,7 @@ async fn liar(honest: &Daemon, hash: &str, lie: Lie) -> (Overlay, String) {
                     continue;
                 }
                 tokio::spawn(async move {
-                    let Ok(mut resp) = o.request(honest_id, protocols::BLOB, data).await else {
+                    let Ok(mut resp) = o.request(honest_id, Protocol::Blob, data).await else {
                         return;
                     };
                     // Encoded ranges are long; a size answer is a few bytes: leave it.

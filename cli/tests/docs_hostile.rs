@@ -15,7 +15,7 @@ use lattice_crdt::sync::{Config, Input, Message, Output, Replica, SeqRange, Sign
 use lattice_crdt::{DocId, Op, OpKind};
 use lattice_node::auth::{actor_of_peer, NodeAuth};
 use lattice_node::docs::wire::{self, SyncRequest, SyncResponse};
-use lattice_overlay::{protocols, Keypair, Overlay};
+use lattice_overlay::{Keypair, Overlay, Protocol};
 use lattice_testnet::daemon::Daemon;
 
 /// A delta written by `key` for `doc`, signed with `key`.
@@ -58,7 +58,7 @@ async fn stranger(key: Keypair, bootstrap: &Daemon) -> Overlay {
 async fn send(o: &Overlay, to: &Daemon, bytes: Vec<u8>) -> Result<SyncResponse, String> {
     let peer = to.peer_id().unwrap().parse().unwrap();
     let resp = o
-        .request(peer, protocols::SYNC, bytes)
+        .request(peer, Protocol::Sync, bytes)
         .await
         .map_err(|e| e.to_string())?;
     SyncResponse::decode(&resp).map_err(|e| e.to_string())

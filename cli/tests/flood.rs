@@ -20,7 +20,7 @@ use common::{create_doc, run_ok, start_net, wait_for_ok};
 use lattice_crdt::sync::Message;
 use lattice_node::blobs::wire::BlobRequest;
 use lattice_node::docs::wire::SyncRequest;
-use lattice_overlay::{protocols, Keypair, Overlay};
+use lattice_overlay::{Keypair, Overlay, Protocol};
 use lattice_testnet::daemon::Daemon;
 
 const MIB: u64 = 1 << 20;
@@ -122,7 +122,7 @@ fn a_stranger_flooding_every_protocol_costs_bounded_memory_and_stops_nobody() {
         .encode();
         tasks.push(rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let _ = o.request(victim_peer, protocols::SYNC, req.clone()).await;
+                let _ = o.request(victim_peer, Protocol::Sync, req.clone()).await;
                 sent.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -140,7 +140,7 @@ fn a_stranger_flooding_every_protocol_costs_bounded_memory_and_stops_nobody() {
         .encode();
         tasks.push(rt.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                let _ = o.request(victim_peer, protocols::BLOB, req.clone()).await;
+                let _ = o.request(victim_peer, Protocol::Blob, req.clone()).await;
                 sent.fetch_add(1, Ordering::Relaxed);
             }
         }));

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lattice_overlay::{Addr, Event, Overlay, PeerId};
+use lattice_overlay::{Addr, Event, Overlay, PeerId, Protocol};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -343,19 +343,19 @@ async fn dispatch_events(
         match e {
             Event::Request {
                 peer,
-                protocol,
+                protocol: Protocol::Blob,
                 data,
                 responder,
-            } if protocol == lattice_overlay::protocols::BLOB => {
+            } => {
                 routes.blobs.serve(peer, data, responder);
                 continue;
             }
             Event::Request {
                 peer,
-                protocol,
+                protocol: Protocol::Service,
                 data,
                 responder,
-            } if protocol == lattice_overlay::protocols::SERVICE => {
+            } => {
                 routes.services.serve(peer, &data, responder);
                 continue;
             }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lattice_crdt::codec;
-use lattice_overlay::{protocols, Overlay, PeerId, Responder};
+use lattice_overlay::{Overlay, PeerId, Protocol, Responder};
 
 use crate::store::{ServiceAd, Store};
 use serde::{Deserialize, Serialize};
@@ -240,7 +240,7 @@ impl Services {
             });
             let bytes = self
                 .overlay
-                .request(peer, protocols::SERVICE, ask)
+                .request(peer, Protocol::Service, ask)
                 .await
                 .ok()?;
             let rtt = started.elapsed();

@@ -1,7 +1,9 @@
 //! What the overlay tells the node.
 
 use libp2p::request_response::{InboundRequestId, ResponseChannel};
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{Multiaddr, PeerId};
+
+use crate::protocols::Protocol;
 
 use crate::policy::{Budget, Charge};
 
@@ -43,7 +45,7 @@ pub enum Event {
     /// A request to answer with [`crate::Overlay::respond`].
     Request {
         peer: PeerId,
-        protocol: StreamProtocol,
+        protocol: Protocol,
         data: Vec<u8>,
         responder: Responder,
     },
@@ -59,7 +61,7 @@ pub struct GossipId(pub(crate) libp2p::gossipsub::MessageId);
 pub struct Responder {
     pub(crate) channel: ResponseChannel<Vec<u8>>,
     pub(crate) peer: PeerId,
-    pub(crate) protocol: StreamProtocol,
+    pub(crate) protocol: Protocol,
     pub(crate) id: InboundRequestId,
     pub(crate) _charge: Charge,
     /// The requester's share of responses in flight, to reserve from before building a

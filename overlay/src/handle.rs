@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use libp2p::{Multiaddr, PeerId};
+
+use crate::protocols::Protocol;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
@@ -51,7 +53,7 @@ pub(crate) enum Command {
     Unprovide(Vec<u8>),
     Publish(String, Vec<u8>, Reply<()>),
     ReportGossip(GossipId, PeerId, Verdict),
-    Request(PeerId, StreamProtocol, Vec<u8>, Reply<Vec<u8>>),
+    Request(PeerId, Protocol, Vec<u8>, Reply<Vec<u8>>),
     Respond(Box<Responder>, Vec<u8>),
     Provide(Vec<u8>, Reply<()>),
     Providers(Vec<u8>, Reply<Vec<PeerId>>),
@@ -172,7 +174,7 @@ impl Overlay {
     pub async fn request(
         &self,
         peer: PeerId,
-        protocol: StreamProtocol,
+        protocol: Protocol,
         data: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
         self.call(|r| Command::Request(peer, protocol, data, r))

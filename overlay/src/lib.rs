@@ -29,7 +29,7 @@ pub mod store;
 use std::collections::HashSet;
 
 use futures::StreamExt;
-use libp2p::multiaddr::Protocol;
+use libp2p::multiaddr::Protocol as AddrPart;
 use libp2p::swarm::SwarmEvent;
 use libp2p::Multiaddr;
 use prometheus_client::registry::Registry;
@@ -44,6 +44,7 @@ pub use handle::{Info, Overlay, PeerInfo};
 pub use libp2p::identity::{self, Keypair};
 pub use libp2p::pnet::{KeyParseError, PreSharedKey};
 pub use libp2p::{Multiaddr as Addr, PeerId, StreamProtocol};
+pub use protocols::Protocol;
 
 /// Events waiting for the node; beyond this they are dropped and counted.
 pub const EVENT_CAPACITY: usize = 1_024;
@@ -102,10 +103,10 @@ pub async fn spawn(
         }
     }
     for addr in &config.bootstrap {
-        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+        if let Some(AddrPart::P2p(peer)) = addr.iter().last() {
             let transport: Multiaddr = addr
                 .iter()
-                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .filter(|p| !matches!(p, AddrPart::P2p(_)))
                 .collect();
             swarm.behaviour_mut().kad.add_address(&peer, transport);
         }

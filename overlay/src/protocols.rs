@@ -11,5 +11,33 @@ pub const SYNC: StreamProtocol = StreamProtocol::new("/lattice/sync/1");
 pub const BLOB: StreamProtocol = StreamProtocol::new("/lattice/blob/1");
 /// "Do you offer this service, and with what metadata?" (request-response).
 pub const SERVICE: StreamProtocol = StreamProtocol::new("/lattice/service/1");
+/// The request-response protocols, as a type: what a request is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// [`SYNC`].
+    Sync,
+    /// [`BLOB`].
+    Blob,
+    /// [`SERVICE`].
+    Service,
+}
+
+impl Protocol {
+    /// The protocol's name on the wire.
+    pub fn name(self) -> StreamProtocol {
+        match self {
+            Protocol::Sync => SYNC,
+            Protocol::Blob => BLOB,
+            Protocol::Service => SERVICE,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name().as_ref())
+    }
+}
+
 /// The identify protocol version: peers with another version are not added to the DHT.
 pub const IDENTIFY_VERSION: &str = "/lattice/1.0.0";

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lattice_overlay::{protocols, spawn, Config, Event, Keypair, Overlay, Verdict};
+use lattice_overlay::{spawn, Config, Event, Keypair, Overlay, Protocol, Verdict};
 use libp2p::Multiaddr;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::timeout;
@@ -65,7 +65,7 @@ async fn request_response_round_trip() {
                 ..
             } = ev
             {
-                assert_eq!(protocol, protocols::SYNC);
+                assert_eq!(protocol, Protocol::Sync);
                 let mut r = data;
                 r.reverse();
                 b_overlay.respond(responder, r).unwrap();
@@ -75,7 +75,7 @@ async fn request_response_round_trip() {
     assert_eq!(a.dial(addr_of(&b).await).await.unwrap(), b.peer_id());
     let resp = timeout(
         LIMIT,
-        a.request(b.peer_id(), protocols::SYNC, b"abc".to_vec()),
+        a.request(b.peer_id(), Protocol::Sync, b"abc".to_vec()),
     )
     .await
     .unwrap()
@@ -88,7 +88,7 @@ async fn a_request_to_a_silent_peer_times_out() {
     let (a, _arx) = node(vec![]).await;
     let (b, _brx) = node(vec![]).await; // never answers
     a.dial(addr_of(&b).await).await.unwrap();
-    let r = timeout(LIMIT, a.request(b.peer_id(), protocols::SYNC, vec![1]))
+    let r = timeout(LIMIT, a.request(b.peer_id(), Protocol::Sync, vec![1]))
         .await
         .unwrap();
     assert!(r.is_err(), "a request nobody answers must fail, not hang");
@@ -276,7 +276,7 @@ async fn requests_over_a_peers_byte_budget_never_reach_the_node() {
         let b = b.clone();
         let peer = a.peer_id();
         calls.push(tokio::spawn(async move {
-            b.request(peer, protocols::SYNC, vec![7; MIB]).await
+            b.request(peer, Protocol::Sync, vec![7; MIB]).await
         }));
     }
     let mut held = Vec::new();
@@ -299,7 +299,7 @@ async fn requests_over_a_peers_byte_budget_never_reach_the_node() {
         a.respond(r, b"ok".to_vec()).unwrap();
     }
     let peer = a.peer_id();
-    let late = tokio::spawn(async move { b.request(peer, protocols::SYNC, vec![1; MIB]).await });
+    let late = tokio::spawn(async move { b.request(peer, Protocol::Sync, vec![1; MIB]).await });
     let got = timeout(LIMIT, async {
         loop {
             if let Some(Event::Request { .. }) = arx.recv().await {
@@ -335,7 +335,7 @@ async fn responses_over_a_peers_outbound_budget_are_not_sent() {
         let b = b.clone();
         let peer = a.peer_id();
         async move {
-            timeout(LIMIT, b.request(peer, protocols::SYNC, vec![quarters]))
+            timeout(LIMIT, b.request(peer, Protocol::Sync, vec![quarters]))
                 .await
                 .expect("answered or failed in time")
         }

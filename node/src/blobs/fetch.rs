@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use lattice_overlay::{protocols, Overlay, PeerId};
+use lattice_overlay::{Overlay, PeerId, Protocol};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
@@ -214,7 +214,7 @@ impl Fetch<'_> {
         peer: PeerId,
         req: BlobRequest,
     ) -> Result<BlobResponse, String> {
-        let call = overlay.request(peer, protocols::BLOB, req.encode());
+        let call = overlay.request(peer, Protocol::Blob, req.encode());
         let bytes = tokio::time::timeout(PIECE_TIMEOUT, call)
             .await
             .map_err(|_| "timed out".to_owned())?

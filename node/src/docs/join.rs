@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use lattice_crdt::sync::Genesis;
 use lattice_crdt::DocId;
-use lattice_overlay::{protocols, Overlay, PeerId};
+use lattice_overlay::{Overlay, PeerId, Protocol};
 use tracing::debug;
 
 use super::wire::{SyncRequest, SyncResponse};
@@ -81,7 +81,7 @@ async fn ask(overlay: &Overlay, peer: PeerId, id: DocId) -> Option<Genesis> {
             return None;
         }
         let bytes = overlay
-            .request(peer, protocols::SYNC, SyncRequest::Genesis(id).encode())
+            .request(peer, Protocol::Sync, SyncRequest::Genesis(id).encode())
             .await
             .ok()?;
         match SyncResponse::decode(&bytes).ok()? {

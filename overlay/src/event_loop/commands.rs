@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use libp2p::multiaddr::Protocol;
+use libp2p::multiaddr::Protocol as AddrPart;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::DialError;
 use libp2p::{gossipsub, kad, Multiaddr, PeerId};
@@ -19,7 +19,7 @@ use super::{
 use crate::error::Error;
 use crate::event::{GossipId, Verdict};
 use crate::handle::{Command, Info, PeerInfo, Reply};
-use crate::protocols;
+use crate::protocols::Protocol;
 
 impl EventLoop {
     pub(super) fn deadline(&self) -> Instant {
@@ -103,15 +103,10 @@ impl EventLoop {
                     return busy(reply);
                 }
                 let b = self.swarm.behaviour_mut();
-                let id = if protocol == protocols::SYNC {
-                    b.sync.send_request(&peer, data)
-                } else if protocol == protocols::BLOB {
-                    b.blob.send_request(&peer, data)
-                } else if protocol == protocols::SERVICE {
-                    b.service.send_request(&peer, data)
-                } else {
-                    let _ = reply.send(Err(Error::Request(format!("unknown protocol {protocol}"))));
-                    return;
+                let id = match protocol {
+                    Protocol::Sync => b.sync.send_request(&peer, data),
+                    Protocol::Blob => b.blob.send_request(&peer, data),
+                    Protocol::Service => b.service.send_request(&peer, data),
                 };
                 self.requests.insert(
                     id,
@@ -261,7 +256,7 @@ impl EventLoop {
             return busy(reply);
         }
         let peer = match addr.iter().last() {
-            Some(Protocol::P2p(p)) => Some(p),
+            Some(AddrPart::P2p(p)) => Some(p),
             _ => None,
         };
         if let Some(p) = peer {

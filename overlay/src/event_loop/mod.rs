@@ -10,7 +10,7 @@ use libp2p::metrics::{Metrics, Recorder};
 use libp2p::request_response::{self, InboundRequestId, OutboundRequestId};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{gossipsub, identify, kad, mdns, ping, PeerId, StreamProtocol, Swarm};
+use libp2p::{gossipsub, identify, kad, mdns, ping, PeerId, Swarm};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::event::{Event, GossipId, Responder};
 use crate::handle::{Command, Reply};
 use crate::policy::{Budget, Charge, RateLimit, Strikes};
-use crate::protocols;
+use crate::protocols::{self, Protocol};
 
 mod addrs;
 mod commands;
@@ -70,7 +70,7 @@ pub(crate) struct EventLoop {
     /// What other peers' input in the node's hands costs; see [`crate::policy`].
     budget: Budget,
     /// Responses handed to libp2p, held against [`EventLoop::out_budget`] until sent.
-    pub(super) responding: HashMap<(StreamProtocol, InboundRequestId), (Instant, Charge)>,
+    pub(super) responding: HashMap<(Protocol, InboundRequestId), (Instant, Charge)>,
     pub(super) out_budget: Budget,
     rate: RateLimit,
     pub(super) strikes: Strikes,
@@ -322,9 +322,9 @@ impl EventLoop {
                     _ => {}
                 }
             }
-            BehaviourEvent::Sync(e) => self.handle_rr(protocols::SYNC, e),
-            BehaviourEvent::Blob(e) => self.handle_rr(protocols::BLOB, e),
-            BehaviourEvent::Service(e) => self.handle_rr(protocols::SERVICE, e),
+            BehaviourEvent::Sync(e) => self.handle_rr(Protocol::Sync, e),
+            BehaviourEvent::Blob(e) => self.handle_rr(Protocol::Blob, e),
+            BehaviourEvent::Service(e) => self.handle_rr(Protocol::Service, e),
             BehaviourEvent::Dcutr(e) => {
                 if let Some(m) = &self.metrics {
                     m.record(&e);
@@ -376,11 +376,7 @@ impl EventLoop {
         }
     }
 
-    fn handle_rr(
-        &mut self,
-        protocol: StreamProtocol,
-        e: request_response::Event<Vec<u8>, Vec<u8>>,
-    ) {
+    fn handle_rr(&mut self, protocol: Protocol, e: request_response::Event<Vec<u8>, Vec<u8>>) {
         match e {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
@@ -400,7 +396,7 @@ impl EventLoop {
                     };
                     self.emit(Event::Request {
                         peer,
-                        protocol: protocol.clone(),
+                        protocol,
                         data: request,
                         responder: Responder {
                             channel,

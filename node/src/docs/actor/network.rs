@@ -3,7 +3,7 @@
 
 use lattice_crdt::sync::{Input, Message, SyncError};
 use lattice_crdt::{ActorId, DocId};
-use lattice_overlay::{protocols, Event, PeerId, Verdict};
+use lattice_overlay::{Event, PeerId, Protocol, Verdict};
 use tracing::{debug, warn};
 
 use super::verify::Origin;
@@ -33,7 +33,7 @@ impl Actor {
         self.metrics.repair_sent(size);
         let overlay = self.overlay.clone();
         self.sends.spawn(async move {
-            match overlay.request(peer, protocols::SYNC, bytes).await {
+            match overlay.request(peer, Protocol::Sync, bytes).await {
                 Ok(resp) => {
                     if let Ok(SyncResponse::Refused(why)) = SyncResponse::decode(&resp) {
                         debug!(%peer, "peer refused a sync message: {why}");
@@ -130,10 +130,10 @@ impl Actor {
             },
             Event::Request {
                 peer,
-                protocol,
+                protocol: Protocol::Sync,
                 data,
                 responder,
-            } if protocol == protocols::SYNC => {
+            } => {
                 let responder = Box::new(responder);
                 self.verify(Origin::Request { peer, responder }, data);
             }
