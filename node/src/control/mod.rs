@@ -9,6 +9,7 @@ pub mod api;
 pub mod client;
 pub mod codec;
 pub mod errors;
+pub mod methods;
 pub mod server;
 
 pub use client::{Client, ClientError};
