@@ -24,9 +24,10 @@ use super::codec::{self, FrameError};
 
 /// Clients served at once; more are told `busy` and closed.
 pub const MAX_CLIENTS: usize = 64;
-/// Connections kept for newcomers when [`MAX_CLIENTS`] are taken (by idle or stalled
-/// clients, say): served like any other, but closed after [`RESERVE_IDLE`] without a
-/// request, so a new client can always get `status`.
+/// Spare connections for newcomers when [`MAX_CLIENTS`] are taken (by idle clients,
+/// streams or stalled clients, say): they answer only [`RESERVE_METHODS`], once, and are
+/// closed after [`RESERVE_IDLE`] without a request, so a new client can always get
+/// `status`.
 pub const RESERVE: usize = 4;
 /// A client must say hello this fast.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
