@@ -20,7 +20,7 @@ use crate::blobs::Blobs;
 use crate::config::{Config, ConfigError};
 use crate::control::api::{self, method, ApiError, ErrorCode, Family, Method};
 use crate::control::server::{Answer, Handler, Server, ServerError};
-use crate::control::{params, result, unknown_method};
+use crate::control::{params, result, strings, unknown_method};
 use crate::docs::{Docs, DocsError};
 use crate::identity::{self, IdentityError};
 use crate::lock::{DataDirLock, LockError};
@@ -115,11 +115,6 @@ impl Handler for Daemon {
     fn observe(&self, method: &str, elapsed: Duration, ok: bool) {
         self.metrics.control_request(method, elapsed, ok);
     }
-}
-
-/// Ids and addresses as the control API shows them.
-fn strings<T: ToString>(items: &[T]) -> Vec<String> {
-    items.iter().map(ToString::to_string).collect()
 }
 
 impl Daemon {

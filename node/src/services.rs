@@ -208,7 +208,7 @@ impl Services {
         }
         out.sort_by(|a, b| a.rtt_ms.total_cmp(&b.rtt_ms));
         if !out.is_empty() {
-            let strings = |a: &[lattice_overlay::Addr]| a.iter().map(ToString::to_string).collect();
+            use crate::control::strings;
             let addrs: HashMap<String, Vec<String>> = self
                 .overlay
                 .peers()

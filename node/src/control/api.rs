@@ -213,7 +213,7 @@ impl From<&lattice_overlay::PeerInfo> for Peer {
     fn from(p: &lattice_overlay::PeerInfo) -> Self {
         Peer {
             peer_id: p.peer.to_string(),
-            addrs: p.addrs.iter().map(ToString::to_string).collect(),
+            addrs: super::strings(&p.addrs),
             rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
             connected: p.connected,
             in_dht: p.in_dht,

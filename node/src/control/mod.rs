@@ -92,6 +92,11 @@ pub fn parse_peer_id(s: &str) -> Result<lattice_overlay::PeerId, String> {
     s.parse().map_err(|e| format!("invalid peer id {s:?}: {e}"))
 }
 
+/// Ids and addresses as the control API shows them: as text.
+pub fn strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
 /// Decodes a method's parameters; parameters that do not fit are the client's error.
 pub fn params<T: serde::de::DeserializeOwned>(v: serde_cbor::Value) -> Result<T, ApiError> {
     codec::from_value(v).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
