@@ -39,25 +39,80 @@ pub struct PeerInfo {
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;
 
+/// What a handle asks of the swarm task. Those with a `reply` are answered (within the
+/// task's deadline); the rest are fire-and-forget.
 #[derive(Debug)]
 pub(crate) enum Command {
-    Info(Reply<Info>),
-    Peers(Reply<Vec<PeerInfo>>),
-    Dial(Multiaddr, Reply<PeerId>),
-    Block(Vec<PeerId>, Reply<()>),
-    Unblock(Vec<PeerId>, Reply<()>),
-    AllowOnly(Vec<PeerId>, Reply<()>),
-    AllowAll(Reply<()>),
-    Subscribe(String, Reply<()>),
-    Unsubscribe(String),
-    Unprovide(Vec<u8>),
-    Publish(String, Vec<u8>, Reply<()>),
-    ReportGossip(GossipId, PeerId, Verdict),
-    Request(PeerId, Protocol, Vec<u8>, Reply<Vec<u8>>),
-    Respond(Box<Responder>, Vec<u8>),
-    Provide(Vec<u8>, Reply<()>),
-    Providers(Vec<u8>, Reply<Vec<PeerId>>),
-    Strike(PeerId),
+    // The node and its peers (event_loop/peers.rs).
+    Info {
+        reply: Reply<Info>,
+    },
+    Peers {
+        reply: Reply<Vec<PeerInfo>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: Reply<PeerId>,
+    },
+    Block {
+        peers: Vec<PeerId>,
+        reply: Reply<()>,
+    },
+    Unblock {
+        peers: Vec<PeerId>,
+        reply: Reply<()>,
+    },
+    AllowOnly {
+        peers: Vec<PeerId>,
+        reply: Reply<()>,
+    },
+    AllowAll {
+        reply: Reply<()>,
+    },
+    Strike {
+        peer: PeerId,
+    },
+    // Gossip (event_loop/gossip.rs).
+    Subscribe {
+        topic: String,
+        reply: Reply<()>,
+    },
+    Unsubscribe {
+        topic: String,
+    },
+    Publish {
+        topic: String,
+        data: Vec<u8>,
+        reply: Reply<()>,
+    },
+    ReportGossip {
+        id: GossipId,
+        source: PeerId,
+        verdict: Verdict,
+    },
+    // Requests and responses (event_loop/requests.rs).
+    Request {
+        peer: PeerId,
+        protocol: Protocol,
+        data: Vec<u8>,
+        reply: Reply<Vec<u8>>,
+    },
+    Respond {
+        responder: Box<Responder>,
+        data: Vec<u8>,
+    },
+    // DHT records (event_loop/dht.rs).
+    Provide {
+        key: Vec<u8>,
+        reply: Reply<()>,
+    },
+    Providers {
+        key: Vec<u8>,
+        reply: Reply<Vec<PeerId>>,
+    },
+    Unprovide {
+        key: Vec<u8>,
+    },
 }
 
 /// The handle to a running overlay. Cheap to clone; every method has a deadline.
@@ -95,18 +150,18 @@ impl Overlay {
     }
 
     pub async fn info(&self) -> Result<Info, Error> {
-        self.call(Command::Info).await
+        self.call(|reply| Command::Info { reply }).await
     }
 
     /// Connected peers, then peers known only from the DHT.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
-        self.call(Command::Peers).await
+        self.call(|reply| Command::Peers { reply }).await
     }
 
     /// Connects to an address (which may be just `/p2p/<peer id>`, dialled through
     /// addresses the DHT knows). Returns the peer once connected.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, Error> {
-        self.call(|r| Command::Dial(addr, r)).await
+        self.call(|reply| Command::Dial { addr, reply }).await
     }
 
     /// Connects to a peer by id alone (the DHT supplies its addresses); at once if it is
@@ -118,40 +173,43 @@ impl Overlay {
 
     /// Disconnects the peers and refuses them until unblocked.
     pub async fn block(&self, peers: Vec<PeerId>) -> Result<(), Error> {
-        self.call(|r| Command::Block(peers, r)).await
+        self.call(|reply| Command::Block { peers, reply }).await
     }
 
     pub async fn unblock(&self, peers: Vec<PeerId>) -> Result<(), Error> {
-        self.call(|r| Command::Unblock(peers, r)).await
+        self.call(|reply| Command::Unblock { peers, reply }).await
     }
 
     /// Talks only to these peers (plus none blocked): everyone else is disconnected.
     pub async fn allow_only(&self, peers: Vec<PeerId>) -> Result<(), Error> {
-        self.call(|r| Command::AllowOnly(peers, r)).await
+        self.call(|reply| Command::AllowOnly { peers, reply }).await
     }
 
     pub async fn allow_all(&self) -> Result<(), Error> {
-        self.call(Command::AllowAll).await
+        self.call(|reply| Command::AllowAll { reply }).await
     }
 
     pub async fn subscribe(&self, topic: impl Into<String>) -> Result<(), Error> {
         let topic = topic.into();
-        self.call(|r| Command::Subscribe(topic, r)).await
+        self.call(|reply| Command::Subscribe { topic, reply }).await
     }
 
     /// Leaves a topic (no reply: it cannot fail).
     pub fn unsubscribe(&self, topic: impl Into<String>) -> Result<(), Error> {
-        self.tell(Command::Unsubscribe(topic.into()))
+        self.tell(Command::Unsubscribe {
+            topic: topic.into(),
+        })
     }
 
     /// Stops announcing `key` (records already stored elsewhere expire with their TTL).
     pub fn unprovide(&self, key: Vec<u8>) -> Result<(), Error> {
-        self.tell(Command::Unprovide(key))
+        self.tell(Command::Unprovide { key })
     }
 
     pub async fn publish(&self, topic: impl Into<String>, data: Vec<u8>) -> Result<(), Error> {
         let topic = topic.into();
-        self.call(|r| Command::Publish(topic, data, r)).await
+        self.call(|reply| Command::Publish { topic, data, reply })
+            .await
     }
 
     /// Delivers the verdict on a gossip message; only accepted messages are forwarded.
@@ -161,13 +219,17 @@ impl Overlay {
         source: PeerId,
         verdict: Verdict,
     ) -> Result<(), Error> {
-        self.tell(Command::ReportGossip(id, source, verdict))
+        self.tell(Command::ReportGossip {
+            id,
+            source,
+            verdict,
+        })
     }
 
     /// Reports that `peer` sent invalid input; enough strikes within a window block it
     /// (see [`crate::policy::Strikes`]).
     pub fn strike(&self, peer: PeerId) -> Result<(), Error> {
-        self.tell(Command::Strike(peer))
+        self.tell(Command::Strike { peer })
     }
 
     /// Sends a request and waits for the response (bounded by the request timeout).
@@ -177,21 +239,29 @@ impl Overlay {
         protocol: Protocol,
         data: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
-        self.call(|r| Command::Request(peer, protocol, data, r))
-            .await
+        self.call(|reply| Command::Request {
+            peer,
+            protocol,
+            data,
+            reply,
+        })
+        .await
     }
 
     pub fn respond(&self, responder: Responder, data: Vec<u8>) -> Result<(), Error> {
-        self.tell(Command::Respond(Box::new(responder), data))
+        self.tell(Command::Respond {
+            responder: Box::new(responder),
+            data,
+        })
     }
 
     /// Announces in the DHT that this node provides `key`.
     pub async fn provide(&self, key: Vec<u8>) -> Result<(), Error> {
-        self.call(|r| Command::Provide(key, r)).await
+        self.call(|reply| Command::Provide { key, reply }).await
     }
 
     /// Peers the DHT knows to provide `key`.
     pub async fn providers(&self, key: Vec<u8>) -> Result<Vec<PeerId>, Error> {
-        self.call(|r| Command::Providers(key, r)).await
+        self.call(|reply| Command::Providers { key, reply }).await
     }
 }

@@ -29,7 +29,6 @@ pub mod store;
 use std::collections::HashSet;
 
 use futures::StreamExt;
-use libp2p::multiaddr::Protocol as AddrPart;
 use libp2p::swarm::SwarmEvent;
 use libp2p::Multiaddr;
 use prometheus_client::registry::Registry;
@@ -42,6 +41,7 @@ pub use error::Error;
 pub use event::{Event, GossipId, Responder, Verdict};
 pub use handle::{Info, Overlay, PeerInfo};
 pub use libp2p::identity::{self, Keypair};
+pub use libp2p::multiaddr::Protocol as AddrPart;
 pub use libp2p::pnet::{KeyParseError, PreSharedKey};
 pub use libp2p::{Multiaddr as Addr, PeerId, StreamProtocol};
 pub use protocols::Protocol;

@@ -1,0 +1,138 @@
+//! The DHT: provider records announced and looked up, and bootstrapping while the routing
+//! table is small.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use libp2p::{kad, PeerId};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::{busy, EventLoop, Pending, MAX_PENDING};
+use crate::error::Error;
+use crate::handle::Reply;
+
+/// While the routing table is smaller than a Kademlia bucket (a small or young network),
+/// re-run the bootstrap this often, so peers that joined after us are found in seconds
+/// rather than at the next periodic bootstrap.
+const SMALL_TABLE_BOOTSTRAP: Duration = Duration::from_secs(5);
+const SMALL_TABLE: usize = 20;
+
+/// A DHT query waiting for its answer.
+pub(super) enum Query {
+    Provide(Pending<()>),
+    /// With the providers found so far.
+    Providers(Pending<Vec<PeerId>>, HashSet<PeerId>),
+}
+
+impl EventLoop {
+    pub(super) fn provide(&mut self, key: Vec<u8>, reply: Reply<()>) {
+        if self.queries.len() >= MAX_PENDING {
+            return busy(reply);
+        }
+        match self.swarm.behaviour_mut().kad.start_providing(key.into()) {
+            Ok(id) => {
+                let deadline = self.deadline();
+                self.queries
+                    .insert(id, Query::Provide(Pending { deadline, reply }));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Dht(e.to_string())));
+            }
+        }
+    }
+
+    pub(super) fn providers(&mut self, key: Vec<u8>, reply: Reply<Vec<PeerId>>) {
+        if self.queries.len() >= MAX_PENDING {
+            return busy(reply);
+        }
+        let id = self.swarm.behaviour_mut().kad.get_providers(key.into());
+        let deadline = self.deadline();
+        self.queries.insert(
+            id,
+            Query::Providers(Pending { deadline, reply }, HashSet::new()),
+        );
+    }
+
+    pub(super) fn kad_event(&mut self, e: kad::Event) {
+        match e {
+            kad::Event::RoutingUpdated {
+                peer,
+                is_new_peer: true,
+                ..
+            } => {
+                debug!(%peer, "added to the routing table");
+                if !self.bootstrapped {
+                    // The first peer: join the DHT now rather than at the next periodic run.
+                    self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                kad::QueryResult::Bootstrap(r) => debug!(ok = r.is_ok(), "DHT bootstrap step"),
+                kad::QueryResult::StartProviding(r) => {
+                    if let Some(Query::Provide(p)) = self.queries.remove(&id) {
+                        let _ = p
+                            .reply
+                            .send(r.map(|_| ()).map_err(|e| Error::Dht(e.to_string())));
+                    }
+                }
+                kad::QueryResult::GetProviders(r) => {
+                    if let Some(Query::Providers(_, found)) = self.queries.get_mut(&id) {
+                        if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
+                            found.extend(providers);
+                        }
+                    }
+                    if step.last {
+                        if let Some(Query::Providers(p, found)) = self.queries.remove(&id) {
+                            let _ = p.reply.send(Ok(found.into_iter().collect()));
+                        }
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+
+    pub(super) fn bootstrap_if_small(&mut self) {
+        if self.last_bootstrap.elapsed() < SMALL_TABLE_BOOTSTRAP {
+            return;
+        }
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let size: usize = kad.kbuckets().map(|b| b.num_entries()).sum();
+        if size > 0 && size < SMALL_TABLE {
+            self.last_bootstrap = Instant::now();
+            let _ = kad.bootstrap();
+        }
+    }
+
+    /// Ends queries past their deadline: a provide fails with a timeout; a lookup answers
+    /// with what it found so far.
+    pub(super) fn expire_queries(&mut self, now: Instant) {
+        let late: Vec<kad::QueryId> = self
+            .queries
+            .iter()
+            .filter(|(_, q)| match q {
+                Query::Provide(p) => p.deadline <= now,
+                Query::Providers(p, _) => p.deadline <= now,
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                q.finish();
+            }
+            match self.queries.remove(&id) {
+                Some(Query::Provide(p)) => {
+                    let _ = p.reply.send(Err(Error::Timeout(self.timeout)));
+                }
+                Some(Query::Providers(p, found)) => {
+                    let _ = p.reply.send(Ok(found.into_iter().collect()));
+                }
+                None => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! Peers and connections: dials (done once the peer identifies itself), connections
+//! opening and closing, identify, ping round trips, mDNS discoveries, the allow/block
+//! list and strikes against peers that send invalid input.
+
+use std::collections::HashMap;
+
+use libp2p::multiaddr::Protocol as AddrPart;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::{identify, mdns, ping, Multiaddr, PeerId};
+use tracing::{debug, warn};
+
+use super::{busy, EventLoop, Pending, MAX_PENDING};
+use crate::behaviour::BehaviourEvent;
+use crate::error::Error;
+use crate::event::Event;
+use crate::handle::{Info, PeerInfo, Reply};
+use crate::protocols;
+
+impl EventLoop {
+    pub(super) fn info(&mut self) -> Info {
+        let access = &self.swarm.behaviour().access;
+        let blocked = access.blocked().copied().collect();
+        let allow_only = access.allow_only_set().map(|s| s.iter().copied().collect());
+        let dht_peers = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .kbuckets()
+            .map(|b| b.num_entries())
+            .sum();
+        Info {
+            peer_id: *self.swarm.local_peer_id(),
+            listen_addrs: self.swarm.listeners().cloned().collect(),
+            external_addrs: self.swarm.external_addresses().cloned().collect(),
+            connected_peers: self.swarm.connected_peers().count(),
+            dht_peers,
+            blocked,
+            allow_only,
+        }
+    }
+
+    /// Connected peers, then peers known only from the routing table.
+    pub(super) fn peers(&mut self) -> Vec<PeerInfo> {
+        let mut dht: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for e in bucket.iter() {
+                dht.insert(
+                    *e.node.key.preimage(),
+                    e.node.value.iter().cloned().collect(),
+                );
+            }
+        }
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let mut out: Vec<PeerInfo> = connected
+            .iter()
+            .map(|p| PeerInfo {
+                peer: *p,
+                addrs: self.addrs.of(p),
+                rtt: self.rtt.get(p).copied(),
+                connected: true,
+                in_dht: dht.contains_key(p),
+            })
+            .collect();
+        for (p, addrs) in dht {
+            if !connected.contains(&p) {
+                out.push(PeerInfo {
+                    peer: p,
+                    addrs,
+                    rtt: None,
+                    connected: false,
+                    in_dht: true,
+                });
+            }
+        }
+        out.sort_by_key(|p| (!p.connected, p.peer.to_string()));
+        out
+    }
+
+    pub(super) fn dial(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
+        if self.dials.len() >= MAX_PENDING {
+            return busy(reply);
+        }
+        let peer = match addr.iter().last() {
+            Some(AddrPart::P2p(p)) => Some(p),
+            _ => None,
+        };
+        if let Some(p) = peer {
+            if !self.swarm.behaviour().access.is_allowed(&p) {
+                let _ = reply.send(Err(Error::Blocked(p)));
+                return;
+            }
+            if self.swarm.is_connected(&p) && self.identified.contains(&p) {
+                let _ = reply.send(Ok(p));
+                return;
+            }
+        }
+        let only_peer = addr.iter().count() == 1 && peer.is_some();
+        // Always a new connection: one that is open but not yet identified may be one the
+        // remote is about to refuse.
+        let opts = match peer {
+            // Just `/p2p/<id>`: the DHT supplies the addresses.
+            Some(p) if only_peer => DialOpts::peer_id(p)
+                .condition(PeerCondition::Always)
+                .build(),
+            Some(p) => DialOpts::peer_id(p)
+                .condition(PeerCondition::Always)
+                .addresses(vec![addr])
+                .build(),
+            None => DialOpts::unknown_peer_id().address(addr).build(),
+        };
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dials.insert(
+                    id,
+                    Pending {
+                        deadline: self.deadline(),
+                        reply,
+                    },
+                );
+            }
+            Err(DialError::NoAddresses) => {
+                let msg =
+                    "no known address for this peer (not in the DHT yet; give a full multiaddr)";
+                let _ = reply.send(Err(Error::Dial(msg.into())));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(Error::Dial(e.to_string())));
+            }
+        }
+    }
+
+    pub(super) fn block(&mut self, peers: Vec<PeerId>) -> Result<(), Error> {
+        if self.swarm.behaviour_mut().access.block(peers) {
+            Ok(())
+        } else {
+            Err(Error::Limit(format!(
+                "at most {} peers can be blocked",
+                crate::access::MAX_BLOCKED
+            )))
+        }
+    }
+
+    pub(super) fn strike(&mut self, peer: PeerId) {
+        if self.strikes.strike(peer, std::time::Instant::now()) {
+            warn!(%peer, "blocking a peer that keeps sending invalid input");
+            self.swarm.behaviour_mut().access.block(vec![peer]);
+        }
+    }
+
+    /// A connection opened, closed, or could not be made.
+    pub(super) fn connection_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let addr = endpoint.get_remote_address().clone();
+                debug!(peer = %peer_id, %addr, "connected");
+                self.addrs.opened(peer_id, connection_id, addr.clone());
+                // Once per peer, as PeerDisconnected is, so the two pair up.
+                if num_established.get() == 1 {
+                    self.emit(Event::PeerConnected {
+                        peer: peer_id,
+                        addr,
+                    });
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                self.addrs.closed(&peer_id, connection_id);
+                if let Some(p) = self.dials.remove(&connection_id) {
+                    let why = cause.map_or_else(|| "closed".to_owned(), |c| c.to_string());
+                    let msg = format!("{peer_id} closed the connection before identifying ({why}); it may be blocking this node");
+                    let _ = p.reply.send(Err(Error::Dial(msg)));
+                }
+                if num_established == 0 {
+                    self.identified.remove(&peer_id);
+                    self.rtt.remove(&peer_id);
+                    self.emit(Event::PeerDisconnected { peer: peer_id });
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                debug!(?peer_id, %error, "dial failed");
+                if let Some(p) = self.dials.remove(&connection_id) {
+                    let e = if dial_timed_out(&error) {
+                        Error::Timeout(self.timeout)
+                    } else {
+                        Error::Dial(error.to_string())
+                    };
+                    let _ = p.reply.send(Err(e));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A peer identified itself: a dial waiting on this connection is done, and a peer
+    /// that speaks our Kademlia joins the routing table.
+    pub(super) fn identify_event(&mut self, e: identify::Event) {
+        let identify::Event::Received {
+            peer_id,
+            info,
+            connection_id,
+        } = e
+        else {
+            return;
+        };
+        self.identified.insert(peer_id);
+        if let Some(p) = self.dials.remove(&connection_id) {
+            let _ = p.reply.send(Ok(peer_id));
+        }
+        let speaks_kad = info.protocols.contains(&protocols::KAD);
+        if info.protocol_version == protocols::IDENTIFY_VERSION && speaks_kad {
+            for addr in info.listen_addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+    }
+
+    pub(super) fn ping_event(&mut self, e: ping::Event) {
+        if let ping::Event {
+            peer,
+            result: Ok(rtt),
+            ..
+        } = e
+        {
+            self.rtt.insert(peer, rtt);
+        }
+    }
+
+    /// Peers found on the LAN join the routing table and are dialled.
+    pub(super) fn mdns_event(&mut self, e: mdns::Event) {
+        let mdns::Event::Discovered(found) = e else {
+            return;
+        };
+        for (peer, addr) in found {
+            debug!(%peer, %addr, "found on the LAN");
+            self.swarm
+                .behaviour_mut()
+                .kad
+                .add_address(&peer, addr.clone());
+            if !self.swarm.is_connected(&peer) {
+                let _ = self
+                    .swarm
+                    .dial(DialOpts::peer_id(peer).addresses(vec![addr]).build());
+            }
+        }
+    }
+}
+
+/// True when every address of a failed dial timed out (the connection was made, but
+/// the handshake never finished in time): the caller hears `Timeout`, not a refusal.
+fn dial_timed_out(error: &DialError) -> bool {
+    use libp2p::core::transport::TransportError;
+    let DialError::Transport(errors) = error else {
+        return false;
+    };
+    !errors.is_empty()
+        && errors.iter().all(|(_, e)| match e {
+            TransportError::Other(io) => {
+                io.kind() == std::io::ErrorKind::TimedOut
+                    // libp2p's transport timeout arrives boxed in an `Other` I/O error.
+                    || io
+                        .get_ref()
+                        .is_some_and(|inner| inner.to_string().contains("Timeout has been reached"))
+            }
+            TransportError::MultiaddrNotSupported(_) => false,
+        })
+}
