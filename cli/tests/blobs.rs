@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
 
 use common::{run_ok, start_net, wait_for_ok, Net};
-use lattice_node::blobs::control::GetParams;
 use lattice_node::blobs::wire::BlobResponse;
-use lattice_node::blobs::Progress;
-use lattice_node::control::api::method;
+use lattice_node::control::api::{self, method};
 use lattice_node::control::Client;
 use lattice_overlay::{Event, Keypair, Overlay, Protocol};
 use lattice_testnet::daemon::Daemon;
@@ -58,10 +56,13 @@ fn fetch_in_background(
     d: &Daemon,
     hash: &str,
     out: Option<&Path>,
-) -> (std::thread::JoinHandle<()>, std_mpsc::Receiver<Progress>) {
+) -> (
+    std::thread::JoinHandle<()>,
+    std_mpsc::Receiver<api::FetchEvent>,
+) {
     let (tx, rx) = std_mpsc::channel();
     let socket = d.socket.clone();
-    let params = GetParams {
+    let params = api::FetchParams {
         hash: hash.to_owned(),
         out: out.map(|o| o.to_str().unwrap().to_owned()),
     };
@@ -72,8 +73,8 @@ fn fetch_in_background(
             .unwrap();
         rt.block_on(async {
             let mut c = Client::connect(&socket).await.unwrap();
-            let id = c.stream(method::BLOB_GET, &params).await.unwrap();
-            while let Ok(Some(p)) = c.next_event::<Progress>(id).await {
+            let id = c.stream::<method::BlobGet>(&params).await.unwrap();
+            while let Ok(Some(p)) = c.next_event(&id).await {
                 if tx.send(p).is_err() {
                     return;
                 }
@@ -261,11 +262,11 @@ fn a_provider_killed_mid_transfer_costs_only_its_pieces_in_flight() {
     let mut end = None;
     for p in rx.iter() {
         match p {
-            Progress::Progress { have, size, .. } if !killed && have * 4 >= size => {
+            api::FetchEvent::Progress { have, size, .. } if !killed && have * 4 >= size => {
                 net.nodes[0].kill();
                 killed = true;
             }
-            Progress::Progress { .. } => {}
+            api::FetchEvent::Progress { .. } => {}
             other => {
                 end = Some(other);
                 break;
@@ -275,7 +276,7 @@ fn a_provider_killed_mid_transfer_costs_only_its_pieces_in_flight() {
     fetcher.join().unwrap();
     assert!(killed, "the fetch ended before a quarter was verified");
     match end {
-        Some(Progress::Done { received, .. }) => {
+        Some(api::FetchEvent::Done { received, .. }) => {
             same_file(&file, &out);
             // Verified ranges are not fetched again: at most the pieces that were in
             // flight to the dead provider (4 × 4 MiB) come twice.
@@ -345,8 +346,8 @@ fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
     let (fetcher, rx) = fetch_in_background(&net.nodes[1], &hash, None);
     for p in rx.iter() {
         match p {
-            Progress::Progress { have, size, .. } if have * 4 >= size * 3 => break,
-            Progress::Progress { .. } => {}
+            api::FetchEvent::Progress { have, size, .. } if have * 4 >= size * 3 => break,
+            api::FetchEvent::Progress { .. } => {}
             other => panic!("the fetch ended before it could be interrupted: {other:?}"),
         }
     }

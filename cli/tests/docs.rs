@@ -194,7 +194,7 @@ fn kill_9_right_after_acknowledged_writes_loses_none_of_them() {
                         key: "acked".into(),
                         members: vec![format!("w{k}")],
                     };
-                    match c.call::<_, api::Written>(method::DOC_ADD, &p).await {
+                    match c.call::<method::DocAdd>(&p).await {
                         Ok(_) => {
                             if tx.send(format!("w{k}")).is_err() {
                                 return;
@@ -239,9 +239,7 @@ fn a_node_joining_after_a_thousand_writes_catches_up_by_anti_entropy() {
                 key: format!("k{}", i % 100),
                 by: 1,
             };
-            c.call::<_, api::Written>(method::DOC_INCR, &p)
-                .await
-                .unwrap();
+            c.call::<method::DocIncr>(&p).await.unwrap();
         }
     });
     // The newcomer was not there for any gossip: only anti-entropy can bring the history.

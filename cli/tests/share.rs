@@ -5,9 +5,8 @@ mod common;
 use std::sync::mpsc as std_mpsc;
 
 use common::{run_ok, start_net, wait_for_ok};
-use lattice_node::control::api::method;
+use lattice_node::control::api::{method, SubscribeParams, TopicMessage};
 use lattice_node::control::Client;
-use lattice_node::topics::{SubscribeParams, TopicMessage};
 use serde_json::Value;
 
 fn providers(v: &Value) -> Vec<String> {
@@ -125,9 +124,9 @@ fn a_topic_message_reaches_every_subscriber_of_a_five_node_net() {
                 let p = SubscribeParams {
                     topic: "news".into(),
                 };
-                let id = c.stream(method::TOPIC_SUBSCRIBE, &p).await.unwrap();
+                let id = c.stream::<method::TopicSubscribe>(&p).await.unwrap();
                 let _ = ready_tx.send(());
-                if let Ok(Some(m)) = c.next_event::<TopicMessage>(id).await {
+                if let Ok(Some(m)) = c.next_event(&id).await {
                     let _ = tx.send((i, m));
                 }
             });

@@ -4,11 +4,10 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lattice_overlay::{Addr, Event, Overlay, PeerId, Protocol};
+use lattice_overlay::{Event, Protocol};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -18,9 +17,8 @@ use tracing::{info, warn};
 use crate::auth::NodeAuth;
 use crate::blobs::Blobs;
 use crate::config::{Config, ConfigError};
-use crate::control::api::{self, method, ApiError, ErrorCode, Family, Method};
-use crate::control::server::{Answer, Handler, Server, ServerError};
-use crate::control::{params, result, strings, unknown_method};
+use crate::control::handle::Handlers;
+use crate::control::server::{Server, ServerError};
 use crate::docs::{Docs, DocsError};
 use crate::identity::{self, IdentityError};
 use crate::lock::{DataDirLock, LockError};
@@ -75,115 +73,6 @@ pub enum DaemonError {
     Blobs(#[from] crate::blobs::BlobError),
 }
 
-/// What the control handler needs.
-struct Daemon {
-    overlay: Overlay,
-    docs: Docs,
-    blobs: Blobs,
-    services: Services,
-    topics: Topics,
-    started: Instant,
-    data_dir: PathBuf,
-    metrics: Metrics,
-}
-
-fn bad_request(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::BadRequest, e.to_string())
-}
-
-fn peer_ids(list: Vec<String>) -> Result<Vec<PeerId>, ApiError> {
-    if list.is_empty() {
-        return Err(bad_request("no peers given"));
-    }
-    crate::control::check_peer_list(&list)?;
-    list.iter()
-        .map(|p| crate::control::parse_peer_id(p).map_err(bad_request))
-        .collect()
-}
-
-impl Handler for Daemon {
-    async fn call(&self, m: &'static Method, p: serde_cbor::Value) -> Result<Answer, ApiError> {
-        match m.family {
-            Family::Doc => crate::docs::control::call(&self.docs, m.name, p).await,
-            Family::Blob => crate::blobs::control::call(&self.blobs, m.name, p).await,
-            Family::Service => crate::services::call(&self.services, m.name, p).await,
-            Family::Topic => crate::topics::call(&self.topics, m.name, p).await,
-            Family::Net => self.net_call(m.name, p).await.map(Answer::Value),
-        }
-    }
-
-    fn observe(&self, method: &str, elapsed: Duration, ok: bool) {
-        self.metrics.control_request(method, elapsed, ok);
-    }
-}
-
-impl Daemon {
-    async fn net_call(&self, m: &str, p: serde_cbor::Value) -> Result<serde_cbor::Value, ApiError> {
-        match m {
-            method::ID => {
-                let info = self.overlay.info().await?;
-                result(&api::IdInfo {
-                    peer_id: info.peer_id.to_string(),
-                    listen_addrs: strings(&info.listen_addrs),
-                })
-            }
-            method::STATUS => {
-                let info = self.overlay.info().await?;
-                result(&api::Status {
-                    peer_id: info.peer_id.to_string(),
-                    version: env!("CARGO_PKG_VERSION").to_owned(),
-                    peers: info.connected_peers,
-                    dht_peers: info.dht_peers,
-                    docs: self.docs.count().await?,
-                    blobs: self.blobs.count(),
-                    uptime_s: self.started.elapsed().as_secs(),
-                    listen_addrs: strings(&info.listen_addrs),
-                    external_addrs: strings(&info.external_addrs),
-                    data_dir: self.data_dir.display().to_string(),
-                    blocked: strings(&info.blocked),
-                    allow_only: info.allow_only.as_deref().map(strings),
-                })
-            }
-            method::PEERS => {
-                let peers = self.overlay.peers().await?;
-                result(&peers.iter().map(api::Peer::from).collect::<Vec<_>>())
-            }
-            method::DIAL => {
-                let a: api::DialParams = params(p)?;
-                if a.addr.len() > crate::control::MAX_ADDR {
-                    return Err(bad_request(format!(
-                        "invalid multiaddr: {} characters, at most {} are accepted",
-                        a.addr.len(),
-                        crate::control::MAX_ADDR
-                    )));
-                }
-                let addr = Addr::from_str(&a.addr)
-                    .map_err(|e| bad_request(format!("invalid multiaddr {:?}: {e}", a.addr)))?;
-                let peer = self.overlay.dial(addr).await?;
-                result(&api::Dialed {
-                    peer_id: peer.to_string(),
-                })
-            }
-            method::NET_BLOCK | method::NET_UNBLOCK | method::NET_ALLOW_ONLY => {
-                let a: api::PeersParams = params(p)?;
-                let peers = peer_ids(a.peers)?;
-                let done = match m {
-                    method::NET_BLOCK => self.overlay.block(peers).await,
-                    method::NET_UNBLOCK => self.overlay.unblock(peers).await,
-                    _ => self.overlay.allow_only(peers).await,
-                };
-                done?;
-                result(&api::Done {})
-            }
-            method::NET_ALLOW_ALL => {
-                self.overlay.allow_all().await?;
-                result(&api::Done {})
-            }
-            other => Err(unknown_method(other)),
-        }
-    }
-}
-
 /// Runs a daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     let shutdown = CancellationToken::new();
@@ -233,7 +122,11 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     net.dht_mode = config.dht_mode;
     if let Some(path) = &config.psk_file {
         net.psk = Some(crate::config::read_psk(path)?);
-        net.listen.retain(|a| !a.to_string().contains("/quic"));
+        // The pre-shared key protects TCP connections only.
+        net.listen.retain(|a| {
+            !a.iter()
+                .any(|p| matches!(p, lattice_overlay::AddrPart::QuicV1))
+        });
         info!("private swarm: pre-shared key in use, QUIC disabled");
     }
     let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
@@ -270,7 +163,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
             topics: topics.clone(),
         },
     ));
-    let daemon = Arc::new(Daemon {
+    let daemon = Arc::new(Handlers {
         overlay: overlay.clone(),
         docs,
         blobs,

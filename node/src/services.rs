@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lattice_crdt::codec;
-use lattice_overlay::{Overlay, PeerId, Protocol, Responder};
+use lattice_overlay::{Addr as Multiaddr, Overlay, PeerId, Protocol, Responder};
 
 use crate::store::{ServiceAd, Store};
 use serde::{Deserialize, Serialize};
@@ -57,13 +57,14 @@ pub(crate) struct Offer {
     pub(crate) meta: BTreeMap<String, String>,
 }
 
-/// One provider of a service, as `service find` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// One provider of a service that confirmed it when asked.
+#[derive(Clone, Debug)]
 pub struct Provider {
-    pub peer_id: String,
-    pub addrs: Vec<String>,
-    /// Round trip of the metadata request, in milliseconds.
-    pub rtt_ms: f64,
+    pub peer: PeerId,
+    /// Where the provider listens (this node's own listen addresses for itself).
+    pub addrs: Vec<Multiaddr>,
+    /// Round trip of the metadata request; zero for this node.
+    pub rtt: Duration,
     pub meta: BTreeMap<String, String>,
 }
 
@@ -200,31 +201,30 @@ impl Services {
             .collect();
         if let Some(meta) = self.ads().get(name) {
             out.push(Provider {
-                peer_id: me.to_string(),
+                peer: me,
                 addrs: Vec::new(),
-                rtt_ms: 0.0,
+                rtt: Duration::ZERO,
                 meta: meta.clone(),
             });
         }
-        out.sort_by(|a, b| a.rtt_ms.total_cmp(&b.rtt_ms));
+        out.sort_by_key(|p| p.rtt);
         if !out.is_empty() {
-            use crate::control::strings;
-            let addrs: HashMap<String, Vec<String>> = self
+            let mut addrs: HashMap<PeerId, Vec<Multiaddr>> = self
                 .overlay
                 .peers()
                 .await
                 .unwrap_or_default()
                 .into_iter()
-                .map(|p| (p.peer.to_string(), strings(&p.addrs)))
+                .map(|p| (p.peer, p.addrs))
                 .collect();
             let info = self.overlay.info().await.ok();
             for p in &mut out {
-                p.addrs = if p.peer_id == me.to_string() {
+                p.addrs = if p.peer == me {
                     info.as_ref()
-                        .map(|i| strings(&i.listen_addrs))
+                        .map(|i| i.listen_addrs.clone())
                         .unwrap_or_default()
                 } else {
-                    addrs.get(&p.peer_id).cloned().unwrap_or_default()
+                    addrs.remove(&p.peer).unwrap_or_default()
                 };
             }
         }
@@ -246,9 +246,9 @@ impl Services {
             let rtt = started.elapsed();
             let offer: Offer = codec::decode(&bytes, 64 << 10).ok()?;
             offer.offered.then(|| Provider {
-                peer_id: peer.to_string(),
+                peer,
                 addrs: Vec::new(),
-                rtt_ms: rtt.as_secs_f64() * 1e3,
+                rtt,
                 meta: offer.meta,
             })
         };
@@ -310,47 +310,5 @@ mod tests {
     fn service_keys_differ_by_name() {
         assert_ne!(key("a"), key("b"));
         assert_eq!(key("a").len(), 32);
-    }
-}
-
-/// `service.advertise` parameters.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AdvertiseParams {
-    pub name: String,
-    #[serde(default)]
-    pub meta: BTreeMap<String, String>,
-}
-
-/// `service.withdraw` and `service.find` parameters.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct NameParams {
-    pub name: String,
-}
-
-/// Answers one `service.*` method.
-pub async fn call(
-    services: &Services,
-    m: &str,
-    p: serde_cbor::Value,
-) -> Result<crate::control::server::Answer, crate::control::api::ApiError> {
-    use crate::control::api::{method, Done};
-    use crate::control::{params, reply, unknown_method};
-    match m {
-        method::SERVICE_ADVERTISE => {
-            let a: AdvertiseParams = params(p)?;
-            services.advertise(&a.name, a.meta).await?;
-            reply(&Done {})
-        }
-        method::SERVICE_WITHDRAW => {
-            let a: NameParams = params(p)?;
-            services.withdraw(&a.name).await?;
-            reply(&Done {})
-        }
-        method::SERVICE_FIND => {
-            let a: NameParams = params(p)?;
-            reply(&services.find(&a.name).await?)
-        }
-        method::SERVICE_LS => reply(&services.advertised()),
-        other => Err(unknown_method(other)),
     }
 }

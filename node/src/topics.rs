@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use crate::lossy;
 use lattice_overlay::{GossipId, Overlay, PeerId, Verdict};
-use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::subs::Subscriptions;
@@ -37,13 +36,12 @@ pub enum TopicError {
 }
 
 /// A message as subscribers receive it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug)]
 pub struct TopicMessage {
     pub topic: String,
     /// The publishing peer (gossipsub signs every message).
-    pub from: Option<String>,
-    /// The message, as text (invalid UTF-8 replaced).
-    pub data: String,
+    pub from: Option<PeerId>,
+    pub data: Arc<[u8]>,
 }
 
 fn check(topic: &str) -> Result<(), TopicError> {
@@ -106,15 +104,8 @@ impl Topics {
     }
 
     /// Connected peers known to subscribe to `topic`.
-    pub fn peers(&self, topic: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .remote()
-            .peers(topic)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        v.sort();
-        v
+    pub fn peers(&self, topic: &str) -> Vec<PeerId> {
+        self.remote().peers(topic)
     }
 
     fn subs(&self) -> std::sync::MutexGuard<'_, Subscribers> {
@@ -132,8 +123,8 @@ impl Topics {
         // Gossip never hands a node its own messages: local subscribers get them here.
         let msg = TopicMessage {
             topic: topic.to_owned(),
-            from: Some(self.overlay.peer_id().to_string()),
-            data: String::from_utf8_lossy(message).into_owned(),
+            from: Some(self.overlay.peer_id()),
+            data: message.into(),
         };
         self.hand_out(topic, &msg);
         Ok(())
@@ -204,8 +195,8 @@ impl Topics {
         } else {
             let msg = TopicMessage {
                 topic: topic.to_owned(),
-                from: author.map(|a| a.to_string()),
-                data: String::from_utf8_lossy(&data).into_owned(),
+                from: author,
+                data: data.into(),
             };
             if self.hand_out(topic, &msg) {
                 Verdict::Accept
@@ -215,44 +206,5 @@ impl Topics {
             }
         };
         let _ = self.overlay.report_gossip(id, source, verdict);
-    }
-}
-
-/// `topic.publish` parameters.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct PublishParams {
-    pub topic: String,
-    pub message: String,
-}
-
-/// `topic.subscribe` and `topic.peers` parameters.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct SubscribeParams {
-    pub topic: String,
-}
-
-/// Answers one `topic.*` method.
-pub async fn call(
-    topics: &Topics,
-    m: &str,
-    p: serde_cbor::Value,
-) -> Result<crate::control::server::Answer, crate::control::api::ApiError> {
-    use crate::control::api::{method, Done};
-    use crate::control::{params, reply, stream_lossy, unknown_method};
-    match m {
-        method::TOPIC_PUBLISH => {
-            let a: PublishParams = params(p)?;
-            topics.publish(&a.topic, a.message.as_bytes()).await?;
-            reply(&Done {})
-        }
-        method::TOPIC_SUBSCRIBE => {
-            let a: SubscribeParams = params(p)?;
-            Ok(stream_lossy(topics.subscribe(&a.topic).await?, "messages"))
-        }
-        method::TOPIC_PEERS => {
-            let a: SubscribeParams = params(p)?;
-            reply(&topics.peers(&a.topic))
-        }
-        other => Err(unknown_method(other)),
     }
 }

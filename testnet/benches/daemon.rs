@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use lattice_node::control::api::{method, Status};
+use lattice_node::control::api::{method, NoParams, Status};
 use lattice_node::control::Client;
 use lattice_testnet::bench::{binary, percentile};
 use lattice_testnet::daemon::{wait_for, Daemon};
@@ -62,7 +62,7 @@ fn main() -> Result<()> {
         let mut times = Vec::with_capacity(1_000);
         for _ in 0..1_000 {
             let t = Instant::now();
-            let _: Status = c.call(method::STATUS, &()).await?;
+            let _: Status = c.call::<method::Status>(&NoParams).await?;
             times.push(t.elapsed());
         }
         anyhow::Ok(times)

@@ -80,11 +80,11 @@ async fn latency(nodes: &[Daemon]) -> Result<(Duration, Duration, Duration)> {
     for d in &nodes[1..] {
         let mut c = Client::connect(&d.socket).await?;
         let id = c
-            .stream(method::DOC_WATCH, &api::DocParams { doc: doc.clone() })
+            .stream::<method::DocWatch>(&api::DocParams { doc: doc.clone() })
             .await?;
         let tx = tx.clone();
         tokio::spawn(async move {
-            while let Ok(Some(change)) = c.next_event::<api::WatchEvent>(id).await {
+            while let Ok(Some(change)) = c.next_event(&id).await {
                 if let Some(v) = change.changes.get("k").and_then(|v| v.as_i64()) {
                     if tx.send(v).await.is_err() {
                         return;
@@ -102,7 +102,7 @@ async fn latency(nodes: &[Daemon]) -> Result<(Duration, Duration, Duration)> {
             key: "k".into(),
             value: i.to_string(),
         };
-        writer.call::<_, api::Written>(method::DOC_SET, &p).await?;
+        writer.call::<method::DocSet>(&p).await?;
         acks.push(t.elapsed());
         let mut seen = 0;
         while seen < nodes.len() - 1 {
@@ -199,7 +199,7 @@ async fn write_keys(node: &Daemon, doc: &str) -> Result<()> {
                     key: format!("key{k:05}"),
                     value: k.to_string(),
                 };
-                c.call::<_, api::Written>(method::DOC_SET, &p).await?;
+                c.call::<method::DocSet>(&p).await?;
             }
             anyhow::Ok(())
         });

@@ -72,12 +72,9 @@ impl Testnet {
             }
             let ask = async {
                 let mut c = Client::connect(&n.socket).await?;
-                c.call::<_, api::DocInfo>(
-                    method::DOC_INFO,
-                    &api::DocParams {
-                        doc: doc.to_owned(),
-                    },
-                )
+                c.call::<method::DocInfo>(&api::DocParams {
+                    doc: doc.to_owned(),
+                })
                 .await
             };
             let view = match tokio::time::timeout(ASK, ask).await {

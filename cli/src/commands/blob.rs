@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use lattice_node::blobs::control::{AddParams, GetParams, HashParams, ProviderInfo};
-use lattice_node::blobs::{BlobInfo, Progress};
-use lattice_node::control::api::method;
+use lattice_node::control::api::{
+    self, method, AddParams, BlobInfo, FetchEvent, FetchParams, HashParams, ProviderInfo,
+};
 
 use super::node::{call, session};
 use crate::args::{BlobCommand, Global};
@@ -39,13 +39,13 @@ pub fn run(g: &Global, cmd: BlobCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BlobCommand::Add { file } => {
             let path = absolute(&file)?;
-            let b: BlobInfo = call(g, method::BLOB_ADD, &AddParams { path })?;
+            let b: BlobInfo = call::<method::BlobAdd>(g, &AddParams { path })?;
             let out = serde_json::json!({"hash": b.hash, "size": b.size});
             output::print(g.json, &out, format!("{}  {} bytes", b.hash, b.size))?;
         }
         BlobCommand::Get { hash, out } => return get(g, hash, out.as_deref()),
         BlobCommand::Ls => {
-            let list: Vec<BlobInfo> = call(g, method::BLOB_LS, &())?;
+            let list: Vec<BlobInfo> = call::<method::BlobLs>(g, &api::NoParams)?;
             let mut text = format!("{:<64}  {:>14}  STATE", "HASH", "SIZE");
             for b in &list {
                 let _ = write!(text, "\n{}", line(b));
@@ -56,19 +56,19 @@ pub fn run(g: &Global, cmd: BlobCommand) -> anyhow::Result<ExitCode> {
             output::print(g.json, &list, text)?;
         }
         BlobCommand::Rm { hash } => {
-            let b: BlobInfo = call(g, method::BLOB_RM, &HashParams { hash })?;
+            let b: BlobInfo = call::<method::BlobRm>(g, &HashParams { hash })?;
             output::print(g.json, &b, format!("removed {}", b.hash))?;
         }
         BlobCommand::Pin { hash } => {
-            let b: BlobInfo = call(g, method::BLOB_PIN, &HashParams { hash })?;
+            let b: BlobInfo = call::<method::BlobPin>(g, &HashParams { hash })?;
             output::print(g.json, &b, line(&b))?;
         }
         BlobCommand::Unpin { hash } => {
-            let b: BlobInfo = call(g, method::BLOB_UNPIN, &HashParams { hash })?;
+            let b: BlobInfo = call::<method::BlobUnpin>(g, &HashParams { hash })?;
             output::print(g.json, &b, line(&b))?;
         }
         BlobCommand::Providers { hash } => {
-            let list: Vec<ProviderInfo> = call(g, method::BLOB_PROVIDERS, &HashParams { hash })?;
+            let list: Vec<ProviderInfo> = call::<method::BlobProviders>(g, &HashParams { hash })?;
             let text = if list.is_empty() {
                 "no providers found".to_owned()
             } else {
@@ -97,10 +97,12 @@ fn get(g: &Global, hash: String, out: Option<&Path>) -> anyhow::Result<ExitCode>
         b
     });
     let end = session(g, async |c| {
-        let id = c.stream(method::BLOB_GET, &GetParams { hash, out }).await?;
-        while let Some(p) = c.next_event::<Progress>(id).await? {
+        let id = c
+            .stream::<method::BlobGet>(&FetchParams { hash, out })
+            .await?;
+        while let Some(p) = c.next_event(&id).await? {
             match p {
-                Progress::Progress {
+                FetchEvent::Progress {
                     have,
                     size,
                     providers,
@@ -120,7 +122,7 @@ fn get(g: &Global, hash: String, out: Option<&Path>) -> anyhow::Result<ExitCode>
         b.finish_and_clear();
     }
     match &end {
-        Some(Progress::Done { blob, path, .. }) => {
+        Some(FetchEvent::Done { blob, path, .. }) => {
             let text = match path {
                 Some(p) => format!("{}  {} bytes  written to {p}", blob.hash, blob.size),
                 None => format!("{}  {} bytes", blob.hash, blob.size),
@@ -128,7 +130,7 @@ fn get(g: &Global, hash: String, out: Option<&Path>) -> anyhow::Result<ExitCode>
             output::print(g.json, &end, text)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(Progress::Failed { message }) => bail!("{message}"),
+        Some(FetchEvent::Failed { message }) => bail!("{message}"),
         _ => bail!("the daemon ended the fetch without a result"),
     }
 }

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use lattice_node::control::api::{self, method};
+use lattice_node::control::api::{self, method, Call};
 
 use super::node::{call, session};
 use crate::args::{DocCommand, Global};
@@ -22,7 +22,7 @@ pub fn run(g: &Global, cmd: DocCommand) -> anyhow::Result<ExitCode> {
                 open,
                 writers,
             };
-            let d: api::DocInfo = call(g, method::DOC_CREATE, &p)?;
+            let d: api::DocInfo = call::<method::DocCreate>(g, &p)?;
             let kind = if d.open { "open" } else { "closed" };
             output::print(
                 g.json,
@@ -31,11 +31,11 @@ pub fn run(g: &Global, cmd: DocCommand) -> anyhow::Result<ExitCode> {
             )?;
         }
         DocCommand::Join { id } => {
-            let d: api::DocInfo = call(g, method::DOC_JOIN, &api::DocParams { doc: id })?;
+            let d: api::DocInfo = call::<method::DocJoin>(g, &api::DocParams { doc: id })?;
             output::print(g.json, &d, format!("joined {} ({:?})", d.doc, d.name))?;
         }
         DocCommand::Ls => {
-            let docs: Vec<api::DocInfo> = call(g, method::DOC_LS, &())?;
+            let docs: Vec<api::DocInfo> = call::<method::DocLs>(g, &api::NoParams)?;
             let mut text = format!(
                 "{:<52}  {:<16} {:<6} {:>6} {:>8}",
                 "DOC", "NAME", "ACCESS", "KEYS", "REPLICAS"
@@ -54,7 +54,7 @@ pub fn run(g: &Global, cmd: DocCommand) -> anyhow::Result<ExitCode> {
             output::print(g.json, &docs, text)?;
         }
         DocCommand::Info { doc } => {
-            let d: api::DocInfo = call(g, method::DOC_INFO, &api::DocParams { doc })?;
+            let d: api::DocInfo = call::<method::DocInfo>(g, &api::DocParams { doc })?;
             let text = format!(
                 "doc       {}\nname      {}\naccess    {}\nowner     {}\ndigest    {}\nkeys      {}\ndeltas    {}\nreplicas  {}",
                 d.doc,
@@ -69,35 +69,28 @@ pub fn run(g: &Global, cmd: DocCommand) -> anyhow::Result<ExitCode> {
             output::print(g.json, &d, text)?;
         }
         DocCommand::Get { doc, key } => {
-            let v: serde_json::Value = call(g, method::DOC_GET, &api::GetParams { doc, key })?;
+            let v: serde_json::Value = call::<method::DocGet>(g, &api::GetParams { doc, key })?;
             output::print(g.json, &v, serde_json::to_string_pretty(&v)?)?;
         }
         DocCommand::Set { doc, key, value } => {
-            written(g, method::DOC_SET, &api::SetParams { doc, key, value })?;
+            written::<method::DocSet>(g, &api::SetParams { doc, key, value })?;
         }
         DocCommand::Del { doc, key } => {
-            written(g, method::DOC_DEL, &api::KeyParams { doc, key })?;
+            written::<method::DocDel>(g, &api::KeyParams { doc, key })?;
         }
         DocCommand::Incr { doc, key, n } => {
-            written(g, method::DOC_INCR, &api::IncrParams { doc, key, by: n })?;
+            written::<method::DocIncr>(g, &api::IncrParams { doc, key, by: n })?;
         }
         DocCommand::Add { doc, key, members } => {
-            written(
-                g,
-                method::DOC_ADD,
-                &api::MembersParams { doc, key, members },
-            )?;
+            written::<method::DocAdd>(g, &api::MembersParams { doc, key, members })?;
         }
         DocCommand::Rm { doc, key, members } => {
-            written(g, method::DOC_RM, &api::MembersParams { doc, key, members })?;
+            written::<method::DocRm>(g, &api::MembersParams { doc, key, members })?;
         }
         DocCommand::Watch { doc } => watch(g, doc)?,
         DocCommand::Writers { doc, add, remove } => {
-            let w: api::Writers = call(
-                g,
-                method::DOC_WRITERS,
-                &api::WritersParams { doc, add, remove },
-            )?;
+            let w: api::Writers =
+                call::<method::DocWriters>(g, &api::WritersParams { doc, add, remove })?;
             let mut text = format!("owner    {}", w.owner);
             if w.open {
                 text.push_str("\nopen: anyone may write");
@@ -116,16 +109,18 @@ pub fn run(g: &Global, cmd: DocCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn written(g: &Global, m: &str, params: &impl serde::Serialize) -> anyhow::Result<()> {
-    let w: api::Written = call(g, m, params)?;
+fn written<M: Call<Result = api::Written>>(g: &Global, params: &M::Params) -> anyhow::Result<()> {
+    let w = call::<M>(g, params)?;
     output::print(g.json, &w, format!("saved (write #{})", w.seq))
 }
 
 /// Streams changes until the daemon ends the stream or the user interrupts.
 fn watch(g: &Global, doc: String) -> anyhow::Result<()> {
     session(g, async |c| {
-        let id = c.stream(method::DOC_WATCH, &api::DocParams { doc }).await?;
-        while let Some(change) = c.next_event::<api::WatchEvent>(id).await? {
+        let id = c
+            .stream::<method::DocWatch>(&api::DocParams { doc })
+            .await?;
+        while let Some(change) = c.next_event(&id).await? {
             let line = if g.json {
                 serde_json::to_string(&change)?
             } else {

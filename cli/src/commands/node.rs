@@ -4,21 +4,15 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use lattice_node::config;
-use lattice_node::control::api::{self, method};
+use lattice_node::control::api::{self, method, Call};
 use lattice_node::control::Client;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 use crate::args::Global;
 use crate::output;
 
-/// Connects to the daemon and makes one call.
-pub fn call<P: Serialize, R: DeserializeOwned>(
-    g: &Global,
-    m: &str,
-    params: &P,
-) -> anyhow::Result<R> {
-    session(g, async |c| Ok(c.call(m, params).await?))
+/// Connects to the daemon and makes one call of method `M`.
+pub fn call<M: Call>(g: &Global, params: &M::Params) -> anyhow::Result<M::Result> {
+    session(g, async |c| Ok(c.call::<M>(params).await?))
 }
 
 /// Connects to the daemon and runs `f` with the connection.
@@ -37,7 +31,7 @@ pub fn session<T>(
 }
 
 pub fn id(g: &Global) -> anyhow::Result<ExitCode> {
-    let r: api::IdInfo = call(g, method::ID, &())?;
+    let r: api::IdInfo = call::<method::Id>(g, &api::NoParams)?;
     let mut text = format!("peer id  {}\n", r.peer_id);
     for a in &r.listen_addrs {
         let _ = writeln!(text, "listen   {a}/p2p/{}", r.peer_id);
@@ -47,7 +41,7 @@ pub fn id(g: &Global) -> anyhow::Result<ExitCode> {
 }
 
 pub fn status(g: &Global) -> anyhow::Result<ExitCode> {
-    let s: api::Status = call(g, method::STATUS, &())?;
+    let s: api::Status = call::<method::Status>(g, &api::NoParams)?;
     let mut text = String::new();
     let _ = writeln!(text, "peer id     {}", s.peer_id);
     let _ = writeln!(text, "version     {}", s.version);
@@ -74,7 +68,7 @@ pub fn status(g: &Global) -> anyhow::Result<ExitCode> {
 }
 
 pub fn peers(g: &Global) -> anyhow::Result<ExitCode> {
-    let peers: Vec<api::Peer> = call(g, method::PEERS, &())?;
+    let peers: Vec<api::Peer> = call::<method::Peers>(g, &api::NoParams)?;
     let mut text = format!("{:<54} {:>9}  {:<9} ADDRESSES", "PEER", "RTT", "STATE");
     for p in &peers {
         let rtt = p
@@ -100,7 +94,7 @@ pub fn peers(g: &Global) -> anyhow::Result<ExitCode> {
 }
 
 pub fn dial(g: &Global, addr: String) -> anyhow::Result<ExitCode> {
-    let r: api::Dialed = call(g, method::DIAL, &api::DialParams { addr })?;
+    let r: api::Dialed = call::<method::Dial>(g, &api::DialParams { addr })?;
     output::print(g.json, &r, format!("connected to {}", r.peer_id))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,9 +6,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::bail;
-use lattice_node::control::api::{method, Done};
-use lattice_node::services::{AdvertiseParams, NameParams, Provider};
-use lattice_node::topics::{PublishParams, SubscribeParams, TopicMessage};
+use lattice_node::control::api::{
+    self, method, AdvertiseParams, Done, NameParams, Provider, PublishParams, SubscribeParams,
+};
 
 use super::node::{call, session};
 use crate::args::{Global, ServiceCommand, TopicCommand};
@@ -32,20 +32,16 @@ pub fn service(g: &Global, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
                 name: name.clone(),
                 meta: meta(&m)?,
             };
-            let d: Done = call(g, method::SERVICE_ADVERTISE, &p)?;
+            let d: Done = call::<method::ServiceAdvertise>(g, &p)?;
             output::print(g.json, &d, format!("advertising {name}"))?;
         }
         ServiceCommand::Withdraw { name } => {
-            let d: Done = call(
-                g,
-                method::SERVICE_WITHDRAW,
-                &NameParams { name: name.clone() },
-            )?;
+            let d: Done = call::<method::ServiceWithdraw>(g, &NameParams { name: name.clone() })?;
             output::print(g.json, &d, format!("withdrew {name}"))?;
         }
         ServiceCommand::Find { name } => {
             let found: Vec<Provider> =
-                call(g, method::SERVICE_FIND, &NameParams { name: name.clone() })?;
+                call::<method::ServiceFind>(g, &NameParams { name: name.clone() })?;
             let mut text = String::new();
             for p in &found {
                 let meta: Vec<String> = p.meta.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -64,7 +60,8 @@ pub fn service(g: &Global, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
             output::print(g.json, &found, text.trim_end())?;
         }
         ServiceCommand::Ls => {
-            let ads: BTreeMap<String, BTreeMap<String, String>> = call(g, method::SERVICE_LS, &())?;
+            let ads: BTreeMap<String, BTreeMap<String, String>> =
+                call::<method::ServiceLs>(g, &api::NoParams)?;
             let text = if ads.is_empty() {
                 "no services advertised".to_owned()
             } else {
@@ -79,9 +76,8 @@ pub fn service(g: &Global, cmd: ServiceCommand) -> anyhow::Result<ExitCode> {
 pub fn topic(g: &Global, cmd: TopicCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         TopicCommand::Publish { topic, message } => {
-            let d: Done = call(
+            let d: Done = call::<method::TopicPublish>(
                 g,
-                method::TOPIC_PUBLISH,
                 &PublishParams {
                     topic: topic.clone(),
                     message,
@@ -90,7 +86,7 @@ pub fn topic(g: &Global, cmd: TopicCommand) -> anyhow::Result<ExitCode> {
             output::print(g.json, &d, format!("published on {topic}"))?;
         }
         TopicCommand::Peers { topic } => {
-            let peers: Vec<String> = call(g, method::TOPIC_PEERS, &SubscribeParams { topic })?;
+            let peers: Vec<String> = call::<method::TopicPeers>(g, &SubscribeParams { topic })?;
             let text = if peers.is_empty() {
                 "no known subscribers".to_owned()
             } else {
@@ -101,9 +97,9 @@ pub fn topic(g: &Global, cmd: TopicCommand) -> anyhow::Result<ExitCode> {
         TopicCommand::Subscribe { topic } => {
             session(g, async |c| {
                 let id = c
-                    .stream(method::TOPIC_SUBSCRIBE, &SubscribeParams { topic })
+                    .stream::<method::TopicSubscribe>(&SubscribeParams { topic })
                     .await?;
-                while let Some(m) = c.next_event::<TopicMessage>(id).await? {
+                while let Some(m) = c.next_event(&id).await? {
                     let line = if g.json {
                         serde_json::to_string(&m)?
                     } else {

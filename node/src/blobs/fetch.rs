@@ -143,7 +143,7 @@ pub(super) async fn run(
                 return Err(blobs.corrupt(hash).await);
             }
             blobs.mark_intact(hash);
-            Some(out.display().to_string())
+            Some(out)
         }
         None => None,
     };
@@ -154,7 +154,7 @@ pub(super) async fn run(
             path,
             received: f.received,
             retried: f.retried,
-            bad_providers: f.bad.iter().map(ToString::to_string).collect(),
+            bad_providers: f.bad.clone(),
         })
         .await;
     Ok(())

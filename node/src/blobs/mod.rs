@@ -5,12 +5,10 @@
 //! - [`files`]: the on-disk layout; import, encode and verified decode (blocking IO).
 //! - `fetch`: finding providers and fetching verified ranges from several in parallel.
 //! - [`wire`]: the `/lattice/blob/1` request and response.
-//! - [`control`]: the `blob.*` control methods.
 //!
 //! The index (size, complete, pinned, verified ranges of partial blobs) lives in redb and
 //! in memory here; the bytes live in files under `<data>/blobs/`.
 
-pub mod control;
 mod fetch;
 pub mod files;
 mod recover;
@@ -21,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use lattice_overlay::{Overlay, PeerId, Responder};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{error, info, warn};
 
@@ -74,10 +71,11 @@ pub enum BlobError {
     },
 }
 
-/// A blob as the control socket shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A blob held here, whole or in part.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlobInfo {
-    pub hash: String,
+    /// BLAKE3 of the content.
+    pub hash: [u8; 32],
     pub size: u64,
     pub complete: bool,
     pub pinned: bool,
@@ -89,7 +87,7 @@ pub struct BlobInfo {
 impl From<&BlobMeta> for BlobInfo {
     fn from(m: &BlobMeta) -> Self {
         BlobInfo {
-            hash: files::hex(&m.hash),
+            hash: m.hash,
             size: m.size,
             complete: m.complete,
             pinned: m.pinned,
@@ -116,8 +114,7 @@ pub fn verified_bytes(ranges: &[(u64, u64)], size: u64) -> u64 {
 }
 
 /// What a fetch reports as it goes, and at its end.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Debug)]
 pub enum Progress {
     /// Verified bytes so far, of `size`; `providers` are in use.
     Progress {
@@ -128,12 +125,12 @@ pub enum Progress {
     /// The blob is complete (and copied to `path` if one was asked for).
     Done {
         blob: BlobInfo,
-        path: Option<String>,
+        path: Option<PathBuf>,
         /// Bytes received from providers in this fetch, and pieces fetched again after a
         /// provider failed or lied.
         received: u64,
         retried: u64,
-        bad_providers: Vec<String>,
+        bad_providers: Vec<PeerId>,
     },
     Failed {
         message: String,
@@ -203,7 +200,7 @@ impl Blobs {
         blobs.sort_leftovers().await?;
         for m in blobs.list() {
             if m.complete {
-                blobs.announce(parse_hash(&m.hash)?);
+                blobs.announce(m.hash);
             }
         }
         blobs.collect().await?;
@@ -267,7 +264,7 @@ impl Blobs {
 
     pub fn list(&self) -> Vec<BlobInfo> {
         let mut v: Vec<BlobInfo> = self.index().values().map(BlobInfo::from).collect();
-        v.sort_by(|a, b| a.hash.cmp(&b.hash));
+        v.sort_by_key(|b| b.hash);
         v
     }
 

@@ -1,14 +1,13 @@
 //! [`Client`]: a connection to a daemon's control socket.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
-use super::api::{ApiError, Hello, Request, Response, PROTOCOL_VERSION};
+use super::api::{ApiError, Call, Hello, Request, Response, PROTOCOL_VERSION};
 use super::codec::{self, FrameError};
 
 /// How long a call may take before the client gives up (dials and DHT queries included).
@@ -111,23 +110,19 @@ impl Client {
         })
     }
 
-    fn request<P: Serialize>(&mut self, method: &str, params: &P) -> Result<Request, ClientError> {
+    fn request<M: Call>(&mut self, params: &M::Params) -> Result<Request, ClientError> {
         let id = self.next_id;
         self.next_id += 1;
         Ok(Request {
             id,
-            method: method.to_owned(),
+            method: M::METHOD.name.to_owned(),
             params: codec::to_value(params)?,
         })
     }
 
-    /// Calls `method` and decodes its result.
-    pub async fn call<P: Serialize, R: DeserializeOwned>(
-        &mut self,
-        method: &str,
-        params: &P,
-    ) -> Result<R, ClientError> {
-        let req = self.request(method, params)?;
+    /// Calls method `M` and decodes its result: `client.call::<method::DocInfo>(&params)`.
+    pub async fn call<M: Call>(&mut self, params: &M::Params) -> Result<M::Result, ClientError> {
+        let req = self.request::<M>(params)?;
         let id = req.id;
         let path = self.path.clone();
         let exchange = async {
@@ -157,25 +152,24 @@ impl Client {
         }
     }
 
-    /// Starts a streaming method; read its events with [`Client::next_event`]. Dropping
+    /// Starts streaming method `M`; read its events with [`Client::next_event`]. Dropping
     /// the client (closing the connection) stops the stream.
-    pub async fn stream<P: Serialize>(
-        &mut self,
-        method: &str,
-        params: &P,
-    ) -> Result<u64, ClientError> {
-        let req = self.request(method, params)?;
+    pub async fn stream<M: Call>(&mut self, params: &M::Params) -> Result<Events<M>, ClientError> {
+        let req = self.request::<M>(params)?;
         codec::write(&mut self.wr, &req).await?;
-        Ok(req.id)
+        Ok(Events {
+            id: req.id,
+            method: PhantomData,
+        })
     }
 
-    /// The next event of stream `id`, or `None` once it has ended. Waits as long as it
-    /// takes: streams are quiet until something happens.
-    pub async fn next_event<R: DeserializeOwned>(
+    /// The next event of a stream, or `None` once it has ended. Waits as long as it takes:
+    /// streams are quiet until something happens.
+    pub async fn next_event<M: Call>(
         &mut self,
-        id: u64,
-    ) -> Result<Option<R>, ClientError> {
-        let Some(ev) = self.response(id).await?.event else {
+        events: &Events<M>,
+    ) -> Result<Option<M::Result>, ClientError> {
+        let Some(ev) = self.response(events.id).await?.event else {
             return Ok(None);
         };
         if let Ok(super::api::LaggedEvent { lagged }) = codec::from_value(ev.clone()) {
@@ -186,4 +180,11 @@ impl Client {
         }
         Ok(Some(codec::from_value(ev)?))
     }
+}
+
+/// A stream of method `M`'s events, started by [`Client::stream`].
+#[derive(Debug)]
+pub struct Events<M> {
+    id: u64,
+    method: PhantomData<M>,
 }

@@ -1,14 +1,19 @@
 //! The control socket: how the CLI (or any program) drives a daemon.
 //!
-//! - [`api`]: messages, methods, stable error codes.
+//! - [`methods`]: the method table; every method once, with its types and error codes.
+//! - [`api`]: the wire types: frames, stable error codes, each method's params and results.
 //! - [`codec`]: length-prefixed CBOR frames with a 16 MiB cap.
-//! - [`server`]: the socket server.
-//! - [`client`]: the client, [`Client`].
+//! - [`server`]: the socket server: connection limits, timeouts, streams.
+//! - `handle`: where each method is answered, one file per family.
+//! - `convert` and [`errors`]: domain answers and errors into wire types and codes.
+//! - [`client`]: the typed client, [`Client`].
 
 pub mod api;
 pub mod client;
 pub mod codec;
+mod convert;
 pub mod errors;
+pub(crate) mod handle;
 pub mod methods;
 pub mod server;
 
@@ -102,25 +107,24 @@ pub fn params<T: serde::de::DeserializeOwned>(v: serde_cbor::Value) -> Result<T,
     codec::from_value(v).map_err(|e| ApiError::new(ErrorCode::BadRequest, e.to_string()))
 }
 
-/// Encodes a method's result.
-pub fn result<T: serde::Serialize>(v: &T) -> Result<serde_cbor::Value, ApiError> {
-    codec::to_value(v).map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
-}
-
 /// Encodes a method's result as a one-value reply.
 pub fn reply<T: serde::Serialize>(v: &T) -> Result<server::Answer, ApiError> {
-    result(v).map(server::Answer::Value)
+    codec::to_value(v)
+        .map(server::Answer::Value)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))
 }
 
-/// A streaming reply: each item of `items`, encoded, until its senders are gone or the
-/// client leaves.
-pub fn stream<T: serde::Serialize + Send + 'static>(
-    mut items: tokio::sync::mpsc::Receiver<T>,
-) -> server::Answer {
+/// A streaming reply: each item of `items`, as wire type `W`, until its senders are gone
+/// or the client leaves.
+pub fn stream<T, W>(mut items: tokio::sync::mpsc::Receiver<T>) -> server::Answer
+where
+    T: Into<W> + Send + 'static,
+    W: serde::Serialize,
+{
     let (tx, rx) = tokio::sync::mpsc::channel(server::STREAM_QUEUE);
     tokio::spawn(async move {
         while let Some(item) = items.recv().await {
-            let Ok(v) = codec::to_value(&item) else {
+            let Ok(v) = codec::to_value::<W>(&item.into()) else {
                 continue;
             };
             if tx.send(v).await.is_err() {
@@ -133,15 +137,19 @@ pub fn stream<T: serde::Serialize + Send + 'static>(
 
 /// A streaming reply from a queue that may drop for a slow reader: each item, encoded;
 /// after a lag, one `{ "lagged": { "dropped", "message" } }` event, then the end.
-pub fn stream_lossy<T: serde::Serialize + Send + 'static>(
+pub fn stream_lossy<T, W>(
     mut items: crate::lossy::Receiver<T>,
     what: &'static str,
-) -> server::Answer {
+) -> server::Answer
+where
+    T: Into<W> + Send + 'static,
+    W: serde::Serialize,
+{
     let (tx, rx) = tokio::sync::mpsc::channel(server::STREAM_QUEUE);
     tokio::spawn(async move {
         while let Some(item) = items.recv().await {
             let v = match item {
-                crate::lossy::Item::Item(item) => match codec::to_value(&item) {
+                crate::lossy::Item::Item(item) => match codec::to_value::<W>(&item.into()) {
                     Ok(v) => v,
                     Err(_) => continue,
                 },

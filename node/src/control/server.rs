@@ -19,7 +19,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
-use super::api::{ApiError, ErrorCode, Hello, Method, Request, Response, PROTOCOL_VERSION};
+use super::api::{
+    method, ApiError, Call, Command, ErrorCode, Hello, Method, Request, Response, PROTOCOL_VERSION,
+};
 use super::codec::{self, FrameError};
 
 /// Clients served at once; more are told `busy` and closed.
@@ -36,7 +38,10 @@ pub const IDLE: Duration = Duration::from_secs(60);
 /// The same for a connection in the reserve.
 pub const RESERVE_IDLE: Duration = Duration::from_secs(5);
 /// Methods a connection in the reserve may call; it is closed after one answer.
-pub const RESERVE_METHODS: [&str; 2] = [super::api::method::ID, super::api::method::STATUS];
+pub const RESERVE_METHODS: [&str; 2] = [
+    <method::Id as Call>::METHOD.name,
+    <method::Status as Call>::METHOD.name,
+];
 /// A client must take each frame this fast, or its connection is closed: one that stops
 /// reading cannot hold a slot (or a stream) by making the daemon wait on it.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,15 +61,12 @@ pub enum Answer {
 
 /// Answers calls. Implemented by the daemon.
 pub trait Handler: Send + Sync + 'static {
-    /// Answers one call of a method of [`super::api::METHODS`] (the server answers
-    /// unknown names itself).
-    fn call(
-        &self,
-        method: &'static Method,
-        params: serde_cbor::Value,
-    ) -> impl Future<Output = Result<Answer, ApiError>> + Send;
-    /// Called after every request, for metrics.
-    fn observe(&self, _method: &str, _elapsed: Duration, _ok: bool) {}
+    /// Answers one call (the server answers unknown methods and parameters that do not
+    /// decode itself).
+    fn call(&self, command: Command) -> impl Future<Output = Result<Answer, ApiError>> + Send;
+    /// Called after every request, for metrics. `method` is the method table's name for
+    /// the request's method, or `unknown`.
+    fn observe(&self, _method: &'static str, _elapsed: Duration, _ok: bool) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -311,13 +313,18 @@ async fn connection<H: Handler>(
                 ),
             ))
         } else {
-            match (Method::named(&req.method), super::check_params(&req.params)) {
-                (None, _) => Err(super::unknown_method(&req.method)),
-                (Some(_), Err(e)) => Err(e),
-                (Some(m), Ok(())) => handler.call(m, req.params).await,
+            let command = match Method::named(&req.method) {
+                None => Err(super::unknown_method(&req.method)),
+                Some(_) => super::check_params(&req.params)
+                    .and_then(|()| Command::parse(&req.method, req.params)),
+            };
+            match command {
+                Ok(c) => handler.call(c).await,
+                Err(e) => Err(e),
             }
         };
-        handler.observe(&req.method, started.elapsed(), result.is_ok());
+        let label = Method::named(&req.method).map_or("unknown", |m| m.name);
+        handler.observe(label, started.elapsed(), result.is_ok());
         let resp = match result {
             Ok(Answer::Value(v)) => Response::ok(req.id, v),
             Ok(Answer::Stream(rx)) => {

@@ -4,13 +4,12 @@
 use std::collections::BTreeMap;
 
 use crate::lossy;
-use lattice_crdt::sync::{Replica, Standing};
+use lattice_crdt::sync::Replica;
 use lattice_crdt::DocId;
 use tracing::warn;
 
+use super::view::{Changed, DocSummary, WriterList};
 use super::DocsError;
-use crate::auth::peer_of_actor;
-use crate::control::api;
 use crate::store::DocMeta;
 
 /// Watchers of one document; more are refused.
@@ -23,11 +22,7 @@ pub(super) struct Hosted {
     pub id: DocId,
     pub meta: DocMeta,
     pub replica: Replica,
-    pub watchers: Vec<lossy::Sender<api::WatchEvent>>,
-}
-
-fn peer_string(actor: &lattice_crdt::ActorId) -> String {
-    peer_of_actor(actor).map_or_else(|| actor.to_string(), |p| p.to_string())
+    pub watchers: Vec<lossy::Sender<Changed>>,
 }
 
 impl Hosted {
@@ -44,40 +39,27 @@ impl Hosted {
         &self.meta.genesis.name
     }
 
-    pub fn info(&self) -> api::DocInfo {
+    pub fn summary(&self) -> DocSummary {
         let doc = self.replica.doc();
-        api::DocInfo {
-            doc: self.id.to_string(),
+        DocSummary {
+            id: self.id,
             name: self.name().to_owned(),
             open: self.meta.genesis.open,
-            owner: peer_string(&self.meta.genesis.owner),
-            digest: data_encoding::HEXLOWER.encode(&doc.digest()),
+            owner: self.meta.genesis.owner,
+            digest: doc.digest(),
             keys: doc.root().len(),
             deltas: self.replica.log_len(),
             replicas: self.replica.peers().count(),
         }
     }
 
-    pub fn writers(&self) -> api::Writers {
+    pub fn writers(&self) -> WriterList {
         let acl = self.replica.acl();
-        api::Writers {
-            doc: self.id.to_string(),
+        WriterList {
+            doc: self.id,
             open: acl.is_open(),
-            owner: peer_string(&self.meta.genesis.owner),
-            writers: acl
-                .writers()
-                .map(|(w, s)| api::Writer {
-                    peer_id: peer_string(w),
-                    state: match s {
-                        Standing::Writer => "writer".into(),
-                        Standing::Removed { .. } => "removed".into(),
-                    },
-                    cut: match s {
-                        Standing::Writer => None,
-                        Standing::Removed { cut } => Some(*cut),
-                    },
-                })
-                .collect(),
+            owner: self.meta.genesis.owner,
+            writers: acl.writers().map(|(w, s)| (*w, *s)).collect(),
         }
     }
 
@@ -123,10 +105,10 @@ impl Hosted {
         if changes.is_empty() {
             return;
         }
-        let change = api::WatchEvent {
-            doc: self.id.to_string(),
+        let change = Changed {
+            doc: self.id,
             local,
-            authors: authors.iter().map(peer_string).collect(),
+            authors: authors.iter().copied().collect(),
             changes,
         };
         let id = self.id;

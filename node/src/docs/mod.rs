@@ -7,17 +7,18 @@
 //! - `hosted`: one hosted document: its replica, topic, watchers, and what its outputs
 //!   turn into.
 //! - `join`: finding a replica of a document id and fetching its genesis.
-//! - [`control`]: the `doc.*` control methods.
 //! - [`wire`]: the `/lattice/sync/1` request and response.
 //!
 //! Durability: every delta a replica applies is queued to the store in order; a write is
 //! acknowledged (and broadcast) only once the commit holding it has completed.
 
 mod actor;
-pub mod control;
 mod hosted;
 pub(crate) mod join;
+mod view;
 pub mod wire;
+
+pub use view::{Changed, DocSummary, WriterList, Written};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -29,7 +30,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::auth::NodeAuth;
-use crate::control::api;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -88,26 +88,26 @@ pub(crate) enum Command {
         name: String,
         open: bool,
         writers: Vec<ActorId>,
-        reply: Reply<api::DocInfo>,
+        reply: Reply<DocSummary>,
     },
     Join {
         id: DocId,
-        reply: Reply<api::DocInfo>,
+        reply: Reply<DocSummary>,
     },
     /// A join found the genesis: host the document.
     Adopt {
         genesis: lattice_crdt::sync::Genesis,
-        reply: Reply<api::DocInfo>,
+        reply: Reply<DocSummary>,
     },
     List {
-        reply: Reply<Vec<api::DocInfo>>,
+        reply: Reply<Vec<DocSummary>>,
     },
     Count {
         reply: Reply<usize>,
     },
     Info {
         doc: String,
-        reply: Reply<api::DocInfo>,
+        reply: Reply<DocSummary>,
     },
     Get {
         doc: String,
@@ -117,15 +117,15 @@ pub(crate) enum Command {
     Write {
         doc: String,
         edit: Edit,
-        reply: Reply<api::Written>,
+        reply: Reply<Written>,
     },
     Writers {
         doc: String,
-        reply: Reply<api::Writers>,
+        reply: Reply<WriterList>,
     },
     Watch {
         doc: String,
-        reply: Reply<crate::lossy::Receiver<api::WatchEvent>>,
+        reply: Reply<crate::lossy::Receiver<Changed>>,
     },
 }
 
@@ -165,7 +165,7 @@ impl Docs {
         name: String,
         open: bool,
         writers: Vec<ActorId>,
-    ) -> Result<api::DocInfo, DocsError> {
+    ) -> Result<DocSummary, DocsError> {
         self.ask(|reply| Command::Create {
             name,
             open,
@@ -175,12 +175,12 @@ impl Docs {
         .await
     }
 
-    pub async fn join(&self, id: &str) -> Result<api::DocInfo, DocsError> {
+    pub async fn join(&self, id: &str) -> Result<DocSummary, DocsError> {
         let id = DocId::from_str(id).map_err(|e| DocsError::BadRequest(e.to_string()))?;
         self.ask(|reply| Command::Join { id, reply }).await
     }
 
-    pub async fn list(&self) -> Result<Vec<api::DocInfo>, DocsError> {
+    pub async fn list(&self) -> Result<Vec<DocSummary>, DocsError> {
         self.ask(|reply| Command::List { reply }).await
     }
 
@@ -189,7 +189,7 @@ impl Docs {
         self.ask(|reply| Command::Count { reply }).await
     }
 
-    pub async fn info(&self, doc: String) -> Result<api::DocInfo, DocsError> {
+    pub async fn info(&self, doc: String) -> Result<DocSummary, DocsError> {
         self.ask(|reply| Command::Info { doc, reply }).await
     }
 
@@ -202,30 +202,17 @@ impl Docs {
     }
 
     /// Applies `edit`; returns once it is durable.
-    pub async fn write(&self, doc: String, edit: Edit) -> Result<api::Written, DocsError> {
+    pub async fn write(&self, doc: String, edit: Edit) -> Result<Written, DocsError> {
         self.ask(|reply| Command::Write { doc, edit, reply }).await
     }
 
-    pub async fn writers(&self, doc: String) -> Result<api::Writers, DocsError> {
+    pub async fn writers(&self, doc: String) -> Result<WriterList, DocsError> {
         self.ask(|reply| Command::Writers { doc, reply }).await
     }
 
     /// A stream of the document's changes; it ends when the receiver is dropped, or after
     /// telling a reader that fell behind how many changes it missed.
-    pub async fn watch(
-        &self,
-        doc: String,
-    ) -> Result<crate::lossy::Receiver<api::WatchEvent>, DocsError> {
+    pub async fn watch(&self, doc: String) -> Result<crate::lossy::Receiver<Changed>, DocsError> {
         self.ask(|reply| Command::Watch { doc, reply }).await
     }
-}
-
-/// Parses a peer id given by a user into the actor id its deltas carry.
-pub fn actor_of(peer: &str) -> Result<ActorId, DocsError> {
-    let id = crate::control::parse_peer_id(peer).map_err(DocsError::BadRequest)?;
-    crate::auth::actor_of_peer(&id).ok_or_else(|| {
-        DocsError::BadRequest(format!(
-            "{peer} is not an Ed25519 peer id, so it cannot write"
-        ))
-    })
 }

@@ -1,40 +1,14 @@
-//! The `blob.*` control methods.
+//! `blob.*`.
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Blobs, Progress};
-use crate::control::api::{method, ApiError, ErrorCode};
+use super::{answer, misrouted};
+use crate::blobs::{Blobs, Progress};
+use crate::control::api::{self, method, ApiError, Command, ErrorCode};
 use crate::control::server::{Answer, STREAM_QUEUE};
-use crate::control::{params, reply as value, stream, unknown_method};
-
-/// `blob.add` parameters: an absolute path the daemon can read.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AddParams {
-    pub path: String,
-}
-
-/// Parameters naming a blob by hash.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct HashParams {
-    pub hash: String,
-}
-
-/// `blob.get` parameters: copy the blob to `out` (absolute) once complete.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct GetParams {
-    pub hash: String,
-    #[serde(default)]
-    pub out: Option<String>,
-}
-
-/// `blob.providers` result entries.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ProviderInfo {
-    pub peer_id: String,
-}
+use crate::control::stream;
 
 fn absolute(p: &str) -> Result<PathBuf, ApiError> {
     let path = PathBuf::from(p);
@@ -47,38 +21,33 @@ fn absolute(p: &str) -> Result<PathBuf, ApiError> {
     Ok(path)
 }
 
-/// Answers one `blob.*` method.
-pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Answer, ApiError> {
-    match m {
-        method::BLOB_ADD => {
-            let a: AddParams = params(p)?;
-            value(&blobs.add(absolute(&a.path)?).await?)
+pub(super) async fn call(blobs: &Blobs, command: Command) -> Result<Answer, ApiError> {
+    match command {
+        Command::BlobAdd(a) => {
+            answer::<method::BlobAdd>(blobs.add(absolute(&a.path)?).await?.into())
         }
-        method::BLOB_LS => value(&blobs.list()),
-        method::BLOB_RM => {
-            let a: HashParams = params(p)?;
-            value(&blobs.remove(&a.hash).await?)
+        Command::BlobLs(_) => {
+            answer::<method::BlobLs>(blobs.list().into_iter().map(Into::into).collect())
         }
-        method::BLOB_PIN | method::BLOB_UNPIN => {
-            let a: HashParams = params(p)?;
-            let pinned = m == method::BLOB_PIN;
-            value(&blobs.pin(&a.hash, pinned).await?)
+        Command::BlobRm(a) => answer::<method::BlobRm>(blobs.remove(&a.hash).await?.into()),
+        Command::BlobPin(a) => answer::<method::BlobPin>(blobs.pin(&a.hash, true).await?.into()),
+        Command::BlobUnpin(a) => {
+            answer::<method::BlobUnpin>(blobs.pin(&a.hash, false).await?.into())
         }
-        method::BLOB_PROVIDERS => {
-            let a: HashParams = params(p)?;
+        Command::BlobProviders(a) => {
             let found = blobs.providers(&a.hash).await?;
-            let list: Vec<ProviderInfo> = found
-                .into_iter()
-                .map(|p| ProviderInfo {
-                    peer_id: p.to_string(),
-                })
-                .collect();
-            value(&list)
+            answer::<method::BlobProviders>(
+                found
+                    .into_iter()
+                    .map(|p| api::ProviderInfo {
+                        peer_id: p.to_string(),
+                    })
+                    .collect(),
+            )
         }
-        method::BLOB_GET => {
-            let a: GetParams = params(p)?;
+        Command::BlobGet(a) => {
             let out = a.out.as_deref().map(absolute).transpose()?;
-            super::parse_hash(&a.hash)?;
+            crate::blobs::parse_hash(&a.hash)?;
             if let Some(out) = &out {
                 blobs.check_output(out)?;
             }
@@ -96,8 +65,8 @@ pub async fn call(blobs: &Blobs, m: &str, p: serde_cbor::Value) -> Result<Answer
                 }
             });
             // The stream ends when the fetch task, the last sender, is done.
-            Ok(stream(prx))
+            Ok(stream::<_, api::FetchEvent>(prx))
         }
-        other => Err(unknown_method(other)),
+        other => Err(misrouted(&other)),
     }
 }

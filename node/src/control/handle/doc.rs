@@ -1,36 +1,54 @@
-//! The `doc.*` control methods: parameters in, [`Docs`] calls, results out.
+//! `doc.*`: parameters in, [`Docs`] calls, wire types out.
 
 use lattice_crdt::json::Json;
 use lattice_crdt::sync::AclChange;
-use lattice_crdt::{Op, OpKind};
+use lattice_crdt::{ActorId, Op, OpKind};
 
-use super::{actor_of, Docs, DocsError, Edit};
-use crate::control::api::{self, method, ApiError};
+use super::{answer, misrouted};
+use crate::control::api::{self, method, ApiError, Command};
 use crate::control::server::Answer;
-use crate::control::{params, reply as value, stream_lossy, unknown_method};
+use crate::control::stream_lossy;
+use crate::docs::{Docs, DocsError, Edit};
 
-fn actors(peers: &[String]) -> Result<Vec<lattice_crdt::ActorId>, ApiError> {
+/// Peer ids given by a user, as the actor ids their deltas carry.
+fn actors(peers: &[String]) -> Result<Vec<ActorId>, ApiError> {
     crate::control::check_peer_list(peers)?;
-    peers
-        .iter()
-        .map(|p| actor_of(p))
-        .collect::<Result<_, _>>()
-        .map_err(ApiError::from)
+    peers.iter().map(|p| actor_of(p)).collect()
 }
 
-async fn write(docs: &Docs, doc: String, key: String, kind: OpKind) -> Result<Answer, ApiError> {
+fn actor_of(peer: &str) -> Result<ActorId, ApiError> {
+    let id = crate::control::parse_peer_id(peer).map_err(DocsError::BadRequest)?;
+    let actor = crate::auth::actor_of_peer(&id).ok_or_else(|| {
+        DocsError::BadRequest(format!(
+            "{peer} is not an Ed25519 peer id, so it cannot write"
+        ))
+    })?;
+    Ok(actor)
+}
+
+async fn write(
+    docs: &Docs,
+    doc: String,
+    key: String,
+    kind: OpKind,
+) -> Result<api::Written, ApiError> {
     if key.is_empty() {
         return Err(DocsError::BadRequest("empty key".into()).into());
     }
     let op = Op::new(key, kind);
-    value(&docs.write(doc, Edit::Op(op)).await?)
+    Ok(docs.write(doc, Edit::Op(op)).await?.into())
 }
 
-/// Answers one `doc.*` method.
-pub async fn call(docs: &Docs, m: &str, p: serde_cbor::Value) -> Result<Answer, ApiError> {
-    match m {
-        method::DOC_CREATE => {
-            let a: api::CreateParams = params(p)?;
+fn members(a: &api::MembersParams) -> Result<(), ApiError> {
+    if a.members.is_empty() {
+        return Err(DocsError::BadRequest("no members given".into()).into());
+    }
+    Ok(())
+}
+
+pub(super) async fn call(docs: &Docs, command: Command) -> Result<Answer, ApiError> {
+    match command {
+        Command::DocCreate(a) => {
             if a.open && !a.writers.is_empty() {
                 return Err(DocsError::BadRequest(
                     "an open document takes no writers (anyone may write)".into(),
@@ -38,65 +56,47 @@ pub async fn call(docs: &Docs, m: &str, p: serde_cbor::Value) -> Result<Answer, 
                 .into());
             }
             let writers = actors(&a.writers)?;
-            value(&docs.create(a.name, a.open, writers).await?)
+            let d = docs.create(a.name, a.open, writers).await?;
+            answer::<method::DocCreate>(d.into())
         }
-        method::DOC_JOIN => {
-            let a: api::DocParams = params(p)?;
-            value(&docs.join(&a.doc).await?)
+        Command::DocJoin(a) => answer::<method::DocJoin>(docs.join(&a.doc).await?.into()),
+        Command::DocLs(_) => {
+            let list = docs.list().await?;
+            answer::<method::DocLs>(list.into_iter().map(Into::into).collect())
         }
-        method::DOC_LS => value(&docs.list().await?),
-        method::DOC_INFO => {
-            let a: api::DocParams = params(p)?;
-            value(&docs.info(a.doc).await?)
+        Command::DocInfo(a) => answer::<method::DocInfo>(docs.info(a.doc).await?.into()),
+        Command::DocGet(a) => answer::<method::DocGet>(docs.get(a.doc, a.key).await?),
+        Command::DocSet(a) => {
+            let kind = OpKind::Set(Json::parse_or_string(&a.value));
+            answer::<method::DocSet>(write(docs, a.doc, a.key, kind).await?)
         }
-        method::DOC_GET => {
-            let a: api::GetParams = params(p)?;
-            value(&docs.get(a.doc, a.key).await?)
+        Command::DocDel(a) => {
+            answer::<method::DocDel>(write(docs, a.doc, a.key, OpKind::Delete).await?)
         }
-        method::DOC_SET => {
-            let a: api::SetParams = params(p)?;
-            write(
-                docs,
-                a.doc,
-                a.key,
-                OpKind::Set(Json::parse_or_string(&a.value)),
-            )
-            .await
+        Command::DocIncr(a) => {
+            answer::<method::DocIncr>(write(docs, a.doc, a.key, OpKind::Incr(a.by)).await?)
         }
-        method::DOC_DEL => {
-            let a: api::KeyParams = params(p)?;
-            write(docs, a.doc, a.key, OpKind::Delete).await
+        Command::DocAdd(a) => {
+            members(&a)?;
+            answer::<method::DocAdd>(write(docs, a.doc, a.key, OpKind::Add(a.members)).await?)
         }
-        method::DOC_INCR => {
-            let a: api::IncrParams = params(p)?;
-            write(docs, a.doc, a.key, OpKind::Incr(a.by)).await
+        Command::DocRm(a) => {
+            members(&a)?;
+            answer::<method::DocRm>(write(docs, a.doc, a.key, OpKind::Remove(a.members)).await?)
         }
-        method::DOC_ADD | method::DOC_RM => {
-            let a: api::MembersParams = params(p)?;
-            if a.members.is_empty() {
-                return Err(DocsError::BadRequest("no members given".into()).into());
-            }
-            let kind = if m == method::DOC_ADD {
-                OpKind::Add(a.members)
-            } else {
-                OpKind::Remove(a.members)
-            };
-            write(docs, a.doc, a.key, kind).await
-        }
-        method::DOC_WRITERS => {
-            let a: api::WritersParams = params(p)?;
+        Command::DocWriters(a) => {
             let mut changes: Vec<AclChange> =
                 actors(&a.add)?.into_iter().map(AclChange::Add).collect();
             changes.extend(actors(&a.remove)?.into_iter().map(AclChange::Remove));
             if !changes.is_empty() {
                 docs.write(a.doc.clone(), Edit::Writers(changes)).await?;
             }
-            value(&docs.writers(a.doc).await?)
+            answer::<method::DocWriters>(docs.writers(a.doc).await?.into())
         }
-        method::DOC_WATCH => {
-            let a: api::DocParams = params(p)?;
-            Ok(stream_lossy(docs.watch(a.doc).await?, "changes"))
-        }
-        other => Err(unknown_method(other)),
+        Command::DocWatch(a) => Ok(stream_lossy::<_, api::WatchEvent>(
+            docs.watch(a.doc).await?,
+            "changes",
+        )),
+        other => Err(misrouted(&other)),
     }
 }

@@ -9,8 +9,8 @@ use lattice_crdt::DocId;
 use tracing::info;
 
 use super::{now_ms, Actor, MAX_BACKGROUND};
-use crate::control::api;
 use crate::docs::hosted::Hosted;
+use crate::docs::DocSummary;
 use crate::docs::{join, wire, Command, DocsError, Reply};
 use crate::store::DocMeta;
 
@@ -19,18 +19,19 @@ const JOIN_WAIT: Duration = Duration::from_secs(5);
 
 impl Actor {
     /// A join found the genesis: hosts the document, and answers once it caught up.
-    pub(super) async fn adopt_joined(&mut self, genesis: Genesis, reply: Reply<api::DocInfo>) {
+    pub(super) async fn adopt_joined(&mut self, genesis: Genesis, reply: Reply<DocSummary>) {
         match self.adopt(genesis, true).await {
-            Ok(info) => match info.doc.parse::<DocId>() {
-                Ok(id) if self.catching_up(id) => {
-                    let deadline = now_ms() + JOIN_WAIT.as_millis() as u64;
-                    self.joining.entry(id).or_default().push((reply, deadline));
-                    self.timers.at_most(id, deadline);
-                }
-                _ => {
-                    let _ = reply.send(Ok(info));
-                }
-            },
+            Ok(info) if self.catching_up(info.id) => {
+                let deadline = now_ms() + JOIN_WAIT.as_millis() as u64;
+                self.joining
+                    .entry(info.id)
+                    .or_default()
+                    .push((reply, deadline));
+                self.timers.at_most(info.id, deadline);
+            }
+            Ok(info) => {
+                let _ = reply.send(Ok(info));
+            }
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
@@ -43,11 +44,11 @@ impl Actor {
         &mut self,
         genesis: Genesis,
         joined: bool,
-    ) -> Result<api::DocInfo, DocsError> {
+    ) -> Result<DocSummary, DocsError> {
         join::check(&genesis, None)?;
         let id = genesis.id();
         if let Some(h) = self.docs.get(&id) {
-            return Ok(h.info());
+            return Ok(h.summary());
         }
         let meta = DocMeta {
             genesis,
@@ -56,12 +57,12 @@ impl Actor {
         self.store.put_doc(meta.clone()).await?;
         let id = self.host(meta, Vec::new(), joined).await;
         info!(doc = %id, "document hosted");
-        Ok(self.docs[&id].info())
+        Ok(self.docs[&id].summary())
     }
 
-    pub(super) fn join(&mut self, id: DocId, reply: Reply<api::DocInfo>) {
+    pub(super) fn join(&mut self, id: DocId, reply: Reply<DocSummary>) {
         if let Some(h) = self.docs.get(&id) {
-            let _ = reply.send(Ok(h.info()));
+            let _ = reply.send(Ok(h.summary()));
             return;
         }
         if self.background.len() >= MAX_BACKGROUND {
@@ -109,7 +110,7 @@ impl Actor {
                 let info = self
                     .docs
                     .get(&id)
-                    .map(Hosted::info)
+                    .map(Hosted::summary)
                     .ok_or(DocsError::Unknown(id.to_string()));
                 let _ = reply.send(info);
             } else {

@@ -32,7 +32,7 @@ use super::hosted::{Hosted, MAX_WATCHERS, WATCH_QUEUE};
 use super::wire;
 use super::{Command, DocsError, Edit, Reply};
 use crate::auth::NodeAuth;
-use crate::control::api;
+use crate::docs::{DocSummary, Written};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::store::{Change, DocMeta, Store, StoreError};
@@ -68,7 +68,7 @@ type Commit = Pin<Box<dyn Future<Output = (DocId, Option<u64>, Result<(), StoreE
 
 struct Ack {
     doc: DocId,
-    reply: Reply<api::Written>,
+    reply: Reply<Written>,
 }
 
 pub(super) struct Actor {
@@ -84,7 +84,7 @@ pub(super) struct Actor {
     /// replicas among peers already connected.
     subs: Subscriptions,
     /// Join replies waiting for their replica to catch up, with their deadlines (ms).
-    joining: HashMap<DocId, Vec<(Reply<api::DocInfo>, u64)>>,
+    joining: HashMap<DocId, Vec<(Reply<DocSummary>, u64)>>,
     /// When each document is next due (its replica's timers, a waiting join).
     timers: timers::Timers,
     /// Peers' messages being decoded and verified on blocking threads (bounded).
@@ -317,10 +317,10 @@ impl Actor {
                 let _ = reply.send(Ok(self.docs.len()));
             }
             Command::List { reply } => {
-                let _ = reply.send(Ok(self.docs.values().map(Hosted::info).collect()));
+                let _ = reply.send(Ok(self.docs.values().map(Hosted::summary).collect()));
             }
             Command::Info { doc, reply } => {
-                let _ = reply.send(self.hosted(&doc).map(Hosted::info));
+                let _ = reply.send(self.hosted(&doc).map(Hosted::summary));
             }
             Command::Get { doc, key, reply } => {
                 let _ = reply.send(self.hosted(&doc).and_then(|h| h.get(key.as_deref())));
@@ -345,7 +345,7 @@ impl Actor {
         }
     }
 
-    async fn write(&mut self, doc: String, edit: Edit, reply: Reply<api::Written>) {
+    async fn write(&mut self, doc: String, edit: Edit, reply: Reply<Written>) {
         let id = match self.resolve(&doc) {
             Ok(id) => id,
             Err(e) => {
@@ -490,10 +490,7 @@ impl Actor {
         }
         for (tag, result) in acks {
             if let Some(a) = self.acks.remove(&tag) {
-                let _ = a.reply.send(result.map(|seq| api::Written {
-                    doc: id.to_string(),
-                    seq,
-                }));
+                let _ = a.reply.send(result.map(|seq| Written { doc: id, seq }));
             }
         }
     }

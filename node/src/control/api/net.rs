@@ -1,0 +1,59 @@
+//! `id`, `status`, `peers`, `dial` and `net.*`.
+
+use serde::{Deserialize, Serialize};
+
+/// `id` result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdInfo {
+    pub peer_id: String,
+    pub listen_addrs: Vec<String>,
+}
+
+/// `status` result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub peer_id: String,
+    pub version: String,
+    /// Connected peers.
+    pub peers: usize,
+    /// Peers in the Kademlia routing table.
+    pub dht_peers: usize,
+    pub docs: usize,
+    pub blobs: usize,
+    pub uptime_s: u64,
+    pub listen_addrs: Vec<String>,
+    pub external_addrs: Vec<String>,
+    pub data_dir: String,
+    pub blocked: Vec<String>,
+    pub allow_only: Option<Vec<String>>,
+}
+
+/// `peers` result entries.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Peer {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    /// Last ping round trip, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    pub connected: bool,
+    /// In this node's Kademlia routing table.
+    pub in_dht: bool,
+}
+
+/// `dial` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DialParams {
+    pub addr: String,
+}
+
+/// `dial` result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Dialed {
+    pub peer_id: String,
+}
+
+/// `net.block`, `net.unblock` and `net.allow_only` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PeersParams {
+    pub peers: Vec<String>,
+}

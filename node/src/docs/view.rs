@@ -1,0 +1,53 @@
+//! What the documents service answers with: plain domain values. The control socket turns
+//! them into its wire types in `control/convert.rs`.
+
+use std::collections::BTreeMap;
+
+use lattice_crdt::sync::Standing;
+use lattice_crdt::{ActorId, DocId};
+
+/// A hosted document at a glance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocSummary {
+    pub id: DocId,
+    /// The local alias: the name it was created with.
+    pub name: String,
+    pub open: bool,
+    pub owner: ActorId,
+    /// BLAKE3 of the canonical content: equal digests, equal documents.
+    pub digest: [u8; 32],
+    /// Top-level keys.
+    pub keys: usize,
+    /// Deltas held (fewer once authors fold).
+    pub deltas: usize,
+    /// Connected peers known to replicate the document.
+    pub replicas: usize,
+}
+
+/// A write, durable here under this node's sequence number `seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub doc: DocId,
+    pub seq: u64,
+}
+
+/// Who may write a document.
+#[derive(Clone, Debug)]
+pub struct WriterList {
+    pub doc: DocId,
+    pub open: bool,
+    pub owner: ActorId,
+    /// The writers of a closed document and their standing; empty for an open one.
+    pub writers: Vec<(ActorId, Standing)>,
+}
+
+/// What one applied change (a local write, a delta from a peer, or a batch of them) did
+/// to a document's top-level keys; a removed key maps to null.
+#[derive(Clone, Debug)]
+pub struct Changed {
+    pub doc: DocId,
+    pub local: bool,
+    /// Whose deltas were applied.
+    pub authors: Vec<ActorId>,
+    pub changes: BTreeMap<String, serde_json::Value>,
+}
