@@ -81,9 +81,14 @@ pub struct DaemonArgs {
     /// Data directory (identity, storage). Default: $LATTICE_HOME, else the platform data dir.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address to listen on (repeatable). Default: all interfaces, random port, TCP and QUIC.
+    /// Address to listen on (repeatable). Default: all interfaces, TCP and QUIC, on the
+    /// node's port. A port of 0 means the node's port.
     #[arg(long, value_name = "MULTIADDR")]
     pub listen: Vec<String>,
+    /// The node's port, for TCP and QUIC, kept for later starts. Default: the port kept
+    /// from the first start, which picked a free one (0 picks a new one).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
     /// A peer to join through (repeatable), e.g. /ip4/192.0.2.1/tcp/4001/p2p/12D3Koo...
     #[arg(long, value_name = "MULTIADDR")]
     pub bootstrap: Vec<String>,

@@ -59,6 +59,8 @@ impl std::str::FromStr for LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub listen: Option<Vec<Addr>>,
+    /// The port for listen addresses that leave it 0 (see [`crate::ports`]).
+    pub port: Option<u16>,
     pub bootstrap: Option<Vec<Addr>>,
     pub mdns: Option<bool>,
     pub upnp: Option<bool>,
@@ -98,6 +100,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub socket: PathBuf,
     pub listen: Vec<Addr>,
+    /// The port for listen addresses that leave it 0, kept for later starts; without it
+    /// the port kept from an earlier start, or a new one (see [`crate::ports`]).
+    pub port: Option<u16>,
     pub bootstrap: Vec<Addr>,
     pub mdns: bool,
     pub upnp: bool,

@@ -67,6 +67,8 @@ pub enum DaemonError {
         path: PathBuf,
         source: crate::store::StoreError,
     },
+    #[error("cannot choose the listen port: {0}")]
+    Port(#[from] crate::ports::PortError),
     #[error("cannot load documents: {0}")]
     Docs(#[from] DocsError),
     #[error("cannot open the blob store: {0}")]
@@ -129,13 +131,25 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         });
         info!("private swarm: pre-shared key in use, QUIC disabled");
     }
-    let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
+    net.listen = crate::ports::stable(&net.listen, dir, config.port)?;
     let db = dir.join("lattice.redb");
     let (store, store_thread) =
         Store::open(&db).map_err(|source| DaemonError::StoreUnreadable {
             path: db.clone(),
             source,
         })?;
+    let known = crate::peer_store::load(&store, net.keypair.public().to_peer_id()).await?;
+    if !known.is_empty() {
+        info!(peers = known.len(), "rejoining through peers met before");
+    }
+    net.known_peers = known.iter().map(|k| (k.peer, k.addrs.clone())).collect();
+    let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
+    let keeper = tokio::spawn(crate::peer_store::keep(
+        overlay.clone(),
+        store.clone(),
+        known,
+        shutdown.clone(),
+    ));
     let blobs = Blobs::open(dir, store.clone(), overlay.clone(), config.blob_quota).await?;
     let services = Services::open(overlay.clone(), store.clone())
         .await
@@ -181,6 +195,13 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     );
     drop(overlay);
     server.serve(daemon, shutdown, config.shutdown_grace).await;
+    // The peer keeper saves the routing table one last time.
+    if tokio::time::timeout(Duration::from_secs(5), keeper)
+        .await
+        .is_err()
+    {
+        warn!("the known peers were not saved in time");
+    }
 
     // The server has returned, so the handler and its handles are gone: the documents
     // actor finishes its queued commits and stops, releasing the store and its overlay

@@ -14,6 +14,8 @@
 //! - [`topics`]: publish/subscribe message streams over gossipsub.
 //! - [`subs`]: which peers subscribe to which gossip topics (bounded, both ways).
 //! - [`docs`]: replicated documents, driving the crdt sync state machine over the overlay.
+//! - [`ports`]: the listen port, picked once and kept in the data directory.
+//! - [`peer_store`]: peers met, kept so that a restarted node rejoins on its own.
 //! - [`fuzz`]: fuzz targets for every decoder of untrusted bytes in the daemon.
 
 pub mod accept;
@@ -28,6 +30,8 @@ pub mod identity;
 pub mod lock;
 pub mod lossy;
 pub mod metrics;
+pub mod peer_store;
+pub mod ports;
 pub mod services;
 pub mod store;
 pub mod subs;

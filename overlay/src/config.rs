@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use libp2p::identity::Keypair;
 use libp2p::pnet::PreSharedKey;
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
+
+/// Known peers dialled at start; the rest of the network is found through them.
+pub const REJOIN_DIALS: usize = 8;
 
 /// How this node takes part in the Kademlia DHT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -51,6 +54,10 @@ pub struct Config {
     pub listen: Vec<Multiaddr>,
     /// Peers to join through. An address may end in `/p2p/<peer id>`.
     pub bootstrap: Vec<Multiaddr>,
+    /// Peers met in earlier runs with their addresses, most recently seen first: all join
+    /// the routing table and the first [`REJOIN_DIALS`] are dialled, so a restarted node
+    /// finds the network again without bootstrap addresses.
+    pub known_peers: Vec<(PeerId, Vec<Multiaddr>)>,
     pub mdns: bool,
     /// UPnP port mapping on the local gateway.
     pub upnp: bool,
@@ -97,6 +104,7 @@ impl Config {
                     .expect("valid multiaddr"),
             ],
             bootstrap: Vec::new(),
+            known_peers: Vec::new(),
             mdns: true,
             upnp: true,
             dht_mode: DhtMode::Server,

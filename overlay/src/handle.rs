@@ -50,6 +50,9 @@ pub(crate) enum Command {
     Peers {
         reply: Reply<Vec<PeerInfo>>,
     },
+    RoutingTable {
+        reply: Reply<Vec<PeerInfo>>,
+    },
     Dial {
         addr: Multiaddr,
         reply: Reply<PeerId>,
@@ -156,6 +159,12 @@ impl Overlay {
     /// Connected peers, then peers known only from the DHT.
     pub async fn peers(&self) -> Result<Vec<PeerInfo>, Error> {
         self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// The routing table: each peer with the addresses the DHT holds for it (the ones
+    /// it announced itself, which others can dial), connected or not.
+    pub async fn routing_table(&self) -> Result<Vec<PeerInfo>, Error> {
+        self.call(|reply| Command::RoutingTable { reply }).await
     }
 
     /// Connects to an address (which may be just `/p2p/<peer id>`, dialled through

@@ -29,12 +29,13 @@ pub mod store;
 use std::collections::HashSet;
 
 use futures::StreamExt;
+use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::SwarmEvent;
 use libp2p::Multiaddr;
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 pub use config::{Config, DhtMode};
 pub use error::Error;
@@ -100,6 +101,17 @@ pub async fn spawn(
                 }
             }
             _ => {}
+        }
+    }
+    for (peer, addrs) in &config.known_peers {
+        for addr in addrs {
+            swarm.behaviour_mut().kad.add_address(peer, addr.clone());
+        }
+    }
+    for (peer, addrs) in config.known_peers.iter().take(config::REJOIN_DIALS) {
+        let opts = DialOpts::peer_id(*peer).addresses(addrs.clone()).build();
+        if let Err(e) = swarm.dial(opts) {
+            debug!(%peer, "dial to a known peer failed: {e}");
         }
     }
     for addr in &config.bootstrap {

@@ -51,6 +51,7 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
         data_dir,
         socket,
         listen,
+        port: a.port.or(file.port),
         bootstrap,
         mdns: !a.no_mdns && file.mdns.unwrap_or(true),
         upnp: !a.no_upnp && file.upnp.unwrap_or(true),

@@ -68,6 +68,7 @@ enum Key {
     Doc(DocId),
     Blob([u8; 32]),
     Service(String),
+    Peer(Vec<u8>),
 }
 
 /// A row's bytes, or None when it is deleted.
@@ -101,6 +102,8 @@ fn effects(change: &Change, all: &[SignedDelta]) -> Vec<(Key, Row)> {
         Change::DelBlob(h) => vec![(Key::Blob(*h), None)],
         Change::PutService(ad) => vec![(Key::Service(ad.name.clone()), Some(codec::encode(ad)))],
         Change::DelService(name) => vec![(Key::Service(name.clone()), None)],
+        Change::PutPeer(p) => vec![(Key::Peer(p.id.clone()), Some(codec::encode(p)))],
+        Change::DelPeer(id) => vec![(Key::Peer(id.clone()), None)],
     }
 }
 
@@ -113,6 +116,15 @@ fn blob(i: u8, complete: bool) -> BlobMeta {
         local: false,
         added_ms: 1,
         verified: if complete { Vec::new() } else { vec![(0, 64)] },
+    }
+}
+
+fn peer(i: u8, seen_ms: u64) -> PeerRecord {
+    PeerRecord {
+        id: vec![i; 8],
+        addrs: vec![serde_bytes::ByteBuf::from(vec![i; 12])],
+        seen_ms,
+        relay: false,
     }
 }
 
@@ -168,6 +180,12 @@ fn workload(rng: &mut ChaCha8Rng) -> (Vec<Change>, Vec<SignedDelta>) {
             Change::PutService(service("s1", "2")),
             Change::DelService("s2".into()),
         ],
+        vec![
+            Change::PutPeer(peer(1, 1)),
+            Change::PutPeer(peer(2, 1)),
+            Change::PutPeer(peer(1, 2)),
+            Change::DelPeer(vec![2; 8]),
+        ],
     ];
     // Interleave the streams at random, each in its own order.
     let mut out = Vec::new();
@@ -204,6 +222,9 @@ async fn contents(store: &Store, docs: &[DocId]) -> BTreeMap<Key, Vec<u8>> {
     }
     for ad in store.services().await.expect("services readable") {
         out.insert(Key::Service(ad.name.clone()), codec::encode(&ad));
+    }
+    for p in store.peers().await.expect("peers readable") {
+        out.insert(Key::Peer(p.id.clone()), codec::encode(&p));
     }
     out
 }

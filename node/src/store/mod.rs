@@ -24,7 +24,7 @@ use lattice_crdt::sync::SignedDelta;
 use lattice_crdt::DocId;
 use tokio::sync::{mpsc, oneshot};
 
-pub use tables::{BlobMeta, Change, DocMeta, ServiceAd};
+pub use tables::{BlobMeta, Change, DocMeta, PeerRecord, ServiceAd};
 
 /// Requests waiting for the storage thread; writers wait when it is this far behind.
 const QUEUE: usize = 1_024;
@@ -119,6 +119,7 @@ enum Read {
     Load(DocId, Reply<Vec<SignedDelta>>),
     Blobs(Reply<Vec<BlobMeta>>),
     Services(Reply<Vec<ServiceAd>>),
+    Peers(Reply<Vec<PeerRecord>>),
 }
 
 /// Opens the database: the file in a daemon; a disk that fails on purpose in tests.
@@ -238,6 +239,16 @@ impl Store {
 
     pub async fn services(&self) -> Result<Vec<ServiceAd>, StoreError> {
         self.ask(|r| Job::Read(Read::Services(r))).await
+    }
+
+    /// The peers kept from earlier runs.
+    pub async fn peers(&self) -> Result<Vec<PeerRecord>, StoreError> {
+        self.ask(|r| Job::Read(Read::Peers(r))).await
+    }
+
+    /// Records and forgets known peers, in one commit.
+    pub async fn save_peers(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.enqueue(changes).await?.await
     }
 
     /// Every delta stored for a document.
@@ -405,6 +416,9 @@ fn answer(disk: &mut Disk, read: Read) {
         }
         Read::Services(reply) => {
             let _ = reply.send(disk.with(tables::services));
+        }
+        Read::Peers(reply) => {
+            let _ = reply.send(disk.with(tables::peers));
         }
     }
 }

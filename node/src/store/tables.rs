@@ -18,6 +18,24 @@ const DELTAS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("deltas");
 const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 /// Service name → [`ServiceAd`] (CBOR).
 const SERVICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("services");
+/// Peer id (bytes) → [`PeerRecord`] (CBOR).
+const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
+
+/// A peer met in this or an earlier run, kept so a restarted node can rejoin the network
+/// without bootstrap addresses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRecord {
+    /// The peer id, as bytes.
+    #[serde(with = "serde_bytes")]
+    pub id: Vec<u8>,
+    /// Addresses it announced (multiaddrs, as bytes), best first.
+    pub addrs: Vec<serde_bytes::ByteBuf>,
+    /// When it was last seen connected or in the routing table.
+    pub seen_ms: u64,
+    /// It served this node as a relay.
+    #[serde(default)]
+    pub relay: bool,
+}
 
 /// A service this node advertises, kept across restarts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +99,10 @@ pub enum Change {
     /// Record a service this node advertises.
     PutService(ServiceAd),
     DelService(String),
+    /// Record a peer met (new, or seen again).
+    PutPeer(PeerRecord),
+    /// Forget a peer (by id bytes).
+    DelPeer(Vec<u8>),
 }
 
 pub(super) fn open(path: &Path) -> Result<redb::Database, StoreError> {
@@ -94,6 +116,7 @@ pub(super) fn init(db: redb::Database) -> Result<redb::Database, StoreError> {
     w.open_table(DELTAS)?;
     w.open_table(BLOBS)?;
     w.open_table(SERVICES)?;
+    w.open_table(PEERS)?;
     w.commit()?;
     Ok(db)
 }
@@ -149,11 +172,12 @@ pub(super) fn holds(db: &redb::Database, changes: &[&Change]) -> Result<bool, St
 }
 
 /// The tables, by index, for [`Touched`].
-const TABLES: [Table; 4] = [DOCS, DELTAS, BLOBS, SERVICES];
+const TABLES: [Table; 5] = [DOCS, DELTAS, BLOBS, SERVICES, PEERS];
 const T_DOCS: usize = 0;
 const T_DELTAS: usize = 1;
 const T_BLOBS: usize = 2;
 const T_SERVICES: usize = 3;
+const T_PEERS: usize = 4;
 
 /// Each row a batch touched, with its value before the batch's first touch.
 type Touched = std::collections::BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
@@ -211,6 +235,8 @@ fn apply(
                 Some(codec::encode(ad)),
             ),
             Change::DelService(name) => (T_SERVICES, name.as_bytes().to_vec(), None),
+            Change::PutPeer(p) => (T_PEERS, p.id.clone(), Some(codec::encode(p))),
+            Change::DelPeer(id) => (T_PEERS, id.clone(), None),
         };
         let mut t = w.open_table(TABLES[table])?;
         set(&mut t, table, &key, value.as_deref(), touched)?;
@@ -289,4 +315,8 @@ pub(super) fn blobs(db: &redb::Database) -> Result<Vec<BlobMeta>, StoreError> {
 
 pub(super) fn services(db: &redb::Database) -> Result<Vec<ServiceAd>, StoreError> {
     rows(db, SERVICES, 64 << 10)
+}
+
+pub(super) fn peers(db: &redb::Database) -> Result<Vec<PeerRecord>, StoreError> {
+    rows(db, PEERS, 64 << 10)
 }

@@ -152,6 +152,9 @@ impl EventLoop {
             Command::Peers { reply } => {
                 let _ = reply.send(Ok(self.peers()));
             }
+            Command::RoutingTable { reply } => {
+                let _ = reply.send(Ok(self.routing_table()));
+            }
             Command::Dial { addr, reply } => self.dial(addr, reply),
             Command::Block { peers, reply } => {
                 let _ = reply.send(self.block(peers));

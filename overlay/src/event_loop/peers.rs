@@ -40,9 +40,9 @@ impl EventLoop {
         }
     }
 
-    /// Connected peers, then peers known only from the routing table.
-    pub(super) fn peers(&mut self) -> Vec<PeerInfo> {
-        let mut dht: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
+    /// Every peer of the routing table, with the addresses it holds.
+    fn table(&mut self) -> HashMap<PeerId, Vec<Multiaddr>> {
+        let mut dht = HashMap::new();
         for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
             for e in bucket.iter() {
                 dht.insert(
@@ -51,6 +51,25 @@ impl EventLoop {
                 );
             }
         }
+        dht
+    }
+
+    pub(super) fn routing_table(&mut self) -> Vec<PeerInfo> {
+        self.table()
+            .into_iter()
+            .map(|(peer, addrs)| PeerInfo {
+                peer,
+                addrs,
+                rtt: self.rtt.get(&peer).copied(),
+                connected: self.swarm.is_connected(&peer),
+                in_dht: true,
+            })
+            .collect()
+    }
+
+    /// Connected peers, then peers known only from the routing table.
+    pub(super) fn peers(&mut self) -> Vec<PeerInfo> {
+        let dht = self.table();
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         let mut out: Vec<PeerInfo> = connected
             .iter()
