@@ -46,6 +46,12 @@ pub enum Command {
     /// The allow/block list.
     #[command(subcommand)]
     Net(NetCommand),
+    /// Check this node: reachability, relays, UPnP, connections, permissions, free disk.
+    Doctor {
+        /// The data directory to check when no daemon answers. Default: as the daemon's.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Replicated documents: create, join, read, write, watch.
     #[command(subcommand)]
     Doc(DocCommand),
@@ -98,6 +104,14 @@ pub struct DaemonArgs {
     /// Do not ask the LAN gateway for a port mapping by UPnP.
     #[arg(long)]
     pub no_upnp: bool,
+    /// Do not serve as a relay for peers that cannot be reached (limits: [relay] in
+    /// config.toml).
+    #[arg(long)]
+    pub no_relay_service: bool,
+    /// Whether peers can dial this node: auto (AutoNAT finds out; the default), public,
+    /// or private (reserve relay slots at once).
+    #[arg(long, value_name = "WHICH")]
+    pub reachability: Option<String>,
     /// DHT mode: server (default), client, or auto.
     #[arg(long, value_name = "MODE")]
     pub dht_mode: Option<String>,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The overlay types a configuration is made of, for callers that build one.
-pub use lattice_overlay::{Addr, DhtMode};
+pub use lattice_overlay::{Addr, DhtMode, Reachability, RelayLimits};
 use serde::Deserialize;
 
 /// The platform allows this many bytes in a Unix socket path (108 with the terminating
@@ -70,6 +70,51 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// e.g. "10G": unpinned fetched blobs are collected beyond this.
     pub blob_quota: Option<String>,
+    /// Serve as a relay for peers that cannot be reached (default true).
+    pub relay_service: Option<bool>,
+    /// `auto` (AutoNAT decides), `public` or `private`.
+    pub reachability: Option<String>,
+    /// The relay service's limits.
+    pub relay: Option<RelayFile>,
+}
+
+/// `[relay]` in `config.toml`: what this node gives as a relay. Unset fields keep their
+/// defaults (see [`lattice_overlay::RelayLimits`]).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayFile {
+    pub max_reservations: Option<usize>,
+    pub max_reservations_per_peer: Option<usize>,
+    pub reservation_duration_secs: Option<u64>,
+    pub max_circuits: Option<usize>,
+    pub max_circuits_per_peer: Option<usize>,
+    pub max_circuit_duration_secs: Option<u64>,
+    /// e.g. "64M".
+    pub max_circuit_bytes: Option<String>,
+}
+
+impl RelayFile {
+    /// The limits this section sets, over the defaults.
+    pub fn limits(&self) -> Result<RelayLimits, ConfigError> {
+        let d = RelayLimits::default();
+        let secs = |v: Option<u64>, default: Duration| v.map_or(default, Duration::from_secs);
+        Ok(RelayLimits {
+            max_reservations: self.max_reservations.unwrap_or(d.max_reservations),
+            max_reservations_per_peer: self
+                .max_reservations_per_peer
+                .unwrap_or(d.max_reservations_per_peer),
+            reservation_duration: secs(self.reservation_duration_secs, d.reservation_duration),
+            max_circuits: self.max_circuits.unwrap_or(d.max_circuits),
+            max_circuits_per_peer: self
+                .max_circuits_per_peer
+                .unwrap_or(d.max_circuits_per_peer),
+            max_circuit_duration: secs(self.max_circuit_duration_secs, d.max_circuit_duration),
+            max_circuit_bytes: match &self.max_circuit_bytes {
+                Some(s) => parse_size(s)?,
+                None => d.max_circuit_bytes,
+            },
+        })
+    }
 }
 
 impl FileConfig {
@@ -107,6 +152,10 @@ pub struct Config {
     pub mdns: bool,
     pub upnp: bool,
     pub dht_mode: DhtMode,
+    /// Serve as a relay for unreachable peers, within `relay_limits`.
+    pub relay_service: bool,
+    pub relay_limits: RelayLimits,
+    pub reachability: Reachability,
     pub metrics: Option<SocketAddr>,
     pub psk_file: Option<PathBuf>,
     /// Bytes of blobs kept before unpinned fetched ones are collected, oldest first.

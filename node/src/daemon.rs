@@ -122,6 +122,9 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     net.mdns = config.mdns;
     net.upnp = config.upnp;
     net.dht_mode = config.dht_mode;
+    net.relay_service = config.relay_service;
+    net.relay_limits = config.relay_limits;
+    net.reachability = config.reachability;
     if let Some(path) = &config.psk_file {
         net.psk = Some(crate::config::read_psk(path)?);
         // The pre-shared key protects TCP connections only.
@@ -142,7 +145,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     if !known.is_empty() {
         info!(peers = known.len(), "rejoining through peers met before");
     }
-    net.known_peers = known.iter().map(|k| (k.peer, k.addrs.clone())).collect();
+    net.known_peers = crate::peer_store::dial_order(&known);
     let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
     let keeper = tokio::spawn(crate::peer_store::keep(
         overlay.clone(),

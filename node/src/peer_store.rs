@@ -91,7 +91,13 @@ pub async fn load(store: &Store, me: PeerId) -> Result<Vec<Known>, StoreError> {
 /// it held `old`: a peer connected now is seen now; one in the table but not connected
 /// keeps when it was last seen (now, if it is new); one no longer in the table stays
 /// until it ages out.
-pub fn merge(old: &[Known], table: &[PeerInfo], me: PeerId, now_ms: u64) -> Vec<Known> {
+pub fn merge(
+    old: &[Known],
+    table: &[PeerInfo],
+    relays: &[PeerId],
+    me: PeerId,
+    now_ms: u64,
+) -> Vec<Known> {
     let mut by_peer: HashMap<PeerId, Known> = old.iter().map(|k| (k.peer, k.clone())).collect();
     for p in table {
         let addrs: Vec<Addr> = p
@@ -109,7 +115,7 @@ pub fn merge(old: &[Known], table: &[PeerInfo], me: PeerId, now_ms: u64) -> Vec<
             Some(k) if !p.connected => k.seen_ms,
             _ => now_ms,
         };
-        let relay = before.is_some_and(|k| k.relay);
+        let relay = before.is_some_and(|k| k.relay) || relays.contains(&p.peer);
         by_peer.insert(
             p.peer,
             Known {
@@ -121,6 +127,26 @@ pub fn merge(old: &[Known], table: &[PeerInfo], me: PeerId, now_ms: u64) -> Vec<
         );
     }
     tidy(by_peer.into_values().collect(), me, now_ms)
+}
+
+/// The relay of a `/p2p-circuit` address: the peer just before the circuit.
+fn relay_of(addr: &Addr) -> Option<PeerId> {
+    let mut relay = None;
+    for part in addr.iter() {
+        match part {
+            lattice_overlay::AddrPart::P2p(p) => relay = Some(p),
+            lattice_overlay::AddrPart::P2pCircuit => return relay,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Dial order at start: relays that served this node first, then the most recently seen.
+pub fn dial_order(known: &[Known]) -> Vec<(PeerId, Vec<Addr>)> {
+    let mut order: Vec<&Known> = known.iter().collect();
+    order.sort_by_key(|k| !k.relay);
+    order.iter().map(|k| (k.peer, k.addrs.clone())).collect()
 }
 
 /// The changes that turn the stored `old` into `new`.
@@ -156,9 +182,13 @@ pub async fn keep(
             _ = shutdown.cancelled() => true,
         };
         wait = SAVE_EVERY;
+        let relays = match overlay.info().await {
+            Ok(info) => info.relayed_addrs.iter().filter_map(relay_of).collect(),
+            Err(_) => Vec::new(),
+        };
         match overlay.routing_table().await {
             Ok(table) => {
-                let now = merge(&saved, &table, me, crate::now_ms());
+                let now = merge(&saved, &table, &relays, me, crate::now_ms());
                 let changes = diff(&saved, &now);
                 if !changes.is_empty() {
                     debug!(
@@ -198,6 +228,7 @@ mod tests {
             addrs: vec![addr(port)],
             rtt: None,
             connected,
+            relayed: false,
             in_dht: true,
         }
     }
@@ -208,7 +239,7 @@ mod tests {
     fn connected_peers_are_seen_now_and_absent_ones_kept_until_they_age_out() {
         let (me, a, b, c) = (peer(), peer(), peer(), peer());
         let t0 = 100 * DAY;
-        let first = merge(&[], &[info(a, 1, true), info(b, 2, false)], me, t0);
+        let first = merge(&[], &[info(a, 1, true), info(b, 2, false)], &[], me, t0);
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|k| k.seen_ms == t0));
 
@@ -216,7 +247,7 @@ mod tests {
         // our own id is never kept.
         let t1 = t0 + DAY;
         let table = [info(a, 1, true), info(b, 2, false), info(me, 9, true)];
-        let second = merge(&first, &table, me, t1);
+        let second = merge(&first, &table, &[], me, t1);
         let seen: HashMap<PeerId, u64> = second.iter().map(|k| (k.peer, k.seen_ms)).collect();
         assert_eq!(seen[&a], t1);
         assert_eq!(seen[&b], t0);
@@ -224,9 +255,9 @@ mod tests {
         assert_eq!(second[0].peer, a, "most recently seen first");
 
         // b and c leave the table: b is kept until 30 days after it was last seen.
-        let third = merge(&second, &[info(c, 3, true)], me, t0 + 29 * DAY);
+        let third = merge(&second, &[info(c, 3, true)], &[], me, t0 + 29 * DAY);
         assert_eq!(third.len(), 3);
-        let fourth = merge(&third, &[], me, t0 + 31 * DAY);
+        let fourth = merge(&third, &[], &[], me, t0 + 31 * DAY);
         let left: Vec<PeerId> = fourth.iter().map(|k| k.peer).collect();
         assert!(left.contains(&c) && left.contains(&a) && !left.contains(&b));
     }
@@ -241,7 +272,7 @@ mod tests {
                 p
             })
             .collect();
-        let kept = merge(&[], &many, me, DAY);
+        let kept = merge(&[], &many, &[], me, DAY);
         assert_eq!(kept.len(), MAX_PEERS);
         assert!(kept.iter().all(|k| k.addrs.len() == MAX_ADDRS));
     }
@@ -267,13 +298,41 @@ mod tests {
     }
 
     #[test]
+    fn relays_are_remembered_and_dialled_first() {
+        let (me, a, r) = (peer(), peer(), peer());
+        let circuit: Addr = format!("/ip4/192.0.2.9/tcp/1/p2p/{r}/p2p-circuit/p2p/{me}")
+            .parse()
+            .unwrap();
+        assert_eq!(relay_of(&circuit), Some(r));
+        assert_eq!(relay_of(&addr(1)), None);
+        let kept = merge(&[], &[info(a, 1, true), info(r, 2, false)], &[r], me, DAY);
+        assert!(kept.iter().any(|k| k.peer == r && k.relay));
+        assert_eq!(
+            dial_order(&kept)[0].0,
+            r,
+            "the relay first, though seen as long ago"
+        );
+        let later = merge(&kept, &[info(r, 2, false)], &[], me, 2 * DAY);
+        assert!(
+            later.iter().any(|k| k.peer == r && k.relay),
+            "a relay stays one"
+        );
+    }
+
+    #[test]
     fn only_what_changed_is_written() {
         let me = peer();
         let (a, b) = (peer(), peer());
-        let old = merge(&[], &[info(a, 1, true), info(b, 2, true)], me, DAY);
-        let same = merge(&old, &[info(a, 1, false), info(b, 2, false)], me, 2 * DAY);
+        let old = merge(&[], &[info(a, 1, true), info(b, 2, true)], &[], me, DAY);
+        let same = merge(
+            &old,
+            &[info(a, 1, false), info(b, 2, false)],
+            &[],
+            me,
+            2 * DAY,
+        );
         assert!(diff(&old, &same).is_empty());
-        let moved = merge(&old, &[info(a, 5, false)], me, 2 * DAY);
+        let moved = merge(&old, &[info(a, 5, false)], &[], me, 2 * DAY);
         let changes = diff(&old, &moved);
         assert_eq!(changes.len(), 1);
         assert!(matches!(&changes[0], Change::PutPeer(r) if r.id == a.to_bytes()));

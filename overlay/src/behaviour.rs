@@ -32,6 +32,8 @@ pub(crate) struct Behaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub autonat: autonat::Behaviour,
     pub relay: relay::client::Behaviour,
+    /// Circuit relay v2 for peers that cannot be reached (see [`Config::relay_service`]).
+    pub relay_server: Toggle<relay::Behaviour>,
     pub dcutr: dcutr::Behaviour,
     pub upnp: Toggle<upnp::tokio::Behaviour>,
     /// `/lattice/sync/1`: document anti-entropy.
@@ -120,12 +122,33 @@ fn behaviour(
         gossipsub,
         autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
         relay,
+        relay_server: cfg
+            .serves_relay()
+            .then(|| relay_server(peer_id, &cfg.relay_limits))
+            .into(),
         dcutr: dcutr::Behaviour::new(peer_id),
         upnp: cfg.upnp.then(upnp::tokio::Behaviour::default).into(),
         sync: rr(protocols::SYNC),
         blob: rr(protocols::BLOB),
         service: rr(protocols::SERVICE),
     })
+}
+
+fn relay_server(peer_id: libp2p::PeerId, l: &crate::config::RelayLimits) -> relay::Behaviour {
+    let config = relay::Config {
+        max_reservations: l.max_reservations,
+        max_reservations_per_peer: l.max_reservations_per_peer,
+        reservation_duration: l.reservation_duration,
+        max_circuits: l.max_circuits,
+        max_circuits_per_peer: l.max_circuits_per_peer,
+        // libp2p refuses durations beyond u32::MAX seconds.
+        max_circuit_duration: l
+            .max_circuit_duration
+            .min(Duration::from_secs(u32::MAX.into())),
+        max_circuit_bytes: l.max_circuit_bytes,
+        ..Default::default()
+    };
+    relay::Behaviour::new(peer_id, config)
 }
 
 /// Builds the swarm: TCP+Noise+Yamux, QUIC and DNS, or with a pre-shared key TCP through

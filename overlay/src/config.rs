@@ -46,6 +46,66 @@ impl std::fmt::Display for DhtMode {
     }
 }
 
+/// Whether this node can be reached from the network, as it acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Reachability {
+    /// As AutoNAT finds: peers are asked to dial back.
+    #[default]
+    Auto,
+    /// Reachable: serve as a relay, reserve none.
+    Public,
+    /// Behind a NAT or firewall: reserve relay slots at once, serve none.
+    Private,
+}
+
+impl FromStr for Reachability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Reachability::Auto),
+            "public" => Ok(Reachability::Public),
+            "private" => Ok(Reachability::Private),
+            other => Err(format!(
+                "unknown reachability {other:?}: expected auto, public or private"
+            )),
+        }
+    }
+}
+
+/// What this node gives as a circuit relay (v2) to peers that cannot be reached: every
+/// cap is enforced by libp2p's relay, per reservation and per circuit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Peers holding a reservation at once, and reservations per peer.
+    pub max_reservations: usize,
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts; clients renew it before then.
+    pub reservation_duration: Duration,
+    /// Relayed connections at once, and per peer.
+    pub max_circuits: usize,
+    pub max_circuits_per_peer: usize,
+    /// How long one relayed connection may last, and how many bytes it may carry each
+    /// way; then it is closed and opened again when needed.
+    pub max_circuit_duration: Duration,
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(3600),
+            max_circuits: 16,
+            max_circuits_per_peer: 4,
+            // Long and large enough for document sync and small requests until DCUtR
+            // finds a direct path (libp2p's own default is 2 minutes and 128 KiB).
+            max_circuit_duration: Duration::from_secs(600),
+            max_circuit_bytes: 64 << 20,
+        }
+    }
+}
+
 /// Everything the overlay needs to start.
 #[derive(Clone)]
 pub struct Config {
@@ -62,6 +122,10 @@ pub struct Config {
     /// UPnP port mapping on the local gateway.
     pub upnp: bool,
     pub dht_mode: DhtMode,
+    /// Serve as a relay for unreachable peers (unless reachability is forced private).
+    pub relay_service: bool,
+    pub relay_limits: RelayLimits,
+    pub reachability: Reachability,
     /// A private swarm: only peers with this key can even handshake. Disables QUIC,
     /// which cannot carry a pre-shared key.
     pub psk: Option<PreSharedKey>,
@@ -94,6 +158,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether this node serves as a relay: asked to, and not known to be unreachable.
+    pub fn serves_relay(&self) -> bool {
+        self.relay_service && self.reachability != Reachability::Private
+    }
+
     pub fn new(keypair: Keypair) -> Self {
         Config {
             keypair,
@@ -108,6 +177,9 @@ impl Config {
             mdns: true,
             upnp: true,
             dht_mode: DhtMode::Server,
+            relay_service: true,
+            relay_limits: RelayLimits::default(),
+            reachability: Reachability::Auto,
             psk: None,
             max_connections: 256,
             max_connections_per_peer: 4,

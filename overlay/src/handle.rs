@@ -23,6 +23,25 @@ pub struct Info {
     pub dht_peers: usize,
     pub blocked: Vec<PeerId>,
     pub allow_only: Option<Vec<PeerId>>,
+    /// What AutoNAT found (or what configuration forces).
+    pub nat: Nat,
+    /// This node serves as a relay.
+    pub relay_service: bool,
+    /// `/p2p-circuit` addresses reserved on relays, at which unreachable nodes are found.
+    pub relayed_addrs: Vec<Multiaddr>,
+    /// What UPnP last said, if it ran.
+    pub upnp: Option<String>,
+}
+
+/// Whether this node can be reached from outside.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Nat {
+    /// Not known yet: AutoNAT needs peers to dial back.
+    Unknown,
+    /// Peers could dial this address (or configuration says the node is reachable).
+    Public(Option<Multiaddr>),
+    /// Peers could not dial back (or configuration says so).
+    Private,
 }
 
 /// A known peer.
@@ -33,6 +52,8 @@ pub struct PeerInfo {
     /// Last ping round trip.
     pub rtt: Option<Duration>,
     pub connected: bool,
+    /// Connected only through relays (no direct connection yet).
+    pub relayed: bool,
     /// In this node's Kademlia routing table.
     pub in_dht: bool,
 }

@@ -37,10 +37,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
-pub use config::{Config, DhtMode};
+pub use config::{Config, DhtMode, Reachability, RelayLimits};
 pub use error::Error;
 pub use event::{Event, GossipId, Responder, Verdict};
-pub use handle::{Info, Overlay, PeerInfo};
+pub use handle::{Info, Nat, Overlay, PeerInfo};
 pub use libp2p::identity::{self, Keypair};
 pub use libp2p::multiaddr::Protocol as AddrPart;
 pub use libp2p::pnet::{KeyParseError, PreSharedKey};
@@ -140,7 +140,7 @@ pub async fn spawn(
         swarm,
         commands,
         events,
-        config.request_timeout,
+        &config,
         metrics,
         budgets,
         policy::RateLimit::new(

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use lattice_node::config::{self, FileConfig, LogFormat};
-use lattice_node::config::{Addr, DhtMode};
+use lattice_node::config::{Addr, DhtMode, Reachability};
 use lattice_node::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -47,6 +47,11 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
     } else {
         addrs(&a.bootstrap, "--bootstrap")?
     };
+    let reachability = match a.reachability.as_deref().or(file.reachability.as_deref()) {
+        Some(r) => r.parse().map_err(anyhow::Error::msg)?,
+        None => Reachability::default(),
+    };
+    let relay_limits = file.relay.as_ref().map(|r| r.limits()).transpose()?;
     let cfg = Config {
         data_dir,
         socket,
@@ -56,6 +61,9 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
         mdns: !a.no_mdns && file.mdns.unwrap_or(true),
         upnp: !a.no_upnp && file.upnp.unwrap_or(true),
         dht_mode,
+        relay_service: !a.no_relay_service && file.relay_service.unwrap_or(true),
+        relay_limits: relay_limits.unwrap_or_default(),
+        reachability,
         metrics: a.metrics.or(file.metrics),
         psk_file: a.psk_file.clone().or(file.psk_file),
         blob_quota: a

@@ -3,6 +3,7 @@
 mod blob;
 mod daemon;
 mod doc;
+mod doctor;
 mod net;
 mod node;
 mod share;
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Peers => node::peers(g),
         Command::Dial { addr } => node::dial(g, addr),
         Command::Net(cmd) => net::run(g, cmd),
+        Command::Doctor { data_dir } => doctor::run(g, data_dir),
         Command::Doc(cmd) => doc::run(g, cmd),
         Command::Blob(cmd) => blob::run(g, cmd),
         Command::Service(cmd) => share::service(g, cmd),

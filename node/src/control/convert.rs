@@ -25,6 +25,7 @@ impl From<&lattice_overlay::PeerInfo> for api::Peer {
             addrs: strings(&p.addrs),
             rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1e3),
             connected: p.connected,
+            relayed: p.relayed,
             in_dht: p.in_dht,
         }
     }

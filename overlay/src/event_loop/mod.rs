@@ -8,6 +8,8 @@
 //! - `peers.rs`: connections, dials, identify, ping, mDNS, the allow/block list, strikes.
 //! - `dht.rs`: Kademlia: provider records, lookups, bootstrapping.
 //! - `gossip.rs`: gossipsub topics, messages and verdicts.
+//! - `relays.rs`: reachability (AutoNAT), relay reservations and service, hole punches,
+//!   UPnP.
 //! - `requests.rs`: the request-response protocols: requests out, requests in, responses
 //!   held against the per-peer budget.
 
@@ -34,10 +36,13 @@ mod addrs;
 mod dht;
 mod gossip;
 mod peers;
+mod relays;
 mod requests;
 
 use addrs::ConnectedAddrs;
 use dht::Query;
+pub(crate) use relays::is_relayed;
+use relays::Relays;
 
 /// Replies of one kind waiting at once; more are refused as busy.
 const MAX_PENDING: usize = 1_024;
@@ -76,6 +81,8 @@ pub(crate) struct EventLoop {
     bootstrapped: bool,
     last_bootstrap: Instant,
     dropped_events: u64,
+    relays: Relays,
+    relay_service: bool,
 }
 
 impl EventLoop {
@@ -83,7 +90,7 @@ impl EventLoop {
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
-        timeout: Duration,
+        config: &crate::Config,
         metrics: Option<Metrics>,
         (budget, out_budget): (Budget, Budget),
         rate: RateLimit,
@@ -92,7 +99,7 @@ impl EventLoop {
             swarm,
             commands,
             events,
-            timeout,
+            timeout: config.request_timeout,
             metrics,
             dials: HashMap::new(),
             requests: HashMap::new(),
@@ -108,10 +115,16 @@ impl EventLoop {
             bootstrapped: false,
             last_bootstrap: Instant::now(),
             dropped_events: 0,
+            relays: Relays::new(config.reachability),
+            relay_service: config.serves_relay(),
         }
     }
 
     pub(crate) async fn run(mut self) {
+        let listening: Vec<_> = self.swarm.listeners().cloned().collect();
+        for address in &listening {
+            self.confirm_if_public(address);
+        }
         let mut tick = tokio::time::interval(EXPIRY_TICK);
         loop {
             tokio::select! {
@@ -124,6 +137,7 @@ impl EventLoop {
                 _ = tick.tick() => {
                     self.expire();
                     self.bootstrap_if_small();
+                    self.look_after_relays();
                 }
             }
         }
@@ -205,7 +219,28 @@ impl EventLoop {
         }
         match event {
             SwarmEvent::Behaviour(ev) => self.handle_behaviour_event(ev),
-            SwarmEvent::NewListenAddr { address, .. } => info!(%address, "listening"),
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } => {
+                if !self.relay_listening(listener_id, &address) {
+                    info!(%address, "listening");
+                    self.confirm_if_public(&address);
+                }
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                let why = reason
+                    .err()
+                    .map_or_else(|| "closed".to_owned(), |e| e.to_string());
+                self.relay_listener_closed(listener_id, &why);
+            }
+            SwarmEvent::ListenerError { listener_id, error } => {
+                self.relay_listener_closed(listener_id, &error.to_string());
+            }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 info!(%address, "external address confirmed")
             }
@@ -247,7 +282,17 @@ impl EventLoop {
                 if let Some(m) = &self.metrics {
                     m.record(&e);
                 }
+                self.dcutr_event(e);
             }
+            BehaviourEvent::Relay(e) => self.relay_client_event(e),
+            BehaviourEvent::RelayServer(e) => {
+                if let Some(m) = &self.metrics {
+                    m.record(&e);
+                }
+                self.relay_server_event(e);
+            }
+            BehaviourEvent::Autonat(e) => self.autonat_event(e),
+            BehaviourEvent::Upnp(e) => self.upnp_event(e),
             _ => {}
         }
     }

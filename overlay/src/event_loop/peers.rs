@@ -37,6 +37,10 @@ impl EventLoop {
             dht_peers,
             blocked,
             allow_only,
+            nat: self.relays.nat(),
+            relay_service: self.relay_service,
+            relayed_addrs: self.relays.relayed_addrs(),
+            upnp: self.relays.upnp.clone(),
         }
     }
 
@@ -62,9 +66,16 @@ impl EventLoop {
                 addrs,
                 rtt: self.rtt.get(&peer).copied(),
                 connected: self.swarm.is_connected(&peer),
+                relayed: self.relayed_only(&peer),
                 in_dht: true,
             })
             .collect()
+    }
+
+    /// Whether every open connection to `peer` goes through a relay.
+    fn relayed_only(&self, peer: &PeerId) -> bool {
+        let addrs = self.addrs.of(peer);
+        !addrs.is_empty() && addrs.iter().all(super::is_relayed)
     }
 
     /// Connected peers, then peers known only from the routing table.
@@ -78,6 +89,7 @@ impl EventLoop {
                 addrs: self.addrs.of(p),
                 rtt: self.rtt.get(p).copied(),
                 connected: true,
+                relayed: self.relayed_only(p),
                 in_dht: dht.contains_key(p),
             })
             .collect();
@@ -88,6 +100,7 @@ impl EventLoop {
                     addrs,
                     rtt: None,
                     connected: false,
+                    relayed: false,
                     in_dht: true,
                 });
             }
@@ -181,6 +194,8 @@ impl EventLoop {
                 let addr = endpoint.get_remote_address().clone();
                 debug!(peer = %peer_id, %addr, "connected");
                 self.addrs.opened(peer_id, connection_id, addr.clone());
+                let dialled = endpoint.is_dialer().then_some(&addr);
+                self.relay_connection_opened(peer_id, connection_id, dialled);
                 // Once per peer, as PeerDisconnected is, so the two pair up.
                 if num_established.get() == 1 {
                     self.emit(Event::PeerConnected {
@@ -197,6 +212,7 @@ impl EventLoop {
                 ..
             } => {
                 self.addrs.closed(&peer_id, connection_id);
+                self.relay_connection_closed(&peer_id, connection_id, num_established == 0);
                 if let Some(p) = self.dials.remove(&connection_id) {
                     let why = cause.map_or_else(|| "closed".to_owned(), |c| c.to_string());
                     let msg = format!("{peer_id} closed the connection before identifying ({why}); it may be blocking this node");
@@ -242,6 +258,7 @@ impl EventLoop {
         if let Some(p) = self.dials.remove(&connection_id) {
             let _ = p.reply.send(Ok(peer_id));
         }
+        self.relay_identified(peer_id, connection_id, &info.protocols);
         let speaks_kad = info.protocols.contains(&protocols::KAD);
         if info.protocol_version == protocols::IDENTIFY_VERSION && speaks_kad {
             for addr in info.listen_addrs {

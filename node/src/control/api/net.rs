@@ -26,6 +26,22 @@ pub struct Status {
     pub data_dir: String,
     pub blocked: Vec<String>,
     pub allow_only: Option<Vec<String>>,
+    /// `public`, `private` or `unknown`: whether peers can dial this node, as AutoNAT
+    /// found (or `--reachability` says).
+    #[serde(default)]
+    pub reachability: String,
+    /// The address peers reached this node at, when public and known.
+    #[serde(default)]
+    pub reachable_at: Option<String>,
+    /// This node serves as a relay for unreachable peers.
+    #[serde(default)]
+    pub relay_service: bool,
+    /// `/p2p-circuit` addresses reserved on relays, at which this node can be dialled.
+    #[serde(default)]
+    pub relayed_addrs: Vec<String>,
+    /// What UPnP last said, if it ran.
+    #[serde(default)]
+    pub upnp: Option<String>,
 }
 
 /// `peers` result entries.
@@ -36,6 +52,9 @@ pub struct Peer {
     /// Last ping round trip, in milliseconds.
     pub rtt_ms: Option<f64>,
     pub connected: bool,
+    /// Connected only through a relay so far (no direct connection).
+    #[serde(default)]
+    pub relayed: bool,
     /// In this node's Kademlia routing table.
     pub in_dht: bool,
 }

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 
-use lattice_overlay::{Addr, PeerId};
+use lattice_overlay::{Addr, Nat, PeerId};
 
 use super::{answer, misrouted, Handlers};
 use crate::control::api::{self, method, ApiError, Command, ErrorCode};
@@ -47,6 +47,19 @@ pub(super) async fn call(h: &Handlers, command: Command) -> Result<Answer, ApiEr
                 data_dir: h.data_dir.display().to_string(),
                 blocked: strings(&info.blocked),
                 allow_only: info.allow_only.as_deref().map(strings),
+                reachability: match &info.nat {
+                    Nat::Unknown => "unknown",
+                    Nat::Public(_) => "public",
+                    Nat::Private => "private",
+                }
+                .to_owned(),
+                reachable_at: match &info.nat {
+                    Nat::Public(Some(a)) => Some(a.to_string()),
+                    _ => None,
+                },
+                relay_service: info.relay_service,
+                relayed_addrs: strings(&info.relayed_addrs),
+                upnp: info.upnp.clone(),
             })
         }
         Command::Peers(_) => {

@@ -1,0 +1,280 @@
+//! Reachability and relays: what AutoNAT finds, relay slots this node reserves when it
+//! cannot be reached, the relay it serves when it can, hole punches (DCUtR) and UPnP.
+//!
+//! A node that is private (found by AutoNAT, or forced by configuration) reserves slots
+//! on up to [`RELAYS`] peers that speak the relay protocol and that it reached by dialling
+//! them (so they are reachable at least from here). The reservation gives it a
+//! `/p2p-circuit` address, which libp2p's relay client advertises and renews; a peer that
+//! dials that address gets a relayed connection, which DCUtR then tries to upgrade to a
+//! direct one. A relay that fails is left alone for [`RELAY_COOLDOWN`].
+//!
+//! The relay service is libp2p's, within the configured limits; libp2p offers it only
+//! once the node has a confirmed external address, so a node behind a NAT does not.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol as AddrPart;
+use libp2p::swarm::ConnectionId;
+use libp2p::{autonat, dcutr, relay, upnp, Multiaddr, PeerId};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::EventLoop;
+use crate::config::Reachability;
+use crate::handle::Nat;
+
+/// Relays a private node holds reservations on.
+pub(super) const RELAYS: usize = 2;
+/// How long a relay that failed is not asked again.
+const RELAY_COOLDOWN: Duration = Duration::from_secs(60);
+/// How often the reservations are looked after.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Relay candidates remembered at most.
+const MAX_CANDIDATES: usize = 64;
+
+/// Whether an address goes through a relay.
+pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, AddrPart::P2pCircuit))
+}
+
+pub(super) struct Relays {
+    forced: Reachability,
+    nat: Nat,
+    /// Connections this node dialled at a direct address, with that address.
+    dialled: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    /// Peers that speak the relay protocol, with a direct address this node reached them at.
+    candidates: HashMap<PeerId, Multiaddr>,
+    /// Relay listeners, pending or confirmed, by listener.
+    listeners: HashMap<ListenerId, PeerId>,
+    /// Confirmed reservations: relay → the circuit address it gave.
+    reserved: HashMap<PeerId, Multiaddr>,
+    cooldown: HashMap<PeerId, Instant>,
+    last_check: Instant,
+    pub(super) upnp: Option<String>,
+}
+
+impl Relays {
+    pub(super) fn new(forced: Reachability) -> Self {
+        let nat = match forced {
+            Reachability::Auto => Nat::Unknown,
+            Reachability::Public => Nat::Public(None),
+            Reachability::Private => Nat::Private,
+        };
+        Relays {
+            forced,
+            nat,
+            dialled: HashMap::new(),
+            candidates: HashMap::new(),
+            listeners: HashMap::new(),
+            reserved: HashMap::new(),
+            cooldown: HashMap::new(),
+            last_check: Instant::now(),
+            upnp: None,
+        }
+    }
+
+    pub(super) fn nat(&self) -> Nat {
+        self.nat.clone()
+    }
+
+    pub(super) fn relayed_addrs(&self) -> Vec<Multiaddr> {
+        self.reserved.values().cloned().collect()
+    }
+
+    fn wants_relays(&self) -> bool {
+        self.nat == Nat::Private
+    }
+}
+
+impl EventLoop {
+    /// A connection opened: remember how a dialled peer was reached.
+    pub(super) fn relay_connection_opened(
+        &mut self,
+        peer: PeerId,
+        conn: ConnectionId,
+        dialled: Option<&Multiaddr>,
+    ) {
+        if let Some(addr) = dialled.filter(|a| !is_relayed(a)) {
+            // The transport part: a dialled address may end in `/p2p/<peer>`.
+            let transport: Multiaddr = addr
+                .iter()
+                .filter(|p| !matches!(p, AddrPart::P2p(_)))
+                .collect();
+            self.relays.dialled.insert(conn, (peer, transport));
+        }
+    }
+
+    pub(super) fn relay_connection_closed(
+        &mut self,
+        peer: &PeerId,
+        conn: ConnectionId,
+        last: bool,
+    ) {
+        self.relays.dialled.remove(&conn);
+        if last {
+            self.relays.candidates.remove(peer);
+        }
+    }
+
+    /// A peer identified itself on `conn`: if it relays and this node dialled it there, it
+    /// is a candidate relay.
+    pub(super) fn relay_identified(
+        &mut self,
+        peer: PeerId,
+        conn: ConnectionId,
+        protocols: &[libp2p::StreamProtocol],
+    ) {
+        if !protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+            return;
+        }
+        let Some((_, addr)) = self.relays.dialled.get(&conn) else {
+            return;
+        };
+        if self.relays.candidates.len() < MAX_CANDIDATES
+            || self.relays.candidates.contains_key(&peer)
+        {
+            self.relays.candidates.insert(peer, addr.clone());
+        }
+    }
+
+    /// Reserves slots while private and short of relays; gives them up once public.
+    pub(super) fn look_after_relays(&mut self) {
+        if self.relays.last_check.elapsed() < CHECK_EVERY {
+            return;
+        }
+        self.relays.last_check = Instant::now();
+        let now = Instant::now();
+        self.relays.cooldown.retain(|_, until| *until > now);
+        if !self.relays.wants_relays() {
+            let held: Vec<ListenerId> = self.relays.listeners.keys().copied().collect();
+            for id in held {
+                self.swarm.remove_listener(id);
+            }
+            return;
+        }
+        let held = self.relays.listeners.len();
+        if held >= RELAYS {
+            return;
+        }
+        let mut fresh: Vec<(PeerId, Multiaddr)> = self
+            .relays
+            .candidates
+            .iter()
+            .filter(|(p, _)| {
+                !self.relays.listeners.values().any(|l| l == *p)
+                    && !self.relays.cooldown.contains_key(p)
+            })
+            .map(|(p, a)| (*p, a.clone()))
+            .collect();
+        fresh.sort_by_key(|(p, _)| self.rtt.get(p).copied().unwrap_or(Duration::MAX));
+        for (relay, addr) in fresh.into_iter().take(RELAYS - held) {
+            let circuit = addr.with(AddrPart::P2p(relay)).with(AddrPart::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    debug!(%relay, "asking for a relay reservation");
+                    self.relays.listeners.insert(id, relay);
+                }
+                Err(e) => {
+                    debug!(%relay, %circuit, "cannot listen through the relay: {e:?}");
+                    self.relays.cooldown.insert(relay, now + RELAY_COOLDOWN);
+                }
+            }
+        }
+    }
+
+    /// A listener got an address: for a relay listener, the reservation is in place.
+    pub(super) fn relay_listening(&mut self, listener: ListenerId, address: &Multiaddr) -> bool {
+        let Some(relay) = self.relays.listeners.get(&listener).copied() else {
+            return false;
+        };
+        info!(%relay, %address, "reachable through a relay");
+        self.relays.reserved.insert(relay, address.clone());
+        true
+    }
+
+    /// A listener closed: a relay listener's reservation is gone; try another later.
+    pub(super) fn relay_listener_closed(&mut self, listener: ListenerId, why: &str) {
+        let Some(relay) = self.relays.listeners.remove(&listener) else {
+            return;
+        };
+        if self.relays.reserved.remove(&relay).is_some() || self.relays.wants_relays() {
+            warn!(%relay, "relay reservation ended: {why}");
+        }
+        self.relays
+            .cooldown
+            .insert(relay, Instant::now() + RELAY_COOLDOWN);
+    }
+
+    /// A node configured as reachable says so for every address it listens on (libp2p's
+    /// relay serves only once the node has a confirmed external address; with
+    /// reachability `auto`, AutoNAT confirms them).
+    pub(super) fn confirm_if_public(&mut self, address: &Multiaddr) {
+        if self.relays.forced == Reachability::Public && !is_relayed(address) {
+            self.swarm.add_external_address(address.clone());
+        }
+    }
+
+    pub(super) fn autonat_event(&mut self, e: autonat::Event) {
+        if let autonat::Event::StatusChanged { new, .. } = e {
+            if self.relays.forced != Reachability::Auto {
+                return;
+            }
+            self.relays.nat = match new {
+                autonat::NatStatus::Public(addr) => {
+                    info!(%addr, "reachable from outside (AutoNAT)");
+                    Nat::Public(Some(addr))
+                }
+                autonat::NatStatus::Private => {
+                    info!("not reachable from outside (AutoNAT); reserving relay slots");
+                    Nat::Private
+                }
+                autonat::NatStatus::Unknown => Nat::Unknown,
+            };
+            self.relays.last_check = Instant::now() - CHECK_EVERY;
+        }
+    }
+
+    pub(super) fn relay_client_event(&mut self, e: relay::client::Event) {
+        match e {
+            relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            } => debug!(relay = %relay_peer_id, renewal, "relay reservation accepted"),
+            relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
+                debug!(relay = %relay_peer_id, "relayed connection out")
+            }
+            relay::client::Event::InboundCircuitEstablished { src_peer_id, .. } => {
+                debug!(peer = %src_peer_id, "relayed connection in")
+            }
+        }
+    }
+
+    pub(super) fn relay_server_event(&mut self, e: relay::Event) {
+        debug!(?e, "relay service");
+    }
+
+    pub(super) fn dcutr_event(&mut self, e: dcutr::Event) {
+        match e.result {
+            Ok(_) => info!(peer = %e.remote_peer_id, "direct connection made (hole punch)"),
+            Err(err) => debug!(peer = %e.remote_peer_id, "hole punch failed: {err}"),
+        }
+    }
+
+    pub(super) fn upnp_event(&mut self, e: upnp::Event) {
+        let said = match e {
+            upnp::Event::NewExternalAddr { external_addr, .. } => {
+                info!(%external_addr, "UPnP mapped a port");
+                format!("mapped {external_addr}")
+            }
+            upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                format!("mapping of {external_addr} expired")
+            }
+            upnp::Event::GatewayNotFound => "no UPnP gateway found".to_owned(),
+            upnp::Event::NonRoutableGateway => "the UPnP gateway is itself behind a NAT".to_owned(),
+        };
+        self.relays.upnp = Some(said);
+    }
+}
