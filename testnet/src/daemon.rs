@@ -32,23 +32,37 @@ pub struct Daemon {
     args: Vec<String>,
     /// Run in a process group of its own (for daemons meant to outlive their starter).
     own_group: bool,
+    /// Run inside this network namespace (`ip netns exec`).
+    netns: Option<String>,
 }
 
 impl Daemon {
     /// Starts a daemon in `dir` listening on 127.0.0.1 only, without mDNS or UPnP (so it
     /// sends nothing beyond this machine), plus `args`; returns once its socket answers.
     pub fn start(bin: &Path, dir: &Path, args: &[String]) -> Result<Daemon> {
-        Self::start_with(bin, dir, args, false)
+        Self::start_with(bin, dir, args, false, None)
     }
 
     /// Like [`Daemon::start`], but in a process group of its own, so that a Ctrl-C meant
     /// for the command that started it does not reach it: for testnet nodes, which are
     /// stopped explicitly (`testnet down`) and usually [`Daemon::detach`]ed.
     pub fn start_own_group(bin: &Path, dir: &Path, args: &[String]) -> Result<Daemon> {
-        Self::start_with(bin, dir, args, true)
+        Self::start_with(bin, dir, args, true, None)
     }
 
-    fn start_with(bin: &Path, dir: &Path, args: &[String], own_group: bool) -> Result<Daemon> {
+    /// Like [`Daemon::start`], but inside network namespace `netns` (root only); the
+    /// control socket, a file, is reached from anywhere.
+    pub fn start_in(netns: &str, bin: &Path, dir: &Path, args: &[String]) -> Result<Daemon> {
+        Self::start_with(bin, dir, args, false, Some(netns.to_owned()))
+    }
+
+    fn start_with(
+        bin: &Path,
+        dir: &Path,
+        args: &[String],
+        own_group: bool,
+        netns: Option<String>,
+    ) -> Result<Daemon> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let mut d = Daemon {
             child: None,
@@ -59,6 +73,7 @@ impl Daemon {
             log: dir.join("daemon.log"),
             args: args.to_vec(),
             own_group,
+            netns,
         };
         d.spawn()?;
         d.wait_ready(START_TIMEOUT)?;
@@ -85,7 +100,15 @@ impl Daemon {
 
     fn spawn(&mut self) -> Result<()> {
         let log = File::options().create(true).append(true).open(&self.log)?;
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &self.netns {
+            // `ip netns exec` enters the namespace and execs the daemon: same pid.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.args(self.command_line())
             .env(
                 "LATTICE_LOG",

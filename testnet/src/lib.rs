@@ -5,6 +5,7 @@
 //! - [`manifest`]: `DIR/testnet.json`, the record of a testnet's nodes.
 //! - [`net`]: process testnets — `up`, `status`, `kill`, `restart`, `partition`, `heal`,
 //!   `logs`, `down`.
+//! - [`netns`]: hosts in network namespaces, behind NATs, with capped links (root).
 //! - [`bench`]: helpers for the benchmark binaries.
 //! - [`converge`]: `wait-converged`, polling every live node's digest of a document.
 //! - [`sim`]: the deterministic simulator front end (`lattice testnet sim`), driving the
@@ -15,4 +16,5 @@ pub mod converge;
 pub mod daemon;
 pub mod manifest;
 pub mod net;
+pub mod netns;
 pub mod sim;

@@ -43,6 +43,27 @@ impl Net {
     }
 }
 
+impl Net {
+    /// Starts a daemon inside network namespace `netns`, listening on all its addresses
+    /// (TCP and QUIC), plus `args`.
+    pub fn start_in(&mut self, netns: &str, args: &[String]) -> usize {
+        let i = self.nodes.len();
+        let mut all: Vec<String> = [
+            "--listen",
+            "/ip4/0.0.0.0/tcp/0",
+            "--listen",
+            "/ip4/0.0.0.0/udp/0/quic-v1",
+        ]
+        .map(String::from)
+        .to_vec();
+        all.extend_from_slice(args);
+        let d = Daemon::start_in(netns, Path::new(BIN), &self.dir(&format!("n{i}")), &all)
+            .expect("daemon starts in its namespace");
+        self.nodes.push(d);
+        i
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         if std::thread::panicking() {

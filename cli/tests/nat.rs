@@ -1,0 +1,146 @@
+//! Across NATs, in network namespaces this test makes (root only; skipped, and listed as
+//! skipped, elsewhere): two hosts behind NAT routers of their own and one public host on a
+//! shared internet. The NATed nodes find out they are private, reserve slots on the public
+//! node's relay, reach each other through it and then, behind port-preserving NATs,
+//! directly; a document and a blob cross between them. Behind symmetric NATs the relayed
+//! path carries them.
+
+use std::time::Duration;
+
+use lattice_testnet::daemon::{wait_for, Daemon};
+use lattice_testnet::netns::{self, Lab, NatKind};
+use serde_json::Value;
+
+mod common;
+
+use common::{create_doc, run_ok, skip, wait_converged, Net, EVERY};
+
+/// NAT detection waits for AutoNAT's first probes (15 s after start) and their answers.
+const NAT_WAIT: Duration = Duration::from_secs(120);
+
+fn lab(test: &str, prefix: &str) -> Option<Lab> {
+    if let Some(why) = netns::unavailable() {
+        skip(test, &why);
+        return None;
+    }
+    Some(Lab::new(prefix).expect("the namespaces can be made"))
+}
+
+fn relayed_addr(d: &Daemon) -> String {
+    wait_for("a relay reservation", NAT_WAIT, EVERY, || {
+        let s = d.json(&["status"])?;
+        let addrs = s["relayed_addrs"].as_array().cloned().unwrap_or_default();
+        Ok(addrs.first().and_then(Value::as_str).map(str::to_owned))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+fn connection(d: &Daemon, peer: &str) -> Option<Value> {
+    let peers = d.json(&["peers"]).ok()?;
+    peers
+        .as_array()?
+        .iter()
+        .find(|p| p["peer_id"] == peer && p["connected"] == true)
+        .cloned()
+}
+
+/// Two NATed nodes and a public one; returns (net, a, b, a's id) once a has dialled b
+/// through b's relay.
+fn natted_pair(lab: &mut Lab, kind: NatKind) -> (Net, usize, usize, String) {
+    let public = lab.public_host("pub").unwrap();
+    let ha = lab.natted_host("a", kind).unwrap();
+    let hb = lab.natted_host("b", kind).unwrap();
+    let mut net = Net::new();
+    let p = net.start_in(&public.netns, &[]);
+    // Its first listen address may be loopback: the others dial its internet address.
+    let boot = net.nodes[p].addr().unwrap();
+    let port = boot.split('/').nth(4).expect("a port").to_owned();
+    let p_id = net.nodes[p].peer_id().unwrap();
+    let boot = format!("/ip4/{}/tcp/{port}/p2p/{p_id}", public.addr);
+    let a = net.start_in(&ha.netns, &["--bootstrap".into(), boot.clone()]);
+    let b = net.start_in(&hb.netns, &["--bootstrap".into(), boot]);
+    let a_id = net.nodes[a].peer_id().unwrap();
+    let b_id = net.nodes[b].peer_id().unwrap();
+    for i in [a, b] {
+        let s = wait_for("AutoNAT to find the node private", NAT_WAIT, EVERY, || {
+            let s = net.nodes[i].json(&["status"])?;
+            Ok((s["reachability"] == "private").then_some(s))
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(
+            s["relay_service"], true,
+            "the flag; libp2p offers it only when public"
+        );
+    }
+    let circuit = relayed_addr(&net.nodes[b]);
+    let through = format!("{circuit}/p2p/{b_id}")
+        .replace(&format!("/p2p/{b_id}/p2p/{b_id}"), &format!("/p2p/{b_id}"));
+    let dialled = run_ok(&net.nodes[a], &["dial", &through]);
+    assert_eq!(dialled["peer_id"], b_id.as_str());
+    (net, a, b, a_id)
+}
+
+fn exchange_a_document_and_a_blob(net: &Net, a: usize, b: usize) {
+    let doc = create_doc(&net.nodes[b], "notes", &["--open"]);
+    run_ok(&net.nodes[a], &["doc", "join", &doc]);
+    run_ok(
+        &net.nodes[a],
+        &["doc", "set", &doc, "from", "\"behind a NAT\""],
+    );
+    let content = wait_converged(&[&net.nodes[a], &net.nodes[b]], &doc);
+    assert_eq!(content["from"], "behind a NAT");
+
+    let src = net.dir("blob.bin");
+    let data: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&src, &data).unwrap();
+    let added = run_ok(&net.nodes[b], &["blob", "add", src.to_str().unwrap()]);
+    let hash = added["hash"].as_str().unwrap().to_owned();
+    let out = net.dir("fetched.bin");
+    run_ok(
+        &net.nodes[a],
+        &["blob", "get", &hash, "-o", out.to_str().unwrap()],
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+}
+
+#[test]
+fn natted_nodes_meet_through_a_relay_then_directly() {
+    let Some(mut lab) = lab(
+        "nat::natted_nodes_meet_through_a_relay_then_directly",
+        "ltcone",
+    ) else {
+        return;
+    };
+    let (net, a, b, a_id) = natted_pair(&mut lab, NatKind::Cone);
+    let b_id = net.nodes[b].peer_id().unwrap();
+    wait_for("a direct connection (hole punch)", NAT_WAIT, EVERY, || {
+        Ok(connection(&net.nodes[a], &b_id)
+            .filter(|c| c["relayed"] == false)
+            .map(|_| ()))
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    exchange_a_document_and_a_blob(&net, a, b);
+    assert!(connection(&net.nodes[b], &a_id).is_some());
+    drop(net);
+    drop(lab);
+}
+
+#[test]
+fn behind_symmetric_nats_the_relay_carries_the_traffic() {
+    let Some(mut lab) = lab(
+        "nat::behind_symmetric_nats_the_relay_carries_the_traffic",
+        "ltsym",
+    ) else {
+        return;
+    };
+    let (net, a, b, _) = natted_pair(&mut lab, NatKind::Symmetric);
+    exchange_a_document_and_a_blob(&net, a, b);
+    // No hole punch gets through a NAT that picks a new port per destination.
+    let b_id = net.nodes[b].peer_id().unwrap();
+    let c = connection(&net.nodes[a], &b_id).expect("still connected");
+    assert_eq!(c["relayed"], true, "{c}");
+    drop(net);
+    drop(lab);
+}
