@@ -298,6 +298,14 @@ pub enum TestnetCommand {
         /// Node i listens on TCP port P + i (default: random ports).
         #[arg(long, value_name = "P")]
         base_port: Option<u16>,
+        /// Every node on a host of its own: a network namespace with its own address, as
+        /// on separate machines (root; `down` removes them).
+        #[arg(long)]
+        netns: bool,
+        /// With --netns: which nodes sit behind NATs or have capped uplinks (a TOML file;
+        /// see testnet/examples/nat.toml).
+        #[arg(long, value_name = "FILE", requires = "netns")]
+        topology: Option<PathBuf>,
         /// Extra arguments for every `lattice daemon`, after `--`.
         #[arg(last = true, value_name = "DAEMON-ARGS")]
         daemon_args: Vec<String>,

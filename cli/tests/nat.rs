@@ -144,3 +144,65 @@ fn behind_symmetric_nats_the_relay_carries_the_traffic() {
     drop(net);
     drop(lab);
 }
+
+#[test]
+fn a_namespace_testnet_comes_up_behind_nats_and_goes_down_clean() {
+    let test = "nat::a_namespace_testnet_comes_up_behind_nats_and_goes_down_clean";
+    if let Some(why) = netns::unavailable() {
+        skip(test, &why);
+        return;
+    }
+    let net = common::testnet::Net::new();
+    std::fs::create_dir_all(&net.dir).unwrap();
+    let topology = net.dir.join("topology.toml");
+    std::fs::write(
+        &topology,
+        "[[node]]\nindex = 1\nnat = \"cone\"\n\n[[node]]\nindex = 2\nnat = \"symmetric\"\nuplink_mbit = 40\n",
+    )
+    .unwrap();
+    let up = net.json(&[
+        "up",
+        "-n",
+        "3",
+        "--netns",
+        "--topology",
+        topology.to_str().unwrap(),
+    ]);
+    assert_eq!(up.as_array().map(Vec::len), Some(3), "{up}");
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(net.dir.join("testnet.json")).unwrap()).unwrap();
+    let prefix = manifest["netns"]["prefix"].as_str().unwrap().to_owned();
+    let namespaces = || {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&format!("{prefix}-")))
+            .count()
+    };
+    // A hub, three hosts and two NAT routers.
+    assert_eq!(namespaces(), 6);
+
+    // The NATed nodes find out and reserve slots on node 0's relay.
+    for i in [1, 2] {
+        wait_for(
+            "a NATed node to hold a relay reservation",
+            NAT_WAIT,
+            EVERY,
+            || {
+                let s = net.exec_json(i, &["status", "--json"]);
+                let held = s["relayed_addrs"].as_array().is_some_and(|a| !a.is_empty());
+                Ok(held.then_some(()))
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    // Restart works on a host of its own.
+    net.json(&["restart", "1"]);
+    assert!(net.status()[1]["alive"] == true);
+
+    net.json(&["down"]);
+    assert_eq!(namespaces(), 0, "down removes every namespace it made");
+}

@@ -56,6 +56,16 @@ impl Daemon {
         Self::start_with(bin, dir, args, false, Some(netns.to_owned()))
     }
 
+    /// [`Daemon::start_in`] in a process group of its own (a testnet node).
+    pub fn start_in_own_group(
+        netns: &str,
+        bin: &Path,
+        dir: &Path,
+        args: &[String],
+    ) -> Result<Daemon> {
+        Self::start_with(bin, dir, args, true, Some(netns.to_owned()))
+    }
+
     fn start_with(
         bin: &Path,
         dir: &Path,

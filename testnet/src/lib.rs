@@ -6,6 +6,7 @@
 //! - [`net`]: process testnets — `up`, `status`, `kill`, `restart`, `partition`, `heal`,
 //!   `logs`, `down`.
 //! - [`netns`]: hosts in network namespaces, behind NATs, with capped links (root).
+//! - [`topology`]: `testnet up --netns` and its topology file.
 //! - [`bench`]: helpers for the benchmark binaries.
 //! - [`converge`]: `wait-converged`, polling every live node's digest of a document.
 //! - [`sim`]: the deterministic simulator front end (`lattice testnet sim`), driving the
@@ -18,3 +19,4 @@ pub mod manifest;
 pub mod net;
 pub mod netns;
 pub mod sim;
+pub mod topology;

@@ -18,6 +18,9 @@ pub struct Manifest {
     /// Extra `lattice daemon` arguments for every node.
     pub daemon_args: Vec<String>,
     pub nodes: Vec<Node>,
+    /// The network namespaces of a `--netns` testnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<crate::topology::Hosts>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

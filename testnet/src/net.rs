@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::daemon::{wait_for, Daemon};
 use crate::manifest::{Manifest, Node};
+use crate::topology::{self, Hosts, Topology};
 
 /// How long `up` waits for every node to join node 0.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,9 +76,13 @@ impl Testnet {
         n: usize,
         base_port: Option<u16>,
         daemon_args: &[String],
+        topology: Option<&Topology>,
         mut progress: impl FnMut(&str, usize, usize),
     ) -> Result<Testnet> {
         ensure!(n >= 1, "a testnet needs at least one node");
+        if topology.is_some() {
+            topology::check_possible()?;
+        }
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         if let Ok(old) = Testnet::open(dir) {
             if old.status().iter().any(|s| s.alive) {
@@ -96,6 +101,7 @@ impl Testnet {
                 base_port,
                 daemon_args: daemon_args.to_vec(),
                 nodes: Vec::new(),
+                netns: None,
             },
         };
         for i in 0..n {
@@ -111,6 +117,23 @@ impl Testnet {
             });
         }
         net.manifest.save(&dir)?;
+        if let Some(t) = topology {
+            // Recorded before any namespace exists, so `down` finds them all.
+            let prefix = topology::prefix_for(&dir);
+            net.manifest.netns = Some(Hosts {
+                prefix: prefix.clone(),
+                hosts: Vec::new(),
+            });
+            net.manifest.save(&dir)?;
+            let manifest = &mut net.manifest;
+            topology::make_hosts(&prefix, n, t, |host| {
+                if let Some(h) = manifest.netns.as_mut() {
+                    h.hosts.push(host);
+                }
+                manifest.save(&dir)
+            })?;
+            progress("hosts", n, n);
+        }
         for i in 0..n {
             net.start_node(i)?;
             progress("started", i + 1, n);
@@ -184,24 +207,56 @@ impl Testnet {
         )
         .with_context(|| format!("another lattice daemon still uses {}", data.display()))?;
         let mut args = Vec::new();
-        if let Some(base) = self.manifest.base_port {
-            let port = u16::try_from(u32::from(base) + i as u32)
-                .context("--base-port plus node count exceeds 65535")?;
-            args.extend(["--listen".to_owned(), format!("/ip4/127.0.0.1/tcp/{port}")]);
+        let port = match self.manifest.base_port {
+            Some(base) => u16::try_from(u32::from(base) + i as u32)
+                .context("--base-port plus node count exceeds 65535")?,
+            None => 0,
+        };
+        let host = match &self.manifest.netns {
+            Some(h) => Some(h.hosts.get(i).cloned().with_context(|| {
+                format!("node {i} has no host (an interrupted `up`: take it down and up again)")
+            })?),
+            None => None,
+        };
+        match &host {
+            // Every address of its own host, TCP and QUIC, like a node on a real machine.
+            Some(_) => args.extend([
+                "--listen".to_owned(),
+                format!("/ip4/0.0.0.0/tcp/{port}"),
+                "--listen".to_owned(),
+                format!("/ip4/0.0.0.0/udp/{port}/quic-v1"),
+            ]),
+            None if port != 0 => {
+                args.extend(["--listen".to_owned(), format!("/ip4/127.0.0.1/tcp/{port}")])
+            }
+            None => {}
         }
         if let Some(b) = self.bootstrap_for(i) {
             args.extend(["--bootstrap".to_owned(), b]);
         }
         args.extend(self.manifest.daemon_args.iter().cloned());
-        let d = Daemon::start_own_group(&self.manifest.bin, &self.node_dir(i), &args)
-            .with_context(|| format!("node {i} did not start"))?;
+        let (bin, dir) = (&self.manifest.bin, self.node_dir(i));
+        let d = match &host {
+            Some(h) => Daemon::start_in_own_group(&h.netns, bin, &dir, &args),
+            None => Daemon::start_own_group(bin, &dir, &args),
+        }
+        .with_context(|| format!("node {i} did not start"))?;
         let peer_id = d.peer_id()?;
-        let listen = d.addr()?;
+        let listen = match &host {
+            // Others dial its internet address; a node behind a NAT cannot be dialled.
+            Some(h) if h.natted => None,
+            Some(h) => {
+                let local = d.addr()?;
+                let port = local.split('/').nth(4).context("a TCP port")?.to_owned();
+                Some(format!("/ip4/{}/tcp/{port}/p2p/{peer_id}", h.addr))
+            }
+            None => Some(d.addr()?),
+        };
         let pid = d.detach();
         let node = &mut self.manifest.nodes[i];
         node.pid = pid;
         node.peer_id = Some(peer_id);
-        node.listen = Some(listen);
+        node.listen = listen;
         self.manifest.save(&self.dir)
     }
 
@@ -375,6 +430,9 @@ impl Testnet {
                     let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
                 }
             }
+        }
+        if let Some(h) = &self.manifest.netns {
+            crate::netns::remove_all(&h.prefix)?;
         }
         std::fs::remove_file(Manifest::path(&self.dir)).ok();
         Ok(live.len())

@@ -86,7 +86,10 @@ pub fn unavailable() -> Option<String> {
             return Some(format!("`{tool}` is not installed (iproute2, nftables)"));
         }
     }
-    let probe = format!("ltprobe-{}", std::process::id());
+    // Unique per call: tests probing at once must not trip over each other's probe.
+    static PROBES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = format!("ltprobe-{}-{n}", std::process::id());
     match run(&["ip", "netns", "add", &probe]) {
         Ok(()) => {
             let _ = run(&["ip", "netns", "del", &probe]);
@@ -265,6 +268,14 @@ impl Lab {
                 "200ms",
             ],
         )
+    }
+}
+
+impl Lab {
+    /// Leaves the namespaces in place when the lab is dropped (for a testnet that outlives
+    /// the command that made it; [`remove_all`] takes them down).
+    pub fn keep(mut self) {
+        self.namespaces.clear();
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use lattice_testnet::net::Testnet;
 use lattice_testnet::sim::SimOptions;
+use lattice_testnet::topology::Topology;
 use serde_json::json;
 
 use crate::args::{Global, SimArgs, TestnetArgs, TestnetCommand};
@@ -24,19 +25,35 @@ pub fn run(g: &Global, t: TestnetArgs) -> Result<ExitCode> {
         TestnetCommand::Up {
             nodes,
             base_port,
+            netns,
+            topology,
             daemon_args,
         } => {
             let dir = dir(&t.dir)?;
             let bin = std::env::current_exe().context("cannot find the lattice binary")?;
             let show = std::io::stderr().is_terminal() && !g.json;
-            let net = Testnet::up(&bin, &dir, nodes, base_port, &daemon_args, |what, i, n| {
-                if show {
-                    eprint!("\r{what} {i}/{n}   ");
-                    if what == "joined" && i == n {
-                        eprintln!();
+            let topology = match (netns, topology) {
+                (true, Some(path)) => Some(Topology::load(&path)?),
+                (true, None) => Some(Topology::default()),
+                (false, _) => None,
+            };
+            let hosts = topology.as_ref();
+            let net = Testnet::up(
+                &bin,
+                &dir,
+                nodes,
+                base_port,
+                &daemon_args,
+                hosts,
+                |what, i, n| {
+                    if show {
+                        eprint!("\r{what} {i}/{n}   ");
+                        if what == "joined" && i == n {
+                            eprintln!();
+                        }
                     }
-                }
-            })?;
+                },
+            )?;
             let status = net.status();
             let text = format!(
                 "{} nodes up in {} (manifest: {})",
