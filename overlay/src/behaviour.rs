@@ -97,14 +97,14 @@ fn behaviour(
         .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
         .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
         .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS));
-    let rr = |protocol| {
+    let rr = |protocol, timeout| {
         request_response::Behaviour::with_codec(
             FrameCodec {
                 max_request: cfg.max_request_bytes,
                 max_response: cfg.max_response_bytes,
             },
             [(protocol, ProtocolSupport::Full)],
-            request_response::Config::default().with_request_timeout(cfg.request_timeout),
+            request_response::Config::default().with_request_timeout(timeout),
         )
     };
 
@@ -128,9 +128,9 @@ fn behaviour(
             .into(),
         dcutr: dcutr::Behaviour::new(peer_id),
         upnp: cfg.upnp.then(upnp::tokio::Behaviour::default).into(),
-        sync: rr(protocols::SYNC),
-        blob: rr(protocols::BLOB),
-        service: rr(protocols::SERVICE),
+        sync: rr(protocols::SYNC, cfg.request_timeout),
+        blob: rr(protocols::BLOB, cfg.bulk_request_timeout),
+        service: rr(protocols::SERVICE, cfg.request_timeout),
     })
 }
 

@@ -139,6 +139,9 @@ pub struct Config {
     pub bootstrap_interval: Duration,
     /// Deadline for every request the overlay makes (dials, DHT queries, requests).
     pub request_timeout: Duration,
+    /// Deadline for a request on a protocol that moves bulk data (blob pieces): several
+    /// 4 MiB answers share a provider's uplink, which may be slow.
+    pub bulk_request_timeout: Duration,
     /// Largest request and response on the request-response protocols.
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
@@ -186,6 +189,8 @@ impl Config {
             max_memory_fraction: 0.9,
             bootstrap_interval: Duration::from_secs(300),
             request_timeout: Duration::from_secs(10),
+            // Four 4 MiB pieces in 120 s: an uplink down to about 1 Mbit/s still serves.
+            bulk_request_timeout: Duration::from_secs(120),
             max_request_bytes: 4 << 20,
             max_response_bytes: 16 << 20,
             max_gossip_bytes: 1 << 20,

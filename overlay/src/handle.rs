@@ -146,6 +146,7 @@ pub struct Overlay {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) peer_id: PeerId,
     pub(crate) timeout: Duration,
+    pub(crate) bulk_timeout: Duration,
 }
 
 impl Overlay {
@@ -154,10 +155,17 @@ impl Overlay {
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {
-        let (tx, rx) = oneshot::channel();
         // The swarm task answers every command itself within the configured deadline;
         // the margin covers queueing.
-        let deadline = self.timeout * 4;
+        self.call_within(self.timeout * 4, make).await
+    }
+
+    async fn call_within<T>(
+        &self,
+        deadline: Duration,
+        make: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
         tokio::time::timeout(deadline, async {
             self.tx.send(make(tx)).await.map_err(|_| Error::Shutdown)?;
             rx.await.map_err(|_| Error::Shutdown)?
@@ -262,14 +270,20 @@ impl Overlay {
         self.tell(Command::Strike { peer })
     }
 
-    /// Sends a request and waits for the response (bounded by the request timeout).
+    /// Sends a request and waits for the response (bounded by the request timeout, or the
+    /// bulk one for blob pieces).
     pub async fn request(
         &self,
         peer: PeerId,
         protocol: Protocol,
         data: Vec<u8>,
     ) -> Result<Vec<u8>, Error> {
-        self.call(|reply| Command::Request {
+        let deadline = if protocol.is_bulk() {
+            self.bulk_timeout + self.timeout
+        } else {
+            self.timeout * 4
+        };
+        self.call_within(deadline, |reply| Command::Request {
             peer,
             protocol,
             data,

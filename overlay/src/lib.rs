@@ -158,6 +158,7 @@ pub async fn spawn(
             tx,
             peer_id,
             timeout: config.request_timeout,
+            bulk_timeout: config.bulk_request_timeout,
         },
         rx,
         task,

@@ -23,6 +23,11 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Whether its answers carry bulk data (and get [`crate::Config::bulk_request_timeout`]).
+    pub fn is_bulk(self) -> bool {
+        self == Protocol::Blob
+    }
+
     /// The protocol's name on the wire.
     pub fn name(self) -> StreamProtocol {
         match self {

@@ -32,8 +32,10 @@ const MAX_PROVIDERS: usize = 8;
 const MAX_FAILURES: u32 = 3;
 /// Pieces verified between durable records of the verified ranges (32 MiB).
 const SAVE_EVERY: usize = 8;
-/// One piece must arrive this fast.
-const PIECE_TIMEOUT: Duration = Duration::from_secs(30);
+/// One piece must arrive this fast. Up to [`PER_PROVIDER`] pieces share a provider's
+/// uplink: 16 MiB in 120 s serves from uplinks down to about 1 Mbit/s (the overlay's bulk
+/// request deadline is the same). A provider that goes away fails at once, not at this.
+const PIECE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A provider that answers "busy" (its serving budget, or ours with it, is used up) is
 /// asked again after this pause, which keeps the piece's slot.
 const BUSY_PAUSE: Duration = Duration::from_millis(250);

@@ -59,6 +59,7 @@ pub(crate) struct EventLoop {
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<Event>,
     timeout: Duration,
+    bulk_timeout: Duration,
     metrics: Option<Metrics>,
     /// Dials by connection; a dial succeeds once the peer has identified itself on the
     /// new connection, which proves the remote accepted it (a peer that blocks this node
@@ -100,6 +101,7 @@ impl EventLoop {
             commands,
             events,
             timeout: config.request_timeout,
+            bulk_timeout: config.bulk_request_timeout,
             metrics,
             dials: HashMap::new(),
             requests: HashMap::new(),

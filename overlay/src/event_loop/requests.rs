@@ -33,7 +33,11 @@ impl EventLoop {
             Protocol::Blob => b.blob.send_request(&peer, data),
             Protocol::Service => b.service.send_request(&peer, data),
         };
-        let deadline = self.deadline();
+        let deadline = if protocol.is_bulk() {
+            tokio::time::Instant::now() + self.bulk_timeout
+        } else {
+            self.deadline()
+        };
         self.requests.insert(id, Pending { deadline, reply });
     }
 
