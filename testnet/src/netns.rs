@@ -109,7 +109,12 @@ pub fn remove_all(prefix: &str) -> Result<usize> {
         .filter(|n| n.starts_with(&format!("{prefix}-")))
         .collect();
     for ns in &mine {
-        run(&["ip", "netns", "del", ns])?;
+        // Gone meanwhile (another `down` at the same time) is as good as removed.
+        if let Err(e) = run(&["ip", "netns", "del", ns]) {
+            if std::path::Path::new("/run/netns").join(ns).exists() {
+                return Err(e);
+            }
+        }
     }
     Ok(mine.len())
 }
