@@ -147,7 +147,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
     net.known_peers = crate::peer_store::dial_order(&known);
     let (overlay, events, overlay_task) = lattice_overlay::spawn(net, Some(&mut registry)).await?;
-    let keeper = tokio::spawn(crate::peer_store::keep(
+    let mut keeper = tokio::spawn(crate::peer_store::keep(
         overlay.clone(),
         store.clone(),
         known,
@@ -199,10 +199,12 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     drop(overlay);
     server.serve(daemon, shutdown, config.shutdown_grace).await;
     // The peer keeper saves the routing table one last time.
-    if tokio::time::timeout(Duration::from_secs(5), keeper)
+    if tokio::time::timeout(Duration::from_secs(5), &mut keeper)
         .await
         .is_err()
     {
+        // Stopped, so it lets go of the store and the overlay.
+        keeper.abort();
         warn!("the known peers were not saved in time");
     }
 

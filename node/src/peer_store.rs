@@ -111,9 +111,13 @@ pub fn merge(
             continue;
         }
         let before = by_peer.get(&p.peer);
+        // Only peers this node has talked to join: a routing-table entry alone may be an
+        // address someone else handed out.
         let seen_ms = match before {
             Some(k) if !p.connected => k.seen_ms,
-            _ => now_ms,
+            Some(_) => now_ms,
+            None if p.connected => now_ms,
+            None => continue,
         };
         let relay = before.is_some_and(|k| k.relay) || relays.contains(&p.peer);
         by_peer.insert(
@@ -142,11 +146,26 @@ fn relay_of(addr: &Addr) -> Option<PeerId> {
     None
 }
 
-/// Dial order at start: relays that served this node first, then the most recently seen.
+/// Relays dialled first at start, at most.
+const RELAYS_FIRST: usize = 2;
+
+/// Dial order at start: up to [`RELAYS_FIRST`] relays that served this node, then the
+/// rest, most recently seen first.
 pub fn dial_order(known: &[Known]) -> Vec<(PeerId, Vec<Addr>)> {
-    let mut order: Vec<&Known> = known.iter().collect();
-    order.sort_by_key(|k| !k.relay);
-    order.iter().map(|k| (k.peer, k.addrs.clone())).collect()
+    let relays: Vec<&Known> = known
+        .iter()
+        .filter(|k| k.relay)
+        .take(RELAYS_FIRST)
+        .collect();
+    let rest = known
+        .iter()
+        .filter(|k| !relays.iter().any(|r| r.peer == k.peer));
+    relays
+        .iter()
+        .copied()
+        .chain(rest)
+        .map(|k| (k.peer, k.addrs.clone()))
+        .collect()
 }
 
 /// The changes that turn the stored `old` into `new`.
@@ -239,7 +258,10 @@ mod tests {
     fn connected_peers_are_seen_now_and_absent_ones_kept_until_they_age_out() {
         let (me, a, b, c) = (peer(), peer(), peer(), peer());
         let t0 = 100 * DAY;
-        let first = merge(&[], &[info(a, 1, true), info(b, 2, false)], &[], me, t0);
+        // A table entry never talked to is not kept.
+        let untalked = merge(&[], &[info(b, 2, false)], &[], me, t0);
+        assert!(untalked.is_empty());
+        let first = merge(&[], &[info(a, 1, true), info(b, 2, true)], &[], me, t0);
         assert_eq!(first.len(), 2);
         assert!(first.iter().all(|k| k.seen_ms == t0));
 
@@ -305,7 +327,7 @@ mod tests {
             .unwrap();
         assert_eq!(relay_of(&circuit), Some(r));
         assert_eq!(relay_of(&addr(1)), None);
-        let kept = merge(&[], &[info(a, 1, true), info(r, 2, false)], &[r], me, DAY);
+        let kept = merge(&[], &[info(a, 1, true), info(r, 2, true)], &[r], me, DAY);
         assert!(kept.iter().any(|k| k.peer == r && k.relay));
         assert_eq!(
             dial_order(&kept)[0].0,

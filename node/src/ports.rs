@@ -81,8 +81,21 @@ fn pick(binds: &[(IpAddr, bool)]) -> Result<u16, PortError> {
     Err(PortError::NoneFree)
 }
 
+/// The kept port: at most a few bytes from a regular file (not through a symlink).
 fn read(path: &Path) -> Option<u16> {
-    let text = std::fs::read_to_string(path).ok()?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        warn!(path = %path.display(), "ignoring a listen-port that is not a regular file");
+        return None;
+    }
+    let mut text = String::new();
+    file.take(16).read_to_string(&mut text).ok()?;
     match text.trim().parse::<u16>() {
         Ok(p) if p != 0 => Some(p),
         _ => {
@@ -208,6 +221,27 @@ mod tests {
             port_of(&stable(&loopback(), dir.path(), None).unwrap())[0],
             second
         );
+    }
+
+    #[test]
+    fn a_kept_port_is_not_read_through_a_symlink_or_from_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(PORT_FILE);
+        std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        assert_eq!(read(&file), None);
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(dir.path().join("elsewhere"), "4001\n").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &file).unwrap();
+        assert_eq!(read(&file), None);
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, "9".repeat(1 << 20)).unwrap();
+        assert_eq!(
+            read(&file),
+            None,
+            "a long file is read no further than a port"
+        );
+        std::fs::write(&file, "4001\n").unwrap();
+        assert_eq!(read(&file), Some(4001));
     }
 
     #[test]

@@ -48,6 +48,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long an idle connection stays open: long enough for the DHT and gossip to use it.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest request on a bulk protocol (a blob request names at most 64 ranges).
+const MAX_BULK_REQUEST: usize = 64 << 10;
 /// Pending connection attempts allowed each way.
 const MAX_PENDING_CONNECTIONS: u32 = 64;
 
@@ -97,10 +99,10 @@ fn behaviour(
         .with_max_established_per_peer(Some(cfg.max_connections_per_peer))
         .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
         .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS));
-    let rr = |protocol, timeout| {
+    let rr = |protocol, timeout, max_request| {
         request_response::Behaviour::with_codec(
             FrameCodec {
-                max_request: cfg.max_request_bytes,
+                max_request,
                 max_response: cfg.max_response_bytes,
             },
             [(protocol, ProtocolSupport::Full)],
@@ -128,9 +130,20 @@ fn behaviour(
             .into(),
         dcutr: dcutr::Behaviour::new(peer_id),
         upnp: cfg.upnp.then(upnp::tokio::Behaviour::default).into(),
-        sync: rr(protocols::SYNC, cfg.request_timeout),
-        blob: rr(protocols::BLOB, cfg.bulk_request_timeout),
-        service: rr(protocols::SERVICE, cfg.request_timeout),
+        sync: rr(protocols::SYNC, cfg.request_timeout, cfg.max_request_bytes),
+        // Blob requests name ranges and are small; only their answers are bulk. libp2p's
+        // deadline covers both ways, so a small cap keeps a peer that trickles a request
+        // in for the long deadline from holding much.
+        blob: rr(
+            protocols::BLOB,
+            cfg.bulk_request_timeout,
+            cfg.max_request_bytes.min(MAX_BULK_REQUEST),
+        ),
+        service: rr(
+            protocols::SERVICE,
+            cfg.request_timeout,
+            cfg.max_request_bytes,
+        ),
     })
 }
 

@@ -63,14 +63,18 @@ fn network(s: &api::Status, peers: &[api::Peer]) -> Vec<Check> {
     let mut out = Vec::new();
     let relayed = s.relayed_addrs.len();
     out.push(match s.reachability.as_str() {
-        "public" => check(
-            "reachability",
-            Verdict::Ok,
-            match &s.reachable_at {
-                Some(a) => format!("peers can dial this node (at {a})"),
-                None => "public (configured)".to_owned(),
-            },
-        ),
+        "public" => match &s.reachable_at {
+            Some(a) => check(
+                "reachability",
+                Verdict::Ok,
+                format!("peers dialled this node back (at {a})"),
+            ),
+            None => check(
+                "reachability",
+                Verdict::Info,
+                "public, as configured (--reachability public); not verified",
+            ),
+        },
         "private" if relayed > 0 => check(
             "reachability",
             Verdict::Info,
@@ -99,10 +103,10 @@ fn network(s: &api::Status, peers: &[api::Peer]) -> Vec<Check> {
     out.push(check(
         "relay service",
         Verdict::Info,
-        if s.relay_service {
-            "on (offered to peers once this node is known to be reachable)"
-        } else {
-            "off"
+        match (s.relay_service, s.reachability.as_str()) {
+            (false, _) => "off",
+            (true, "public") => "on: offered to peers that cannot be reached",
+            (true, _) => "on, but offered only once this node is found reachable",
         },
     ));
     out.push(check(
@@ -172,6 +176,16 @@ fn permissions(data_dir: &Path, socket: Option<&Path>) -> Vec<Check> {
         )),
     }
     let key = data_dir.join("identity.key");
+    if data_dir.exists() && !key.exists() {
+        out.push(check(
+            "identity key",
+            Verdict::Info,
+            format!(
+                "{} does not exist yet (made at the first start)",
+                key.display()
+            ),
+        ));
+    }
     if let Ok(m) = std::fs::metadata(&key) {
         let mode = m.permissions().mode() & 0o777;
         out.push(if open_to_others(mode, 0o077) {

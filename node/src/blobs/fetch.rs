@@ -36,6 +36,10 @@ const SAVE_EVERY: usize = 8;
 /// uplink: 16 MiB in 120 s serves from uplinks down to about 1 Mbit/s (the overlay's bulk
 /// request deadline is the same). A provider that goes away fails at once, not at this.
 const PIECE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A size request, or one for at most [`PROBE_CHUNKS`] chunks (the last chunk that proves
+/// the size), must be answered this fast.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+const PROBE_CHUNKS: u64 = 64;
 /// A provider that answers "busy" (its serving budget, or ours with it, is used up) is
 /// asked again after this pause, which keeps the piece's slot.
 const BUSY_PAUSE: Duration = Duration::from_millis(250);
@@ -216,8 +220,22 @@ impl Fetch<'_> {
         peer: PeerId,
         req: BlobRequest,
     ) -> Result<BlobResponse, String> {
+        // A size and a single chunk are small: a provider that cannot send them quickly
+        // is not waited for as long as for a piece.
+        let deadline = match &req {
+            BlobRequest::Ranges { ranges, .. }
+                if ranges
+                    .iter()
+                    .map(|(s, e)| e.saturating_sub(*s))
+                    .sum::<u64>()
+                    > PROBE_CHUNKS =>
+            {
+                PIECE_TIMEOUT
+            }
+            _ => PROBE_TIMEOUT,
+        };
         let call = overlay.request(peer, Protocol::Blob, req.encode());
-        let bytes = tokio::time::timeout(PIECE_TIMEOUT, call)
+        let bytes = tokio::time::timeout(deadline, call)
             .await
             .map_err(|_| "timed out".to_owned())?
             .map_err(|e| e.to_string())?;

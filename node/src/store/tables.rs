@@ -288,11 +288,21 @@ pub(super) fn load(db: &redb::Database, doc: &DocId) -> Result<Vec<SignedDelta>,
 
 type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
+/// What to do with a record that does not decode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Damaged {
+    /// The store is corrupt: say so.
+    Fail,
+    /// The table is a cache: skip the record, with a warning.
+    Skip,
+}
+
 /// Every record of a table, decoded (at most `max` bytes each).
 fn rows<T: serde::de::DeserializeOwned>(
     db: &redb::Database,
     table: Table,
     max: usize,
+    damaged: Damaged,
 ) -> Result<Vec<T>, StoreError> {
     let r = db.begin_read()?;
     let t = match r.open_table(table) {
@@ -304,19 +314,27 @@ fn rows<T: serde::de::DeserializeOwned>(
     let mut out = Vec::new();
     for row in t.range::<&[u8]>(..)? {
         let (_, v) = row?;
-        out.push(codec::decode(v.value(), max).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        match codec::decode(v.value(), max) {
+            Ok(record) => out.push(record),
+            Err(e) if damaged == Damaged::Skip => {
+                tracing::warn!(table = %table, "skipping a damaged record: {e}")
+            }
+            Err(e) => return Err(StoreError::Corrupt(e.to_string())),
+        }
     }
     Ok(out)
 }
 
 pub(super) fn blobs(db: &redb::Database) -> Result<Vec<BlobMeta>, StoreError> {
-    rows(db, BLOBS, 64 << 20)
+    rows(db, BLOBS, 64 << 20, Damaged::Fail)
 }
 
 pub(super) fn services(db: &redb::Database) -> Result<Vec<ServiceAd>, StoreError> {
-    rows(db, SERVICES, 64 << 10)
+    rows(db, SERVICES, 64 << 10, Damaged::Fail)
 }
 
+/// The kept peers; a record that does not decode is skipped (they are a cache: losing one
+/// costs a dial, refusing to start would cost the node).
 pub(super) fn peers(db: &redb::Database) -> Result<Vec<PeerRecord>, StoreError> {
-    rows(db, PEERS, 64 << 10)
+    rows(db, PEERS, 64 << 10, Damaged::Skip)
 }

@@ -107,3 +107,39 @@ async fn an_unknown_document_has_no_deltas() {
     let (store, _t) = Store::open(&dir.path().join("x.redb")).unwrap();
     assert!(store.load(DocId([9; 32])).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_damaged_known_peer_is_skipped_and_the_rest_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lattice.redb");
+    let good = PeerRecord {
+        id: vec![7; 8],
+        addrs: vec![serde_bytes::ByteBuf::from(vec![1, 2, 3])],
+        seen_ms: 5,
+        relay: false,
+    };
+    {
+        let (store, thread) = Store::open(&path).unwrap();
+        store
+            .save_peers(vec![Change::PutPeer(good.clone())])
+            .await
+            .unwrap();
+        drop(store);
+        thread.join();
+    }
+    {
+        // Garbage where a record should be, as a damaged disk might leave it.
+        let db = redb::Database::create(&path).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w
+                .open_table(redb::TableDefinition::<&[u8], &[u8]>::new("peers"))
+                .unwrap();
+            t.insert([9u8; 8].as_slice(), [0xffu8, 0x00, 0x13].as_slice())
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let (store, _thread) = Store::open(&path).unwrap();
+    assert_eq!(store.peers().await.unwrap(), vec![good]);
+}

@@ -34,6 +34,19 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// Relay candidates remembered at most.
 const MAX_CANDIDATES: usize = 64;
 
+/// The relay of a `/p2p-circuit` address: the peer named just before the circuit.
+fn circuit_relay(addr: &Multiaddr) -> Option<PeerId> {
+    let mut relay = None;
+    for part in addr.iter() {
+        match part {
+            AddrPart::P2p(p) => relay = Some(p),
+            AddrPart::P2pCircuit => return relay,
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Whether an address goes through a relay.
 pub(crate) fn is_relayed(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| matches!(p, AddrPart::P2pCircuit))
@@ -148,7 +161,9 @@ impl EventLoop {
         let now = Instant::now();
         self.relays.cooldown.retain(|_, until| *until > now);
         if !self.relays.wants_relays() {
-            let held: Vec<ListenerId> = self.relays.listeners.keys().copied().collect();
+            // Given up by choice: no cooldown for these relays.
+            let held: Vec<ListenerId> = self.relays.listeners.drain().map(|(id, _)| id).collect();
+            self.relays.reserved.clear();
             for id in held {
                 self.swarm.remove_listener(id);
             }
@@ -189,8 +204,27 @@ impl EventLoop {
         let Some(relay) = self.relays.listeners.get(&listener).copied() else {
             return false;
         };
-        info!(%relay, %address, "reachable through a relay");
-        self.relays.reserved.insert(relay, address.clone());
+        // The relay's answer names the addresses to advertise: only its own circuit
+        // address, once, is taken; a relay that offers others is left.
+        let ours = circuit_relay(address) == Some(relay);
+        let again = self
+            .relays
+            .reserved
+            .get(&relay)
+            .is_some_and(|a| a != address);
+        if !ours || again {
+            warn!(%relay, %address, "a relay offered an address not its own circuit; leaving it");
+            self.swarm.remove_listener(listener);
+            return true;
+        }
+        if self
+            .relays
+            .reserved
+            .insert(relay, address.clone())
+            .is_none()
+        {
+            info!(%relay, %address, "reachable through a relay");
+        }
         true
     }
 
@@ -230,9 +264,13 @@ impl EventLoop {
                     info!("not reachable from outside (AutoNAT); reserving relay slots");
                     Nat::Private
                 }
+                // Not known any more: keep what is held until AutoNAT says public.
+                autonat::NatStatus::Unknown if self.relays.nat == Nat::Private => return,
                 autonat::NatStatus::Unknown => Nat::Unknown,
             };
-            self.relays.last_check = Instant::now() - CHECK_EVERY;
+            // Look after the relays at the next tick.
+            let now = Instant::now();
+            self.relays.last_check = now.checked_sub(CHECK_EVERY).unwrap_or(now);
         }
     }
 

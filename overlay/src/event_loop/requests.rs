@@ -64,7 +64,13 @@ impl EventLoop {
         match b.sync.send_response(r.channel, data) {
             Ok(()) => {
                 if let Some(charge) = charge {
-                    let deadline = self.deadline();
+                    // Held until sent or failed; the deadline is only the backstop, as
+                    // long as libp2p may keep the answer.
+                    let deadline = if r.protocol.is_bulk() {
+                        tokio::time::Instant::now() + self.bulk_timeout
+                    } else {
+                        self.deadline()
+                    };
                     self.responding
                         .insert((r.protocol, r.id), (deadline, charge));
                 }
