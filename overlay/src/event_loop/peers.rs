@@ -195,7 +195,7 @@ impl EventLoop {
                 debug!(peer = %peer_id, %addr, "connected");
                 self.addrs.opened(peer_id, connection_id, addr.clone());
                 let dialled = endpoint.is_dialer().then_some(&addr);
-                self.relay_connection_opened(peer_id, connection_id, dialled);
+                self.relay_connection_opened(connection_id, dialled);
                 // Once per peer, as PeerDisconnected is, so the two pair up.
                 if num_established.get() == 1 {
                     self.emit(Event::PeerConnected {

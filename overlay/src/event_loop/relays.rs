@@ -56,7 +56,7 @@ pub(super) struct Relays {
     forced: Reachability,
     nat: Nat,
     /// Connections this node dialled at a direct address, with that address.
-    dialled: HashMap<ConnectionId, (PeerId, Multiaddr)>,
+    dialled: HashMap<ConnectionId, Multiaddr>,
     /// Peers that speak the relay protocol, with a direct address this node reached them at.
     candidates: HashMap<PeerId, Multiaddr>,
     /// Relay listeners, pending or confirmed, by listener.
@@ -105,7 +105,6 @@ impl EventLoop {
     /// A connection opened: remember how a dialled peer was reached.
     pub(super) fn relay_connection_opened(
         &mut self,
-        peer: PeerId,
         conn: ConnectionId,
         dialled: Option<&Multiaddr>,
     ) {
@@ -115,7 +114,7 @@ impl EventLoop {
                 .iter()
                 .filter(|p| !matches!(p, AddrPart::P2p(_)))
                 .collect();
-            self.relays.dialled.insert(conn, (peer, transport));
+            self.relays.dialled.insert(conn, transport);
         }
     }
 
@@ -142,7 +141,7 @@ impl EventLoop {
         if !protocols.contains(&relay::HOP_PROTOCOL_NAME) {
             return;
         }
-        let Some((_, addr)) = self.relays.dialled.get(&conn) else {
+        let Some(addr) = self.relays.dialled.get(&conn) else {
             return;
         };
         if self.relays.candidates.len() < MAX_CANDIDATES
