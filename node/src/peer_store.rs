@@ -133,19 +133,6 @@ pub fn merge(
     tidy(by_peer.into_values().collect(), me, now_ms)
 }
 
-/// The relay of a `/p2p-circuit` address: the peer just before the circuit.
-fn relay_of(addr: &Addr) -> Option<PeerId> {
-    let mut relay = None;
-    for part in addr.iter() {
-        match part {
-            lattice_overlay::AddrPart::P2p(p) => relay = Some(p),
-            lattice_overlay::AddrPart::P2pCircuit => return relay,
-            _ => {}
-        }
-    }
-    None
-}
-
 /// Relays dialled first at start, at most.
 const RELAYS_FIRST: usize = 2;
 
@@ -202,7 +189,11 @@ pub async fn keep(
         };
         wait = SAVE_EVERY;
         let relays = match overlay.info().await {
-            Ok(info) => info.relayed_addrs.iter().filter_map(relay_of).collect(),
+            Ok(info) => info
+                .relayed_addrs
+                .iter()
+                .filter_map(lattice_overlay::circuit_relay)
+                .collect(),
             Err(_) => Vec::new(),
         };
         match overlay.routing_table().await {
@@ -325,8 +316,8 @@ mod tests {
         let circuit: Addr = format!("/ip4/192.0.2.9/tcp/1/p2p/{r}/p2p-circuit/p2p/{me}")
             .parse()
             .unwrap();
-        assert_eq!(relay_of(&circuit), Some(r));
-        assert_eq!(relay_of(&addr(1)), None);
+        assert_eq!(lattice_overlay::circuit_relay(&circuit), Some(r));
+        assert_eq!(lattice_overlay::circuit_relay(&addr(1)), None);
         let kept = merge(&[], &[info(a, 1, true), info(r, 2, true)], &[r], me, DAY);
         assert!(kept.iter().any(|k| k.peer == r && k.relay));
         assert_eq!(

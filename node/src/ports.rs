@@ -126,13 +126,14 @@ pub fn stable(
         return Ok(listen.to_vec());
     }
     let file: PathBuf = data_dir.join(PORT_FILE);
+    let kept = read(&file);
     let port = match chosen {
         Some(0) => pick(&binds)?,
         Some(port) => {
             free(&binds, port).map_err(|reason| PortError::InUse { port, reason })?;
             port
         }
-        None => match read(&file) {
+        None => match kept {
             Some(port) => match free(&binds, port) {
                 Ok(()) => port,
                 Err(reason) => {
@@ -148,7 +149,7 @@ pub fn stable(
             }
         },
     };
-    if read(&file) != Some(port) {
+    if kept != Some(port) {
         if let Err(e) = write(&file, port) {
             warn!(path = %file.display(), "cannot keep the listen port ({e}); the next start may pick another");
         }

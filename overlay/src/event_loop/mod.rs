@@ -41,6 +41,7 @@ mod requests;
 
 use addrs::ConnectedAddrs;
 use dht::Query;
+pub use relays::circuit_relay;
 pub(crate) use relays::is_relayed;
 use relays::Relays;
 

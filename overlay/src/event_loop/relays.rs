@@ -35,7 +35,7 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 const MAX_CANDIDATES: usize = 64;
 
 /// The relay of a `/p2p-circuit` address: the peer named just before the circuit.
-fn circuit_relay(addr: &Multiaddr) -> Option<PeerId> {
+pub fn circuit_relay(addr: &Multiaddr) -> Option<PeerId> {
     let mut relay = None;
     for part in addr.iter() {
         match part {
