@@ -1,9 +1,9 @@
 //! A blob from many providers whose uplinks are capped, in network namespaces this test
 //! makes (root only; skipped, and listed as skipped, elsewhere): five hosts on one
 //! internet, four providers each sending at most 10 Mbit/s. Fetching from all four must
-//! go at least 2.5 times as fast as from one. The goal is 3.5 times; measured so far is 3.2
-//! in debug and release builds alike (docs/benchmarks.md: `cargo test --release -p
-//! lattice-cli --test swarm -- --nocapture`), so this test guards what works, not the goal.
+//! go at least 3.5 times as fast as from one (issue #13). The caps, not the CPU, set both
+//! times, so the ratio is steady: 3.97 in a debug build (docs/benchmarks.md has the release
+//! figures at the issue's 256 MiB and 40 Mbit/s).
 
 use std::time::Instant;
 
@@ -14,8 +14,17 @@ mod common;
 
 use common::{run_ok, skip, wait_for_ok, Net};
 
-const MIB: usize = 64;
-const CAP_MBIT: u32 = 10;
+/// Blob size and uplink cap; `LATTICE_SWARM_MIB` and `LATTICE_SWARM_MBIT` change them (the
+/// figures in docs/benchmarks.md use the issue's 256 MiB at 40 Mbit/s in a release build;
+/// the defaults keep a debug build's crypto well below the caps).
+fn setting(var: &str, default: u32) -> u32 {
+    match std::env::var(var) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{var}={v:?} is not a whole number")),
+        Err(_) => default,
+    }
+}
 
 /// Waits until `d` finds every one of `peers` among the providers of `hash`.
 fn wait_providers(d: &Daemon, hash: &str, peers: &[String]) {
@@ -48,6 +57,8 @@ fn four_capped_providers_serve_a_blob_much_faster_than_one() {
         skip(test, &why);
         return;
     }
+    let mib = setting("LATTICE_SWARM_MIB", 64) as usize;
+    let cap_mbit = setting("LATTICE_SWARM_MBIT", 10);
     let mut lab = Lab::new("ltswarm").unwrap();
     let fetcher_host = lab.public_host("get").unwrap();
     let mut net = Net::new();
@@ -64,7 +75,7 @@ fn four_capped_providers_serve_a_blob_much_faster_than_one() {
     let mut providers = Vec::new();
     for i in 0..4 {
         let host = lab.public_host(&format!("p{i}")).unwrap();
-        lab.cap_uplink(&host, CAP_MBIT).unwrap();
+        lab.cap_uplink(&host, cap_mbit).unwrap();
         providers.push(net.start_in(&host.netns, &["--bootstrap".into(), boot.clone()]));
     }
     let ids: Vec<String> = providers
@@ -73,7 +84,7 @@ fn four_capped_providers_serve_a_blob_much_faster_than_one() {
         .collect();
 
     let src = net.dir("blob.bin");
-    let data: Vec<u8> = (0..MIB << 20)
+    let data: Vec<u8> = (0..mib << 20)
         .map(|i| ((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
         .collect();
     std::fs::write(&src, &data).unwrap();
@@ -101,11 +112,11 @@ fn four_capped_providers_serve_a_blob_much_faster_than_one() {
 
     let speedup = one / four;
     eprintln!(
-        "{MIB} MiB, providers capped at {CAP_MBIT} Mbit/s: one provider {one:.1} s ({:.2} MB/s), four {four:.1} s ({:.2} MB/s): {speedup:.2}x",
-        MIB as f64 * 1.048_576 / one,
-        MIB as f64 * 1.048_576 / four
+        "{mib} MiB, providers capped at {cap_mbit} Mbit/s: one provider {one:.1} s ({:.2} MB/s), four {four:.1} s ({:.2} MB/s): {speedup:.2}x",
+        mib as f64 * 1.048_576 / one,
+        mib as f64 * 1.048_576 / four
     );
-    assert!(speedup >= 2.5, "four providers only {speedup:.2}x one");
+    assert!(speedup >= 3.5, "four providers only {speedup:.2}x one");
     drop(net);
     drop(lab);
 }

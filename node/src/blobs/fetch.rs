@@ -39,6 +39,7 @@ const PIECE_TIMEOUT: Duration = Duration::from_secs(120);
 /// A size request, or one for at most [`PROBE_CHUNKS`] chunks (the last chunk that proves
 /// the size), must be answered this fast.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// One BLAKE3 tree block ([`files::BLOCK`], 64 KiB): the smallest range that verifies.
 const PROBE_CHUNKS: u64 = 64;
 /// A provider that answers "busy" (its serving budget, or ours with it, is used up) is
 /// asked again after this pause, which keeps the piece's slot.
@@ -269,8 +270,10 @@ impl Fetch<'_> {
                 continue;
             }
             self.meta.size = size;
+            // Only the last block (at most [`PROBE_CHUNKS`] chunks): asking one provider
+            // for a whole piece here kept every other provider idle while it came.
             let chunks = size.div_ceil(CHUNK);
-            let last = ((chunks - 1) / PIECE * PIECE, chunks);
+            let last = ((chunks - 1) / PROBE_CHUNKS * PROBE_CHUNKS, chunks);
             let (data, ob) = self.open()?;
             let req = BlobRequest::Ranges {
                 hash: self.hash,
