@@ -31,6 +31,8 @@ pub struct Info {
     pub relayed_addrs: Vec<Multiaddr>,
     /// What UPnP last said, if it ran.
     pub upnp: Option<String>,
+    /// How a NAT on the way maps this node's port, per transport, from what peers see.
+    pub mapping: Vec<crate::Observed>,
 }
 
 /// Whether this node can be reached from outside.

@@ -40,7 +40,7 @@ use tracing::{debug, info, warn, Instrument};
 pub use config::{Config, DhtMode, Reachability, RelayLimits};
 pub use error::Error;
 pub use event::{Event, GossipId, Responder, Verdict};
-pub use event_loop::circuit_relay;
+pub use event_loop::{circuit_relay, Mapping, Observed};
 pub use handle::{Info, Nat, Overlay, PeerInfo};
 pub use libp2p::identity::{self, Keypair};
 pub use libp2p::multiaddr::Protocol as AddrPart;

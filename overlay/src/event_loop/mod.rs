@@ -35,12 +35,15 @@ use crate::protocols::Protocol;
 mod addrs;
 mod dht;
 mod gossip;
+mod mapping;
 mod peers;
 mod relays;
 mod requests;
 
 use addrs::ConnectedAddrs;
 use dht::Query;
+use mapping::Observations;
+pub use mapping::{Mapping, Observed};
 pub use relays::circuit_relay;
 pub(crate) use relays::is_relayed;
 use relays::Relays;
@@ -67,12 +70,18 @@ pub(crate) struct EventLoop {
     /// closes the connection instead).
     dials: HashMap<ConnectionId, Pending<PeerId>>,
     requests: HashMap<OutboundRequestId, Pending<Vec<u8>>>,
+    /// Blob requests in flight, kept to be sent once more if their connection closes
+    /// under them while another to the peer stays open (a relayed connection retired in
+    /// favour of a direct one). Entries live no longer than their [`EventLoop::requests`].
+    resend: HashMap<OutboundRequestId, (PeerId, Vec<u8>)>,
     queries: HashMap<kad::QueryId, Query>,
     rtt: HashMap<PeerId, Duration>,
     addrs: ConnectedAddrs,
     /// Peers that identified themselves on a connection still open: the ones that really
     /// accepted this node (a peer that refuses us closes before identifying).
     identified: HashSet<PeerId>,
+    /// The addresses peers saw this node's connections come from.
+    observed: Observations,
     /// What other peers' input in the node's hands costs; see [`crate::policy`].
     budget: Budget,
     /// Responses handed to libp2p, held against [`EventLoop::out_budget`] until sent.
@@ -106,10 +115,12 @@ impl EventLoop {
             metrics,
             dials: HashMap::new(),
             requests: HashMap::new(),
+            resend: HashMap::new(),
             queries: HashMap::new(),
             rtt: HashMap::new(),
             addrs: ConnectedAddrs::default(),
             identified: HashSet::new(),
+            observed: Observations::default(),
             budget,
             responding: HashMap::new(),
             out_budget,
@@ -141,6 +152,7 @@ impl EventLoop {
                     self.expire();
                     self.bootstrap_if_small();
                     self.look_after_relays();
+                    self.retire_relayed();
                 }
             }
         }
@@ -306,6 +318,8 @@ impl EventLoop {
         let t = self.timeout;
         expire_map(&mut self.dials, now, t);
         expire_map(&mut self.requests, now, t);
+        let requests = &self.requests;
+        self.resend.retain(|id, _| requests.contains_key(id));
         // Normally released by ResponseSent or InboundFailure; this is the backstop.
         self.responding
             .retain(|_, (deadline, _)| *deadline + t > now);

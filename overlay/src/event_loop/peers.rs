@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol as AddrPart;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
@@ -29,9 +30,10 @@ impl EventLoop {
             .kbuckets()
             .map(|b| b.num_entries())
             .sum();
+        let listen_addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
         Info {
             peer_id: *self.swarm.local_peer_id(),
-            listen_addrs: self.swarm.listeners().cloned().collect(),
+            listen_addrs: listen_addrs.clone(),
             external_addrs: self.swarm.external_addresses().cloned().collect(),
             connected_peers: self.swarm.connected_peers().count(),
             dht_peers,
@@ -41,6 +43,7 @@ impl EventLoop {
             relay_service: self.relay_service,
             relayed_addrs: self.relays.relayed_addrs(),
             upnp: self.relays.upnp.clone(),
+            mapping: self.observed.verdicts(&listen_addrs),
         }
     }
 
@@ -74,8 +77,17 @@ impl EventLoop {
 
     /// Whether every open connection to `peer` goes through a relay.
     fn relayed_only(&self, peer: &PeerId) -> bool {
-        let addrs = self.addrs.of(peer);
-        !addrs.is_empty() && addrs.iter().all(super::is_relayed)
+        self.addrs.relayed_only(peer)
+    }
+
+    /// Closes relayed connections to peers reached directly as well (after a hole punch,
+    /// say): otherwise requests keep taking turns over both. A blob request caught on one
+    /// is sent again over the direct connection (see `requests.rs`).
+    pub(super) fn retire_relayed(&mut self) {
+        for (peer, conn) in self.addrs.superseded() {
+            debug!(%peer, "a direct connection replaces the relayed one");
+            self.swarm.close_connection(conn);
+        }
     }
 
     /// Connected peers, then peers known only from the routing table.
@@ -193,7 +205,12 @@ impl EventLoop {
             } => {
                 let addr = endpoint.get_remote_address().clone();
                 debug!(peer = %peer_id, %addr, "connected");
-                self.addrs.opened(peer_id, connection_id, addr.clone());
+                let relayed = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => super::is_relayed(address),
+                    ConnectedPoint::Listener { local_addr, .. } => super::is_relayed(local_addr),
+                };
+                self.addrs
+                    .opened(peer_id, connection_id, addr.clone(), relayed);
                 let dialled = endpoint.is_dialer().then_some(&addr);
                 self.relay_connection_opened(connection_id, dialled);
                 // Once per peer, as PeerDisconnected is, so the two pair up.
@@ -255,6 +272,7 @@ impl EventLoop {
             return;
         };
         self.identified.insert(peer_id);
+        self.observed.record(peer_id, &info.observed_addr);
         if let Some(p) = self.dials.remove(&connection_id) {
             let _ = p.reply.send(Ok(peer_id));
         }

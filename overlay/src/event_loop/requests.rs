@@ -30,7 +30,12 @@ impl EventLoop {
         let b = self.swarm.behaviour_mut();
         let id = match protocol {
             Protocol::Sync => b.sync.send_request(&peer, data),
-            Protocol::Blob => b.blob.send_request(&peer, data),
+            // Small (a hash and ranges) and harmless to ask twice.
+            Protocol::Blob => {
+                let id = b.blob.send_request(&peer, data.clone());
+                self.resend.insert(id, (peer, data));
+                id
+            }
             Protocol::Service => b.service.send_request(&peer, data),
         };
         let deadline = if protocol.is_bulk() {
@@ -122,6 +127,7 @@ impl EventLoop {
                     request_id,
                     response,
                 } => {
+                    self.resend.remove(&request_id);
                     if let Some(p) = self.requests.remove(&request_id) {
                         let _ = p.reply.send(Ok(response));
                     }
@@ -134,8 +140,23 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, %error, "request failed");
-                if let Some(p) = self.requests.remove(&request_id) {
-                    let _ = p.reply.send(Err(Error::Request(error.to_string())));
+                let again = self.resend.remove(&request_id);
+                let Some(p) = self.requests.remove(&request_id) else {
+                    return;
+                };
+                match again {
+                    // Once, and with the first attempt's deadline.
+                    Some((peer, data))
+                        if matches!(error, request_response::OutboundFailure::ConnectionClosed)
+                            && self.swarm.is_connected(&peer) =>
+                    {
+                        debug!(%peer, "sending the blob request again on another connection");
+                        let id = self.swarm.behaviour_mut().blob.send_request(&peer, data);
+                        self.requests.insert(id, p);
+                    }
+                    _ => {
+                        let _ = p.reply.send(Err(Error::Request(error.to_string())));
+                    }
                 }
             }
             request_response::Event::InboundFailure {
