@@ -206,3 +206,82 @@ fn a_namespace_testnet_comes_up_behind_nats_and_goes_down_clean() {
     net.json(&["down"]);
     assert_eq!(namespaces(), 0, "down removes every namespace it made");
 }
+
+/// The doctor's verdict on `d`'s NAT mapping for `transport` once two peers have told.
+fn mapping(d: &Daemon, transport: &str) -> Value {
+    wait_for(
+        "two peers to report the node's address",
+        NAT_WAIT,
+        EVERY,
+        || {
+            let s = d.json(&["status"])?;
+            Ok(s["nat_mapping"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["transport"] == transport && m["observers"].as_u64() >= Some(2))
+                .cloned())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[test]
+fn doctor_tells_a_port_preserving_nat_from_a_symmetric_one() {
+    let Some(mut lab) = lab(
+        "nat::doctor_tells_a_port_preserving_nat_from_a_symmetric_one",
+        "ltmap",
+    ) else {
+        return;
+    };
+    // Two public observers; one node behind each kind of NAT dials both.
+    let mut net = Net::new();
+    let mut boots = Vec::new();
+    for name in ["p1", "p2"] {
+        let host = lab.public_host(name).unwrap();
+        let p = net.start_in(&host.netns, &[]);
+        let port = net.nodes[p]
+            .addr()
+            .unwrap()
+            .split('/')
+            .nth(4)
+            .unwrap()
+            .to_owned();
+        let id = net.nodes[p].peer_id().unwrap();
+        boots.push("--bootstrap".to_owned());
+        boots.push(format!("/ip4/{}/tcp/{port}/p2p/{id}", host.addr));
+    }
+    let cone = lab.natted_host("cone", NatKind::Cone).unwrap();
+    let sym = lab.natted_host("sym", NatKind::Symmetric).unwrap();
+    let c = net.start_in(&cone.netns, &boots);
+    let s = net.start_in(&sym.netns, &boots);
+
+    let m = mapping(&net.nodes[c], "tcp");
+    assert_eq!(m["behaviour"], "endpoint-independent", "{m}");
+    assert_eq!(m["port_preserving"], true, "{m}");
+    assert!(
+        m["seen"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&cone.addr.to_string()),
+        "{m}"
+    );
+    let m = mapping(&net.nodes[s], "tcp");
+    assert_eq!(m["behaviour"], "symmetric", "{m}");
+
+    let report = run_ok(&net.nodes[s], &["doctor"]);
+    let check = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "nat mapping tcp")
+        .cloned()
+        .unwrap_or_else(|| panic!("no mapping check: {report}"));
+    assert_eq!(check["verdict"], "warn", "{check}");
+    assert!(
+        check["detail"].as_str().unwrap().contains("symmetric"),
+        "{check}"
+    );
+    drop(net);
+    drop(lab);
+}

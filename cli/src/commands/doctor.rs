@@ -116,6 +116,8 @@ fn network(s: &api::Status, peers: &[api::Peer]) -> Vec<Check> {
             .clone()
             .unwrap_or_else(|| "no answer (off, or no gateway spoke yet)".into()),
     ));
+    out.extend(s.nat_mapping.iter().map(mapping));
+    out.push(clock(&s.clock_offsets));
     let connected: Vec<&api::Peer> = peers.iter().filter(|p| p.connected).collect();
     let through_relay = connected.iter().filter(|p| p.relayed).count();
     out.push(check(
@@ -133,6 +135,87 @@ fn network(s: &api::Status, peers: &[api::Peer]) -> Vec<Check> {
         ),
     ));
     out
+}
+
+/// What the NAT does to this node's port on one transport.
+fn mapping(m: &api::NatMapping) -> Check {
+    let name = if m.transport == "tcp" {
+        "nat mapping tcp"
+    } else {
+        "nat mapping udp"
+    };
+    let seen = m.seen.join(", ");
+    match m.behaviour.as_str() {
+        "none" => check(name, Verdict::Ok, format!("no NAT: peers see {seen}")),
+        "endpoint-independent" => check(
+            name,
+            Verdict::Ok,
+            format!(
+                "one mapping for every peer ({seen}{}, told by {} peers): hole punching works",
+                if m.port_preserving {
+                    ", the port kept"
+                } else {
+                    ""
+                },
+                m.observers
+            ),
+        ),
+        "symmetric" => check(
+            name,
+            Verdict::Warn,
+            format!(
+                "a new port for each peer ({seen}): a symmetric NAT; hole punches fail and \
+                 peers behind NATs reach this node only through relays"
+            ),
+        ),
+        _ if m.observers == 0 => check(name, Verdict::Info, "no peer has told yet"),
+        _ => check(
+            name,
+            Verdict::Info,
+            format!("one peer saw {seen}; it takes two to tell"),
+        ),
+    }
+}
+
+/// Fresh writes' clocks more than this far from ours are flagged.
+const SKEW_WARN_MS: u64 = 5_000;
+
+/// This node's clock against the clocks of fresh writes from peers.
+fn clock(offsets: &[api::ClockOffset]) -> Check {
+    let Some(worst) = offsets.first() else {
+        return check(
+            "clock",
+            Verdict::Info,
+            "no fresh writes from peers in the last 10 minutes to compare with",
+        );
+    };
+    let secs = worst.offset_ms as f64 / 1e3;
+    let side = if worst.offset_ms >= 0 {
+        "ahead of"
+    } else {
+        "behind"
+    };
+    let detail = format!(
+        "writes by {} run {:.1} s {side} this node's clock ({} author(s) compared)",
+        worst.peer_id,
+        secs.abs(),
+        offsets.len()
+    );
+    if offsets.iter().any(|o| o.refused) {
+        check(
+            "clock",
+            Verdict::Fail,
+            format!("{detail}; writes too far ahead were refused: check both clocks (NTP)"),
+        )
+    } else if worst.offset_ms.unsigned_abs() > SKEW_WARN_MS {
+        check(
+            "clock",
+            Verdict::Warn,
+            format!("{detail}: one of the clocks is off (check NTP)"),
+        )
+    } else {
+        check("clock", Verdict::Ok, detail)
+    }
 }
 
 /// Whether `mode` lets anyone but the owner in (for the bits in `mask`).

@@ -31,6 +31,38 @@ impl From<&lattice_overlay::PeerInfo> for api::Peer {
     }
 }
 
+impl From<&lattice_overlay::Observed> for api::NatMapping {
+    fn from(o: &lattice_overlay::Observed) -> Self {
+        use lattice_overlay::Mapping;
+        let (behaviour, port_preserving) = match o.mapping {
+            Mapping::Unknown => ("unknown", false),
+            Mapping::None => ("none", false),
+            Mapping::EndpointIndependent { port_preserving } => {
+                ("endpoint-independent", port_preserving)
+            }
+            Mapping::Dependent => ("symmetric", false),
+        };
+        api::NatMapping {
+            transport: o.transport.to_owned(),
+            behaviour: behaviour.to_owned(),
+            port_preserving,
+            observers: o.observers,
+            seen: o.seen.clone(),
+        }
+    }
+}
+
+impl From<&docs::ClockOffset> for api::ClockOffset {
+    fn from(o: &docs::ClockOffset) -> Self {
+        api::ClockOffset {
+            peer_id: peer_string(&o.author),
+            offset_ms: o.offset_ms,
+            age_s: crate::now_ms().saturating_sub(o.seen_ms) / 1_000,
+            refused: o.refused,
+        }
+    }
+}
+
 impl From<docs::DocSummary> for api::DocInfo {
     fn from(d: docs::DocSummary) -> Self {
         api::DocInfo {

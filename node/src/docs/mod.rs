@@ -13,11 +13,13 @@
 //! acknowledged (and broadcast) only once the commit holding it has completed.
 
 mod actor;
+mod clocks;
 mod hosted;
 pub(crate) mod join;
 mod view;
 pub mod wire;
 
+pub use clocks::ClockOffset;
 pub use view::{Changed, DocSummary, WriterList, Written};
 
 use std::str::FromStr;
@@ -105,6 +107,9 @@ pub(crate) enum Command {
     Count {
         reply: Reply<usize>,
     },
+    Clocks {
+        reply: Reply<Vec<ClockOffset>>,
+    },
     Info {
         doc: String,
         reply: Reply<DocSummary>,
@@ -187,6 +192,11 @@ impl Docs {
     /// How many documents this node hosts.
     pub async fn count(&self) -> Result<usize, DocsError> {
         self.ask(|reply| Command::Count { reply }).await
+    }
+
+    /// Fresh writes' clocks against this node's, largest offset first.
+    pub async fn clock_offsets(&self) -> Result<Vec<ClockOffset>, DocsError> {
+        self.ask(|reply| Command::Clocks { reply }).await
     }
 
     pub async fn info(&self, doc: String) -> Result<DocSummary, DocsError> {

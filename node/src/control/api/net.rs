@@ -42,6 +42,45 @@ pub struct Status {
     /// What UPnP last said, if it ran.
     #[serde(default)]
     pub upnp: Option<String>,
+    /// How a NAT on the way maps this node's port, per transport (`tcp`, `udp`).
+    #[serde(default)]
+    pub nat_mapping: Vec<NatMapping>,
+    /// Fresh writes' clocks (HLC) against this node's, per author, largest first; only
+    /// writes that arrived by gossip in the last 10 minutes.
+    #[serde(default)]
+    pub clock_offsets: Vec<ClockOffset>,
+}
+
+/// How a NAT maps this node's port on one transport, from the addresses peers saw its
+/// connections come from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NatMapping {
+    /// `tcp` or `udp` (QUIC).
+    pub transport: String,
+    /// `unknown` (fewer than two peers told), `none` (peers see the listening address),
+    /// `endpoint-independent` (one address for every peer: hole punching works) or
+    /// `symmetric` (a port per peer: only relays connect).
+    pub behaviour: String,
+    /// The NAT kept the listening port (endpoint-independent only).
+    #[serde(default)]
+    pub port_preserving: bool,
+    /// Peers whose reports this is built on.
+    pub observers: usize,
+    /// The distinct `IP:PORT`s they saw.
+    pub seen: Vec<String>,
+}
+
+/// The clock of one author's latest fresh write against this node's.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClockOffset {
+    /// The author's peer id.
+    pub peer_id: String,
+    /// Positive when the write's clock was ahead of this node's.
+    pub offset_ms: i64,
+    /// Seconds since it arrived.
+    pub age_s: u64,
+    /// The write was refused for being too far ahead.
+    pub refused: bool,
 }
 
 /// `peers` result entries.

@@ -60,6 +60,14 @@ pub(super) async fn call(h: &Handlers, command: Command) -> Result<Answer, ApiEr
                 relay_service: info.relay_service,
                 relayed_addrs: strings(&info.relayed_addrs),
                 upnp: info.upnp.clone(),
+                nat_mapping: info.mapping.iter().map(api::NatMapping::from).collect(),
+                clock_offsets: h
+                    .docs
+                    .clock_offsets()
+                    .await?
+                    .iter()
+                    .map(api::ClockOffset::from)
+                    .collect(),
             })
         }
         Command::Peers(_) => {

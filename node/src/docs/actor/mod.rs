@@ -28,6 +28,7 @@ mod network;
 mod timers;
 mod verify;
 
+use super::clocks::Clocks;
 use super::hosted::{Hosted, MAX_WATCHERS, WATCH_QUEUE};
 use super::wire;
 use super::{Command, DocsError, Edit, Reply};
@@ -99,6 +100,8 @@ pub(super) struct Actor {
     sending_bytes: usize,
     background: JoinSet<()>,
     seeds: u64,
+    /// Fresh writes' clocks against this node's.
+    clocks: Clocks,
 }
 
 fn sync_config() -> sync::Config {
@@ -135,6 +138,7 @@ impl Actor {
             sending_bytes: 0,
             background: JoinSet::new(),
             seeds: now_ms(),
+            clocks: Clocks::default(),
         };
         for meta in a.store.docs().await? {
             let stored = a.store.load(meta.id()).await?;
@@ -315,6 +319,9 @@ impl Actor {
             Command::Adopt { genesis, reply } => self.adopt_joined(genesis, reply).await,
             Command::Count { reply } => {
                 let _ = reply.send(Ok(self.docs.len()));
+            }
+            Command::Clocks { reply } => {
+                let _ = reply.send(Ok(self.clocks.recent(now_ms())));
             }
             Command::List { reply } => {
                 let _ = reply.send(Ok(self.docs.values().map(Hosted::summary).collect()));

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use lattice_crdt::sync::{self, Input, Message, Verified};
+use lattice_crdt::sync::{self, Input, Message, SyncError, Verified};
 use lattice_crdt::{ActorId, DocId};
 use lattice_overlay::{policy::Charge, GossipId, PeerId, Responder, Verdict};
 use tracing::warn;
@@ -14,6 +14,7 @@ use tracing::warn;
 use super::{sync_config, Actor, MAX_VERIFYING};
 use crate::auth::{actor_of_peer, NodeAuth};
 use crate::docs::wire::{SyncRequest, SyncResponse};
+use crate::now_ms;
 
 /// Where a checked message came from, and how to answer it.
 pub(super) enum Origin {
@@ -134,9 +135,24 @@ impl Actor {
             return Verdict::Ignore;
         };
         let from = actor_of_peer(&source).unwrap_or(ActorId([0; 32]));
+        // A fresh write's clock against ours (see `docs::clocks`).
+        let stamp = match msg.message() {
+            Message::Delta(d) => Some((d.author, d.hlc.millis)),
+            _ => None,
+        };
         match self.apply(doc, Input::Verified { from, msg }).await {
-            Err(e) => self.rejected(doc, source, &e),
-            Ok(()) if progress(self).is_some_and(|after| after > before) => Verdict::Accept,
+            Err(e) => {
+                if let (Some((author, hlc)), SyncError::Clock(_)) = (stamp, &e) {
+                    self.clocks.record(author, hlc, now_ms(), true);
+                }
+                self.rejected(doc, source, &e)
+            }
+            Ok(()) if progress(self).is_some_and(|after| after > before) => {
+                if let Some((author, hlc)) = stamp {
+                    self.clocks.record(author, hlc, now_ms(), false);
+                }
+                Verdict::Accept
+            }
             Ok(()) => Verdict::Ignore,
         }
     }
