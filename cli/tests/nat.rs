@@ -285,3 +285,80 @@ fn doctor_tells_a_port_preserving_nat_from_a_symmetric_one() {
     drop(net);
     drop(lab);
 }
+
+/// Namespaces whose names start with `prefix-`.
+fn namespaces_of(prefix: &str) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{prefix}-")))
+        .count()
+}
+
+#[test]
+fn down_cleans_up_after_an_interrupted_up() {
+    let test = "nat::down_cleans_up_after_an_interrupted_up";
+    if let Some(why) = netns::unavailable() {
+        skip(test, &why);
+        return;
+    }
+    // Killed (as by a closed terminal) while it makes the hosts, and while it waits for a
+    // node it started.
+    type Stage = fn(&Value) -> bool;
+    let stages: [(&str, Stage); 2] = [
+        ("some hosts made", |m| {
+            m["netns"]["hosts"].as_array().is_some_and(|h| h.len() >= 2)
+        }),
+        ("a node started", |m| m["nodes"][0]["pid"].is_u64()),
+    ];
+    for (stage, reached) in stages {
+        let net = common::testnet::Net::new();
+        std::fs::create_dir_all(&net.dir).unwrap();
+        let topology = net.dir.join("topology.toml");
+        std::fs::write(&topology, "[[node]]\nindex = 1\nnat = \"cone\"\n").unwrap();
+        let mut up = std::process::Command::new(common::BIN)
+            .arg("testnet")
+            .arg("--dir")
+            .arg(&net.dir)
+            .args(["up", "-n", "3", "--netns", "--topology"])
+            .arg(&topology)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let manifest = || -> anyhow::Result<Value> {
+            Ok(serde_json::from_slice(&std::fs::read(
+                net.dir.join("testnet.json"),
+            )?)?)
+        };
+        let m = wait_for(stage, common::WAIT, Duration::from_millis(5), || {
+            Ok(manifest().ok().filter(reached))
+        });
+        up.kill().unwrap();
+        up.wait().unwrap();
+        let m = m.unwrap_or_else(|e| panic!("{e:#}"));
+        let prefix = m["netns"]["prefix"].as_str().unwrap().to_owned();
+        // What the killed `up` left, as recorded now (it may have gone further).
+        let m = manifest().unwrap_or(m);
+        let pids: Vec<u64> = m["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["pid"].as_u64())
+            .collect();
+        assert!(namespaces_of(&prefix) > 0, "{stage}: nothing was made");
+        net.json(&["down"]);
+        assert_eq!(namespaces_of(&prefix), 0, "{stage}: namespaces left");
+        for pid in pids {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Gone, or a zombie of the killed `up` no one reaps.
+            let alive = state
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'));
+            assert!(!alive, "{stage}: daemon {pid} still runs");
+        }
+    }
+}

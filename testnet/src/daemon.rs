@@ -43,27 +43,26 @@ impl Daemon {
         Self::start_with(bin, dir, args, false, None)
     }
 
-    /// Like [`Daemon::start`], but in a process group of its own, so that a Ctrl-C meant
-    /// for the command that started it does not reach it: for testnet nodes, which are
-    /// stopped explicitly (`testnet down`) and usually [`Daemon::detach`]ed.
-    pub fn start_own_group(bin: &Path, dir: &Path, args: &[String]) -> Result<Daemon> {
-        Self::start_with(bin, dir, args, true, None)
+    /// Starts a daemon like [`Daemon::start`] (inside `netns` if given), but in a process
+    /// group of its own, so that a Ctrl-C meant for the command that started it does not
+    /// reach it, and without waiting for it: for testnet nodes, which are stopped
+    /// explicitly (`testnet down`), so their pid must be on record before anything can
+    /// interrupt the starter. Then [`Daemon::wait_ready`], and usually [`Daemon::detach`].
+    pub fn spawn_own_group(
+        netns: Option<&str>,
+        bin: &Path,
+        dir: &Path,
+        args: &[String],
+    ) -> Result<Daemon> {
+        let mut d = Self::new(bin, dir, args, true, netns.map(str::to_owned))?;
+        d.spawn()?;
+        Ok(d)
     }
 
     /// Like [`Daemon::start`], but inside network namespace `netns` (root only); the
     /// control socket, a file, is reached from anywhere.
     pub fn start_in(netns: &str, bin: &Path, dir: &Path, args: &[String]) -> Result<Daemon> {
         Self::start_with(bin, dir, args, false, Some(netns.to_owned()))
-    }
-
-    /// [`Daemon::start_in`] in a process group of its own (a testnet node).
-    pub fn start_in_own_group(
-        netns: &str,
-        bin: &Path,
-        dir: &Path,
-        args: &[String],
-    ) -> Result<Daemon> {
-        Self::start_with(bin, dir, args, true, Some(netns.to_owned()))
     }
 
     fn start_with(
@@ -73,8 +72,21 @@ impl Daemon {
         own_group: bool,
         netns: Option<String>,
     ) -> Result<Daemon> {
+        let mut d = Self::new(bin, dir, args, own_group, netns)?;
+        d.spawn()?;
+        d.wait_ready(START_TIMEOUT)?;
+        Ok(d)
+    }
+
+    fn new(
+        bin: &Path,
+        dir: &Path,
+        args: &[String],
+        own_group: bool,
+        netns: Option<String>,
+    ) -> Result<Daemon> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let mut d = Daemon {
+        Ok(Daemon {
             child: None,
             bin: bin.into(),
             dir: dir.into(),
@@ -84,10 +96,7 @@ impl Daemon {
             args: args.to_vec(),
             own_group,
             netns,
-        };
-        d.spawn()?;
-        d.wait_ready(START_TIMEOUT)?;
-        Ok(d)
+        })
     }
 
     /// The command line the daemon runs with.

@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::daemon::{wait_for, Daemon};
+use crate::daemon::{wait_for, Daemon, START_TIMEOUT};
 use crate::manifest::{Manifest, Node};
 use crate::topology::{self, Hosts, Topology};
 
@@ -236,11 +236,14 @@ impl Testnet {
         }
         args.extend(self.manifest.daemon_args.iter().cloned());
         let (bin, dir) = (&self.manifest.bin, self.node_dir(i));
-        let d = match &host {
-            Some(h) => Daemon::start_in_own_group(&h.netns, bin, &dir, &args),
-            None => Daemon::start_own_group(bin, &dir, &args),
-        }
-        .with_context(|| format!("node {i} did not start"))?;
+        let netns = host.as_ref().map(|h| h.netns.as_str());
+        let mut d = Daemon::spawn_own_group(netns, bin, &dir, &args)
+            .with_context(|| format!("node {i} did not start"))?;
+        // On record before the wait: `down` after an interrupted `up` stops it too.
+        self.manifest.nodes[i].pid = d.pid();
+        self.manifest.save(&self.dir)?;
+        d.wait_ready(START_TIMEOUT)
+            .with_context(|| format!("node {i} did not start"))?;
         let peer_id = d.peer_id()?;
         let listen = match &host {
             // Others dial its internet address; a node behind a NAT cannot be dialled.
