@@ -16,6 +16,7 @@ use libp2p::{
 use crate::codec::FrameCodec;
 use crate::config::{Config, DhtMode};
 use crate::error::Error;
+use crate::relay_server::RelayServer;
 use crate::{access, protocols, store};
 
 /// Every protocol a Lattice node speaks, composed. The allow/block list and the limits
@@ -33,7 +34,7 @@ pub(crate) struct Behaviour {
     pub autonat: autonat::Behaviour,
     pub relay: relay::client::Behaviour,
     /// Circuit relay v2 for peers that cannot be reached (see [`Config::relay_service`]).
-    pub relay_server: Toggle<relay::Behaviour>,
+    pub relay_server: Toggle<RelayServer>,
     pub dcutr: dcutr::Behaviour,
     pub upnp: Toggle<upnp::tokio::Behaviour>,
     /// `/lattice/sync/1`: document anti-entropy.
@@ -147,7 +148,7 @@ fn behaviour(
     })
 }
 
-fn relay_server(peer_id: libp2p::PeerId, l: &crate::config::RelayLimits) -> relay::Behaviour {
+fn relay_server(peer_id: libp2p::PeerId, l: &crate::config::RelayLimits) -> RelayServer {
     let config = relay::Config {
         max_reservations: l.max_reservations,
         max_reservations_per_peer: l.max_reservations_per_peer,
@@ -161,7 +162,7 @@ fn relay_server(peer_id: libp2p::PeerId, l: &crate::config::RelayLimits) -> rela
         max_circuit_bytes: l.max_circuit_bytes,
         ..Default::default()
     };
-    relay::Behaviour::new(peer_id, config)
+    RelayServer::new(peer_id, config)
 }
 
 /// Builds the swarm: TCP+Noise+Yamux, QUIC and DNS, or with a pre-shared key TCP through

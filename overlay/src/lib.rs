@@ -24,6 +24,7 @@ mod event_loop;
 pub mod handle;
 pub mod policy;
 pub mod protocols;
+mod relay_server;
 pub mod store;
 
 use std::collections::HashSet;

@@ -139,6 +139,7 @@ impl EventLoop {
         for address in &listening {
             self.confirm_if_public(address);
         }
+        self.offer_relay();
         let mut tick = tokio::time::interval(EXPIRY_TICK);
         loop {
             tokio::select! {

@@ -267,9 +267,19 @@ impl EventLoop {
                 autonat::NatStatus::Unknown if self.relays.nat == Nat::Private => return,
                 autonat::NatStatus::Unknown => Nat::Unknown,
             };
+            self.offer_relay();
             // Look after the relays at the next tick.
             let now = Instant::now();
             self.relays.last_check = now.checked_sub(CHECK_EVERY).unwrap_or(now);
+        }
+    }
+
+    /// The relay service (when configured) is offered exactly while the node is found
+    /// reachable: a node that others reach only through a relay cannot relay for them.
+    pub(super) fn offer_relay(&mut self) {
+        let public = matches!(self.relays.nat, Nat::Public(_));
+        if let Some(server) = self.swarm.behaviour_mut().relay_server.as_mut() {
+            server.serve(public);
         }
     }
 
