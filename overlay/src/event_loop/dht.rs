@@ -18,11 +18,17 @@ use crate::handle::Reply;
 const SMALL_TABLE_BOOTSTRAP: Duration = Duration::from_secs(5);
 const SMALL_TABLE: usize = 20;
 
+/// A provider lookup answers this long after its first provider turned up, without
+/// waiting for the rest of the query: peers that cannot be reached (behind NATs, gone)
+/// keep a query open until their dials time out, seconds later, while providers found
+/// together arrive within milliseconds of each other.
+const PROVIDERS_GRACE: Duration = Duration::from_millis(100);
+
 /// A DHT query waiting for its answer.
 pub(super) enum Query {
     Provide(Pending<()>),
-    /// With the providers found so far.
-    Providers(Pending<Vec<PeerId>>, HashSet<PeerId>),
+    /// With the providers found so far, and when the first was.
+    Providers(Pending<Vec<PeerId>>, HashSet<PeerId>, Option<Instant>),
 }
 
 impl EventLoop {
@@ -50,7 +56,7 @@ impl EventLoop {
         let deadline = self.deadline();
         self.queries.insert(
             id,
-            Query::Providers(Pending { deadline, reply }, HashSet::new()),
+            Query::Providers(Pending { deadline, reply }, HashSet::new(), None),
         );
     }
 
@@ -79,13 +85,16 @@ impl EventLoop {
                     }
                 }
                 kad::QueryResult::GetProviders(r) => {
-                    if let Some(Query::Providers(_, found)) = self.queries.get_mut(&id) {
+                    if let Some(Query::Providers(_, found, first)) = self.queries.get_mut(&id) {
                         if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
                             found.extend(providers);
+                            if !found.is_empty() && first.is_none() {
+                                *first = Some(Instant::now());
+                            }
                         }
                     }
                     if step.last {
-                        if let Some(Query::Providers(p, found)) = self.queries.remove(&id) {
+                        if let Some(Query::Providers(p, found, _)) = self.queries.remove(&id) {
                             let _ = p.reply.send(Ok(found.into_iter().collect()));
                         }
                     }
@@ -109,14 +118,17 @@ impl EventLoop {
     }
 
     /// Ends queries past their deadline: a provide fails with a timeout; a lookup answers
-    /// with what it found so far.
+    /// with what it found so far (also once [`PROVIDERS_GRACE`] has passed since its
+    /// first provider).
     pub(super) fn expire_queries(&mut self, now: Instant) {
         let late: Vec<kad::QueryId> = self
             .queries
             .iter()
             .filter(|(_, q)| match q {
                 Query::Provide(p) => p.deadline <= now,
-                Query::Providers(p, _) => p.deadline <= now,
+                Query::Providers(p, _, first) => {
+                    p.deadline <= now || first.is_some_and(|t| t + PROVIDERS_GRACE <= now)
+                }
             })
             .map(|(id, _)| *id)
             .collect();
@@ -128,7 +140,7 @@ impl EventLoop {
                 Some(Query::Provide(p)) => {
                     let _ = p.reply.send(Err(Error::Timeout(self.timeout)));
                 }
-                Some(Query::Providers(p, found)) => {
+                Some(Query::Providers(p, found, _)) => {
                     let _ = p.reply.send(Ok(found.into_iter().collect()));
                 }
                 None => {}
