@@ -27,7 +27,8 @@ const PROVIDERS_GRACE: Duration = Duration::from_millis(100);
 /// A DHT query waiting for its answer.
 pub(super) enum Query {
     Provide(Pending<()>),
-    /// With the providers found so far, and when the first was.
+    /// With the providers found so far, and when it answers without the rest once some
+    /// were.
     Providers(Pending<Vec<PeerId>>, HashSet<PeerId>, Option<Instant>),
 }
 
@@ -89,7 +90,9 @@ impl EventLoop {
                         if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r {
                             found.extend(providers);
                             if !found.is_empty() && first.is_none() {
-                                *first = Some(Instant::now());
+                                let due = Instant::now() + PROVIDERS_GRACE;
+                                *first = Some(due);
+                                self.lookup_due = Some(self.lookup_due.map_or(due, |d| d.min(due)));
                             }
                         }
                     }
@@ -126,9 +129,7 @@ impl EventLoop {
             .iter()
             .filter(|(_, q)| match q {
                 Query::Provide(p) => p.deadline <= now,
-                Query::Providers(p, _, first) => {
-                    p.deadline <= now || first.is_some_and(|t| t + PROVIDERS_GRACE <= now)
-                }
+                Query::Providers(p, _, due) => p.deadline <= now || due.is_some_and(|t| t <= now),
             })
             .map(|(id, _)| *id)
             .collect();
@@ -146,5 +147,13 @@ impl EventLoop {
                 None => {}
             }
         }
+        self.lookup_due = self
+            .queries
+            .values()
+            .filter_map(|q| match q {
+                Query::Providers(_, _, due) => *due,
+                Query::Provide(_) => None,
+            })
+            .min();
     }
 }

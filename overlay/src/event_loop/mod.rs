@@ -75,6 +75,8 @@ pub(crate) struct EventLoop {
     /// favour of a direct one). Entries live no longer than their [`EventLoop::requests`].
     resend: HashMap<OutboundRequestId, (PeerId, Vec<u8>)>,
     queries: HashMap<kad::QueryId, Query>,
+    /// When the earliest provider lookup that has found providers is due to answer.
+    lookup_due: Option<Instant>,
     rtt: HashMap<PeerId, Duration>,
     addrs: ConnectedAddrs,
     /// Peers that identified themselves on a connection still open: the ones that really
@@ -117,6 +119,7 @@ impl EventLoop {
             requests: HashMap::new(),
             resend: HashMap::new(),
             queries: HashMap::new(),
+            lookup_due: None,
             rtt: HashMap::new(),
             addrs: ConnectedAddrs::default(),
             identified: HashSet::new(),
@@ -149,6 +152,9 @@ impl EventLoop {
                     None => break,
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                // A provider lookup's grace ran out (see `dht.rs`), between ticks.
+                _ = tokio::time::sleep_until(self.lookup_due.unwrap_or_else(Instant::now)),
+                    if self.lookup_due.is_some() => self.expire_queries(Instant::now()),
                 _ = tick.tick() => {
                     self.expire();
                     self.bootstrap_if_small();
