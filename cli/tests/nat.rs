@@ -2,8 +2,8 @@
 //! skipped, elsewhere): two hosts behind NAT routers of their own and one public host on a
 //! shared internet. The NATed nodes find out they are private, reserve slots on the public
 //! node's relay, reach each other through it and then, behind port-preserving NATs,
-//! directly; a document and a blob cross between them. Behind symmetric NATs the relayed
-//! path carries them.
+//! directly; a document, a blob and a service lookup cross between them. Behind symmetric
+//! NATs the relayed path carries them.
 
 use std::time::Duration;
 
@@ -103,6 +103,23 @@ fn exchange_a_document_and_a_blob(net: &Net, a: usize, b: usize) {
         &["blob", "get", &hash, "-o", out.to_str().unwrap()],
     );
     assert_eq!(std::fs::read(&out).unwrap(), data);
+
+    // A service advertised behind one NAT is found, metadata and all, behind the other.
+    run_ok(
+        &net.nodes[b],
+        &["service", "advertise", "sensor.nat", "--meta", "room=attic"],
+    );
+    let b_id = net.nodes[b].peer_id().unwrap();
+    let found = wait_for("the service to be found", NAT_WAIT, EVERY, || {
+        let v = net.nodes[a].json(&["service", "find", "sensor.nat"])?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["peer_id"] == b_id.as_str())
+            .cloned())
+    })
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(found["meta"]["room"], "attic", "{found}");
 }
 
 #[test]
@@ -157,7 +174,7 @@ fn a_namespace_testnet_comes_up_behind_nats_and_goes_down_clean() {
     let topology = net.dir.join("topology.toml");
     std::fs::write(
         &topology,
-        "[[node]]\nindex = 1\nnat = \"cone\"\n\n[[node]]\nindex = 2\nnat = \"symmetric\"\nuplink_mbit = 40\n",
+        "[[node]]\nindex = 1\nnat = \"cone\"\n\n[[node]]\nindex = 2\nnat = \"symmetric\"\nuplink_mbit = 40\ndownlink_mbit = 80\n",
     )
     .unwrap();
     let up = net.json(&[
@@ -184,6 +201,29 @@ fn a_namespace_testnet_comes_up_behind_nats_and_goes_down_clean() {
     };
     // A hub, three hosts and two NAT routers.
     assert_eq!(namespaces(), 6);
+    // Node 2's links are capped both ways: on its router's side and on the internet's.
+    let qdisc = |ns: &str, dev: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", ns, "tc", "qdisc", "show", "dev", dev])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let k = manifest["netns"]["hosts"][2]["addr"]
+        .as_str()
+        .unwrap()
+        .rsplit('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    let down = qdisc(&format!("{prefix}-hub"), &format!("v{k}"));
+    assert!(
+        down.contains("tbf") && down.contains("rate 80Mbit"),
+        "{down}"
+    );
+    let host = manifest["netns"]["hosts"][2]["netns"].as_str().unwrap();
+    let up = qdisc(&format!("{host}-nat"), "eth0");
+    assert!(up.contains("tbf") && up.contains("rate 40Mbit"), "{up}");
 
     // The NATed nodes find out and reserve slots on node 0's relay.
     for i in [1, 2] {

@@ -255,25 +255,38 @@ impl Lab {
     /// Caps what `host` can send to `mbit` Mbit/s (on its link towards the internet).
     pub fn cap_uplink(&self, host: &Host, mbit: u32) -> Result<()> {
         let ns = host.router.as_deref().unwrap_or(&host.netns);
-        run_in(
-            ns,
-            &[
-                "tc",
-                "qdisc",
-                "replace",
-                "dev",
-                "eth0",
-                "root",
-                "tbf",
-                "rate",
-                &format!("{mbit}mbit"),
-                "burst",
-                "256kb",
-                "latency",
-                "200ms",
-            ],
-        )
+        tbf(ns, "eth0", mbit)
     }
+
+    /// Caps what `host` can receive to `mbit` Mbit/s: on the internet's side of its link
+    /// (its router's, behind a NAT), what the internet sends towards it.
+    pub fn cap_downlink(&self, host: &Host, mbit: u32) -> Result<()> {
+        // Every host and router is plugged in as `v<k>`, k its address's last byte.
+        let port = format!("v{}", host.addr.octets()[3]);
+        tbf(&self.hub, &port, mbit)
+    }
+}
+
+/// A token bucket on `dev` in `ns`: at most `mbit` Mbit/s leave by it.
+fn tbf(ns: &str, dev: &str, mbit: u32) -> Result<()> {
+    run_in(
+        ns,
+        &[
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            dev,
+            "root",
+            "tbf",
+            "rate",
+            &format!("{mbit}mbit"),
+            "burst",
+            "256kb",
+            "latency",
+            "200ms",
+        ],
+    )
 }
 
 impl Lab {

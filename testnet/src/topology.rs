@@ -1,5 +1,5 @@
 //! `testnet up --netns`: every node on a host of its own in a network namespace, joined
-//! like separate machines on one internet, some behind NAT routers or with capped uplinks
+//! like separate machines on one internet, some behind NAT routers or with capped links
 //! as a topology file says:
 //!
 //! ```toml
@@ -7,6 +7,7 @@
 //! index = 1
 //! nat = "cone"        # or "symmetric"; a node not listed is on the internet itself
 //! uplink_mbit = 40    # optional: cap what it sends
+//! downlink_mbit = 100 # optional: cap what it receives
 //! ```
 //!
 //! Node 0 must be on the internet: the others bootstrap from it. The namespaces are named
@@ -38,6 +39,8 @@ pub struct NodeSpec {
     pub nat: Option<String>,
     #[serde(default)]
     pub uplink_mbit: Option<u32>,
+    #[serde(default)]
+    pub downlink_mbit: Option<u32>,
 }
 
 /// One node's host, as the manifest records it.
@@ -59,8 +62,13 @@ pub struct Hosts {
     pub hosts: Vec<HostRecord>,
 }
 
-/// Where a node sits: behind which NAT, if any, and its uplink cap in Mbit/s.
-type Placement = (Option<NatKind>, Option<u32>);
+/// Where a node sits: behind which NAT, if any, and its link caps in Mbit/s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Placement {
+    nat: Option<NatKind>,
+    uplink_mbit: Option<u32>,
+    downlink_mbit: Option<u32>,
+}
 
 fn nat_kind(s: &str) -> Result<NatKind> {
     match s {
@@ -92,10 +100,20 @@ impl Topology {
             if s.index == 0 && nat.is_some() {
                 bail!("node 0 must be on the internet: the other nodes bootstrap from it");
             }
-            if s.uplink_mbit == Some(0) {
-                bail!("node {}: uplink_mbit must be at least 1", s.index);
+            for (name, cap) in [
+                ("uplink_mbit", s.uplink_mbit),
+                ("downlink_mbit", s.downlink_mbit),
+            ] {
+                if cap == Some(0) {
+                    bail!("node {}: {name} must be at least 1", s.index);
+                }
             }
-            if out.insert(s.index, (nat, s.uplink_mbit)).is_some() {
+            let placement = Placement {
+                nat,
+                uplink_mbit: s.uplink_mbit,
+                downlink_mbit: s.downlink_mbit,
+            };
+            if out.insert(s.index, placement).is_some() {
                 bail!("the topology names node {} twice", s.index);
             }
         }
@@ -132,14 +150,17 @@ pub fn make_hosts(
     let specs = topology.specs(n)?;
     let mut lab = Lab::new(prefix)?;
     for i in 0..n {
-        let (nat, uplink) = specs.get(&i).copied().unwrap_or((None, None));
+        let at = specs.get(&i).copied().unwrap_or_default();
         let name = format!("n{i}");
-        let host = match nat {
+        let host = match at.nat {
             Some(kind) => lab.natted_host(&name, kind)?,
             None => lab.public_host(&name)?,
         };
-        if let Some(mbit) = uplink {
+        if let Some(mbit) = at.uplink_mbit {
             lab.cap_uplink(&host, mbit)?;
+        }
+        if let Some(mbit) = at.downlink_mbit {
+            lab.cap_downlink(&host, mbit)?;
         }
         record(HostRecord {
             netns: host.netns.clone(),
@@ -158,10 +179,25 @@ mod tests {
 
     #[test]
     fn topologies_are_checked() {
-        let t: Topology =
-            toml::from_str("[[node]]\nindex = 1\nnat = \"cone\"\nuplink_mbit = 40\n").unwrap();
+        let t: Topology = toml::from_str(
+            "[[node]]\nindex = 1\nnat = \"cone\"\nuplink_mbit = 40\ndownlink_mbit = 100\n",
+        )
+        .unwrap();
         let specs = t.specs(3).unwrap();
-        assert_eq!(specs[&1], (Some(NatKind::Cone), Some(40)));
+        assert_eq!(
+            specs[&1],
+            Placement {
+                nat: Some(NatKind::Cone),
+                uplink_mbit: Some(40),
+                downlink_mbit: Some(100)
+            }
+        );
+        let zero: Topology = toml::from_str("[[node]]\nindex = 1\ndownlink_mbit = 0\n").unwrap();
+        assert!(zero
+            .specs(2)
+            .unwrap_err()
+            .to_string()
+            .contains("downlink_mbit"));
         assert!(t.specs(1).unwrap_err().to_string().contains("nodes 0-0"));
         let bad: Topology = toml::from_str("[[node]]\nindex = 0\nnat = \"cone\"\n").unwrap();
         assert!(bad.specs(2).unwrap_err().to_string().contains("node 0"));
