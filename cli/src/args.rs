@@ -180,10 +180,12 @@ pub enum TopicCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum BlobCommand {
-    /// Store a copy of FILE and provide it; prints {"hash", "size"} (hash = `b3sum FILE`).
+    /// Store a copy of FILE and provide it; prints {"hash", "cid", "size"} (hash = `b3sum
+    /// FILE`; cid = the same as a CIDv1, `bafkr4…`). Every HASH below may be either.
     Add { file: std::path::PathBuf },
     /// Fetch a blob from its providers, verifying every range; resumes a partial fetch.
     Get {
+        /// The blob's BLAKE3 hash in hex, or its CID.
         hash: String,
         /// Also copy the blob here once complete.
         #[arg(short = 'o', long = "out", value_name = "FILE")]

@@ -110,10 +110,14 @@ fn a_blob_added_on_one_node_is_fetched_verified_by_a_node_that_never_met_it() {
         Ok((!connected_to(&net.nodes[2], &a_id)).then_some(()))
     });
     let (file, b3) = random_file(net.tmp.path(), 1, 64 * MIB);
-    let hash = add(&net.nodes[0], &file);
+    let added = run_ok(&net.nodes[0], &["blob", "add", file.to_str().unwrap()]);
+    let hash = added["hash"].as_str().unwrap().to_owned();
     assert_eq!(hash, b3, "the blob's hash is the file's plain BLAKE3");
+    // Its CID names the same blob; C looks it up and fetches it by that.
+    let cid = added["cid"].as_str().unwrap().to_owned();
+    assert!(cid.starts_with("bafkr4"), "{added}");
     wait_for_ok("C to find A as a provider", || {
-        let ps = net.nodes[2].json(&["blob", "providers", &hash])?;
+        let ps = net.nodes[2].json(&["blob", "providers", &cid])?;
         Ok((ps
             .as_array()
             .is_some_and(|a| a.iter().any(|p| p["peer_id"] == a_id.as_str())))
@@ -121,15 +125,28 @@ fn a_blob_added_on_one_node_is_fetched_verified_by_a_node_that_never_met_it() {
     });
     run_ok(&net.nodes[2], &["net", "unblock", &a_id]);
     let out = net.tmp.path().join("fetched");
-    let done = get(&net.nodes[2], &hash, &out);
+    let done = get(&net.nodes[2], &cid, &out);
     same_file(&file, &out);
     assert_eq!(done["blob"]["complete"], true);
+    assert_eq!(done["blob"]["hash"], hash.as_str());
     // Bytes on the wire for the ranges and their proofs, against the blob's size.
     let received = done["received"].as_f64().unwrap();
     assert!(received / (64 * MIB) as f64 <= 1.01, "{done}");
     // C now provides it too, and lists it.
     let ls = run_ok(&net.nodes[2], &["blob", "ls"]);
     assert_eq!(ls[0]["hash"], hash.as_str());
+    assert_eq!(ls[0]["cid"], cid.as_str());
+    // A CID of another kind is refused, saying why.
+    let other = net.nodes[2]
+        .cli(&[
+            "blob",
+            "get",
+            "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi",
+        ])
+        .unwrap();
+    assert!(!other.status.success());
+    let said = String::from_utf8_lossy(&other.stderr);
+    assert!(said.contains("codec 0x70"), "{said}");
     assert_eq!(run_ok(&net.nodes[2], &["status"])["blobs"], 1);
 }
 

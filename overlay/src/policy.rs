@@ -119,6 +119,40 @@ impl Drop for Charge {
     }
 }
 
+/// At most one of something (a log line strangers can provoke) per interval; what is held
+/// back is counted and told with the next one.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    next: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Self {
+        Throttle {
+            every,
+            next: None,
+            suppressed: 0,
+        }
+    }
+
+    /// True if one may go now; otherwise it is counted as suppressed.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if self.next.is_some_and(|next| now < next) {
+            self.suppressed += 1;
+            return false;
+        }
+        self.next = Some(now + self.every);
+        true
+    }
+
+    /// How many were held back since the last one that went, and starts counting again.
+    pub fn take_suppressed(&mut self) -> u64 {
+        std::mem::take(&mut self.suppressed)
+    }
+}
+
 /// Messages per peer per second, as a token bucket: `burst` at once, refilled at `rate`.
 #[derive(Debug)]
 pub struct RateLimit {
@@ -199,6 +233,20 @@ impl Strikes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_through_per_interval_and_counts_the_rest() {
+        let t0 = Instant::now();
+        let mut t = Throttle::new(Duration::from_secs(10));
+        assert!(t.allow(t0));
+        assert_eq!(t.take_suppressed(), 0);
+        for i in 1..=5 {
+            assert!(!t.allow(t0 + Duration::from_secs(i)));
+        }
+        assert!(t.allow(t0 + Duration::from_secs(10)));
+        assert_eq!(t.take_suppressed(), 5);
+        assert_eq!(t.take_suppressed(), 0);
+    }
 
     #[test]
     fn a_budget_bounds_each_peer_and_the_total_and_refills_on_drop() {

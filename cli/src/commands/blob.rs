@@ -40,8 +40,12 @@ pub fn run(g: &Global, cmd: BlobCommand) -> anyhow::Result<ExitCode> {
         BlobCommand::Add { file } => {
             let path = absolute(&file)?;
             let b: BlobInfo = call::<method::BlobAdd>(g, &AddParams { path })?;
-            let out = serde_json::json!({"hash": b.hash, "size": b.size});
-            output::print(g.json, &out, format!("{}  {} bytes", b.hash, b.size))?;
+            let out = serde_json::json!({"hash": b.hash, "cid": b.cid, "size": b.size});
+            output::print(
+                g.json,
+                &out,
+                format!("{}  {} bytes\ncid {}", b.hash, b.size, b.cid),
+            )?;
         }
         BlobCommand::Get { hash, out } => return get(g, hash, out.as_deref()),
         BlobCommand::Ls => {

@@ -9,6 +9,7 @@
 //! The index (size, complete, pinned, verified ranges of partial blobs) lives in redb and
 //! in memory here; the bytes live in files under `<data>/blobs/`.
 
+pub mod cid;
 mod fetch;
 pub mod files;
 mod recover;
@@ -38,8 +39,8 @@ const MAX_BAD: usize = 4_096;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BlobError {
-    #[error("invalid blob hash {0:?}: expected 64 hex characters")]
-    BadHash(String),
+    #[error("invalid blob hash {given:?}: expected 64 hex characters or a CID ({why})")]
+    BadHash { given: String, why: String },
     #[error("no blob {0} here (see `lattice blob ls`)")]
     Unknown(String),
     #[error("cannot read {path}: {source}")]
@@ -137,13 +138,19 @@ pub enum Progress {
     },
 }
 
+/// A blob's hash from its hex (64 characters, as `b3sum` prints) or its CID (`bafkr4…`).
 pub fn parse_hash(s: &str) -> Result<[u8; 32], BlobError> {
-    let bytes = data_encoding::HEXLOWER_PERMISSIVE
-        .decode(s.as_bytes())
-        .map_err(|_| BlobError::BadHash(s.to_owned()))?;
-    bytes
-        .try_into()
-        .map_err(|_| BlobError::BadHash(s.to_owned()))
+    if s.len() == 64 {
+        if let Ok(bytes) = data_encoding::HEXLOWER_PERMISSIVE.decode(s.as_bytes()) {
+            if let Ok(hash) = bytes.try_into() {
+                return Ok(hash);
+            }
+        }
+    }
+    cid::parse(s).map_err(|why| BlobError::BadHash {
+        given: s.chars().take(100).collect(),
+        why,
+    })
 }
 
 struct Inner {

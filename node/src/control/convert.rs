@@ -127,6 +127,7 @@ impl From<blobs::BlobInfo> for api::BlobInfo {
     fn from(b: blobs::BlobInfo) -> Self {
         api::BlobInfo {
             hash: hex(&b.hash),
+            cid: blobs::cid::cid(&b.hash),
             size: b.size,
             complete: b.complete,
             pinned: b.pinned,

@@ -46,7 +46,7 @@ impl From<DocsError> for ApiError {
 impl From<BlobError> for ApiError {
     fn from(e: BlobError) -> Self {
         let code = match &e {
-            BlobError::BadHash(_) | BlobError::Read { .. } | BlobError::Output { .. } => {
+            BlobError::BadHash { .. } | BlobError::Read { .. } | BlobError::Output { .. } => {
                 ErrorCode::BadRequest
             }
             BlobError::Unknown(_) | BlobError::NoProviders(_) => ErrorCode::NotFound,

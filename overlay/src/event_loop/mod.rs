@@ -29,7 +29,7 @@ use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::error::Error;
 use crate::event::Event;
 use crate::handle::{Command, Reply};
-use crate::policy::{Budget, Charge, RateLimit, Strikes};
+use crate::policy::{Budget, Charge, RateLimit, Strikes, Throttle};
 use crate::protocols::Protocol;
 
 mod addrs;
@@ -52,6 +52,9 @@ use relays::Relays;
 const MAX_PENDING: usize = 1_024;
 /// How often deadlines are checked.
 const EXPIRY_TICK: Duration = Duration::from_millis(250);
+/// A failed incoming connection (a handshake that did not fit) is logged at most this
+/// often.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 struct Pending<T> {
     deadline: Instant,
@@ -77,6 +80,8 @@ pub(crate) struct EventLoop {
     queries: HashMap<kad::QueryId, Query>,
     /// When the earliest provider lookup that has found providers is due to answer.
     lookup_due: Option<Instant>,
+    /// Failed incoming connections are logged at most this often.
+    refusals: Throttle,
     rtt: HashMap<PeerId, Duration>,
     addrs: ConnectedAddrs,
     /// Peers that identified themselves on a connection still open: the ones that really
@@ -120,6 +125,7 @@ impl EventLoop {
             resend: HashMap::new(),
             queries: HashMap::new(),
             lookup_due: None,
+            refusals: Throttle::new(REFUSAL_LOG_EVERY),
             rtt: HashMap::new(),
             addrs: ConnectedAddrs::default(),
             identified: HashSet::new(),

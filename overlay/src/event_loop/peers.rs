@@ -9,7 +9,7 @@ use libp2p::multiaddr::Protocol as AddrPart;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{identify, mdns, ping, Multiaddr, PeerId};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{busy, EventLoop, Pending, MAX_PENDING};
 use crate::behaviour::BehaviourEvent;
@@ -17,6 +17,10 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::handle::{Info, PeerInfo, Reply};
 use crate::protocols;
+
+/// A peer's announced addresses taken into the routing table, at most (identify allows
+/// far more; kad keeps a bounded list per peer anyway).
+const MAX_LISTEN_ADDRS: usize = 16;
 
 impl EventLoop {
     pub(super) fn info(&mut self) -> Info {
@@ -256,12 +260,26 @@ impl EventLoop {
                     let _ = p.reply.send(Err(e));
                 }
             }
+            // Said where an operator looks (a peer whose key type or protocols do not fit,
+            // a scanner), but at most once per interval: strangers choose how often this
+            // happens.
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } if self.refusals.allow(std::time::Instant::now()) => {
+                info!(
+                    peer_addr = %send_back_addr,
+                    suppressed = self.refusals.take_suppressed(),
+                    "an incoming connection failed: {error}"
+                );
+            }
             _ => {}
         }
     }
 
     /// A peer identified itself: a dial waiting on this connection is done, and a peer
-    /// that speaks our Kademlia joins the routing table.
+    /// that speaks our Kademlia (whatever implementation it is) joins the routing table.
     pub(super) fn identify_event(&mut self, e: identify::Event) {
         let identify::Event::Received {
             peer_id,
@@ -277,9 +295,12 @@ impl EventLoop {
             let _ = p.reply.send(Ok(peer_id));
         }
         self.relay_identified(peer_id, connection_id, &info.protocols);
-        let speaks_kad = info.protocols.contains(&protocols::KAD);
-        if info.protocol_version == protocols::IDENTIFY_VERSION && speaks_kad {
-            for addr in info.listen_addrs {
+        // What a peer speaks decides, not its protocol version string, which other
+        // implementations set to their own (js-libp2p, Kubo) or cannot set at all. A peer
+        // in DHT client mode does not list the protocol and stays out, as does one that
+        // names no address to reach it at.
+        if info.protocols.contains(&protocols::KAD) {
+            for addr in info.listen_addrs.into_iter().take(MAX_LISTEN_ADDRS) {
                 self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
         }

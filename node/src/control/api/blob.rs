@@ -28,6 +28,9 @@ pub struct FetchParams {
 pub struct BlobInfo {
     /// BLAKE3 of the content, hex.
     pub hash: String,
+    /// The same as a CIDv1 (raw, BLAKE3 multihash; `bafkr4…`), as other libp2p tools name it.
+    #[serde(default)]
+    pub cid: String,
     pub size: u64,
     pub complete: bool,
     pub pinned: bool,
