@@ -13,7 +13,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{create_doc, run_ok, skip, wait_converged, Net, EVERY};
+use common::{addr_at, create_doc, run_ok, skip, wait_converged, Net, EVERY};
 
 /// NAT detection waits for AutoNAT's first probes (15 s after start) and their answers.
 const NAT_WAIT: Duration = Duration::from_secs(120);
@@ -52,11 +52,7 @@ fn natted_pair(lab: &mut Lab, kind: NatKind) -> (Net, usize, usize, String) {
     let hb = lab.natted_host("b", kind).unwrap();
     let mut net = Net::new();
     let p = net.start_in(&public.netns, &[]);
-    // Its first listen address may be loopback: the others dial its internet address.
-    let boot = net.nodes[p].addr().unwrap();
-    let port = boot.split('/').nth(4).expect("a port").to_owned();
-    let p_id = net.nodes[p].peer_id().unwrap();
-    let boot = format!("/ip4/{}/tcp/{port}/p2p/{p_id}", public.addr);
+    let boot = addr_at(&net.nodes[p], public.addr);
     let a = net.start_in(&ha.netns, &["--bootstrap".into(), boot.clone()]);
     let b = net.start_in(&hb.netns, &["--bootstrap".into(), boot]);
     let a_id = net.nodes[a].peer_id().unwrap();
@@ -189,16 +185,7 @@ fn a_namespace_testnet_comes_up_behind_nats_and_goes_down_clean() {
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(net.dir.join("testnet.json")).unwrap()).unwrap();
     let prefix = manifest["netns"]["prefix"].as_str().unwrap().to_owned();
-    let namespaces = || {
-        let out = std::process::Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| l.starts_with(&format!("{prefix}-")))
-            .count()
-    };
+    let namespaces = || namespaces_of(&prefix);
     // A hub, three hosts and two NAT routers.
     assert_eq!(namespaces(), 6);
     // Node 2's links are capped both ways: on its router's side and on the internet's.
@@ -280,16 +267,8 @@ fn doctor_tells_a_port_preserving_nat_from_a_symmetric_one() {
     for name in ["p1", "p2"] {
         let host = lab.public_host(name).unwrap();
         let p = net.start_in(&host.netns, &[]);
-        let port = net.nodes[p]
-            .addr()
-            .unwrap()
-            .split('/')
-            .nth(4)
-            .unwrap()
-            .to_owned();
-        let id = net.nodes[p].peer_id().unwrap();
         boots.push("--bootstrap".to_owned());
-        boots.push(format!("/ip4/{}/tcp/{port}/p2p/{id}", host.addr));
+        boots.push(addr_at(&net.nodes[p], host.addr));
     }
     let cone = lab.natted_host("cone", NatKind::Cone).unwrap();
     let sym = lab.natted_host("sym", NatKind::Symmetric).unwrap();

@@ -12,7 +12,7 @@ use lattice_testnet::netns::{self, Lab};
 
 mod common;
 
-use common::{run_ok, skip, wait_for_ok, Net};
+use common::{addr_at, run_ok, skip, wait_for_ok, Net};
 
 /// Blob size and uplink cap; `LATTICE_SWARM_MIB` and `LATTICE_SWARM_MBIT` change them (the
 /// figures in docs/benchmarks.md use the 256 MiB at 40 Mbit/s in a release build;
@@ -63,15 +63,7 @@ fn four_capped_providers_serve_a_blob_much_faster_than_one() {
     let fetcher_host = lab.public_host("get").unwrap();
     let mut net = Net::new();
     let fetcher = net.start_in(&fetcher_host.netns, &[]);
-    let id = net.nodes[fetcher].peer_id().unwrap();
-    let port = net.nodes[fetcher]
-        .addr()
-        .unwrap()
-        .split('/')
-        .nth(4)
-        .unwrap()
-        .to_owned();
-    let boot = format!("/ip4/{}/tcp/{port}/p2p/{id}", fetcher_host.addr);
+    let boot = addr_at(&net.nodes[fetcher], fetcher_host.addr);
     let mut providers = Vec::new();
     for i in 0..4 {
         let host = lab.public_host(&format!("p{i}")).unwrap();

@@ -81,6 +81,15 @@ impl Drop for Net {
     }
 }
 
+/// How peers on a namespace lab's internet dial `d`, which runs on a host at `ip`: its TCP
+/// port there and its peer id (its own first address may be loopback).
+#[allow(dead_code)] // only the namespace tests use it
+pub fn addr_at(d: &Daemon, ip: impl std::fmt::Display) -> String {
+    let local = d.addr().unwrap();
+    let port = local.split('/').nth(4).expect("a TCP port");
+    format!("/ip4/{ip}/tcp/{port}/p2p/{}", d.peer_id().unwrap())
+}
+
 pub fn run_ok(d: &Daemon, args: &[&str]) -> Value {
     d.json(args).unwrap_or_else(|e| panic!("{e:#}"))
 }
