@@ -1,16 +1,20 @@
 //! A restarted node finds its way back: it listens on the port it had, and without any
 //! `--bootstrap` reconnects to the peers it met before (kept in its store) and resumes
-//! replicating its documents. Daemons on 127.0.0.1, killed when the test ends.
+//! replicating its documents. Daemons on 127.0.0.1, and across a NAT in network
+//! namespaces; killed when the test ends.
 
 use std::path::Path;
 use std::time::Duration;
 
 use lattice_testnet::daemon::Daemon;
+use lattice_testnet::netns::{self, Lab, NatKind};
 use serde_json::Value;
 
 mod common;
 
-use common::{create_doc, run_ok, wait_converged, wait_for_ok, Net, BIN};
+use common::{
+    addr_at, create_doc, run_ok, skip, wait_converged, wait_for_ok, Net, BIN, LAB_LISTEN,
+};
 
 fn listen_addrs(d: &Daemon) -> Vec<Value> {
     run_ok(d, &["id"])["listen_addrs"]
@@ -30,7 +34,6 @@ fn connected_to(d: &Daemon, peer: &str) -> bool {
 fn a_restarted_node_rejoins_its_peers_on_its_port_without_bootstrap() {
     let mut net = Net::new();
     let a = net.start(&[]);
-    let a_id = net.nodes[a].peer_id().unwrap();
     let boot = net.nodes[a].addr().unwrap();
     // b is a DHT client: a never dials it back, so only b's own memory can bring the two
     // together again.
@@ -41,6 +44,40 @@ fn a_restarted_node_rejoins_its_peers_on_its_port_without_bootstrap() {
         "--bootstrap".into(),
         boot,
     ]);
+    rejoins(&mut net, a, b, |dir| {
+        Daemon::start(Path::new(BIN), dir, &client).expect("b restarts")
+    });
+}
+
+/// The same across a NAT, in network namespaces (root only; skipped elsewhere): b sits
+/// behind a port-preserving NAT, as a laptop at home, a on the internet.
+#[test]
+fn behind_a_nat_a_restarted_node_rejoins_without_bootstrap() {
+    let test = "rejoin::behind_a_nat_a_restarted_node_rejoins_without_bootstrap";
+    if let Some(why) = netns::unavailable() {
+        skip(test, &why);
+        return;
+    }
+    let mut lab = Lab::new("ltrejoin").unwrap();
+    let public = lab.public_host("a").unwrap();
+    let home = lab.natted_host("b", NatKind::Cone).unwrap();
+    let mut net = Net::new();
+    let a = net.start_in(&public.netns, &[]);
+    let boot = addr_at(&net.nodes[a], public.addr);
+    let b = net.start_in(&home.netns, &["--bootstrap".into(), boot]);
+    rejoins(&mut net, a, b, |dir| {
+        // The same listen addresses as before (port 0: the kept port), no --bootstrap.
+        let args = LAB_LISTEN.map(String::from);
+        Daemon::start_in(&home.netns, Path::new(BIN), dir, &args).expect("b restarts")
+    });
+    drop(net);
+    drop(lab);
+}
+
+/// b, connected to a, shares a document with it; b stops, a restarts and writes, and b
+/// started again by `restart` (no --bootstrap) is back on its port, with a, caught up.
+fn rejoins(net: &mut Net, a: usize, b: usize, restart: impl FnOnce(&Path) -> Daemon) {
+    let a_id = net.nodes[a].peer_id().unwrap();
     let b_dir = net.nodes[b].dir.clone();
     wait_for_ok("b to connect to a", || {
         Ok(connected_to(&net.nodes[b], &a_id).then_some(()))
@@ -61,7 +98,7 @@ fn a_restarted_node_rejoins_its_peers_on_its_port_without_bootstrap() {
     run_ok(&net.nodes[a], &["doc", "set", &doc, "k", "2"]);
 
     // b starts again with no --bootstrap: same addresses, back with a, caught up.
-    net.nodes[b] = Daemon::start(Path::new(BIN), &b_dir, &client).expect("b restarts");
+    net.nodes[b] = restart(&b_dir);
     assert_eq!(
         listen_addrs(&net.nodes[b]),
         port_before,

@@ -44,5 +44,7 @@ impl std::fmt::Display for Protocol {
     }
 }
 
-/// The identify protocol version: peers with another version are not added to the DHT.
+/// The identify protocol version Lattice announces. Other implementations announce their
+/// own; a peer joins the routing table by listing [`KAD`] among its protocols, whatever
+/// its version says.
 pub const IDENTIFY_VERSION: &str = "/lattice/1.0.0";

@@ -43,19 +43,21 @@ impl Net {
     }
 }
 
+/// A daemon in a namespace listens on every address of its host, TCP and QUIC, on its
+/// kept port.
+pub const LAB_LISTEN: [&str; 4] = [
+    "--listen",
+    "/ip4/0.0.0.0/tcp/0",
+    "--listen",
+    "/ip4/0.0.0.0/udp/0/quic-v1",
+];
+
 impl Net {
     /// Starts a daemon inside network namespace `netns`, listening on all its addresses
     /// (TCP and QUIC), plus `args`.
     pub fn start_in(&mut self, netns: &str, args: &[String]) -> usize {
         let i = self.nodes.len();
-        let mut all: Vec<String> = [
-            "--listen",
-            "/ip4/0.0.0.0/tcp/0",
-            "--listen",
-            "/ip4/0.0.0.0/udp/0/quic-v1",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut all: Vec<String> = LAB_LISTEN.map(String::from).to_vec();
         all.extend_from_slice(args);
         let d = Daemon::start_in(netns, Path::new(BIN), &self.dir(&format!("n{i}")), &all)
             .expect("daemon starts in its namespace");

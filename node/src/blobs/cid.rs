@@ -1,6 +1,7 @@
 //! Content ids (CIDv1) for blobs, as IPFS and other libp2p tools write them: version 1,
 //! codec `raw` (0x55), and the BLAKE3 multihash (code 0x1e, 32 bytes) of the content; in
-//! text, multibase base32 (`bafkr4…`). The DHT key of a blob is the multihash inside.
+//! text, multibase base32 (`bafkr4…`). Today a blob's DHT key is its plain 32-byte hash;
+//! [`multihash`] is the key other DHT implementations expect (not yet used for providers).
 
 /// Multicodec code of BLAKE3 (a 32-byte digest here).
 pub const BLAKE3: u8 = 0x1e;
@@ -8,7 +9,7 @@ pub const BLAKE3: u8 = 0x1e;
 const RAW: u8 = 0x55;
 const DIGEST_LEN: u8 = 32;
 
-/// The BLAKE3 multihash of a blob: its DHT key.
+/// The BLAKE3 multihash of a blob, as inside its CID.
 pub fn multihash(hash: &[u8; 32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(34);
     out.extend_from_slice(&[BLAKE3, DIGEST_LEN]);
