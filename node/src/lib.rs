@@ -36,6 +36,8 @@ pub mod services;
 pub mod store;
 pub mod subs;
 pub mod topics;
+#[cfg(test)]
+mod wire_vectors;
 
 pub use config::Config;
 
