@@ -24,6 +24,7 @@ pub mod blobs;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod dht_keys;
 pub mod docs;
 pub mod fuzz;
 pub mod identity;

@@ -69,12 +69,6 @@ pub struct Provider {
 }
 
 /// The DHT key of a service name.
-fn key(name: &str) -> Vec<u8> {
-    let mut h = blake3::Hasher::new_derive_key("lattice service v1");
-    h.update(name.as_bytes());
-    h.finalize().as_bytes().to_vec()
-}
-
 fn check_name(name: &str) -> Result<(), ServiceError> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -123,7 +117,7 @@ impl Services {
             s.ads().insert(ad.name.clone(), ad.meta);
             // The record is published again by the DHT's own schedule if this fails now
             // (no peer yet), and the service answers asks meanwhile.
-            if let Err(e) = s.overlay.provide(key(&ad.name)).await {
+            if let Err(e) = s.overlay.provide(crate::dht_keys::service(&ad.name)).await {
                 debug!(service = %ad.name, "cannot announce the service yet: {e}");
             }
             info!(service = %ad.name, "advertising again");
@@ -151,13 +145,13 @@ impl Services {
         }
         // Listed only once its record is out and it is on disk: an ad whose record
         // failed is not shown as advertised.
-        self.overlay.provide(key(name)).await?;
+        self.overlay.provide(crate::dht_keys::service(name)).await?;
         let ad = ServiceAd {
             name: name.to_owned(),
             meta,
         };
         if let Err(e) = self.store.put_service(ad.clone()).await {
-            let _ = self.overlay.unprovide(key(name));
+            let _ = self.overlay.unprovide(crate::dht_keys::service(name));
             return Err(e.into());
         }
         self.ads().insert(ad.name, ad.meta);
@@ -171,7 +165,7 @@ impl Services {
         }
         self.store.del_service(name.to_owned()).await?;
         self.ads().remove(name);
-        self.overlay.unprovide(key(name))?;
+        self.overlay.unprovide(crate::dht_keys::service(name))?;
         info!(service = name, "withdrawn");
         Ok(())
     }
@@ -188,7 +182,9 @@ impl Services {
     pub async fn find(&self, name: &str) -> Result<Vec<Provider>, ServiceError> {
         check_name(name)?;
         let me = self.overlay.peer_id();
-        let found = self.overlay.providers(key(name)).await.unwrap_or_default();
+        let found = crate::dht_keys::providers(&self.overlay, crate::dht_keys::service(name))
+            .await
+            .unwrap_or_default();
         let asks = found
             .into_iter()
             .filter(|p| *p != me)
@@ -304,11 +300,5 @@ mod tests {
         assert!(check_meta(&meta).is_ok());
         meta.insert(String::new(), "x".to_owned());
         assert!(check_meta(&meta).is_err());
-    }
-
-    #[test]
-    fn service_keys_differ_by_name() {
-        assert_ne!(key("a"), key("b"));
-        assert_eq!(key("a").len(), 32);
     }
 }

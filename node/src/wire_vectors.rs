@@ -157,6 +157,14 @@ fn built() -> Vec<Vector> {
             sync_request,
         ),
         ("sync-response-ok", SyncResponse::Ok.encode(), sync_response),
+        // DHT keys: the empty blob's, that document's, and a service's.
+        ("dht-key-blob", crate::dht_keys::blob(&empty), same),
+        ("dht-key-doc", crate::dht_keys::doc(&doc), same),
+        (
+            "dht-key-service",
+            crate::dht_keys::service("sensor.temperature"),
+            same,
+        ),
         (
             "sync-response-genesis",
             SyncResponse::Genesis(g.clone()).encode(),

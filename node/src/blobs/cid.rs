@@ -1,7 +1,7 @@
 //! Content ids (CIDv1) for blobs, as IPFS and other libp2p tools write them: version 1,
 //! codec `raw` (0x55), and the BLAKE3 multihash (code 0x1e, 32 bytes) of the content; in
-//! text, multibase base32 (`bafkr4…`). Today a blob's DHT key is its plain 32-byte hash;
-//! [`multihash`] is the key other DHT implementations expect (not yet used for providers).
+//! text, multibase base32 (`bafkr4…`). The [`multihash`] inside is the blob's DHT key
+//! (`crate::dht_keys`).
 
 /// Multicodec code of BLAKE3 (a 32-byte digest here).
 pub const BLAKE3: u8 = 0x1e;

@@ -181,9 +181,7 @@ impl Fetch<'_> {
     async fn find_providers(&mut self) -> Result<(), BlobError> {
         let me = self.overlay.peer_id();
         let known_bad = self.blobs.bad_providers();
-        let found = self
-            .overlay
-            .providers(self.hash.to_vec())
+        let found = crate::dht_keys::providers(&self.overlay, crate::dht_keys::blob(&self.hash))
             .await
             .unwrap_or_default();
         let tried: Vec<PeerId> = self.providers.iter().map(|p| p.peer).collect();

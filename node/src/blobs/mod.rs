@@ -304,7 +304,7 @@ impl Blobs {
     fn announce(&self, hash: [u8; 32]) {
         let overlay = self.0.overlay.clone();
         tokio::spawn(async move {
-            if let Err(e) = overlay.provide(hash.to_vec()).await {
+            if let Err(e) = overlay.provide(crate::dht_keys::blob(&hash)).await {
                 warn!(blob = %files::hex(&hash), "cannot announce the blob in the DHT: {e}");
             }
         });
@@ -368,10 +368,7 @@ impl Blobs {
     pub async fn providers(&self, hash: &str) -> Result<Vec<PeerId>, BlobError> {
         let h = parse_hash(hash)?;
         let me = self.0.overlay.peer_id();
-        let mut found = self
-            .0
-            .overlay
-            .providers(h.to_vec())
+        let mut found = crate::dht_keys::providers(&self.0.overlay, crate::dht_keys::blob(&h))
             .await
             .unwrap_or_default();
         found.retain(|p| *p != me);

@@ -54,7 +54,7 @@ pub(super) async fn find_genesis(
             return Ok(g);
         }
     }
-    let providers = match overlay.providers(id.0.to_vec()).await {
+    let providers = match crate::dht_keys::providers(&overlay, crate::dht_keys::doc(&id)).await {
         Ok(p) => p,
         Err(e) => {
             debug!(doc = %id, "provider lookup failed: {e}");

@@ -257,11 +257,13 @@ impl Actor {
         }
         let overlay = self.overlay.clone();
         self.background.spawn(async move {
-            if let Err(e) = overlay.provide(id.0.to_vec()).await {
+            if let Err(e) = overlay.provide(crate::dht_keys::doc(&id)).await {
                 debug!(doc = %id, "cannot announce the document in the DHT: {e}");
             }
             let me = overlay.peer_id();
-            let Ok(providers) = overlay.providers(id.0.to_vec()).await else {
+            let Ok(providers) =
+                crate::dht_keys::providers(&overlay, crate::dht_keys::doc(&id)).await
+            else {
                 return;
             };
             for peer in providers.into_iter().filter(|p| *p != me).take(16) {
