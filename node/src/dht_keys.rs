@@ -11,7 +11,17 @@
 use lattice_crdt::DocId;
 use lattice_overlay::{Error, Overlay, PeerId};
 
-use crate::blobs::cid::multihash;
+/// Multicodec code of BLAKE3 (a 32-byte digest here).
+pub const BLAKE3: u8 = 0x1e;
+pub const DIGEST_LEN: u8 = 32;
+
+/// The BLAKE3 multihash of a 32-byte digest: `1e 20 || digest`.
+pub fn multihash(digest: &[u8; 32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(34);
+    out.extend_from_slice(&[BLAKE3, DIGEST_LEN]);
+    out.extend_from_slice(digest);
+    out
+}
 
 pub fn blob(hash: &[u8; 32]) -> Vec<u8> {
     multihash(hash)

@@ -1,21 +1,12 @@
 //! Content ids (CIDv1) for blobs, as IPFS and other libp2p tools write them: version 1,
 //! codec `raw` (0x55), and the BLAKE3 multihash (code 0x1e, 32 bytes) of the content; in
-//! text, multibase base32 (`bafkr4…`). The [`multihash`] inside is the blob's DHT key
-//! (`crate::dht_keys`).
+//! text, multibase base32 (`bafkr4…`). The multihash inside is the blob's DHT key
+//! ([`crate::dht_keys::blob`]).
 
-/// Multicodec code of BLAKE3 (a 32-byte digest here).
-pub const BLAKE3: u8 = 0x1e;
+use crate::dht_keys::{multihash, BLAKE3, DIGEST_LEN};
+
 /// Multicodec code of raw bytes.
 const RAW: u8 = 0x55;
-const DIGEST_LEN: u8 = 32;
-
-/// The BLAKE3 multihash of a blob, as inside its CID.
-pub fn multihash(hash: &[u8; 32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(34);
-    out.extend_from_slice(&[BLAKE3, DIGEST_LEN]);
-    out.extend_from_slice(hash);
-    out
-}
 
 /// The CIDv1 of a blob, in base32 (`bafkr4…`).
 pub fn cid(hash: &[u8; 32]) -> String {
