@@ -198,14 +198,14 @@ impl Overlay {
         self.call(|reply| Command::RoutingTable { reply }).await
     }
 
-    /// Connects to an address (which may be just `/p2p/<peer id>`, dialled through
-    /// addresses the DHT knows). Returns the peer once connected.
+    /// Connects to an address (which may be just `/p2p/<peer id>`: the addresses this node
+    /// knows, else those a DHT lookup of the peer finds). Returns the peer once connected.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, Error> {
         self.call(|reply| Command::Dial { addr, reply }).await
     }
 
-    /// Connects to a peer by id alone (the DHT supplies its addresses); at once if it is
-    /// already connected.
+    /// Connects to a peer by id alone (known addresses, else a DHT lookup supplies them);
+    /// at once if it is already connected.
     pub async fn dial_peer(&self, peer: PeerId) -> Result<PeerId, Error> {
         let addr = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
         self.dial(addr).await

@@ -1,9 +1,10 @@
-//! The DHT: provider records announced and looked up, and bootstrapping while the routing
-//! table is small.
+//! The DHT: provider records announced and looked up, peers looked up to be dialled, and
+//! bootstrapping while the routing table is small.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{kad, PeerId};
 use tokio::time::Instant;
 use tracing::debug;
@@ -30,7 +31,12 @@ pub(super) enum Query {
     /// With the providers found so far, and when it answers without the rest once some
     /// were.
     Providers(Pending<Vec<PeerId>>, HashSet<PeerId>, Option<Instant>),
+    /// A dial by peer id alone, waiting for the DHT to say where the peer is.
+    FindPeer(Pending<PeerId>, PeerId),
 }
+
+/// Why a dial by peer id found nothing to dial.
+const NOT_FOUND: &str = "the DHT knows no address for this peer (give a full multiaddr)";
 
 impl EventLoop {
     pub(super) fn provide(&mut self, key: Vec<u8>, reply: Reply<()>) {
@@ -61,6 +67,53 @@ impl EventLoop {
         );
     }
 
+    /// Looks `peer` up in the DHT (the lookup of its own id, which ends at the peer if
+    /// anyone knows it), then dials the addresses found; `reply` answers as a dial does.
+    pub(super) fn find_then_dial(&mut self, peer: PeerId, reply: Reply<PeerId>) {
+        if self.queries.len() >= MAX_PENDING {
+            return busy(reply);
+        }
+        let id = self.swarm.behaviour_mut().kad.get_closest_peers(peer);
+        let deadline = self.deadline();
+        self.queries
+            .insert(id, Query::FindPeer(Pending { deadline, reply }, peer));
+    }
+
+    /// A step of a peer lookup: dial the peer as soon as some answer carries its
+    /// addresses; fail once the lookup has ended without them.
+    fn found_peers(&mut self, id: kad::QueryId, peers: &[kad::PeerInfo], last: bool) {
+        let Some(Query::FindPeer(_, target)) = self.queries.get(&id) else {
+            return;
+        };
+        let target = *target;
+        let addrs = peers
+            .iter()
+            .find(|p| p.peer_id == target && !p.addrs.is_empty())
+            .map(|p| p.addrs.clone());
+        if addrs.is_none() && !last {
+            return;
+        }
+        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+            q.finish();
+        }
+        let Some(Query::FindPeer(p, _)) = self.queries.remove(&id) else {
+            return;
+        };
+        match addrs {
+            Some(addrs) => {
+                debug!(peer = %target, ?addrs, "the DHT found the peer to dial");
+                let opts = DialOpts::peer_id(target)
+                    .condition(PeerCondition::Always)
+                    .addresses(addrs)
+                    .build();
+                self.start_dial(opts, p.reply);
+            }
+            None => {
+                let _ = p.reply.send(Err(Error::Dial(NOT_FOUND.into())));
+            }
+        }
+    }
+
     pub(super) fn kad_event(&mut self, e: kad::Event) {
         match e {
             kad::Event::RoutingUpdated {
@@ -84,6 +137,13 @@ impl EventLoop {
                             .reply
                             .send(r.map(|_| ()).map_err(|e| Error::Dht(e.to_string())));
                     }
+                }
+                kad::QueryResult::GetClosestPeers(r) => {
+                    let peers = match &r {
+                        Ok(ok) => &ok.peers[..],
+                        Err(kad::GetClosestPeersError::Timeout { peers, .. }) => &peers[..],
+                    };
+                    self.found_peers(id, peers, step.last);
                 }
                 kad::QueryResult::GetProviders(r) => {
                     if let Some(Query::Providers(_, found, first)) = self.queries.get_mut(&id) {
@@ -130,6 +190,7 @@ impl EventLoop {
             .filter(|(_, q)| match q {
                 Query::Provide(p) => p.deadline <= now,
                 Query::Providers(p, _, due) => p.deadline <= now || due.is_some_and(|t| t <= now),
+                Query::FindPeer(p, _) => p.deadline <= now,
             })
             .map(|(id, _)| *id)
             .collect();
@@ -144,6 +205,9 @@ impl EventLoop {
                 Some(Query::Providers(p, found, _)) => {
                     let _ = p.reply.send(Ok(found.into_iter().collect()));
                 }
+                Some(Query::FindPeer(p, _)) => {
+                    let _ = p.reply.send(Err(Error::Timeout(self.timeout)));
+                }
                 None => {}
             }
         }
@@ -152,7 +216,7 @@ impl EventLoop {
             .values()
             .filter_map(|q| match q {
                 Query::Providers(_, _, due) => *due,
-                Query::Provide(_) => None,
+                Query::Provide(_) | Query::FindPeer(..) => None,
             })
             .min();
     }

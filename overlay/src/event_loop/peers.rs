@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use libp2p::core::ConnectedPoint;
 use libp2p::multiaddr::Protocol as AddrPart;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
-use libp2p::swarm::{DialError, SwarmEvent};
+use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{identify, mdns, ping, Multiaddr, PeerId};
 use tracing::{debug, info, warn};
 
@@ -157,26 +157,38 @@ impl EventLoop {
                 .build(),
             None => DialOpts::unknown_peer_id().address(addr).build(),
         };
+        match peer {
+            // No address known here: ask the DHT for the peer, then dial what it says.
+            Some(p) if only_peer => self.dial_known_or_find(p, opts, reply),
+            _ => self.start_dial(opts, reply),
+        }
+    }
+
+    fn dial_known_or_find(&mut self, peer: PeerId, opts: DialOpts, reply: Reply<PeerId>) {
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
-            Ok(()) => {
-                self.dials.insert(
-                    id,
-                    Pending {
-                        deadline: self.deadline(),
-                        reply,
-                    },
-                );
-            }
-            Err(DialError::NoAddresses) => {
-                let msg =
-                    "no known address for this peer (not in the DHT yet; give a full multiaddr)";
-                let _ = reply.send(Err(Error::Dial(msg.into())));
-            }
+            Ok(()) => self.await_dial(id, reply),
+            Err(DialError::NoAddresses) => self.find_then_dial(peer, reply),
             Err(e) => {
                 let _ = reply.send(Err(Error::Dial(e.to_string())));
             }
         }
+    }
+
+    /// Dials; `reply` answers once the peer has identified itself (or the dial failed).
+    pub(super) fn start_dial(&mut self, opts: DialOpts, reply: Reply<PeerId>) {
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.await_dial(id, reply),
+            Err(e) => {
+                let _ = reply.send(Err(Error::Dial(e.to_string())));
+            }
+        }
+    }
+
+    fn await_dial(&mut self, id: ConnectionId, reply: Reply<PeerId>) {
+        let deadline = self.deadline();
+        self.dials.insert(id, Pending { deadline, reply });
     }
 
     pub(super) fn block(&mut self, peers: Vec<PeerId>) -> Result<(), Error> {
