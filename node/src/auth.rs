@@ -62,8 +62,7 @@ impl Authenticator for NodeAuth {
         if lock().0.contains(&key) {
             return true;
         }
-        let good =
-            ed25519::PublicKey::try_from_bytes(&author.0).is_ok_and(|pk| pk.verify(msg, signature));
+        let good = verify_strict(author, msg, signature);
         if good {
             let mut g = lock();
             if g.0.insert(key) {
@@ -77,6 +76,19 @@ impl Authenticator for NodeAuth {
         }
         good
     }
+}
+
+/// RFC 8032's check, made strict (ed25519-dalek's `verify_strict`): a public key of small
+/// order, which would accept one signature for every message, is refused, and so is a
+/// non-canonical or small-order R. libp2p's `verify` is the lenient check.
+fn verify_strict(author: &ActorId, msg: &[u8], signature: &[u8]) -> bool {
+    let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&author.0) else {
+        return false;
+    };
+    let Ok(sig) = ed25519_dalek::Signature::from_slice(signature) else {
+        return false;
+    };
+    key.verify_strict(msg, &sig).is_ok()
 }
 
 /// The actor id of a peer, if its peer id embeds an Ed25519 key (as Lattice nodes' do).
@@ -120,6 +132,22 @@ mod tests {
         // Verified once, then from the cache; the cache never vouches for other bytes.
         assert!(auth.verify(&me, b"delta", &sig));
         assert!(!auth.verify(&me, b"delta!", &sig));
+    }
+
+    /// With a small-order public key, the cofactorless check RFC 8032 allows accepts one
+    /// signature for every message: here the identity point as the key, and the identity
+    /// point with S = 0 as the signature. Nobody holds such a key's secret, so anybody
+    /// could write as that author; a strict check refuses the key.
+    #[test]
+    fn a_small_order_key_verifies_nothing() {
+        let auth = NodeAuth::new(&Keypair::generate_ed25519()).unwrap();
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        for msg in [&b"delta"[..], b"any other delta"] {
+            assert!(!auth.verify(&ActorId(identity), msg, &sig));
+        }
     }
 
     #[test]
