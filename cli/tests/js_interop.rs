@@ -37,7 +37,7 @@ struct JsPeer {
 impl JsPeer {
     /// Starts the js node, installing its packages first if they are missing. `None`
     /// (with the test recorded as skipped) when node or npm is not installed.
-    fn start(test: &str, dir: &Path) -> Option<JsPeer> {
+    fn start(test: &str, dir: &Path, key_type: &str) -> Option<JsPeer> {
         if let Err(why) = tool_version("node") {
             skip(test, &format!("node is not installed ({why})"));
             return None;
@@ -58,11 +58,12 @@ impl JsPeer {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let log = dir.join("js-peer.log");
+        let log = dir.join(format!("js-peer-{key_type}.log"));
         let mut child = Command::new("node")
             .arg("peer.mjs")
             .current_dir(JS_DIR)
             .env("DEBUG", "libp2p:kad-dht*,libp2p:gossipsub*")
+            .env("LATTICE_JS_KEY", key_type)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("js log file"))
@@ -165,6 +166,7 @@ fn a_js_libp2p_node_finds_and_is_found_provides_and_gossips_with_lattice() {
     let Some(mut js) = JsPeer::start(
         "a_js_libp2p_node_finds_and_is_found_provides_and_gossips_with_lattice",
         net.tmp.path(),
+        "Ed25519",
     ) else {
         return;
     };
@@ -272,4 +274,44 @@ fn a_js_libp2p_node_finds_and_is_found_provides_and_gossips_with_lattice() {
     listener
         .join()
         .expect("the subscriber thread ends with its daemon");
+}
+
+/// Lattice accepts secp256k1 identities (ECDSA too, overlay/tests/foreign.rs; js-libp2p has
+/// no ECDSA peer ids) and refuses RSA ones, saying why where an operator looks.
+#[test]
+fn a_secp256k1_js_node_is_admitted_and_an_rsa_one_refused_with_the_reason_logged() {
+    const TEST: &str =
+        "a_secp256k1_js_node_is_admitted_and_an_rsa_one_refused_with_the_reason_logged";
+    let mut net = Net::new();
+    let Some(mut secp) = JsPeer::start(TEST, net.tmp.path(), "secp256k1") else {
+        return;
+    };
+    let mut rsa = JsPeer::start(TEST, net.tmp.path(), "RSA").expect("node was there a moment ago");
+    net.start(&[]);
+    let a = &net.nodes[0];
+    let a_addr = a.addr().unwrap();
+
+    let secp_id = secp.must("id")["peer_id"].as_str().unwrap().to_owned();
+    assert!(
+        secp_id.starts_with("16Uiu2"),
+        "not a secp256k1 peer id: {secp_id}"
+    );
+    secp.must(&format!("dial {a_addr}"));
+    wait_for_ok(
+        "A to take the secp256k1 js node into its routing table",
+        || Ok(peer_entry(a, &secp_id)?.filter(|p| p["in_dht"] == true)),
+    );
+
+    let rsa_id = rsa.must("id")["peer_id"].as_str().unwrap().to_owned();
+    assert!(rsa_id.starts_with("Qm"), "not an RSA peer id: {rsa_id}");
+    let refused = rsa.call(&format!("dial {a_addr}"));
+    assert!(refused.is_err(), "an RSA peer connected: {refused:?}");
+    wait_for_ok("A's log to say why the RSA peer was refused", || {
+        let log = a.log_tail(200);
+        Ok(log
+            .lines()
+            .find(|l| l.contains("an incoming connection failed") && l.contains("rsa"))
+            .map(str::to_owned))
+    });
+    assert!(peer_entry(a, &rsa_id).unwrap().is_none());
 }

@@ -1,11 +1,13 @@
 // A js-libp2p peer for Lattice's interop test (cli/tests/js_interop.rs), driven over stdio:
 // one command per line on stdin, one JSON object per line on stdout ({"ok": ...} or
 // {"error": "..."}). It speaks TCP + Noise + Yamux, identify, ping, Kademlia on Lattice's
-// protocol id and gossipsub, on 127.0.0.1 only. Every command gives up after TIMEOUT_MS.
+// protocol id and gossipsub, on 127.0.0.1 only, with an identity of the key type in
+// LATTICE_JS_KEY. Every command gives up after TIMEOUT_MS.
 import './polyfill.mjs'
 import { createInterface } from 'node:readline'
 import { randomBytes } from 'node:crypto'
 import { createLibp2p } from 'libp2p'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -27,7 +29,12 @@ const RAW = 0x55
 // learns about others comes through that peer's DHT answers.
 let only = null
 
+// The identity's key type: Ed25519 (js-libp2p's default and Lattice's own), secp256k1,
+// ECDSA or RSA, from the environment.
+const keyType = process.env.LATTICE_JS_KEY ?? 'Ed25519'
+
 const node = await createLibp2p({
+  privateKey: await generateKeyPair(keyType),
   addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
   transports: [tcp()],
   connectionEncrypters: [noise()],

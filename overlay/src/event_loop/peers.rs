@@ -283,7 +283,8 @@ impl EventLoop {
                 info!(
                     peer_addr = %send_back_addr,
                     suppressed = self.refusals.take_suppressed(),
-                    "an incoming connection failed: {error}"
+                    "an incoming connection failed: {}",
+                    with_causes(&error)
                 );
             }
             _ => {}
@@ -351,6 +352,23 @@ impl EventLoop {
 
 /// True when every address of a failed dial timed out (the connection was made, but
 /// the handshake never finished in time): the caller hears `Timeout`, not a refusal.
+/// An error with its causes, outermost first: libp2p's own message for a failed upgrade
+/// ("Failed to negotiate transport protocol(s)") leaves out why, e.g. a key type this node
+/// does not accept.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 fn dial_timed_out(error: &DialError) -> bool {
     use libp2p::core::transport::TransportError;
     let DialError::Transport(errors) = error else {
