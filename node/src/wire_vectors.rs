@@ -170,6 +170,8 @@ fn built() -> Vec<Vector> {
             SyncResponse::Genesis(g.clone()).encode(),
             sync_response,
         ),
+        // The proof of one chunk: the parent pairs that precede its bytes in an encoding.
+        ("blob-ranges-proof", ranges_proof(), same),
         // What the author signs, then the whole delta as a sync request.
         ("delta-signing-bytes", signed.signing_bytes(), signing),
         (
@@ -224,6 +226,59 @@ fn the_documented_delta_signature_verifies() {
     assert_eq!(d.signing_bytes(), doc["delta-signing-bytes"]);
     assert!(auth.verify(&d.author, &d.signing_bytes(), &d.signature));
     assert_eq!(DocId(doc["doc-id"].clone().try_into().unwrap()), d.doc);
+}
+
+/// The blob of the `blob-ranges-proof` vector: 65,536 + 1,000 bytes, byte `i` being
+/// `i % 251`: one full 64 KiB chunk group, then a group of one short chunk.
+fn proof_blob() -> Vec<u8> {
+    (0..66_536u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// The encoding of range `[1, 2)` (chunk 1 alone) of [`proof_blob`], written by the
+/// store's own encoder, must be parent pairs then the chunk's bytes; the pairs are checked
+/// against BLAKE3's tree computed here independently of bao-tree (blake3's hazmat API),
+/// and returned.
+fn ranges_proof() -> Vec<u8> {
+    use blake3::hazmat::{merge_subtrees_root, HasherExt, Mode};
+    use crate::blobs::files;
+
+    let data = proof_blob();
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    std::fs::write(&source, &data).unwrap();
+    let (hash, size) = files::import(dir.path(), &source).unwrap();
+    let framed = files::encode(&files::Paths::new(dir.path(), &hash), &hash, size, &[(1, 2)])
+        .unwrap();
+    let stream = framed.payload();
+
+    // The chaining value of chunks [a, b), as a non-root subtree of the blob's tree.
+    let cv = |a: usize, b: usize| {
+        let end = (b * 1024).min(data.len());
+        blake3::Hasher::new()
+            .set_input_offset(a as u64 * 1024)
+            .update(&data[a * 1024..end])
+            .finalize_non_root()
+    };
+    // Pre-order along the path to chunk 1: the root's children (64 chunks | 1 chunk),
+    // then halves of the first group down to chunks 0 and 1.
+    let root = (cv(0, 64), cv(64, 65));
+    assert_eq!(
+        merge_subtrees_root(&root.0, &root.1, Mode::Hash),
+        blake3::Hash::from(hash),
+        "the tree computed here is not the blob's"
+    );
+    let mut parents = [root.0, root.1].concat();
+    let mut width = 64;
+    while width > 1 {
+        let half = width / 2;
+        parents.extend_from_slice(&cv(0, half));
+        parents.extend_from_slice(&cv(half, width));
+        width = half;
+    }
+    assert_eq!(parents.len(), 7 * 64);
+    assert_eq!(&stream[..parents.len()], &parents[..], "the pairs differ");
+    assert_eq!(&stream[parents.len()..], &data[1024..2048], "then chunk 1's bytes");
+    parents
 }
 
 /// Hex in lines of 32 bytes.
