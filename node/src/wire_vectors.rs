@@ -239,16 +239,21 @@ fn proof_blob() -> Vec<u8> {
 /// against BLAKE3's tree computed here independently of bao-tree (blake3's hazmat API),
 /// and returned.
 fn ranges_proof() -> Vec<u8> {
-    use blake3::hazmat::{merge_subtrees_root, HasherExt, Mode};
     use crate::blobs::files;
+    use blake3::hazmat::{merge_subtrees_root, HasherExt, Mode};
 
     let data = proof_blob();
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     std::fs::write(&source, &data).unwrap();
     let (hash, size) = files::import(dir.path(), &source).unwrap();
-    let framed = files::encode(&files::Paths::new(dir.path(), &hash), &hash, size, &[(1, 2)])
-        .unwrap();
+    let framed = files::encode(
+        &files::Paths::new(dir.path(), &hash),
+        &hash,
+        size,
+        &[(1, 2)],
+    )
+    .unwrap();
     let stream = framed.payload();
 
     // The chaining value of chunks [a, b), as a non-root subtree of the blob's tree.
@@ -277,7 +282,11 @@ fn ranges_proof() -> Vec<u8> {
     }
     assert_eq!(parents.len(), 7 * 64);
     assert_eq!(&stream[..parents.len()], &parents[..], "the pairs differ");
-    assert_eq!(&stream[parents.len()..], &data[1024..2048], "then chunk 1's bytes");
+    assert_eq!(
+        &stream[parents.len()..],
+        &data[1024..2048],
+        "then chunk 1's bytes"
+    );
     parents
 }
 

@@ -378,8 +378,6 @@ impl Blobs {
         Ok(found)
     }
 
-    /// Fetches a blob (or finishes a partial one), reporting progress; copies it to `out`
-    /// if given.
     /// The node's data directory (the blob directory's parent).
     pub fn data_dir(&self) -> PathBuf {
         self.0.dir.parent().unwrap_or(&self.0.dir).to_path_buf()
@@ -393,6 +391,8 @@ impl Blobs {
         })
     }
 
+    /// Fetches a blob (or finishes a partial one), reporting progress; copies it to `out`
+    /// if given.
     pub async fn get(
         &self,
         hash: &str,
