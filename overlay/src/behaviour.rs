@@ -166,8 +166,13 @@ fn relay_server(peer_id: libp2p::PeerId, l: &crate::config::RelayLimits) -> Rela
 }
 
 /// Builds the swarm: TCP+Noise+Yamux, QUIC and DNS, or with a pre-shared key TCP through
-/// the private-network handshake (QUIC cannot carry one), plus the relay client.
-pub(crate) fn build_swarm(cfg: &Config) -> Result<Swarm<Behaviour>, Error> {
+/// the private-network handshake (QUIC cannot carry one), plus the relay client. Bytes on
+/// the wire, per transport stack and direction, are counted in `registry`
+/// (`libp2p_bandwidth_bytes_total`).
+pub(crate) fn build_swarm(
+    cfg: &Config,
+    registry: &mut prometheus_client::registry::Registry,
+) -> Result<Swarm<Behaviour>, Error> {
     let transport_err = |e: &dyn std::fmt::Display| Error::Transport(e.to_string());
     let swarm_cfg =
         |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
@@ -190,6 +195,7 @@ pub(crate) fn build_swarm(cfg: &Config) -> Result<Swarm<Behaviour>, Error> {
             .map_err(|e| transport_err(&e))?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| transport_err(&e))?
+            .with_bandwidth_metrics(registry)
             .with_behaviour(|key, relay| behaviour(cfg, key, relay))
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(swarm_cfg)
@@ -206,6 +212,7 @@ pub(crate) fn build_swarm(cfg: &Config) -> Result<Swarm<Behaviour>, Error> {
             .map_err(|e| transport_err(&e))?
             .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| transport_err(&e))?
+            .with_bandwidth_metrics(registry)
             .with_behaviour(|key, relay| behaviour(cfg, key, relay))
             .map_err(|e| transport_err(&e))?
             .with_swarm_config(swarm_cfg)

@@ -57,9 +57,12 @@ pub const EVENT_CAPACITY: usize = 1_024;
 /// `registry`, if given, receives libp2p's metrics. Must be called within a tokio runtime.
 pub async fn spawn(
     config: Config,
-    registry: Option<&mut Registry>,
+    mut registry: Option<&mut Registry>,
 ) -> Result<(Overlay, mpsc::Receiver<Event>, JoinHandle<()>), Error> {
-    let mut swarm = behaviour::build_swarm(&config)?;
+    // Bytes on the wire are counted either way; without a registry nobody reads them.
+    let mut unread = Registry::default();
+    let mut swarm =
+        behaviour::build_swarm(&config, registry.as_deref_mut().unwrap_or(&mut unread))?;
     let peer_id = *swarm.local_peer_id();
     let mut waiting = HashSet::new();
     for addr in &config.listen {
