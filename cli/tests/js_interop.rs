@@ -11,7 +11,7 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
@@ -38,11 +38,28 @@ impl JsPeer {
     /// Starts the js node, installing its packages first if they are missing. `None`
     /// (with the test recorded as skipped) when node or npm is not installed.
     fn start(test: &str, dir: &Path, key_type: &str) -> Option<JsPeer> {
-        if let Err(why) = tool_version("node") {
-            skip(test, &format!("node is not installed ({why})"));
-            return None;
+        match tool_version("node") {
+            Err(why) => {
+                skip(test, &format!("node is not installed ({why})"));
+                return None;
+            }
+            Ok(v) if node_major(&v).is_some_and(|m| m < 20) => {
+                skip(
+                    test,
+                    &format!("node {v} is too old: js-libp2p 3 needs 20 or later"),
+                );
+                return None;
+            }
+            Ok(_) => {}
         }
-        if !Path::new(JS_DIR).join("node_modules").is_dir() {
+        // Both tests of this file may get here at once; one installs.
+        static INSTALL: Mutex<()> = Mutex::new(());
+        let _one = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        // npm writes this file last: without it, an install did not finish.
+        if !Path::new(JS_DIR)
+            .join("node_modules/.package-lock.json")
+            .is_file()
+        {
             if let Err(why) = tool_version("npm") {
                 skip(test, &format!("npm is not installed ({why})"));
                 return None;
@@ -130,6 +147,16 @@ impl Drop for JsPeer {
     }
 }
 
+/// 20 for "v20.20.2".
+fn node_major(version: &str) -> Option<u32> {
+    version
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn tool_version(tool: &str) -> anyhow::Result<String> {
     let out = Command::new(tool).arg("--version").output()?;
     if !out.status.success() {
@@ -201,6 +228,8 @@ fn a_js_libp2p_node_finds_and_is_found_provides_and_gossips_with_lattice() {
         "the js node found C at other addresses than C's: {found}"
     );
 
+    // C may have met the js node already, in one of its own DHT walks through A; either
+    // way, it learned of it from A's DHT answers.
     let dialled = run_ok(c, &["dial", &format!("/p2p/{js_id}")]);
     assert_eq!(dialled["peer_id"], js_id.as_str(), "{dialled}");
     assert!(

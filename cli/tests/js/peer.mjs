@@ -108,7 +108,8 @@ const commands = {
     return closest != null ? { peer } : null
   }),
   'find-peer': async (peer) => {
-    const info = await node.peerRouting.findPeer(peerIdFromString(peer), { signal: signal() })
+    // Not from the local peer store: through the DHT, whatever this node has seen.
+    const info = await node.peerRouting.findPeer(peerIdFromString(peer), { signal: signal(), useCache: false })
     return { peer_id: info.id.toString(), addrs: info.multiaddrs.map(String) }
   },
   'find-providers': async (cid) => {
