@@ -7,8 +7,8 @@ use lattice_overlay::PeerId;
 
 /// Subscriptions remembered in all.
 pub const MAX_SUBS: usize = 100_000;
-/// Topics remembered per peer.
-pub const MAX_TOPICS_PER_PEER: usize = 1_024;
+/// Topics remembered per peer: as many as gossipsub itself takes from one peer.
+pub const MAX_TOPICS_PER_PEER: usize = lattice_overlay::MAX_TOPICS_PER_PEER;
 
 #[derive(Debug, Default)]
 pub struct Subscriptions {

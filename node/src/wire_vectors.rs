@@ -13,7 +13,8 @@ use lattice_overlay::Keypair;
 
 use crate::auth::NodeAuth;
 use crate::blobs::wire::{BlobRequest, BlobResponse};
-use crate::docs::wire::{SyncRequest, SyncResponse};
+use crate::docs::digests::{self, Shared};
+use crate::docs::wire::{DigestRequest, DigestResponse, SyncRequest, SyncResponse};
 use crate::services::{Ask, Offer};
 
 const DOC: &str = include_str!("../../docs/wire-protocol.md");
@@ -170,6 +171,20 @@ fn built() -> Vec<Vector> {
             SyncResponse::Genesis(g.clone()).encode(),
             sync_response,
         ),
+        // A digest comparison: the total over one shared document (the empty document's
+        // replica digest under that document's id), and the answer when they agree.
+        (
+            "digest-request-total",
+            DigestRequest::Total(digests::total(&Shared::from([(
+                doc,
+                empty_replica_digest(doc, me),
+            )])))
+            .encode(),
+            |b| DigestRequest::decode(b).unwrap().encode(),
+        ),
+        ("digest-response-same", DigestResponse::Same.encode(), |b| {
+            DigestResponse::decode(b).unwrap().encode()
+        }),
         // The proof of one chunk: the parent pairs that precede its bytes in an encoding.
         ("blob-ranges-proof", ranges_proof(), same),
         // What the author signs, then the whole delta as a sync request.
@@ -226,6 +241,12 @@ fn the_documented_delta_signature_verifies() {
     assert_eq!(d.signing_bytes(), doc["delta-signing-bytes"]);
     assert!(auth.verify(&d.author, &d.signing_bytes(), &d.signature));
     assert_eq!(DocId(doc["doc-id"].clone().try_into().unwrap()), d.doc);
+}
+
+/// The digest of a replica that holds nothing yet (no author, no chain).
+fn empty_replica_digest(doc: DocId, me: ActorId) -> [u8; 8] {
+    let auth = Arc::new(NodeAuth::new(&key()).unwrap());
+    lattice_crdt::sync::Replica::new(doc, me, auth, Default::default(), 1).state_digest()
 }
 
 /// The blob of the `blob-ranges-proof` vector: 65,536 + 1,000 bytes, byte `i` being

@@ -43,6 +43,8 @@ pub(crate) struct Behaviour {
     pub blob: request_response::Behaviour<FrameCodec>,
     /// `/lattice/service/1`: service metadata.
     pub service: request_response::Behaviour<FrameCodec>,
+    /// `/lattice/digest/1`: digests of shared documents.
+    pub digest: request_response::Behaviour<FrameCodec>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -53,6 +55,9 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_BULK_REQUEST: usize = 64 << 10;
 /// Pending connection attempts allowed each way.
 const MAX_PENDING_CONNECTIONS: u32 = 64;
+/// Gossip topics one peer may be subscribed to (as seen here), and may announce in one
+/// message: a node hosting more documents than this is a replica of the rest to nobody.
+pub const MAX_TOPICS_PER_PEER: usize = 4_096;
 
 fn behaviour(
     cfg: &Config,
@@ -64,11 +69,12 @@ fn behaviour(
     let mut kad_cfg = kad::Config::new(protocols::KAD);
     kad_cfg.set_query_timeout(cfg.request_timeout * 3);
     kad_cfg.set_periodic_bootstrap_interval(Some(cfg.bootstrap_interval));
-    // Provider records (blobs, documents, services) live half an hour unless their
-    // provider republishes them, which it does every ten minutes while it runs: a node
-    // that stops, or withdraws, disappears from lookups within the half hour.
-    kad_cfg.set_provider_record_ttl(Some(Duration::from_secs(30 * 60)));
-    kad_cfg.set_provider_publication_interval(Some(Duration::from_secs(10 * 60)));
+    // Provider records (blobs, documents, services) live twice the republication interval
+    // unless their provider publishes them again, which the event loop does key by key on
+    // a spread-out schedule (`event_loop/republish.rs`) rather than kad's all-at-once job:
+    // a node that stops, or withdraws, disappears from lookups within that time.
+    kad_cfg.set_provider_record_ttl(Some(cfg.provider_republish * 2));
+    kad_cfg.set_provider_publication_interval(None);
     let mut kad = kad::Behaviour::with_config(peer_id, store::Store::new(peer_id), kad_cfg);
     kad.set_mode(match cfg.dht_mode {
         DhtMode::Server => Some(kad::Mode::Server),
@@ -82,9 +88,17 @@ fn behaviour(
         .max_transmit_size(cfg.max_gossip_bytes)
         .heartbeat_interval(Duration::from_secs(1))
         .build()?;
-    let gossipsub = gossipsub::Behaviour::new(
+    // libp2p's default filter ignores a peer's subscriptions past 100 topics (and an RPC
+    // carrying more than 100): a node hosting 101 documents lost its replicas.
+    let topics = gossipsub::MaxCountSubscriptionFilter {
+        filter: gossipsub::AllowAllSubscriptionFilter {},
+        max_subscribed_topics: MAX_TOPICS_PER_PEER,
+        max_subscriptions_per_request: MAX_TOPICS_PER_PEER,
+    };
+    let gossipsub = gossipsub::Behaviour::new_with_subscription_filter(
         gossipsub::MessageAuthenticity::Signed(key.clone()),
         gossip_cfg,
+        topics,
     )?;
 
     let mdns = if cfg.mdns {
@@ -144,6 +158,11 @@ fn behaviour(
             protocols::SERVICE,
             cfg.request_timeout,
             cfg.max_request_bytes,
+        ),
+        digest: rr(
+            protocols::DIGEST,
+            cfg.request_timeout,
+            cfg.max_request_bytes.min(MAX_BULK_REQUEST),
         ),
     })
 }

@@ -137,6 +137,11 @@ pub struct Config {
     pub max_memory_fraction: f64,
     /// How often to re-run the Kademlia bootstrap.
     pub bootstrap_interval: Duration,
+    /// How often each of this node's provider records is published again (records live
+    /// twice this long), and the least time between two publications: the schedule
+    /// stretches rather than burst when there are many keys.
+    pub provider_republish: Duration,
+    pub provider_republish_gap: Duration,
     /// Deadline for every request the overlay makes (dials, DHT queries, requests).
     pub request_timeout: Duration,
     /// Deadline for a request on a protocol that moves bulk data (blob pieces): several
@@ -188,6 +193,10 @@ impl Config {
             max_connections_per_peer: 4,
             max_memory_fraction: 0.9,
             bootstrap_interval: Duration::from_secs(300),
+            // One publication costs a DHT query and up to 20 ADD_PROVIDERs; a thousand
+            // keys every 4 h is about one every 14 s.
+            provider_republish: Duration::from_secs(4 * 3600),
+            provider_republish_gap: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             // Four 4 MiB pieces in 120 s: an uplink down to about 1 Mbit/s still serves.
             bulk_request_timeout: Duration::from_secs(120),

@@ -78,6 +78,8 @@ pub(crate) enum Command {
     },
     Dial {
         addr: Multiaddr,
+        /// Look a bare peer id up in the DHT when no address is known.
+        lookup: bool,
         reply: Reply<PeerId>,
     },
     Block {
@@ -201,14 +203,25 @@ impl Overlay {
     /// Connects to an address (which may be just `/p2p/<peer id>`: the addresses this node
     /// knows, else those a DHT lookup of the peer finds). Returns the peer once connected.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, Error> {
-        self.call(|reply| Command::Dial { addr, reply }).await
+        self.call(|reply| Command::Dial {
+            addr,
+            lookup: true,
+            reply,
+        })
+        .await
     }
 
-    /// Connects to a peer by id alone (known addresses, else a DHT lookup supplies them);
-    /// at once if it is already connected.
+    /// Connects to a peer by id alone, through the addresses known here (the routing
+    /// table, connections, the peer store), without a DHT lookup: it fails at once if
+    /// there are none. At once if the peer is already connected.
     pub async fn dial_peer(&self, peer: PeerId) -> Result<PeerId, Error> {
         let addr = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
-        self.dial(addr).await
+        self.call(|reply| Command::Dial {
+            addr,
+            lookup: false,
+            reply,
+        })
+        .await
     }
 
     /// Disconnects the peers and refuses them until unblocked.

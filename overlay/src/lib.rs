@@ -38,6 +38,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
+pub use behaviour::MAX_TOPICS_PER_PEER;
 pub use config::{Config, DhtMode, Reachability, RelayLimits};
 pub use error::Error;
 pub use event::{Event, GossipId, Responder, Verdict};

@@ -11,6 +11,9 @@ pub const SYNC: StreamProtocol = StreamProtocol::new("/lattice/sync/1");
 pub const BLOB: StreamProtocol = StreamProtocol::new("/lattice/blob/1");
 /// "Do you offer this service, and with what metadata?" (request-response).
 pub const SERVICE: StreamProtocol = StreamProtocol::new("/lattice/service/1");
+/// Digests of the documents two peers both replicate, compared before any document's
+/// summary is sent (request-response).
+pub const DIGEST: StreamProtocol = StreamProtocol::new("/lattice/digest/1");
 /// The request-response protocols, as a type: what a request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -20,6 +23,8 @@ pub enum Protocol {
     Blob,
     /// [`SERVICE`].
     Service,
+    /// [`DIGEST`].
+    Digest,
 }
 
 impl Protocol {
@@ -34,6 +39,7 @@ impl Protocol {
             Protocol::Sync => SYNC,
             Protocol::Blob => BLOB,
             Protocol::Service => SERVICE,
+            Protocol::Digest => DIGEST,
         }
     }
 }

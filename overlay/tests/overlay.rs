@@ -94,6 +94,33 @@ async fn a_request_to_a_silent_peer_times_out() {
     assert!(r.is_err(), "a request nobody answers must fail, not hang");
 }
 
+/// libp2p's default filter dropped a peer's subscriptions past 100 topics: a node hosting
+/// 101 documents was a replica of none of them to its peers.
+#[tokio::test]
+async fn a_peer_subscribed_to_many_topics_is_seen_on_every_one() {
+    const TOPICS: usize = 300;
+    let (a, _arx) = node(vec![]).await;
+    let (b, mut brx) = node(vec![]).await;
+    for i in 0..TOPICS {
+        a.subscribe(format!("t{i}")).await.unwrap();
+    }
+    b.dial(addr_of(&a).await).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let all = timeout(LIMIT, async {
+        while seen.len() < TOPICS {
+            match brx.recv().await {
+                Some(Event::Subscribed { peer, topic }) if peer == a.peer_id() => {
+                    seen.insert(topic);
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    })
+    .await;
+    assert!(all.is_ok(), "B saw A on {} of {TOPICS} topics", seen.len());
+}
+
 #[tokio::test]
 async fn gossip_is_delivered_after_validation() {
     let (a, _arx) = node(vec![]).await;

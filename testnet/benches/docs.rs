@@ -13,12 +13,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use lattice_node::control::api::{self, method};
 use lattice_node::control::Client;
-use lattice_testnet::bench::{binary, free_addr, metric, percentile};
+use lattice_testnet::bench::{binary, free_addr, metric, write_to_all};
 use lattice_testnet::daemon::{wait_for, Daemon};
-use tokio::sync::mpsc;
 
 const WRITES: usize = 200;
 const LIMIT: Duration = Duration::from_secs(60);
@@ -75,52 +74,9 @@ fn shared_doc(nodes: &[Daemon]) -> Result<String> {
 
 async fn latency(nodes: &[Daemon]) -> Result<(Duration, Duration, Duration)> {
     let doc = shared_doc(nodes)?;
-    // One watcher per other node; each reports the values of "k" it sees.
-    let (tx, mut rx) = mpsc::channel::<i64>(4 * WRITES * nodes.len());
-    for d in &nodes[1..] {
-        let mut c = Client::connect(&d.socket).await?;
-        let id = c
-            .stream::<method::DocWatch>(&api::DocParams { doc: doc.clone() })
-            .await?;
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(change)) = c.next_event(&id).await {
-                if let Some(v) = change.changes.get("k").and_then(|v| v.as_i64()) {
-                    if tx.send(v).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-    }
-    let mut writer = Client::connect(&nodes[0].socket).await?;
-    let (mut all, mut acks) = (Vec::new(), Vec::new());
-    for i in 0..WRITES as i64 {
-        let t = Instant::now();
-        let p = api::SetParams {
-            doc: doc.clone(),
-            key: "k".into(),
-            value: i.to_string(),
-        };
-        writer.call::<method::DocSet>(&p).await?;
-        acks.push(t.elapsed());
-        let mut seen = 0;
-        while seen < nodes.len() - 1 {
-            match tokio::time::timeout(LIMIT, rx.recv()).await {
-                Ok(Some(v)) if v == i => seen += 1,
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => bail!("write {i} did not reach every replica"),
-            }
-        }
-        all.push(t.elapsed());
-    }
-    all.sort();
-    acks.sort();
-    Ok((
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
-        percentile(&acks, 0.5),
-    ))
+    let watchers: Vec<&Path> = nodes[1..].iter().map(|d| d.socket.as_path()).collect();
+    let w = write_to_all(&nodes[0].socket, &watchers, &doc, WRITES, LIMIT).await?;
+    Ok((w.p50, w.p99, w.ack_p50))
 }
 
 fn repair(bin: &Path, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<()> {

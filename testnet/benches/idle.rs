@@ -3,7 +3,8 @@
 //! 1,000), left idle for `LATTICE_IDLE_SECS` (default 60) once every node holds every
 //! document. Per node: bytes per second on the wire, sent and received
 //! (`libp2p_bandwidth_bytes_total`), and CPU (user + system time from /proc), as the
-//! median and the maximum over the nodes.
+//! median and the maximum over the nodes. Then 100 writes to one of the documents, each
+//! timed until every other node has seen it (compare `LATTICE_BENCH_DOCS=1`).
 //!
 //! `cargo build --release && cargo bench -p lattice-testnet --bench idle`
 //! (`LATTICE_BIN` overrides the binary).
@@ -15,11 +16,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use lattice_node::control::api::{self, method};
 use lattice_node::control::Client;
-use lattice_testnet::bench::{binary, free_addr, metric};
+use lattice_testnet::bench::{binary, free_addr, metric, write_to_all};
 use lattice_testnet::daemon::{wait_for, Daemon};
 
 /// Joins in flight per joining node.
 const JOINERS: usize = 8;
+/// Writes timed to all replicas after the idle window.
+const WRITES: usize = 100;
 const LIMIT: Duration = Duration::from_secs(600);
 
 fn env_list(name: &str, default: &str) -> Result<Vec<usize>> {
@@ -42,9 +45,9 @@ fn main() -> Result<()> {
         .build()?;
     for docs in env_list("LATTICE_BENCH_DOCS", "100,1000")? {
         let tmp = tempfile::tempdir()?;
-        let net = Net::start(&bin, tmp.path(), nodes)?;
+        let mut net = Net::start(&bin, tmp.path(), nodes)?;
         let t = Instant::now();
-        rt.block_on(share(&net.daemons, docs))?;
+        net.first_doc = rt.block_on(share(&net.daemons, docs))?;
         println!(
             "{nodes} nodes, {docs} documents: every node holds every document after {:.1} s",
             t.elapsed().as_secs_f64()
@@ -69,6 +72,24 @@ fn main() -> Result<()> {
             spread(&mut received, 0),
             spread(&mut cpu, 2),
         );
+        // Then one document is written to, among all the idle ones.
+        let watchers: Vec<&Path> = net.daemons[1..]
+            .iter()
+            .map(|d| d.socket.as_path())
+            .collect();
+        let w = rt.block_on(write_to_all(
+            &net.daemons[0].socket,
+            &watchers,
+            &net.first_doc,
+            WRITES,
+            LIMIT,
+        ))?;
+        println!(
+            "  {WRITES} writes to one of them, to all {} replicas: p50 {:?}, p99 {:?}",
+            nodes - 1,
+            w.p50,
+            w.p99
+        );
     }
     Ok(())
 }
@@ -84,6 +105,8 @@ fn spread(v: &mut [f64], decimals: usize) -> String {
 struct Net {
     daemons: Vec<Daemon>,
     metrics: Vec<SocketAddr>,
+    /// The document the write latency is measured in.
+    first_doc: String,
 }
 
 struct Sample {
@@ -107,7 +130,11 @@ impl Net {
             daemons.push(Daemon::start(bin, &dir.join(format!("n{i}")), &args)?);
             metrics.push(addr);
         }
-        Ok(Net { daemons, metrics })
+        Ok(Net {
+            daemons,
+            metrics,
+            first_doc: String::new(),
+        })
     }
 
     fn sample(&self) -> Result<Vec<Sample>> {
@@ -130,8 +157,8 @@ impl Net {
             let utime: f64 = f[11].parse()?;
             let stime: f64 = f[12].parse()?;
             out.push(Sample {
-                sent: bytes("outbound")?,
-                received: bytes("inbound")?,
+                sent: bytes("Outbound")?,
+                received: bytes("Inbound")?,
                 cpu: (utime + stime) / ticks,
             });
         }
@@ -139,8 +166,9 @@ impl Net {
     }
 }
 
-/// Creates `docs` open documents on the first daemon and joins every one on the others.
-async fn share(daemons: &[Daemon], docs: usize) -> Result<()> {
+/// Creates `docs` open documents on the first daemon and joins every one on the others;
+/// returns the first one's id.
+async fn share(daemons: &[Daemon], docs: usize) -> Result<String> {
     let mut first = Client::connect(&daemons[0].socket).await?;
     let mut ids = Vec::with_capacity(docs);
     for i in 0..docs {
@@ -185,5 +213,5 @@ async fn share(daemons: &[Daemon], docs: usize) -> Result<()> {
             Ok((n == docs).then_some(()))
         })?;
     }
-    Ok(())
+    ids.into_iter().next().context("no document")
 }

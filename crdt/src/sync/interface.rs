@@ -74,6 +74,9 @@ pub enum Input {
     PeerUp(ActorId),
     /// A replica is no longer reachable.
     PeerDown(ActorId),
+    /// Start an exchange with this replica now (its summary differs from ours, as the
+    /// driver found by comparing [`super::Replica::state_digest`]s).
+    Reconcile(ActorId),
     /// Every [`Output::Persist`] up to and including `ticket` is durable.
     Persisted { ticket: u64 },
     /// A persist failed. Every local write not yet acknowledged is refused

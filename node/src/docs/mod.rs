@@ -14,6 +14,7 @@
 
 mod actor;
 mod clocks;
+pub mod digests;
 mod hosted;
 pub(crate) mod join;
 mod view;

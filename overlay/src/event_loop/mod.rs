@@ -5,6 +5,7 @@
 //! This file holds the task's state, its loop, and the routing of commands and events to
 //! the concept they belong to, each in a file of its own:
 //!
+//! - `republish.rs`: this node's provider records, published again one key at a time.
 //! - `peers.rs`: connections, dials, identify, ping, mDNS, the allow/block list, strikes.
 //! - `dht.rs`: Kademlia: provider records, lookups, bootstrapping.
 //! - `gossip.rs`: gossipsub topics, messages and verdicts.
@@ -38,6 +39,7 @@ mod gossip;
 mod mapping;
 mod peers;
 mod relays;
+mod republish;
 mod requests;
 
 use addrs::ConnectedAddrs;
@@ -47,6 +49,7 @@ pub use mapping::{Mapping, Observed};
 pub use relays::circuit_relay;
 pub(crate) use relays::is_relayed;
 use relays::Relays;
+use republish::Republish;
 
 /// Replies of one kind waiting at once; more are refused as busy.
 const MAX_PENDING: usize = 1_024;
@@ -98,9 +101,15 @@ pub(crate) struct EventLoop {
     strikes: Strikes,
     bootstrapped: bool,
     last_bootstrap: Instant,
+    /// The wait before the next small-table bootstrap, and the table's size at the last.
+    small_bootstrap: (Duration, usize),
     dropped_events: u64,
     relays: Relays,
     relay_service: bool,
+    /// This node's provider records, published again one by one.
+    republish: Republish,
+    /// Publications of the schedule in flight, by query.
+    republishing: HashMap<kad::QueryId, Vec<u8>>,
 }
 
 impl EventLoop {
@@ -137,9 +146,16 @@ impl EventLoop {
             strikes: Strikes::default(),
             bootstrapped: false,
             last_bootstrap: Instant::now(),
+            small_bootstrap: (dht::SMALL_TABLE_BOOTSTRAP, 0),
             dropped_events: 0,
             relays: Relays::new(config.reachability),
             relay_service: config.serves_relay(),
+            republish: Republish::new(
+                config.provider_republish,
+                config.provider_republish_gap,
+                Instant::now(),
+            ),
+            republishing: HashMap::new(),
         }
     }
 
@@ -166,6 +182,7 @@ impl EventLoop {
                     self.bootstrap_if_small();
                     self.look_after_relays();
                     self.retire_relayed();
+                    self.republish_due();
                 }
             }
         }
@@ -197,7 +214,11 @@ impl EventLoop {
             Command::RoutingTable { reply } => {
                 let _ = reply.send(Ok(self.routing_table()));
             }
-            Command::Dial { addr, reply } => self.dial(addr, reply),
+            Command::Dial {
+                addr,
+                lookup,
+                reply,
+            } => self.dial(addr, lookup, reply),
             Command::Block { peers, reply } => {
                 let _ = reply.send(self.block(peers));
             }
@@ -236,6 +257,7 @@ impl EventLoop {
             Command::Provide { key, reply } => self.provide(key, reply),
             Command::Providers { key, reply } => self.providers(key, reply),
             Command::Unprovide { key } => {
+                self.republish.remove(&key);
                 self.swarm.behaviour_mut().kad.stop_providing(&key.into());
             }
         }
@@ -306,6 +328,7 @@ impl EventLoop {
             BehaviourEvent::Sync(e) => self.request_event(Protocol::Sync, e),
             BehaviourEvent::Blob(e) => self.request_event(Protocol::Blob, e),
             BehaviourEvent::Service(e) => self.request_event(Protocol::Service, e),
+            BehaviourEvent::Digest(e) => self.request_event(Protocol::Digest, e),
             BehaviourEvent::Dcutr(e) => {
                 if let Some(m) = &self.metrics {
                     m.record(&e);

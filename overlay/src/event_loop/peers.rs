@@ -9,6 +9,7 @@ use libp2p::multiaddr::Protocol as AddrPart;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionId, DialError, SwarmEvent};
 use libp2p::{identify, mdns, ping, Multiaddr, PeerId};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::{busy, EventLoop, Pending, MAX_PENDING};
@@ -125,7 +126,10 @@ impl EventLoop {
         out
     }
 
-    pub(super) fn dial(&mut self, addr: Multiaddr, reply: Reply<PeerId>) {
+    /// Dials `addr`. A bare `/p2p/<id>` uses the addresses known here; with `lookup`, a
+    /// peer with none is looked up in the DHT first (an operator's `lattice dial`; the
+    /// node's own dials do not wait on lookups).
+    pub(super) fn dial(&mut self, addr: Multiaddr, lookup: bool, reply: Reply<PeerId>) {
         if self.dials.len() >= MAX_PENDING {
             return busy(reply);
         }
@@ -157,37 +161,41 @@ impl EventLoop {
                 .build(),
             None => DialOpts::unknown_peer_id().address(addr).build(),
         };
-        match peer {
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => self.await_dial(id, reply, self.deadline()),
             // No address known here: ask the DHT for the peer, then dial what it says.
-            Some(p) if only_peer => self.dial_known_or_find(p, opts, reply),
-            _ => self.start_dial(opts, reply),
-        }
-    }
-
-    fn dial_known_or_find(&mut self, peer: PeerId, opts: DialOpts, reply: Reply<PeerId>) {
-        let id = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => self.await_dial(id, reply),
-            Err(DialError::NoAddresses) => self.find_then_dial(peer, reply),
+            Err(DialError::NoAddresses) if only_peer && lookup => {
+                if let Some(p) = peer {
+                    self.find_then_dial(p, reply);
+                }
+            }
+            Err(DialError::NoAddresses) if only_peer => {
+                let msg = "no known address for this peer (give a full multiaddr)";
+                let _ = reply.send(Err(Error::Dial(msg.into())));
+            }
             Err(e) => {
                 let _ = reply.send(Err(Error::Dial(e.to_string())));
             }
         }
     }
 
-    /// Dials; `reply` answers once the peer has identified itself (or the dial failed).
-    pub(super) fn start_dial(&mut self, opts: DialOpts, reply: Reply<PeerId>) {
+    /// Dials; `reply` answers once the peer has identified itself (or the dial failed),
+    /// by `deadline`.
+    pub(super) fn start_dial(&mut self, opts: DialOpts, reply: Reply<PeerId>, deadline: Instant) {
+        if self.dials.len() >= MAX_PENDING {
+            return busy(reply);
+        }
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
-            Ok(()) => self.await_dial(id, reply),
+            Ok(()) => self.await_dial(id, reply, deadline),
             Err(e) => {
                 let _ = reply.send(Err(Error::Dial(e.to_string())));
             }
         }
     }
 
-    fn await_dial(&mut self, id: ConnectionId, reply: Reply<PeerId>) {
-        let deadline = self.deadline();
+    fn await_dial(&mut self, id: ConnectionId, reply: Reply<PeerId>, deadline: Instant) {
         self.dials.insert(id, Pending { deadline, reply });
     }
 
@@ -303,6 +311,7 @@ impl EventLoop {
             return;
         };
         self.identified.insert(peer_id);
+        self.found_by_identify(peer_id);
         self.observed.record(peer_id, &info.observed_addr);
         if let Some(p) = self.dials.remove(&connection_id) {
             let _ = p.reply.send(Ok(peer_id));
@@ -350,11 +359,11 @@ impl EventLoop {
     }
 }
 
-/// True when every address of a failed dial timed out (the connection was made, but
-/// the handshake never finished in time): the caller hears `Timeout`, not a refusal.
 /// An error with its causes, outermost first: libp2p's own message for a failed upgrade
 /// ("Failed to negotiate transport protocol(s)") leaves out why, e.g. a key type this node
-/// does not accept.
+/// does not accept. Some causes carry a remote's text (a QUIC close reason): control
+/// characters are escaped, so it cannot forge log lines, and the whole is cut at
+/// [`MAX_CAUSES`] bytes.
 fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
@@ -366,9 +375,26 @@ fn with_causes(error: &dyn std::error::Error) -> String {
         }
         cause = c.source();
     }
-    text
+    let mut safe = String::with_capacity(text.len().min(MAX_CAUSES));
+    for ch in text.chars() {
+        if safe.len() >= MAX_CAUSES {
+            safe.push_str("...");
+            break;
+        }
+        if ch.is_control() {
+            safe.extend(ch.escape_default());
+        } else {
+            safe.push(ch);
+        }
+    }
+    safe
 }
 
+/// Longest error text logged for a failed incoming connection.
+const MAX_CAUSES: usize = 1024;
+
+/// True when every address of a failed dial timed out (the connection was made, but
+/// the handshake never finished in time): the caller hears `Timeout`, not a refusal.
 fn dial_timed_out(error: &DialError) -> bool {
     use libp2p::core::transport::TransportError;
     let DialError::Transport(errors) = error else {

@@ -37,6 +37,7 @@ impl EventLoop {
                 id
             }
             Protocol::Service => b.service.send_request(&peer, data),
+            Protocol::Digest => b.digest.send_request(&peer, data),
         };
         let deadline = if protocol.is_bulk() {
             tokio::time::Instant::now() + self.bulk_timeout

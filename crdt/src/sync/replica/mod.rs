@@ -237,6 +237,25 @@ impl Replica {
         self.peers.iter()
     }
 
+    /// A digest of what this replica holds: its version vector and every author's chain,
+    /// what a summary carries. Two replicas with equal digests have nothing to exchange, so
+    /// peers compare these, many documents at once, before any summary is sent.
+    pub fn state_digest(&self) -> [u8; 8] {
+        let mut h = blake3::Hasher::new_derive_key("lattice replica digest v1");
+        for (author, seq) in self.log.vv().iter() {
+            h.update(&author.0);
+            h.update(&seq.to_le_bytes());
+        }
+        h.update(&[0xff]);
+        for (author, chain) in self.log.chains() {
+            h.update(&author.0);
+            h.update(&chain);
+        }
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&h.finalize().as_bytes()[..8]);
+        out
+    }
+
     /// The next thing for the driver to do, in order.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -267,6 +286,12 @@ impl Replica {
             }
             Input::PeerDown(peer) => {
                 self.peers.remove(&peer);
+                Ok(())
+            }
+            Input::Reconcile(peer) => {
+                if self.peers.contains(&peer) {
+                    self.send_summary(peer, true);
+                }
                 Ok(())
             }
             Input::Persisted { ticket } => {

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
+mod digests;
 mod joins;
 mod network;
 mod timers;
@@ -45,9 +46,14 @@ use crate::subs::Subscriptions;
 const MAINTENANCE: Duration = Duration::from_secs(10);
 /// A replica folds once its log holds this many deltas.
 const FOLD_AT: usize = 1_024;
-/// Every this many maintenance rounds, look up providers of each document and connect to
-/// them.
-const FIND_EVERY: u64 = 3;
+/// A document with no connected replica looks its providers up again after this, doubling
+/// each time up to [`FIND_SLOW`]; one with replicas every [`FIND_SLOW`] (to find replicas
+/// its connected ones do not reach). At most [`FINDS_PER_ROUND`] lookups start per
+/// maintenance round, so their cost does not grow with the number of documents. The DHT
+/// record itself is published again by the overlay on its own spread-out schedule.
+const FIND_FIRST: Duration = Duration::from_secs(30);
+const FIND_SLOW: Duration = Duration::from_secs(30 * 60);
+const FINDS_PER_ROUND: usize = 4;
 /// Writes waiting to become durable; more are refused as busy.
 const MAX_ACKS: usize = 8_192;
 /// Sync messages in flight to peers; beyond this, messages are dropped (anti-entropy
@@ -102,10 +108,22 @@ pub(super) struct Actor {
     seeds: u64,
     /// Fresh writes' clocks against this node's.
     clocks: Clocks,
+    /// When each document next looks its providers up (ms), and its current back-off.
+    finds: HashMap<DocId, (u64, Duration)>,
+    /// This node's digest comparisons in flight (bounded), and whose turn is next.
+    digests: JoinSet<digests::Answer>,
+    digest_turn: usize,
+    /// Each peer's requests answered in its current window (bounded; see `digests.rs`).
+    digest_served: HashMap<PeerId, (std::time::Instant, u32)>,
 }
 
+/// Replicas' own anti-entropy is a slow fallback: the digest comparisons with each peer
+/// (`digests.rs`) find the documents that differ, whatever their number.
 fn sync_config() -> sync::Config {
-    sync::Config::default()
+    sync::Config {
+        anti_entropy_interval_ms: 30 * 60 * 1000,
+        ..sync::Config::default()
+    }
 }
 
 impl Actor {
@@ -139,6 +157,10 @@ impl Actor {
             background: JoinSet::new(),
             seeds: now_ms(),
             clocks: Clocks::default(),
+            finds: HashMap::new(),
+            digests: JoinSet::new(),
+            digest_turn: 0,
+            digest_served: HashMap::new(),
         };
         for meta in a.store.docs().await? {
             let stored = a.store.load(meta.id()).await?;
@@ -176,7 +198,8 @@ impl Actor {
     ) {
         let mut maintenance = tokio::time::interval(MAINTENANCE);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let mut rounds = 0u64;
+        let mut compare = tokio::time::interval(digests::DIGEST_EVERY);
+        compare.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             let wake = self.timers.next().map(|at| {
                 tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))
@@ -192,8 +215,7 @@ impl Actor {
                 }
                 () = until(wake) => self.due().await,
                 _ = maintenance.tick() => {
-                    self.maintain(rounds).await;
-                    rounds += 1;
+                    self.maintain().await;
                 }
                 Some(c) = self.verifying.join_next(), if !self.verifying.is_empty() => {
                     if let Ok(c) = c {
@@ -206,6 +228,12 @@ impl Actor {
                     }
                 }
                 Some(_) = self.background.join_next(), if !self.background.is_empty() => {}
+                _ = compare.tick() => self.compare_next(),
+                Some(a) = self.digests.join_next(), if !self.digests.is_empty() => {
+                    if let Ok(a) = a {
+                        self.compared(a).await;
+                    }
+                }
             }
         }
         // Let queued commits finish so their writers hear back before the daemon exits.
@@ -218,6 +246,7 @@ impl Actor {
         self.sends.abort_all();
         self.verifying.abort_all();
         self.background.abort_all();
+        self.digests.abort_all();
     }
 
     /// Hosts a document: replica from `stored`, topic subscribed, replicas announced.
@@ -250,8 +279,10 @@ impl Actor {
         id
     }
 
-    /// Announces that this node provides `id` in the DHT, and connects to other providers.
+    /// Announces that this node provides `id` in the DHT (the overlay publishes the record
+    /// again on its schedule from then on), and connects to other providers.
     fn announce(&mut self, id: DocId) {
+        self.find_soon(id);
         if self.background.len() >= MAX_BACKGROUND {
             return;
         }
@@ -260,16 +291,55 @@ impl Actor {
             if let Err(e) = overlay.provide(crate::dht_keys::doc(&id)).await {
                 debug!(doc = %id, "cannot announce the document in the DHT: {e}");
             }
-            let me = overlay.peer_id();
-            let Ok(providers) =
-                crate::dht_keys::providers(&overlay, crate::dht_keys::doc(&id)).await
-            else {
-                return;
-            };
-            for peer in providers.into_iter().filter(|p| *p != me).take(16) {
-                let _ = overlay.dial_peer(peer).await;
-            }
+            find_replicas(&overlay, id).await;
         });
+    }
+
+    /// Looks `id`'s providers up again after [`FIND_FIRST`] if it has no replica by then.
+    pub(super) fn find_soon(&mut self, id: DocId) {
+        self.finds
+            .insert(id, (now_ms() + FIND_FIRST.as_millis() as u64, FIND_FIRST));
+    }
+
+    /// Starts the provider lookups that are due, at most [`FINDS_PER_ROUND`].
+    fn find_due(&mut self) {
+        let now = now_ms();
+        let mut due: Vec<(u64, DocId)> = self
+            .finds
+            .iter()
+            .filter(|(_, (at, _))| *at <= now)
+            .map(|(id, (at, _))| (*at, *id))
+            .collect();
+        due.sort_unstable();
+        let mut started = 0;
+        for (_, id) in due {
+            if started == FINDS_PER_ROUND || self.background.len() >= MAX_BACKGROUND {
+                return;
+            }
+            let Some(h) = self.docs.get(&id) else {
+                self.finds.remove(&id);
+                continue;
+            };
+            let lonely = h.replica.peers().next().is_none();
+            let backoff = self.finds.get(&id).map_or(FIND_FIRST, |f| f.1);
+            let slow = (now + FIND_SLOW.as_millis() as u64, FIND_SLOW);
+            if !lonely && backoff < FIND_SLOW {
+                // Replicas came meanwhile: nothing to look for until the slow round.
+                self.finds.insert(id, slow);
+                continue;
+            }
+            let next = if lonely {
+                let b = (backoff * 2).min(FIND_SLOW);
+                (now + b.as_millis() as u64, b)
+            } else {
+                slow
+            };
+            self.finds.insert(id, next);
+            started += 1;
+            let overlay = self.overlay.clone();
+            self.background
+                .spawn(async move { find_replicas(&overlay, id).await });
+        }
     }
 
     fn resolve(&self, doc: &str) -> Result<DocId, DocsError> {
@@ -536,8 +606,8 @@ impl Actor {
         }
     }
 
-    /// Every [`MAINTENANCE`]: long logs fold; every few rounds, providers are looked up.
-    async fn maintain(&mut self, round: u64) {
+    /// Every [`MAINTENANCE`]: long logs fold; the provider lookups that are due start.
+    async fn maintain(&mut self) {
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
         for id in ids {
             if self
@@ -547,10 +617,19 @@ impl Actor {
             {
                 let _ = self.apply(id, Input::Fold).await;
             }
-            if round % FIND_EVERY == FIND_EVERY - 1 {
-                self.announce(id);
-            }
         }
+        self.find_due();
+    }
+}
+
+/// Looks up the providers of `id` and connects to up to 16 of them.
+async fn find_replicas(overlay: &Overlay, id: DocId) {
+    let me = overlay.peer_id();
+    let Ok(providers) = crate::dht_keys::providers(overlay, crate::dht_keys::doc(&id)).await else {
+        return;
+    };
+    for peer in providers.into_iter().filter(|p| *p != me).take(16) {
+        let _ = overlay.dial_peer(peer).await;
     }
 }
 

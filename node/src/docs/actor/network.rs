@@ -74,6 +74,14 @@ impl Actor {
         if let Some(actor) = actor_of_peer(&peer) {
             let _ = self.apply(id, Input::PeerDown(actor)).await;
         }
+        // Its last replica gone: look for others soon, not at the slow pace.
+        if self
+            .docs
+            .get(&id)
+            .is_some_and(|h| h.replica.peers().next().is_none())
+        {
+            self.find_soon(id);
+        }
     }
 
     pub(super) async fn event(&mut self, e: Event) {
@@ -137,6 +145,12 @@ impl Actor {
                 let responder = Box::new(responder);
                 self.verify(Origin::Request { peer, responder }, data);
             }
+            Event::Request {
+                peer,
+                protocol: Protocol::Digest,
+                data,
+                responder,
+            } => self.serve_digest(peer, &data, responder),
             _ => {}
         }
     }

@@ -1,0 +1,171 @@
+//! The actor's side of `/lattice/digest/1` (see [`crate::docs::digests`]): every
+//! [`DIGEST_EVERY`] it compares the documents it shares with the next peer in turn, and it
+//! answers peers that compare theirs. Documents found to differ get an anti-entropy
+//! exchange ([`Input::Reconcile`]); the others cost nothing more.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use lattice_crdt::sync::Input;
+use lattice_crdt::ActorId;
+use lattice_overlay::{PeerId, Protocol, Responder};
+use tracing::debug;
+
+use super::Actor;
+use crate::auth::{actor_of_peer, peer_of_actor};
+use crate::docs::digests::{self, Shared};
+use crate::docs::wire::{DigestRequest, DigestResponse};
+
+/// How often the actor compares its shared documents with one peer.
+pub(super) const DIGEST_EVERY: Duration = Duration::from_secs(2);
+/// Comparisons of this node's in flight at once.
+const MAX_IN_FLIGHT: usize = 4;
+/// A peer's requests are answered at most [`SERVE_BURST`] per [`SERVE_WINDOW`]: each costs
+/// a pass over every shared document. An honest peer asks once per round of its peers,
+/// plus one follow-up.
+const SERVE_WINDOW: Duration = Duration::from_secs(1);
+const SERVE_BURST: u32 = 4;
+/// Peers remembered at once for that; old windows are dropped first.
+const SERVED_PEERS: usize = 4_096;
+
+/// A comparison's answer, back in the actor.
+pub(super) struct Answer {
+    peer: PeerId,
+    response: Result<DigestResponse, String>,
+}
+
+impl Actor {
+    /// The documents shared with `peer` (whose replicas list it), with their digests.
+    fn shared_with(&self, peer: &ActorId) -> Shared {
+        self.docs
+            .iter()
+            .filter(|(_, h)| h.replica.peers().any(|p| p == peer))
+            .map(|(id, h)| (*id, h.replica.state_digest()))
+            .collect()
+    }
+
+    /// Starts a comparison with the next peer in turn among those sharing documents.
+    pub(super) fn compare_next(&mut self) {
+        if self.digests.len() >= MAX_IN_FLIGHT {
+            return;
+        }
+        let peers: BTreeSet<ActorId> = self
+            .docs
+            .values()
+            .flat_map(|h| h.replica.peers().copied())
+            .collect();
+        if peers.is_empty() {
+            return;
+        }
+        self.digest_turn = self.digest_turn.wrapping_add(1);
+        let Some(actor) = peers.iter().nth(self.digest_turn % peers.len()).copied() else {
+            return;
+        };
+        let total = digests::total(&self.shared_with(&actor));
+        self.ask(actor, DigestRequest::Total(total));
+    }
+
+    fn ask(&mut self, actor: ActorId, request: DigestRequest) {
+        let Some(peer) = peer_of_actor(&actor) else {
+            return;
+        };
+        let overlay = self.overlay.clone();
+        self.digests.spawn(async move {
+            let response = match overlay
+                .request(peer, Protocol::Digest, request.encode())
+                .await
+            {
+                Ok(bytes) => DigestResponse::decode(&bytes).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            Answer { peer, response }
+        });
+    }
+
+    /// A peer answered a comparison of ours.
+    pub(super) async fn compared(&mut self, a: Answer) {
+        let Some(actor) = actor_of_peer(&a.peer) else {
+            return;
+        };
+        let shared = self.shared_with(&actor);
+        match a.response {
+            Ok(DigestResponse::Same) => {}
+            Ok(DigestResponse::Buckets(theirs)) => {
+                match digests::differing_buckets(&shared, &theirs) {
+                    Some(wanted) if !wanted.is_empty() => {
+                        self.ask(actor, DigestRequest::Docs(wanted));
+                    }
+                    Some(_) => {}
+                    None => self.malformed_digest(a.peer, "buckets of the wrong size"),
+                }
+            }
+            Ok(DigestResponse::Docs(theirs)) => match digests::differing_docs(&shared, &theirs) {
+                Some(docs) => {
+                    for doc in docs {
+                        debug!(%doc, peer = %a.peer, "digests differ; reconciling");
+                        let _ = self.apply(doc, Input::Reconcile(actor)).await;
+                    }
+                }
+                None => self.malformed_digest(a.peer, "a listing of the wrong size"),
+            },
+            Ok(DigestResponse::Refused(why)) => {
+                debug!(peer = %a.peer, "peer refused a digest comparison: {why}");
+            }
+            Err(e) => debug!(peer = %a.peer, "digest comparison failed: {e}"),
+        }
+    }
+
+    fn malformed_digest(&mut self, peer: PeerId, why: &str) {
+        debug!(%peer, "malformed digest answer: {why}");
+        let _ = self.overlay.strike(peer);
+    }
+
+    /// A peer compares the documents it shares with this node.
+    pub(super) fn serve_digest(&mut self, peer: PeerId, data: &[u8], responder: Responder) {
+        let now = Instant::now();
+        let fresh = |start: &Instant| now.duration_since(*start) < SERVE_WINDOW;
+        if self.digest_served.len() >= SERVED_PEERS {
+            self.digest_served.retain(|_, (start, _)| fresh(start));
+        }
+        let room = self.digest_served.len() < SERVED_PEERS;
+        let allowed = match self.digest_served.get_mut(&peer) {
+            Some((start, n)) if fresh(start) => {
+                *n += 1;
+                *n <= SERVE_BURST
+            }
+            Some(window) => {
+                *window = (now, 1);
+                true
+            }
+            None if room => {
+                self.digest_served.insert(peer, (now, 1));
+                true
+            }
+            None => false,
+        };
+        if !allowed {
+            let busy = DigestResponse::Refused("busy".into());
+            let _ = self.overlay.respond(responder, busy.encode());
+            return;
+        }
+        let response = match (actor_of_peer(&peer), DigestRequest::decode(data)) {
+            (None, _) => DigestResponse::Refused("only Ed25519 peers replicate documents".into()),
+            (Some(_), Err(e)) => {
+                let _ = self.overlay.strike(peer);
+                DigestResponse::Refused(format!("malformed: {e}"))
+            }
+            (Some(actor), Ok(DigestRequest::Total(theirs))) => {
+                let shared = self.shared_with(&actor);
+                if digests::total(&shared) == theirs {
+                    DigestResponse::Same
+                } else {
+                    DigestResponse::Buckets(digests::buckets(&shared))
+                }
+            }
+            (Some(actor), Ok(DigestRequest::Docs(wanted))) => {
+                DigestResponse::Docs(digests::listing(&self.shared_with(&actor), &wanted))
+            }
+        };
+        let _ = self.overlay.respond(responder, response.encode());
+    }
+}
