@@ -23,6 +23,8 @@ pub(super) struct Hosted {
     pub meta: DocMeta,
     pub replica: Replica,
     pub watchers: Vec<lossy::Sender<Changed>>,
+    /// The replica's digest, kept until its next input (see [`Hosted::digest`]).
+    digest: Option<[u8; 8]>,
 }
 
 impl Hosted {
@@ -32,7 +34,26 @@ impl Hosted {
             meta,
             replica,
             watchers: Vec::new(),
+            digest: None,
         }
+    }
+
+    /// The replica's [`Replica::state_digest`], computed once per change: digest
+    /// comparisons read every shared document's, every few seconds.
+    pub fn digest(&mut self) -> [u8; 8] {
+        *self
+            .digest
+            .get_or_insert_with(|| self.replica.state_digest())
+    }
+
+    /// Feeds the replica an input (the only way it changes).
+    pub fn handle(
+        &mut self,
+        now_ms: u64,
+        input: lattice_crdt::sync::Input,
+    ) -> Result<(), lattice_crdt::sync::SyncError> {
+        self.digest = None;
+        self.replica.handle(now_ms, input)
     }
 
     pub fn name(&self) -> &str {

@@ -36,11 +36,11 @@ pub(super) struct Answer {
 
 impl Actor {
     /// The documents shared with `peer` (whose replicas list it), with their digests.
-    fn shared_with(&self, peer: &ActorId) -> Shared {
+    fn shared_with(&mut self, peer: &ActorId) -> Shared {
         self.docs
-            .iter()
+            .iter_mut()
             .filter(|(_, h)| h.replica.peers().any(|p| p == peer))
-            .map(|(id, h)| (*id, h.replica.state_digest()))
+            .map(|(id, h)| (*id, h.digest()))
             .collect()
     }
 

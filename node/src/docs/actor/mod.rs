@@ -475,7 +475,7 @@ impl Actor {
         } else {
             None
         };
-        let result = h.replica.handle(now_ms(), input);
+        let result = h.handle(now_ms(), input);
         self.drive(id, before).await;
         self.answer_joins(id, false);
         self.schedule(id);
