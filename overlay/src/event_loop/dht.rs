@@ -50,6 +50,8 @@ const NOT_FOUND: &str = "the DHT knows no address for this peer (give a full mul
 impl EventLoop {
     pub(super) fn provide(&mut self, key: Vec<u8>, reply: Reply<()>) {
         if self.queries.len() >= MAX_PENDING {
+            // Published by the schedule instead, once it comes due (15 s).
+            self.republish.published(key, false, Instant::now());
             return busy(reply);
         }
         match self
@@ -93,8 +95,9 @@ impl EventLoop {
             .insert(id, Query::FindPeer(Pending { deadline, reply }, peer));
     }
 
-    /// A step of a peer lookup: dial the peer as soon as some answer carries its
-    /// addresses; fail once the lookup has ended without them.
+    /// A peer lookup's result (kad reports it once, when the whole query ends): dial the
+    /// addresses it found for the peer, unless the lookup reached the peer already (see
+    /// [`EventLoop::found_by_identify`], which usually answers first).
     fn found_peers(&mut self, id: kad::QueryId, peers: &[kad::PeerInfo], last: bool) {
         let Some(Query::FindPeer(_, target)) = self.queries.get(&id) else {
             return;

@@ -110,6 +110,8 @@ pub(super) struct Actor {
     clocks: Clocks,
     /// When each document next looks its providers up (ms), and its current back-off.
     finds: HashMap<DocId, (u64, Duration)>,
+    /// Documents to announce once background work has room (at most one per document).
+    unannounced: BTreeSet<DocId>,
     /// This node's digest comparisons in flight (bounded), and whose turn is next.
     digests: JoinSet<digests::Answer>,
     digest_turn: usize,
@@ -158,6 +160,7 @@ impl Actor {
             seeds: now_ms(),
             clocks: Clocks::default(),
             finds: HashMap::new(),
+            unannounced: BTreeSet::new(),
             digests: JoinSet::new(),
             digest_turn: 0,
             digest_served: HashMap::new(),
@@ -227,7 +230,9 @@ impl Actor {
                         self.sent(peer, size);
                     }
                 }
-                Some(_) = self.background.join_next(), if !self.background.is_empty() => {}
+                Some(_) = self.background.join_next(), if !self.background.is_empty() => {
+                    self.announce_waiting();
+                }
                 _ = compare.tick() => self.compare_next(),
                 Some(a) = self.digests.join_next(), if !self.digests.is_empty() => {
                     if let Ok(a) = a {
@@ -284,6 +289,8 @@ impl Actor {
     fn announce(&mut self, id: DocId) {
         self.find_soon(id);
         if self.background.len() >= MAX_BACKGROUND {
+            // Many documents at once (a start with hundreds stored): later, in turn.
+            self.unannounced.insert(id);
             return;
         }
         let overlay = self.overlay.clone();
@@ -618,7 +625,20 @@ impl Actor {
                 let _ = self.apply(id, Input::Fold).await;
             }
         }
+        self.announce_waiting();
         self.find_due();
+    }
+
+    /// Announces documents that waited for room in the background work.
+    fn announce_waiting(&mut self) {
+        while self.background.len() < MAX_BACKGROUND {
+            let Some(id) = self.unannounced.pop_first() else {
+                break;
+            };
+            if self.docs.contains_key(&id) {
+                self.announce(id);
+            }
+        }
     }
 }
 
