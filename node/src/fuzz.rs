@@ -1,5 +1,5 @@
 //! Fuzz targets for every decoder of untrusted bytes in the daemon: `/lattice/sync/1`,
-//! `/lattice/blob/1` and `/lattice/service/1` messages, control-socket frames and
+//! `/lattice/digest/1`, `/lattice/blob/1` and `/lattice/service/1` messages, control-socket frames and
 //! requests, and the records the store reads back. Each must never panic; the crdt's own
 //! decoders (messages, deltas, states, genesis) are in [`lattice_crdt::fuzz`].
 //!
@@ -14,7 +14,7 @@ use lattice_crdt::sync::Message;
 use crate::blobs::files;
 use crate::blobs::wire::{check_ranges, BlobRequest, BlobResponse};
 use crate::control::api::{self, Request};
-use crate::docs::wire::{SyncRequest, SyncResponse};
+use crate::docs::wire::{DigestRequest, DigestResponse, SyncRequest, SyncResponse};
 use crate::services::{Ask, Offer};
 use crate::store::{BlobMeta, DocMeta, ServiceAd};
 
@@ -100,6 +100,26 @@ pub fn control(data: &[u8]) {
     }
 }
 
+/// A `/lattice/digest/1` request or answer, and the comparisons made with what it carries.
+pub fn digest(data: &[u8]) {
+    use crate::docs::digests::{differing_buckets, differing_docs, listing, Shared};
+    let shared: Shared = (0..8u8)
+        .map(|i| (lattice_crdt::DocId([i * 31; 32]), [i; 8]))
+        .collect();
+    if let Ok(DigestRequest::Docs(wanted)) = DigestRequest::decode(data) {
+        let _ = listing(&shared, &wanted);
+    }
+    match DigestResponse::decode(data) {
+        Ok(DigestResponse::Buckets(b)) => {
+            let _ = differing_buckets(&shared, &b);
+        }
+        Ok(DigestResponse::Docs(d)) => {
+            let _ = differing_docs(&shared, &d);
+        }
+        _ => {}
+    }
+}
+
 /// Records the store reads back (a corrupt file is data too).
 pub fn stored(data: &[u8]) {
     let _ = codec::decode::<DocMeta>(data, 1 << 20);
@@ -108,9 +128,10 @@ pub fn stored(data: &[u8]) {
 }
 
 /// Every target of this crate, by name.
-pub const TARGETS: [(&str, lattice_crdt::fuzz::Target); 8] = [
+pub const TARGETS: [(&str, lattice_crdt::fuzz::Target); 9] = [
     ("sync_request", sync_request),
     ("sync_response", sync_response),
+    ("digest", digest),
     ("gossip", gossip),
     ("blob_request", blob_request),
     ("blob_response", blob_response),
@@ -128,6 +149,10 @@ pub fn seeds() -> Vec<Vec<u8>> {
     }
     out.push(SyncRequest::Genesis(lattice_crdt::DocId([3; 32])).encode());
     out.push(SyncResponse::Refused("no".into()).encode());
+    out.push(DigestRequest::Total([5; 16]).encode());
+    out.push(DigestRequest::Docs(vec![0, 13, 63]).encode());
+    out.push(DigestResponse::Buckets(vec![9; 512]).encode());
+    out.push(DigestResponse::Docs(vec![1; 80]).encode());
     out.push(
         BlobRequest::Ranges {
             hash: [1; 32],

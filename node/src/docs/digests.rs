@@ -8,14 +8,55 @@
 //! requester asks for the documents of the buckets that differ, one digest each. A
 //! document whose digests differ then gets an ordinary anti-entropy exchange.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
 
 use lattice_crdt::DocId;
+use lattice_overlay::PeerId;
 
 /// Buckets documents are spread over (by the first byte of their id).
 pub const BUCKETS: usize = 64;
 /// Most documents one listing carries (40 bytes each).
 pub const MAX_LISTED: usize = 65_536;
+
+/// Requests answered per peer per window: each costs a pass over every shared document.
+/// An honest peer asks once per round of its peers, plus one follow-up.
+pub const SERVE_WINDOW: Duration = Duration::from_secs(1);
+pub const SERVE_BURST: u32 = 4;
+/// Peers tracked at once; old windows are dropped first, and past this, strangers wait.
+pub const SERVED_PEERS: usize = 4_096;
+
+/// Which peers' requests to answer now: at most [`SERVE_BURST`] per [`SERVE_WINDOW`]
+/// each, [`SERVED_PEERS`] peers at once.
+#[derive(Debug, Default)]
+pub struct ServeLimit {
+    windows: HashMap<PeerId, (Instant, u32)>,
+}
+
+impl ServeLimit {
+    pub fn allow(&mut self, peer: PeerId, now: Instant) -> bool {
+        let fresh = |start: &Instant| now.duration_since(*start) < SERVE_WINDOW;
+        if self.windows.len() >= SERVED_PEERS {
+            self.windows.retain(|_, (start, _)| fresh(start));
+        }
+        let room = self.windows.len() < SERVED_PEERS;
+        match self.windows.get_mut(&peer) {
+            Some((start, n)) if fresh(start) => {
+                *n += 1;
+                *n <= SERVE_BURST
+            }
+            Some(window) => {
+                *window = (now, 1);
+                true
+            }
+            None if room => {
+                self.windows.insert(peer, (now, 1));
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// Shared documents and their replicas' digests.
 pub type Shared = BTreeMap<DocId, [u8; 8]>;
@@ -115,6 +156,26 @@ mod tests {
         let list = listing(&theirs, &wanted);
         assert_eq!(list.len(), 40 * 3, "three documents share that bucket");
         assert_eq!(differing_docs(&ours, &list).unwrap(), vec![DocId([77; 32])]);
+    }
+
+    #[test]
+    fn a_peer_is_answered_a_few_times_a_second_and_strangers_cannot_crowd_out_the_rest() {
+        let t0 = Instant::now();
+        let mut limit = ServeLimit::default();
+        let peer = PeerId::random();
+        for _ in 0..SERVE_BURST {
+            assert!(limit.allow(peer, t0));
+        }
+        assert!(!limit.allow(peer, t0), "over the burst");
+        assert!(limit.allow(peer, t0 + SERVE_WINDOW), "a new window");
+        // A flood of strangers fills the table; within the window nobody new gets in,
+        // and once it has passed their entries make room again.
+        for _ in 0..SERVED_PEERS {
+            limit.allow(PeerId::random(), t0 + SERVE_WINDOW);
+        }
+        assert!(!limit.allow(PeerId::random(), t0 + SERVE_WINDOW));
+        assert!(limit.allow(PeerId::random(), t0 + SERVE_WINDOW * 3));
+        assert!(limit.windows.len() <= SERVED_PEERS);
     }
 
     #[test]

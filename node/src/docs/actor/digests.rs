@@ -20,13 +20,6 @@ use crate::docs::wire::{DigestRequest, DigestResponse};
 pub(super) const DIGEST_EVERY: Duration = Duration::from_secs(2);
 /// Comparisons of this node's in flight at once.
 const MAX_IN_FLIGHT: usize = 4;
-/// A peer's requests are answered at most [`SERVE_BURST`] per [`SERVE_WINDOW`]: each costs
-/// a pass over every shared document. An honest peer asks once per round of its peers,
-/// plus one follow-up.
-const SERVE_WINDOW: Duration = Duration::from_secs(1);
-const SERVE_BURST: u32 = 4;
-/// Peers remembered at once for that; old windows are dropped first.
-const SERVED_PEERS: usize = 4_096;
 
 /// A comparison's answer, back in the actor.
 pub(super) struct Answer {
@@ -122,27 +115,7 @@ impl Actor {
 
     /// A peer compares the documents it shares with this node.
     pub(super) fn serve_digest(&mut self, peer: PeerId, data: &[u8], responder: Responder) {
-        let now = Instant::now();
-        let fresh = |start: &Instant| now.duration_since(*start) < SERVE_WINDOW;
-        if self.digest_served.len() >= SERVED_PEERS {
-            self.digest_served.retain(|_, (start, _)| fresh(start));
-        }
-        let room = self.digest_served.len() < SERVED_PEERS;
-        let allowed = match self.digest_served.get_mut(&peer) {
-            Some((start, n)) if fresh(start) => {
-                *n += 1;
-                *n <= SERVE_BURST
-            }
-            Some(window) => {
-                *window = (now, 1);
-                true
-            }
-            None if room => {
-                self.digest_served.insert(peer, (now, 1));
-                true
-            }
-            None => false,
-        };
+        let allowed = self.digest_served.allow(peer, Instant::now());
         if !allowed {
             let busy = DigestResponse::Refused("busy".into());
             let _ = self.overlay.respond(responder, busy.encode());

@@ -115,8 +115,8 @@ pub(super) struct Actor {
     /// This node's digest comparisons in flight (bounded), and whose turn is next.
     digests: JoinSet<digests::Answer>,
     digest_turn: usize,
-    /// Each peer's requests answered in its current window (bounded; see `digests.rs`).
-    digest_served: HashMap<PeerId, (std::time::Instant, u32)>,
+    /// Whose digest requests are answered now.
+    digest_served: crate::docs::digests::ServeLimit,
 }
 
 /// Replicas' own anti-entropy is a slow fallback: the digest comparisons with each peer
@@ -163,7 +163,7 @@ impl Actor {
             unannounced: BTreeSet::new(),
             digests: JoinSet::new(),
             digest_turn: 0,
-            digest_served: HashMap::new(),
+            digest_served: Default::default(),
         };
         for meta in a.store.docs().await? {
             let stored = a.store.load(meta.id()).await?;
