@@ -15,13 +15,14 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::acl::{Acl, AclOp};
 
 mod access;
 mod equivocation;
+mod exchange;
 mod receive;
 mod timers;
 use super::interface::{Config, Event, Input, Output, Stats, SyncError};
@@ -237,25 +238,6 @@ impl Replica {
         self.peers.iter()
     }
 
-    /// A digest of what this replica holds: its version vector and every author's chain,
-    /// what a summary carries. Two replicas with equal digests have nothing to exchange, so
-    /// peers compare these, many documents at once, before any summary is sent.
-    pub fn state_digest(&self) -> [u8; 8] {
-        let mut h = blake3::Hasher::new_derive_key("lattice replica digest v1");
-        for (author, seq) in self.log.vv().iter() {
-            h.update(&author.0);
-            h.update(&seq.to_le_bytes());
-        }
-        h.update(&[0xff]);
-        for (author, chain) in self.log.chains() {
-            h.update(&author.0);
-            h.update(&chain);
-        }
-        let mut out = [0u8; 8];
-        out.copy_from_slice(&h.finalize().as_bytes()[..8]);
-        out
-    }
-
     /// The next thing for the driver to do, in order.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -420,51 +402,6 @@ impl Replica {
                 }
             }
             self.acl = acl;
-        }
-    }
-
-    /// Starts an exchange with a random peer other than `except`, if there is one.
-    fn summary_to_random_peer(&mut self, except: Option<ActorId>) {
-        let candidates =
-            self.peers.len() - usize::from(except.is_some_and(|e| self.peers.contains(&e)));
-        if candidates == 0 {
-            return;
-        }
-        let i = self.rng.random_range(0..candidates);
-        if let Some(peer) = self
-            .peers
-            .iter()
-            .filter(|p| Some(**p) != except)
-            .nth(i)
-            .copied()
-        {
-            self.send_summary(peer, true);
-        }
-    }
-
-    fn send_summary(&mut self, to: ActorId, reply: bool) {
-        if self.catching_up && self.asked_ms.is_none() {
-            self.asked_ms = Some(self.now_ms);
-        }
-        let msg = Message::Summary {
-            doc: self.doc.id(),
-            vv: self.log.vv().clone(),
-            reply,
-            chains: self.log.chains(),
-            recovering: self.catching_up,
-        };
-        self.outputs.push_back(Output::Send { to, msg });
-    }
-
-    /// Sends `to` a batch of deltas, if there are any.
-    fn send_deltas(&mut self, to: ActorId, deltas: Vec<SignedDelta>, more: bool) {
-        if !deltas.is_empty() {
-            let msg = Message::Deltas {
-                doc: self.doc.id(),
-                deltas,
-                more,
-            };
-            self.outputs.push_back(Output::Send { to, msg });
         }
     }
 
