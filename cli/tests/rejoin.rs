@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use lattice_testnet::daemon::Daemon;
 use lattice_testnet::netns::{self, Lab, NatKind};
-use serde_json::Value;
 
 mod common;
 
@@ -16,11 +15,16 @@ use common::{
     addr_at, create_doc, run_ok, skip, wait_converged, wait_for_ok, Net, BIN, LAB_LISTEN,
 };
 
-fn listen_addrs(d: &Daemon) -> Vec<Value> {
-    run_ok(d, &["id"])["listen_addrs"]
+/// The daemon's listen addresses, sorted: TCP and QUIC listeners report in either order.
+fn listen_addrs(d: &Daemon) -> Vec<String> {
+    let mut addrs: Vec<String> = run_ok(d, &["id"])["listen_addrs"]
         .as_array()
-        .cloned()
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    addrs.sort();
+    addrs
 }
 
 fn connected_to(d: &Daemon, peer: &str) -> bool {
