@@ -125,6 +125,11 @@ pub struct DaemonArgs {
     /// collected oldest first beyond it. Blobs added here, and pinned ones, never are.
     #[arg(long, value_name = "SIZE")]
     pub blob_quota: Option<String>,
+    /// Defaults for this kind of machine: default, or small (a DHT client serving no
+    /// relay, 8-16 peers, small caches, 1G blob quota); other flags and config.toml
+    /// override it setting by setting.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
     /// Log format: text or json. Filter with LATTICE_LOG (or RUST_LOG).
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,

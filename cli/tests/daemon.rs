@@ -59,6 +59,53 @@ fn three_daemons_find_each_other_through_the_dht() {
 }
 
 #[test]
+fn the_small_profile_makes_a_dht_client_with_a_small_connection_target() {
+    let mut net = Net::new();
+    let a = net.start(&[]);
+    let boot = net.nodes[a].addr().unwrap();
+    let b = net.start(&[
+        "--profile".into(),
+        "small".into(),
+        "--bootstrap".into(),
+        boot,
+    ]);
+    let (na, nb) = (&net.nodes[a], &net.nodes[b]);
+    let sa = run_ok(na, &["status"]);
+    assert_eq!(sa["connection_target"]["low"], 32, "{sa}");
+    assert_eq!(sa["connection_target"]["high"], 64, "{sa}");
+    let sb = run_ok(nb, &["status"]);
+    assert_eq!(sb["connection_target"]["low"], 8, "{sb}");
+    assert_eq!(sb["connection_target"]["high"], 16, "{sb}");
+    assert_eq!(sb["relay_service"], false, "{sb}");
+    let text = String::from_utf8_lossy(&nb.cli(&["status"]).unwrap().stdout).into_owned();
+    assert!(text.contains("8-16 peers when idle"), "{text}");
+    // B asks the DHT but answers nobody: A keeps it out of its routing table.
+    let b_id = nb.peer_id().unwrap();
+    wait_for("A to see B connected", WAIT, EVERY, || {
+        Ok(has_peer(&peers(na), &b_id, |p| p["connected"] == true).then_some(()))
+    })
+    .unwrap();
+    // Identify has run once B has A in its table (it learns A's kad support from it).
+    wait_for("B's routing table to hold A", WAIT, EVERY, || {
+        let a_id = na.peer_id()?;
+        Ok(has_peer(&peers(nb), &a_id, |p| p["in_dht"] == true).then_some(()))
+    })
+    .unwrap();
+    assert!(
+        has_peer(&peers(na), &b_id, |p| p["in_dht"] == false),
+        "a DHT client in A's routing table"
+    );
+    // A profile that does not exist is refused, naming the choices.
+    let out = std::process::Command::new(BIN)
+        .args(["daemon", "--profile", "tiny", "--data-dir"])
+        .arg(net.dir("bad"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("default or small"));
+}
+
+#[test]
 fn blocking_a_peer_disconnects_it_and_keeps_it_out_until_unblocked() {
     let mut net = Net::new();
     let a = net.start(&[]);

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The overlay types a configuration is made of, for callers that build one.
-pub use lattice_overlay::{Addr, DhtMode, Reachability, RelayLimits};
+pub use lattice_overlay::{Addr, ConnectionTarget, DhtMode, Reachability, RelayLimits};
 use serde::Deserialize;
 
 /// The platform allows this many bytes in a Unix socket path (108 with the terminating
@@ -54,6 +54,70 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
+/// A set of defaults, which the config file and flags override one by one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// For laptops and servers.
+    #[default]
+    Default,
+    /// For small devices (a Raspberry Pi, a sensor gateway): a DHT client that serves no
+    /// relay, 8 to 16 peers kept connected, smaller caches and budgets, and a 1 GiB blob
+    /// quota.
+    Small,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "default" => Ok(Profile::Default),
+            "small" => Ok(Profile::Small),
+            o => Err(format!("unknown profile {o:?}: expected default or small")),
+        }
+    }
+}
+
+impl Profile {
+    pub fn dht_mode(self) -> DhtMode {
+        match self {
+            // Answering DHT queries for strangers costs memory and bandwidth.
+            Profile::Small => DhtMode::Client,
+            Profile::Default => DhtMode::Server,
+        }
+    }
+
+    pub fn relay_service(self) -> bool {
+        self == Profile::Default
+    }
+
+    pub fn connection_target(self) -> ConnectionTarget {
+        match self {
+            Profile::Small => ConnectionTarget {
+                low: 8,
+                high: 16,
+                ..ConnectionTarget::default()
+            },
+            Profile::Default => ConnectionTarget::default(),
+        }
+    }
+
+    pub fn blob_quota(self) -> Option<u64> {
+        match self {
+            Profile::Small => Some(1 << 30),
+            Profile::Default => None,
+        }
+    }
+
+    /// Bytes of the database kept in memory.
+    pub fn store_cache(self) -> usize {
+        match self {
+            Profile::Small => 4 << 20,
+            Profile::Default => crate::store::DEFAULT_CACHE,
+        }
+    }
+}
+
 /// `config.toml`: every field optional; flags override it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +140,32 @@ pub struct FileConfig {
     pub reachability: Option<String>,
     /// The relay service's limits.
     pub relay: Option<RelayFile>,
+    /// `default` or `small`: the defaults everything else here overrides.
+    pub profile: Option<String>,
+    /// Peers kept connected when idle.
+    pub connections: Option<ConnectionsFile>,
+    /// e.g. "16M": bytes of the database kept in memory.
+    pub store_cache: Option<String>,
+}
+
+/// `[connections]` in `config.toml`: past `high` connected peers, idle ones are
+/// disconnected down to `low` (peers the node needs stay; see docs/operations.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsFile {
+    pub low: Option<usize>,
+    pub high: Option<usize>,
+}
+
+impl ConnectionsFile {
+    /// The target this section sets over `base`, checked.
+    pub fn target(&self, base: ConnectionTarget) -> Result<ConnectionTarget, String> {
+        ConnectionTarget::new(
+            self.low
+                .unwrap_or(base.low.min(self.high.unwrap_or(usize::MAX))),
+            self.high.unwrap_or(base.high.max(self.low.unwrap_or(0))),
+        )
+    }
 }
 
 /// `[relay]` in `config.toml`: what this node gives as a relay. Unset fields keep their
@@ -160,6 +250,12 @@ pub struct Config {
     pub psk_file: Option<PathBuf>,
     /// Bytes of blobs kept before unpinned fetched ones are collected, oldest first.
     pub blob_quota: Option<u64>,
+    /// The preset the rest was resolved from; it also sets what has no knob of its own
+    /// (the overlay's budgets for peers' input, the connection limit).
+    pub profile: Profile,
+    pub connection_target: ConnectionTarget,
+    /// Bytes of the database kept in memory.
+    pub store_cache: usize,
     /// How long SIGTERM waits for in-flight control requests before exiting anyway.
     pub shutdown_grace: Duration,
 }
@@ -247,6 +343,47 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("mdsn"));
+    }
+
+    #[test]
+    fn profiles_and_connection_targets_parse_and_are_checked() {
+        assert_eq!("small".parse::<Profile>().unwrap(), Profile::Small);
+        assert!("tiny".parse::<Profile>().unwrap_err().contains("small"));
+        let base = Profile::Default.connection_target();
+        let only_high = ConnectionsFile {
+            low: None,
+            high: Some(10),
+        };
+        // A `high` under the default `low` pulls `low` down with it.
+        let t = only_high.target(base).unwrap();
+        assert_eq!((t.low, t.high), (10, 10));
+        let only_low = ConnectionsFile {
+            low: Some(100),
+            high: None,
+        };
+        let t = only_low.target(base).unwrap();
+        assert_eq!((t.low, t.high), (100, 100));
+        let upside_down = ConnectionsFile {
+            low: Some(9),
+            high: Some(3),
+        };
+        assert!(upside_down.target(base).is_err());
+        let zero = ConnectionsFile {
+            low: Some(0),
+            high: Some(0),
+        };
+        assert!(zero.target(base).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.toml");
+        std::fs::write(
+            &p,
+            "profile = \"small\"\nstore_cache = \"8M\"\n[connections]\nlow = 4\nhigh = 12\n",
+        )
+        .unwrap();
+        let c = FileConfig::load(&p).unwrap().unwrap();
+        assert_eq!(c.profile.as_deref(), Some("small"));
+        let t = c.connections.unwrap().target(base).unwrap();
+        assert_eq!((t.low, t.high), (4, 12));
     }
 
     #[test]

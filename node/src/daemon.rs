@@ -125,6 +125,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     net.relay_service = config.relay_service;
     net.relay_limits = config.relay_limits;
     net.reachability = config.reachability;
+    net.target = config.connection_target;
+    if config.profile == crate::config::Profile::Small {
+        // Input in the node's hands and answers not yet taken, all peers together; one
+        // peer's share stays as it is (a blob piece must fit).
+        net.max_connections = 64;
+        net.max_inbound_bytes = 16 << 20;
+        net.max_outbound_bytes = 32 << 20;
+    }
     if let Some(path) = &config.psk_file {
         net.psk = Some(crate::config::read_psk(path)?);
         // The pre-shared key protects TCP connections only.
@@ -136,11 +144,12 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     }
     net.listen = crate::ports::stable(&net.listen, dir, config.port)?;
     let db = dir.join("lattice.redb");
-    let (store, store_thread) =
-        Store::open(&db).map_err(|source| DaemonError::StoreUnreadable {
+    let (store, store_thread) = Store::open_cached(&db, config.store_cache).map_err(|source| {
+        DaemonError::StoreUnreadable {
             path: db.clone(),
             source,
-        })?;
+        }
+    })?;
     let known = crate::peer_store::load(&store, net.keypair.public().to_peer_id()).await?;
     if !known.is_empty() {
         info!(peers = known.len(), "rejoining through peers met before");

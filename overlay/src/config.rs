@@ -106,6 +106,46 @@ impl Default for RelayLimits {
     }
 }
 
+/// How many peers the connection manager keeps connected: past `high`, the least recently
+/// active peers it may close go until `low` are left (see `event_loop/trim.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionTarget {
+    pub low: usize,
+    pub high: usize,
+    /// A peer connected or active (a request or a gossip message either way) less than
+    /// this long ago is not trimmed.
+    pub idle: Duration,
+}
+
+/// The default [`ConnectionTarget::idle`].
+pub const TRIM_IDLE: Duration = Duration::from_secs(30);
+
+impl Default for ConnectionTarget {
+    fn default() -> Self {
+        ConnectionTarget {
+            low: 32,
+            high: 64,
+            idle: TRIM_IDLE,
+        }
+    }
+}
+
+impl ConnectionTarget {
+    /// `low..=high`, checked: `low <= high`, and `high` at least 1.
+    pub fn new(low: usize, high: usize) -> Result<Self, String> {
+        if high == 0 || low > high {
+            return Err(format!(
+                "connection target low {low}, high {high}: need 1 <= high and low <= high"
+            ));
+        }
+        Ok(ConnectionTarget {
+            low,
+            high,
+            idle: TRIM_IDLE,
+        })
+    }
+}
+
 /// Everything the overlay needs to start.
 #[derive(Clone)]
 pub struct Config {
@@ -129,6 +169,8 @@ pub struct Config {
     /// A private swarm: only peers with this key can even handshake. Disables QUIC,
     /// which cannot carry a pre-shared key.
     pub psk: Option<PreSharedKey>,
+    /// Peers kept connected when idle (the hard limit is [`Config::max_connections`]).
+    pub target: ConnectionTarget,
     /// Most established connections in all, and per peer.
     pub max_connections: u32,
     pub max_connections_per_peer: u32,
@@ -189,6 +231,7 @@ impl Config {
             relay_limits: RelayLimits::default(),
             reachability: Reachability::Auto,
             psk: None,
+            target: ConnectionTarget::default(),
             max_connections: 256,
             max_connections_per_peer: 4,
             max_memory_fraction: 0.9,

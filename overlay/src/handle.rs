@@ -33,6 +33,10 @@ pub struct Info {
     pub upnp: Option<String>,
     /// How a NAT on the way maps this node's port, per transport, from what peers see.
     pub mapping: Vec<crate::Observed>,
+    /// Peers the connection manager keeps connected when idle.
+    pub target: crate::ConnectionTarget,
+    /// Idle peers it has disconnected since start.
+    pub trimmed: u64,
 }
 
 /// Whether this node can be reached from outside.

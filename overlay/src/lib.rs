@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn, Instrument};
 
 pub use behaviour::MAX_TOPICS_PER_PEER;
-pub use config::{Config, DhtMode, Reachability, RelayLimits};
+pub use config::{Config, ConnectionTarget, DhtMode, Reachability, RelayLimits};
 pub use error::Error;
 pub use event::{Event, GossipId, Responder, Verdict};
 pub use event_loop::{circuit_relay, Mapping, Observed};

@@ -374,3 +374,40 @@ async fn responses_over_a_peers_outbound_budget_are_not_sent() {
         assert_eq!(ask(3).await.unwrap().len(), 3 * MIB / 4);
     }
 }
+
+#[tokio::test]
+async fn idle_peers_beyond_the_target_are_trimmed_and_the_gossip_mesh_stays() {
+    let idle = Duration::from_secs(3);
+    let (hub, _hrx) = node_with(vec![], |c| {
+        c.target = lattice_overlay::ConnectionTarget {
+            low: 2,
+            high: 4,
+            idle,
+        };
+    })
+    .await;
+    hub.subscribe("doc").await.unwrap();
+    let boot = addr_of(&hub).await;
+    // DHT clients, so none is a routing-table neighbour the manager would keep.
+    let mut leaves = Vec::new();
+    for _ in 0..8 {
+        leaves.push(node_with(vec![], |c| c.dht_mode = lattice_overlay::DhtMode::Client).await);
+    }
+    // A replica of the hub's document: in its gossip mesh.
+    leaves[0].0.subscribe("doc").await.unwrap();
+    for (leaf, _) in &leaves {
+        leaf.dial(boot.clone()).await.unwrap();
+    }
+    assert_eq!(hub.info().await.unwrap().connected_peers, 8);
+    eventually("the hub to trim its idle peers to the low mark", || async {
+        let info = hub.info().await.unwrap();
+        info.connected_peers <= 2 && info.trimmed >= 6
+    })
+    .await;
+    let replica = leaves[0].0.peer_id();
+    let peers = hub.peers().await.unwrap();
+    assert!(
+        peers.iter().any(|p| p.peer == replica && p.connected),
+        "the mesh peer was trimmed"
+    );
+}

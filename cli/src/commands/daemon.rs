@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use lattice_node::config::{self, FileConfig, LogFormat};
-use lattice_node::config::{Addr, DhtMode, Reachability};
+use lattice_node::config::{Addr, Profile, Reachability};
 use lattice_node::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -27,9 +27,19 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
     };
     let data_dir = config::data_dir(a.data_dir.as_deref())?;
     let socket = config::socket_path(g.socket.as_deref(), Some(&data_dir))?;
-    let dht_mode: DhtMode = match a.dht_mode.as_deref().or(file.dht_mode.as_deref()) {
+    let profile: Profile = match a.profile.as_deref().or(file.profile.as_deref()) {
+        Some(p) => p.parse().map_err(anyhow::Error::msg)?,
+        None => Profile::default(),
+    };
+    let dht_mode = match a.dht_mode.as_deref().or(file.dht_mode.as_deref()) {
         Some(m) => m.parse().map_err(anyhow::Error::msg)?,
-        None => DhtMode::default(),
+        None => profile.dht_mode(),
+    };
+    let connection_target = match &file.connections {
+        Some(c) => c
+            .target(profile.connection_target())
+            .map_err(|e| anyhow::anyhow!("[connections] in config.toml: {e}"))?,
+        None => profile.connection_target(),
     };
     // `--json` on the daemon asks for machine-readable output: JSON log lines.
     let log_format = match &a.log_format {
@@ -61,7 +71,7 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
         mdns: !a.no_mdns && file.mdns.unwrap_or(true),
         upnp: !a.no_upnp && file.upnp.unwrap_or(true),
         dht_mode,
-        relay_service: !a.no_relay_service && file.relay_service.unwrap_or(true),
+        relay_service: !a.no_relay_service && file.relay_service.unwrap_or(profile.relay_service()),
         relay_limits: relay_limits.unwrap_or_default(),
         reachability,
         metrics: a.metrics.or(file.metrics),
@@ -71,7 +81,14 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
             .as_deref()
             .or(file.blob_quota.as_deref())
             .map(config::parse_size)
-            .transpose()?,
+            .transpose()?
+            .or(profile.blob_quota()),
+        profile,
+        connection_target,
+        store_cache: match file.store_cache.as_deref() {
+            Some(s) => usize::try_from(config::parse_size(s)?)?,
+            None => profile.store_cache(),
+        },
         shutdown_grace: std::time::Duration::from_secs(5),
     };
     Ok((cfg, log_format))

@@ -51,6 +51,13 @@ pub fn status(g: &Global) -> anyhow::Result<ExitCode> {
         "peers       {} connected, {} in the DHT",
         s.peers, s.dht_peers
     );
+    if let Some(t) = s.connection_target {
+        let _ = writeln!(
+            text,
+            "target      {}-{} peers when idle ({} idle ones disconnected so far)",
+            t.low, t.high, s.trimmed_peers
+        );
+    }
     let _ = writeln!(text, "docs        {}", s.docs);
     let _ = writeln!(text, "blobs       {}", s.blobs);
     let _ = writeln!(text, "data dir    {}", s.data_dir);

@@ -28,6 +28,8 @@ pub use tables::{BlobMeta, Change, DocMeta, PeerRecord, ServiceAd};
 
 /// Requests waiting for the storage thread; writers wait when it is this far behind.
 const QUEUE: usize = 1_024;
+/// Bytes of the database kept in memory unless configured (`store_cache`).
+pub const DEFAULT_CACHE: usize = 64 << 20;
 /// Most queued writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 /// Times a failed commit is tried again once the reopened store shows it did not land.
@@ -148,8 +150,13 @@ impl StoreThread {
 impl Store {
     /// Opens (or creates) the database and starts its thread.
     pub fn open(path: &Path) -> Result<(Store, StoreThread), StoreError> {
+        Store::open_cached(path, DEFAULT_CACHE)
+    }
+
+    /// Opens the database keeping at most `cache` bytes of it in memory.
+    pub fn open_cached(path: &Path, cache: usize) -> Result<(Store, StoreThread), StoreError> {
         let path = path.to_path_buf();
-        Store::open_with(Box::new(move || tables::open(&path)))
+        Store::open_with(Box::new(move || tables::open(&path, cache)))
     }
 
     /// Opens the database with `open` (again after every failure) and starts its thread.

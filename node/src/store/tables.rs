@@ -105,8 +105,10 @@ pub enum Change {
     DelPeer(Vec<u8>),
 }
 
-pub(super) fn open(path: &Path) -> Result<redb::Database, StoreError> {
-    init(redb::Database::create(path)?)
+/// Opens (or creates) the database with a cache of `cache` bytes (redb's own default is
+/// 1 GiB, grown as pages are read: too much to leave unbounded on a small device).
+pub(super) fn open(path: &Path, cache: usize) -> Result<redb::Database, StoreError> {
+    init(redb::Builder::new().set_cache_size(cache).create(path)?)
 }
 
 /// Creates the tables a new database lacks.

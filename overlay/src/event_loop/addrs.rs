@@ -73,6 +73,17 @@ impl ConnectedAddrs {
         out
     }
 
+    /// The relays this node's relayed connections go through (as the dialling side
+    /// names them; accepted circuits come through the relays it holds reservations on).
+    pub(super) fn relays_in_use(&self) -> Vec<PeerId> {
+        self.0
+            .values()
+            .flatten()
+            .filter(|c| c.relayed)
+            .filter_map(|c| super::circuit_relay(&c.addr))
+            .collect()
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.0.values().map(Vec::len).sum()

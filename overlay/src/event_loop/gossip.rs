@@ -54,6 +54,8 @@ impl EventLoop {
                 message_id,
                 message,
             } => {
+                self.activity
+                    .active(&propagation_source, tokio::time::Instant::now());
                 let allowed = self
                     .rate
                     .allow(propagation_source, std::time::Instant::now());

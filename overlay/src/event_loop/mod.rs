@@ -41,6 +41,7 @@ mod peers;
 mod relays;
 mod republish;
 mod requests;
+mod trim;
 
 use addrs::ConnectedAddrs;
 use dht::Query;
@@ -50,6 +51,7 @@ pub use relays::circuit_relay;
 pub(crate) use relays::is_relayed;
 use relays::Relays;
 use republish::Republish;
+use trim::Activity;
 
 /// Replies of one kind waiting at once; more are refused as busy.
 const MAX_PENDING: usize = 1_024;
@@ -76,6 +78,9 @@ pub(crate) struct EventLoop {
     /// closes the connection instead).
     dials: HashMap<ConnectionId, Pending<PeerId>>,
     requests: HashMap<OutboundRequestId, Pending<Vec<u8>>>,
+    /// The peer each of [`EventLoop::requests`] went to (the connection manager keeps
+    /// them). Entries live no longer than their request.
+    outbound: HashMap<OutboundRequestId, PeerId>,
     /// Blob requests in flight, kept to be sent once more if their connection closes
     /// under them while another to the peer stays open (a relayed connection retired in
     /// favour of a direct one). Entries live no longer than their [`EventLoop::requests`].
@@ -110,6 +115,9 @@ pub(crate) struct EventLoop {
     republish: Republish,
     /// Publications of the schedule in flight, by query.
     republishing: HashMap<kad::QueryId, Vec<u8>>,
+    /// The connection manager: peers kept connected when idle, and when each was active.
+    target: crate::ConnectionTarget,
+    activity: Activity,
 }
 
 impl EventLoop {
@@ -131,6 +139,7 @@ impl EventLoop {
             metrics,
             dials: HashMap::new(),
             requests: HashMap::new(),
+            outbound: HashMap::new(),
             resend: HashMap::new(),
             queries: HashMap::new(),
             lookup_due: None,
@@ -156,6 +165,8 @@ impl EventLoop {
                 Instant::now(),
             ),
             republishing: HashMap::new(),
+            target: config.target,
+            activity: Activity::default(),
         }
     }
 
@@ -183,6 +194,7 @@ impl EventLoop {
                     self.look_after_relays();
                     self.retire_relayed();
                     self.republish_due();
+                    self.trim_connections();
                 }
             }
         }
@@ -356,6 +368,7 @@ impl EventLoop {
         expire_map(&mut self.requests, now, t);
         let requests = &self.requests;
         self.resend.retain(|id, _| requests.contains_key(id));
+        self.outbound.retain(|id, _| requests.contains_key(id));
         // Normally released by ResponseSent or InboundFailure; this is the backstop.
         self.responding
             .retain(|_, (deadline, _)| *deadline + t > now);

@@ -49,6 +49,8 @@ impl EventLoop {
             relayed_addrs: self.relays.relayed_addrs(),
             upnp: self.relays.upnp.clone(),
             mapping: self.observed.verdicts(&listen_addrs),
+            target: self.target,
+            trimmed: self.activity.trimmed(),
         }
     }
 
@@ -235,6 +237,7 @@ impl EventLoop {
                 };
                 self.addrs
                     .opened(peer_id, connection_id, addr.clone(), relayed);
+                self.activity.connected(peer_id, Instant::now());
                 let dialled = endpoint.is_dialer().then_some(&addr);
                 self.relay_connection_opened(connection_id, dialled);
                 // Once per peer, as PeerDisconnected is, so the two pair up.
@@ -260,6 +263,8 @@ impl EventLoop {
                     let _ = p.reply.send(Err(Error::Dial(msg)));
                 }
                 if num_established == 0 {
+                    self.activity.disconnected(&peer_id);
+                    self.relays.disconnected(&peer_id);
                     self.identified.remove(&peer_id);
                     self.rtt.remove(&peer_id);
                     self.emit(Event::PeerDisconnected { peer: peer_id });

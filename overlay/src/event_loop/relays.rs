@@ -64,6 +64,10 @@ pub(super) struct Relays {
     /// Confirmed reservations: relay → the circuit address it gave.
     reserved: HashMap<PeerId, Multiaddr>,
     cooldown: HashMap<PeerId, Instant>,
+    /// Peers using this node's relay service: whether each holds a reservation, and its
+    /// circuits open (as either end). Bounded by the service's own limits, and an entry
+    /// goes when its peer disconnects.
+    served: HashMap<PeerId, (bool, u32)>,
     last_check: Instant,
     pub(super) upnp: Option<String>,
 }
@@ -83,6 +87,7 @@ impl Relays {
             listeners: HashMap::new(),
             reserved: HashMap::new(),
             cooldown: HashMap::new(),
+            served: HashMap::new(),
             last_check: Instant::now(),
             upnp: None,
         }
@@ -94,6 +99,33 @@ impl Relays {
 
     pub(super) fn relayed_addrs(&self) -> Vec<Multiaddr> {
         self.reserved.values().cloned().collect()
+    }
+
+    /// Relays this node holds or asks for a reservation on, and peers it relays for.
+    pub(super) fn in_use(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.listeners
+            .values()
+            .copied()
+            .chain(self.served.keys().copied())
+    }
+
+    /// `peer` has no connection left: nothing of the relay service stays with it.
+    pub(super) fn disconnected(&mut self, peer: &PeerId) {
+        self.served.remove(peer);
+    }
+
+    /// A peer's reservation (`Some(held)`) or one of its circuits (`None`, `opened`)
+    /// changed on the relay service.
+    fn serve(&mut self, peer: PeerId, reservation: Option<bool>, opened: bool) {
+        let e = self.served.entry(peer).or_insert((false, 0));
+        match reservation {
+            Some(held) => e.0 = held,
+            None if opened => e.1 = e.1.saturating_add(1),
+            None => e.1 = e.1.saturating_sub(1),
+        }
+        if *e == (false, 0) {
+            self.served.remove(&peer);
+        }
     }
 
     fn wants_relays(&self) -> bool {
@@ -301,6 +333,32 @@ impl EventLoop {
 
     pub(super) fn relay_server_event(&mut self, e: relay::Event) {
         debug!(?e, "relay service");
+        let r = &mut self.relays;
+        match e {
+            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
+                r.serve(src_peer_id, Some(true), false)
+            }
+            relay::Event::ReservationClosed { src_peer_id }
+            | relay::Event::ReservationTimedOut { src_peer_id } => {
+                r.serve(src_peer_id, Some(false), false)
+            }
+            relay::Event::CircuitReqAccepted {
+                src_peer_id,
+                dst_peer_id,
+            } => {
+                r.serve(src_peer_id, None, true);
+                r.serve(dst_peer_id, None, true);
+            }
+            relay::Event::CircuitClosed {
+                src_peer_id,
+                dst_peer_id,
+                ..
+            } => {
+                r.serve(src_peer_id, None, false);
+                r.serve(dst_peer_id, None, false);
+            }
+            _ => {}
+        }
     }
 
     pub(super) fn dcutr_event(&mut self, e: dcutr::Event) {

@@ -45,6 +45,8 @@ impl EventLoop {
             self.deadline()
         };
         self.requests.insert(id, Pending { deadline, reply });
+        self.outbound.insert(id, peer);
+        self.activity.active(&peer, tokio::time::Instant::now());
     }
 
     pub(super) fn respond(&mut self, mut r: Responder, data: Vec<u8>) {
@@ -87,53 +89,67 @@ impl EventLoop {
         }
     }
 
+    /// A request from `peer`, or the answer to one of ours.
+    fn message(
+        &mut self,
+        protocol: Protocol,
+        peer: PeerId,
+        message: request_response::Message<Vec<u8>, Vec<u8>>,
+    ) {
+        match message {
+            request_response::Message::Request {
+                request,
+                channel,
+                request_id,
+            } => {
+                // Over budget: the channel is dropped and the peer's request fails at
+                // once, before it costs the node anything more.
+                let allowed = self.rate.allow(peer, std::time::Instant::now());
+                let charge = allowed
+                    .then(|| self.budget.charge(peer, request.len()))
+                    .flatten();
+                let Some(charge) = charge else {
+                    debug!(%peer, %protocol, len = request.len(), "request over the peer's budget; dropped");
+                    return;
+                };
+                self.emit(Event::Request {
+                    peer,
+                    protocol,
+                    data: request,
+                    responder: Responder {
+                        channel,
+                        peer,
+                        protocol,
+                        id: request_id,
+                        _charge: charge,
+                        out_budget: self.out_budget.clone(),
+                        reserved: None,
+                    },
+                });
+            }
+            request_response::Message::Response {
+                request_id,
+                response,
+            } => {
+                self.resend.remove(&request_id);
+                self.outbound.remove(&request_id);
+                if let Some(p) = self.requests.remove(&request_id) {
+                    let _ = p.reply.send(Ok(response));
+                }
+            }
+        }
+    }
+
     pub(super) fn request_event(
         &mut self,
         protocol: Protocol,
         e: request_response::Event<Vec<u8>, Vec<u8>>,
     ) {
         match e {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request,
-                    channel,
-                    request_id,
-                } => {
-                    // Over budget: the channel is dropped and the peer's request fails at
-                    // once, before it costs the node anything more.
-                    let allowed = self.rate.allow(peer, std::time::Instant::now());
-                    let charge = allowed
-                        .then(|| self.budget.charge(peer, request.len()))
-                        .flatten();
-                    let Some(charge) = charge else {
-                        debug!(%peer, %protocol, len = request.len(), "request over the peer's budget; dropped");
-                        return;
-                    };
-                    self.emit(Event::Request {
-                        peer,
-                        protocol,
-                        data: request,
-                        responder: Responder {
-                            channel,
-                            peer,
-                            protocol,
-                            id: request_id,
-                            _charge: charge,
-                            out_budget: self.out_budget.clone(),
-                            reserved: None,
-                        },
-                    });
-                }
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => {
-                    self.resend.remove(&request_id);
-                    if let Some(p) = self.requests.remove(&request_id) {
-                        let _ = p.reply.send(Ok(response));
-                    }
-                }
-            },
+            request_response::Event::Message { peer, message, .. } => {
+                self.activity.active(&peer, tokio::time::Instant::now());
+                self.message(protocol, peer, message)
+            }
             request_response::Event::OutboundFailure {
                 request_id,
                 error,
@@ -141,6 +157,7 @@ impl EventLoop {
                 ..
             } => {
                 debug!(%peer, %error, "request failed");
+                self.outbound.remove(&request_id);
                 let again = self.resend.remove(&request_id);
                 let Some(p) = self.requests.remove(&request_id) else {
                     return;
@@ -154,6 +171,7 @@ impl EventLoop {
                         debug!(%peer, "sending the blob request again on another connection");
                         let id = self.swarm.behaviour_mut().blob.send_request(&peer, data);
                         self.requests.insert(id, p);
+                        self.outbound.insert(id, peer);
                     }
                     _ => {
                         let _ = p.reply.send(Err(Error::Request(error.to_string())));

@@ -18,6 +18,13 @@ pub struct Status {
     pub peers: usize,
     /// Peers in the Kademlia routing table.
     pub dht_peers: usize,
+    /// The connection manager's target: past `high` connected peers, idle ones are
+    /// disconnected down to `low`.
+    #[serde(default)]
+    pub connection_target: Option<ConnectionTarget>,
+    /// Idle peers the connection manager disconnected since start.
+    #[serde(default)]
+    pub trimmed_peers: u64,
     pub docs: usize,
     pub blobs: usize,
     pub uptime_s: u64,
@@ -49,6 +56,13 @@ pub struct Status {
     /// writes that arrived by gossip in the last 10 minutes.
     #[serde(default)]
     pub clock_offsets: Vec<ClockOffset>,
+}
+
+/// `status`: how many peers the connection manager keeps connected.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct ConnectionTarget {
+    pub low: usize,
+    pub high: usize,
 }
 
 /// How a NAT maps this node's port on one transport, from the addresses peers saw its

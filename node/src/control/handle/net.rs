@@ -39,6 +39,11 @@ pub(super) async fn call(h: &Handlers, command: Command) -> Result<Answer, ApiEr
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 peers: info.connected_peers,
                 dht_peers: info.dht_peers,
+                connection_target: Some(api::ConnectionTarget {
+                    low: info.target.low,
+                    high: info.target.high,
+                }),
+                trimmed_peers: info.trimmed,
                 docs: h.docs.count().await?,
                 blobs: h.blobs.count(),
                 uptime_s: h.started.elapsed().as_secs(),
