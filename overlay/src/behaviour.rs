@@ -10,7 +10,7 @@ use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     autonat, connection_limits, dcutr, gossipsub, identify, kad, mdns, memory_connection_limits,
-    noise, ping, relay, request_response, tcp, upnp, yamux, Swarm, SwarmBuilder, Transport,
+    noise, ping, relay, request_response, tcp, yamux, Swarm, SwarmBuilder, Transport,
 };
 
 use crate::codec::FrameCodec;
@@ -36,7 +36,7 @@ pub(crate) struct Behaviour {
     /// Circuit relay v2 for peers that cannot be reached (see [`Config::relay_service`]).
     pub relay_server: Toggle<RelayServer>,
     pub dcutr: dcutr::Behaviour,
-    pub upnp: Toggle<upnp::tokio::Behaviour>,
+    pub upnp: Toggle<Upnp>,
     /// `/lattice/sync/1`: document anti-entropy.
     pub sync: request_response::Behaviour<FrameCodec>,
     /// `/lattice/blob/1`: verified blob chunk ranges.
@@ -48,6 +48,24 @@ pub(crate) struct Behaviour {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// UPnP port mapping, or nothing in a build without it.
+#[cfg(feature = "upnp")]
+pub(crate) type Upnp = libp2p::upnp::tokio::Behaviour;
+#[cfg(not(feature = "upnp"))]
+pub(crate) type Upnp = libp2p::swarm::dummy::Behaviour;
+
+fn upnp(on: bool) -> Option<Upnp> {
+    #[cfg(feature = "upnp")]
+    return on.then(Upnp::default);
+    #[cfg(not(feature = "upnp"))]
+    {
+        if on {
+            tracing::info!("UPnP is not in this build");
+        }
+        None
+    }
+}
 
 /// How long an idle connection stays open: long enough for the DHT and gossip to use it.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(120);
@@ -144,7 +162,7 @@ fn behaviour(
             .then(|| relay_server(peer_id, &cfg.relay_limits))
             .into(),
         dcutr: dcutr::Behaviour::new(peer_id),
-        upnp: cfg.upnp.then(upnp::tokio::Behaviour::default).into(),
+        upnp: upnp(cfg.upnp).into(),
         sync: rr(protocols::SYNC, cfg.request_timeout, cfg.max_request_bytes),
         // Blob requests name ranges and are small; only their answers are bulk. libp2p's
         // deadline covers both ways, so a small cap keeps a peer that trickles a request
@@ -184,7 +202,8 @@ fn relay_server(peer_id: libp2p::PeerId, l: &crate::config::RelayLimits) -> Rela
     RelayServer::new(peer_id, config)
 }
 
-/// Builds the swarm: TCP+Noise+Yamux, QUIC and DNS, or with a pre-shared key TCP through
+/// Builds the swarm: TCP+Noise+Yamux, QUIC (unless built without) and DNS, or with a
+/// pre-shared key TCP through
 /// the private-network handshake (QUIC cannot carry one), plus the relay client. Bytes on
 /// the wire, per transport stack and direction, are counted in `registry`
 /// (`libp2p_bandwidth_bytes_total`).
@@ -196,8 +215,22 @@ pub(crate) fn build_swarm(
     let swarm_cfg =
         |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
     let builder = SwarmBuilder::with_existing_identity(cfg.keypair.clone()).with_tokio();
+    // The same after the transports, whichever they are (the builder's type differs).
+    macro_rules! finish {
+        ($b:expr) => {
+            $b.with_dns()
+                .map_err(|e| transport_err(&e))?
+                .with_relay_client(noise::Config::new, yamux::Config::default)
+                .map_err(|e| transport_err(&e))?
+                .with_bandwidth_metrics(registry)
+                .with_behaviour(|key, relay| behaviour(cfg, key, relay))
+                .map_err(|e| transport_err(&e))?
+                .with_swarm_config(swarm_cfg)
+                .build()
+        };
+    }
     let swarm = match cfg.psk {
-        Some(psk) => builder
+        Some(psk) => finish!(builder
             .with_other_transport(|key| -> Result<_, BoxError> {
                 let noise = noise::Config::new(key)?;
                 Ok(
@@ -209,33 +242,19 @@ pub(crate) fn build_swarm(
                         .timeout(Duration::from_secs(20)),
                 )
             })
-            .map_err(|e| transport_err(&e))?
-            .with_dns()
-            .map_err(|e| transport_err(&e))?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
-            .map_err(|e| transport_err(&e))?
-            .with_bandwidth_metrics(registry)
-            .with_behaviour(|key, relay| behaviour(cfg, key, relay))
-            .map_err(|e| transport_err(&e))?
-            .with_swarm_config(swarm_cfg)
-            .build(),
-        None => builder
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .map_err(|e| transport_err(&e))?
-            .with_quic()
-            .with_dns()
-            .map_err(|e| transport_err(&e))?
-            .with_relay_client(noise::Config::new, yamux::Config::default)
-            .map_err(|e| transport_err(&e))?
-            .with_bandwidth_metrics(registry)
-            .with_behaviour(|key, relay| behaviour(cfg, key, relay))
-            .map_err(|e| transport_err(&e))?
-            .with_swarm_config(swarm_cfg)
-            .build(),
+            .map_err(|e| transport_err(&e))?),
+        None => {
+            let tcp = builder
+                .with_tcp(
+                    tcp::Config::default().nodelay(true),
+                    noise::Config::new,
+                    yamux::Config::default,
+                )
+                .map_err(|e| transport_err(&e))?;
+            #[cfg(feature = "quic")]
+            let tcp = tcp.with_quic();
+            finish!(tcp)
+        }
     };
     Ok(swarm)
 }

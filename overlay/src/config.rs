@@ -207,6 +207,19 @@ pub struct Config {
     pub max_inbound_per_sec: u32,
 }
 
+/// Every interface, a random port; TCP, and QUIC unless built without it.
+fn default_listen() -> Vec<Multiaddr> {
+    let mut v = vec!["/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr")];
+    if cfg!(feature = "quic") {
+        v.push(
+            "/ip4/0.0.0.0/udp/0/quic-v1"
+                .parse()
+                .expect("valid multiaddr"),
+        );
+    }
+    v
+}
+
 impl Config {
     /// Whether this node serves as a relay: asked to, and not known to be unreachable.
     pub fn serves_relay(&self) -> bool {
@@ -216,12 +229,7 @@ impl Config {
     pub fn new(keypair: Keypair) -> Self {
         Config {
             keypair,
-            listen: vec![
-                "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
-                "/ip4/0.0.0.0/udp/0/quic-v1"
-                    .parse()
-                    .expect("valid multiaddr"),
-            ],
+            listen: default_listen(),
             bootstrap: Vec::new(),
             known_peers: Vec::new(),
             mdns: true,

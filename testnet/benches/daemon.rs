@@ -1,6 +1,7 @@
 //! Daemon figures for docs/benchmarks.md: time from start to a ready control socket,
-//! `status` round trips through the socket (p50/p99 over 1,000 calls), and the idle RSS of
-//! one daemon after 30 s with the DHT, gossipsub, mDNS and UPnP on.
+//! `status` round trips through the socket (p50/p99 over 1,000 calls), and the idle memory
+//! (RSS, PSS, anonymous) of a daemon after 30 s with the DHT, gossipsub, mDNS and UPnP on,
+//! for one or several binaries (`LATTICE_MEM_BINS`, e.g. the release and `iot` builds).
 //!
 //! Build the release binary first, then run:
 //! `cargo build --release && cargo bench -p lattice-testnet --bench daemon`
@@ -9,7 +10,7 @@
 //! machine; without root it runs with mDNS and UPnP off and says so.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -17,19 +18,6 @@ use lattice_node::control::api::{method, NoParams, Status};
 use lattice_node::control::Client;
 use lattice_testnet::bench::{binary, percentile};
 use lattice_testnet::daemon::{wait_for, Daemon};
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("no value")?
-        .parse()?)
-}
 
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; `cargo test --benches` would too. Only run for real
@@ -75,7 +63,7 @@ fn main() -> Result<()> {
     );
     drop(d);
 
-    idle_rss(&bin, &tmp.join("idle"))?;
+    idle_memory(&bin, &tmp.join("idle"))?;
     Ok(())
 }
 
@@ -86,18 +74,46 @@ fn tempfile_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn idle_rss(bin: &std::path::Path, dir: &std::path::Path) -> Result<()> {
+/// Resident memory of a process from `/proc/PID/smaps_rollup`, in KiB: everything
+/// mapped in (`Rss`), the process's share of pages it shares with others (`Pss`), and
+/// memory it allocated itself (`Anonymous`).
+#[derive(Clone, Copy, Debug)]
+struct Memory {
+    rss: u64,
+    pss: u64,
+    anon: u64,
+}
+
+fn memory(pid: u32) -> Result<Memory> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let field = |name: &str| -> Result<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .with_context(|| format!("no {name} in smaps_rollup"))?
+            .parse()
+            .map_err(Into::into)
+    };
+    Ok(Memory {
+        rss: field("Rss:")?,
+        pss: field("Pss:")?,
+        anon: field("Anonymous:")?,
+    })
+}
+
+/// Starts an idle daemon of `bin` in `dir`: as root in a network namespace of its own
+/// holding only loopback (so mDNS and UPnP stay on this machine), listening on its
+/// defaults; otherwise on 127.0.0.1 TCP with mDNS and UPnP off.
+fn idle_daemon(bin: &str, dir: &std::path::Path, root: bool) -> Result<Child> {
     std::fs::create_dir_all(dir)?;
-    let socket = dir.join("lattice.sock");
-    let root = nix::unistd::geteuid().is_root();
+    // `bin` may carry daemon arguments after the path: "target/iot/lattice --profile small".
+    let (path, args) = bin.split_once(' ').unwrap_or((bin, ""));
     let daemon = format!(
-        "{} daemon --data-dir {} --socket {} --listen /ip4/127.0.0.1/tcp/0 --listen /ip4/127.0.0.1/udp/0/quic-v1",
-        bin.display(),
+        "{path} daemon --data-dir {} --socket {} {args}",
         dir.join("data").display(),
-        socket.display()
+        dir.join("lattice.sock").display()
     );
-    let mut child = if root {
-        // A private network namespace with only loopback: mDNS and UPnP stay on this machine.
+    let child = if root {
         Command::new("unshare")
             .args([
                 "-n",
@@ -110,38 +126,86 @@ fn idle_rss(bin: &std::path::Path, dir: &std::path::Path) -> Result<()> {
             .spawn()?
     } else {
         Command::new("sh")
-            .args(["-c", &format!("exec {daemon} --no-mdns --no-upnp")])
+            .args([
+                "-c",
+                &format!("exec {daemon} --listen /ip4/127.0.0.1/tcp/0 --no-mdns --no-upnp"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?
     };
+    Ok(child)
+}
+
+/// Idle memory of every binary in `LATTICE_MEM_BINS` (comma-separated, each a path and
+/// perhaps daemon arguments; default the one benchmarked), each measured after
+/// `LATTICE_MEM_SECS` (default 30), in turn, `LATTICE_MEM_ROUNDS` times (default 3): the
+/// binaries are compared within each round, as this machine's load varies.
+fn idle_memory(default_bin: &std::path::Path, dir: &std::path::Path) -> Result<()> {
+    let bins: Vec<String> = match std::env::var("LATTICE_MEM_BINS") {
+        Ok(list) => list.split(',').map(|b| b.trim().to_owned()).collect(),
+        Err(_) => vec![default_bin.display().to_string()],
+    };
+    let rounds: usize = std::env::var("LATTICE_MEM_ROUNDS")
+        .map_or(Ok(3), |r| r.parse())
+        .context("LATTICE_MEM_ROUNDS")?;
+    let secs: u64 = std::env::var("LATTICE_MEM_SECS")
+        .map_or(Ok(30), |r| r.parse())
+        .context("LATTICE_MEM_SECS")?;
+    let root = nix::unistd::geteuid().is_root();
+    let mut seen: Vec<Vec<Memory>> = vec![Vec::new(); bins.len()];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let ready = wait_for(
-        "the idle daemon",
-        Duration::from_secs(30),
-        Duration::from_millis(50),
-        || Ok(rt.block_on(Client::connect(&socket)).ok().map(|_| ())),
-    );
-    if let Err(e) = ready {
-        let _ = child.kill();
-        return Err(e);
+    // One at a time: two daemons of one binary share its code pages, which then stay
+    // resident in both.
+    for round in 0..rounds {
+        for (i, bin) in bins.iter().enumerate() {
+            let d = dir.join(format!("idle-{round}-{i}"));
+            let mut child = idle_daemon(bin, &d, root)?;
+            let socket = d.join("lattice.sock");
+            let ready = wait_for(
+                "the idle daemon",
+                Duration::from_secs(30),
+                Duration::from_millis(50),
+                || Ok(rt.block_on(Client::connect(&socket)).ok().map(|_| ())),
+            );
+            if ready.is_ok() {
+                std::thread::sleep(Duration::from_secs(secs));
+            }
+            let measured = ready.and_then(|()| memory(child.id()));
+            let _ = child.kill();
+            let _ = child.wait();
+            seen[i].push(measured?);
+        }
     }
-    std::thread::sleep(Duration::from_secs(30));
-    let rss = rss_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    let rss = rss?;
     let what = if root {
-        "DHT, gossipsub, mDNS and UPnP on"
+        "DHT, gossipsub, mDNS and UPnP (if built) on"
     } else {
         "DHT and gossipsub on; mDNS and UPnP off (not root)"
     };
-    println!(
-        "idle RSS after 30 s ({what}): {} KiB = {:.1} MiB",
-        rss,
-        rss as f64 / 1024.0
-    );
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    for (bin, ms) in bins.iter().zip(&seen) {
+        // Median (lowest-highest) over the rounds.
+        let spread = |f: fn(&Memory) -> u64| {
+            let mut v: Vec<u64> = ms.iter().map(f).collect();
+            v.sort();
+            format!(
+                "{:.1} MiB ({:.1}-{:.1})",
+                mib(v[v.len() / 2]),
+                mib(v[0]),
+                mib(v[v.len() - 1])
+            )
+        };
+        let path = bin.split(' ').next().unwrap_or(bin);
+        let size = std::fs::metadata(path)?.len();
+        println!(
+            "{bin}: binary {:.1} MB; idle after {secs} s ({what}), median of {rounds}: RSS {}, PSS {}, anonymous {}",
+            size as f64 / 1e6,
+            spread(|m| m.rss),
+            spread(|m| m.pss),
+            spread(|m| m.anon),
+        );
+    }
     Ok(())
 }

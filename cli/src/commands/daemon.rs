@@ -6,9 +6,9 @@ use anyhow::Context;
 use lattice_node::config::{self, FileConfig, LogFormat};
 use lattice_node::config::{Addr, Profile, Reachability};
 use lattice_node::Config;
-use tracing_subscriber::EnvFilter;
 
 use crate::args::{DaemonArgs, Global};
+use crate::memory;
 
 fn addrs(list: &[String], flag: &str) -> anyhow::Result<Vec<Addr>> {
     list.iter()
@@ -95,7 +95,11 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = std::env::var("LATTICE_LOG")
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let text = std::env::var("LATTICE_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         // libp2p's gossipsub logs every RPC it refuses from a peer at error level: a
@@ -104,38 +108,36 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|| {
             "info,libp2p_kad::behaviour=error,libp2p_gossipsub::behaviour=off".to_owned()
         });
-    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // `level` or `target=level`, comma-separated (regex-free, unlike an EnvFilter).
+    let filter = text.parse::<Targets>().unwrap_or_else(|e| {
+        eprintln!("lattice: ignoring LATTICE_LOG={text:?} ({e}); logging at info");
+        Targets::new().with_default(LevelFilter::INFO)
+    });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
-/// glibc gives every thread that allocates an arena of its own (up to eight per core) and
-/// keeps what is freed in it: after a burst of large answers built on blocking threads, tens
-/// of MiB stay resident for good (measured: +84 MiB under the flood test, +43 MiB with two
-/// arenas). Two arenas are plenty for a daemon whose work is mostly I/O.
-fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        LogFormat::Json => registry.with(layer.json()).init(),
+        LogFormat::Text => registry.with(layer).init(),
     }
 }
 
 pub fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<ExitCode> {
-    limit_malloc_arenas();
+    memory::limit_malloc_arenas();
     let (cfg, format) = config(g, &a)?;
     init_logging(format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if cfg.profile == Profile::Small {
+        // One worker (and its stack and allocator arena) is enough for a small device.
+        rt.worker_threads(1);
+    }
+    let rt = rt
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
+    rt.spawn(memory::give_back());
     rt.block_on(lattice_node::daemon::run(cfg))?;
     Ok(ExitCode::SUCCESS)
 }

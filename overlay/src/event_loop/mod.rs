@@ -355,6 +355,7 @@ impl EventLoop {
                 self.relay_server_event(e);
             }
             BehaviourEvent::Autonat(e) => self.autonat_event(e),
+            #[cfg(feature = "upnp")]
             BehaviourEvent::Upnp(e) => self.upnp_event(e),
             _ => {}
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol as AddrPart;
 use libp2p::swarm::ConnectionId;
-use libp2p::{autonat, dcutr, relay, upnp, Multiaddr, PeerId};
+use libp2p::{autonat, dcutr, relay, Multiaddr, PeerId};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -368,17 +368,20 @@ impl EventLoop {
         }
     }
 
-    pub(super) fn upnp_event(&mut self, e: upnp::Event) {
+    #[cfg(feature = "upnp")]
+    pub(super) fn upnp_event(&mut self, e: libp2p::upnp::Event) {
         let said = match e {
-            upnp::Event::NewExternalAddr { external_addr, .. } => {
+            libp2p::upnp::Event::NewExternalAddr { external_addr, .. } => {
                 info!(%external_addr, "UPnP mapped a port");
                 format!("mapped {external_addr}")
             }
-            upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+            libp2p::upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
                 format!("mapping of {external_addr} expired")
             }
-            upnp::Event::GatewayNotFound => "no UPnP gateway found".to_owned(),
-            upnp::Event::NonRoutableGateway => "the UPnP gateway is itself behind a NAT".to_owned(),
+            libp2p::upnp::Event::GatewayNotFound => "no UPnP gateway found".to_owned(),
+            libp2p::upnp::Event::NonRoutableGateway => {
+                "the UPnP gateway is itself behind a NAT".to_owned()
+            }
         };
         self.relays.upnp = Some(said);
     }
