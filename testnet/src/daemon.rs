@@ -9,6 +9,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use lattice_node::control::api::{method, Call, NoParams};
 use lattice_node::control::Client;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -224,22 +225,14 @@ impl Daemon {
 
     /// The node's peer id.
     pub fn peer_id(&self) -> Result<String> {
-        let id = self.json(&["id"])?;
-        id["peer_id"]
-            .as_str()
-            .map(str::to_owned)
-            .context("`id` has no peer_id")
+        Ok(call::<method::Id>(&self.socket, &NoParams)?.peer_id)
     }
 
     /// A dialable address: the first listen address with `/p2p/<peer id>`.
     pub fn addr(&self) -> Result<String> {
-        let id = self.json(&["id"])?;
-        let peer = id["peer_id"].as_str().context("no peer_id")?;
-        let a = id["listen_addrs"]
-            .get(0)
-            .and_then(|a| a.as_str())
-            .context("no listen address")?;
-        Ok(format!("{a}/p2p/{peer}"))
+        let id = call::<method::Id>(&self.socket, &NoParams)?;
+        let a = id.listen_addrs.first().context("no listen address")?;
+        Ok(format!("{a}/p2p/{}", id.peer_id))
     }
 
     /// Lets the daemon outlive this handle (and this process); returns its pid.
@@ -294,6 +287,17 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// One control call on `socket`, from synchronous code (no `lattice` process to start).
+pub fn call<M: Call>(socket: &Path, params: &M::Params) -> Result<M::Result> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut c = Client::connect(socket).await?;
+        Ok(c.call::<M>(params).await?)
+    })
 }
 
 /// Polls `check` every `every` until it returns `Ok(Some(v))`, or fails after `timeout`

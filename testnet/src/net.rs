@@ -12,7 +12,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::daemon::{wait_for, Daemon, START_TIMEOUT};
+use lattice_node::control::api::{method, NoParams};
+
+use crate::daemon::{call, wait_for, Daemon, START_TIMEOUT};
 use crate::manifest::{Manifest, Node};
 use crate::topology::{self, Hosts, Topology};
 
@@ -20,6 +22,9 @@ use crate::topology::{self, Hosts, Topology};
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `down` waits after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Nodes started at once by `up` (after node 0): enough to keep both cores busy while
+/// each daemon opens its store and listeners, few enough not to starve them.
+const STARTS_AT_ONCE: usize = 16;
 
 /// One node as `testnet status` reports it.
 #[derive(Clone, Debug, Serialize)]
@@ -68,7 +73,8 @@ fn gone(pid: u32, socket: &Path) -> bool {
 }
 
 impl Testnet {
-    /// Starts `n` nodes in `dir`; returns once every node is connected to node 0.
+    /// Starts `n` nodes in `dir`; returns once every node has node 0 in its routing table
+    /// (or is connected to it).
     /// `progress(started, n)` is called as nodes come up.
     pub fn up(
         bin: &Path,
@@ -134,9 +140,20 @@ impl Testnet {
             })?;
             progress("hosts", n, n);
         }
-        for i in 0..n {
-            net.start_node(i)?;
-            progress("started", i + 1, n);
+        // Node 0 first: the others bootstrap from it. Then a batch at a time, started
+        // together and waited for together.
+        net.start_node(0)?;
+        progress("started", 1, n);
+        let rest: Vec<usize> = (1..n).collect();
+        for batch in rest.chunks(STARTS_AT_ONCE) {
+            let mut starting = Vec::with_capacity(batch.len());
+            for &i in batch {
+                starting.push((i, net.spawn_node(i)?));
+            }
+            for (i, d) in starting {
+                net.finish_node(i, d)?;
+                progress("started", i + 1, n);
+            }
         }
         if n > 1 {
             let boot = net.manifest.nodes[0]
@@ -148,13 +165,14 @@ impl Testnet {
                 wait_for(
                     &format!("node {i} to join node 0"),
                     JOIN_TIMEOUT,
-                    Duration::from_millis(100),
+                    Duration::from_millis(50),
                     || {
-                        let peers = net.cli_json(i, &["peers"])?;
-                        let joined = peers.as_array().is_some_and(|a| {
-                            a.iter()
-                                .any(|p| p["peer_id"] == boot.as_str() && p["connected"] == true)
-                        });
+                        let peers = call::<method::Peers>(&node.socket, &NoParams)?;
+                        // Connected, or in the routing table: node 0's connection
+                        // manager may have closed an idle connection by now.
+                        let joined = peers
+                            .iter()
+                            .any(|p| p.peer_id == boot && (p.connected || p.in_dht));
                         Ok(joined.then_some(()))
                     },
                 )
@@ -196,6 +214,12 @@ impl Testnet {
 
     /// Starts node `i` (detached), records its pid and address.
     fn start_node(&mut self, i: usize) -> Result<()> {
+        let d = self.spawn_node(i)?;
+        self.finish_node(i, d)
+    }
+
+    /// Starts node `i`'s daemon and records its pid, without waiting for it.
+    fn spawn_node(&mut self, i: usize) -> Result<Daemon> {
         // A daemon that was just killed may still hold its data dir's lock for a moment
         // (and one started by someone else may hold it for good): wait for it, briefly.
         let data = self.node_dir(i).join("data");
@@ -237,11 +261,22 @@ impl Testnet {
         args.extend(self.manifest.daemon_args.iter().cloned());
         let (bin, dir) = (&self.manifest.bin, self.node_dir(i));
         let netns = host.as_ref().map(|h| h.netns.as_str());
-        let mut d = Daemon::spawn_own_group(netns, bin, &dir, &args)
+        let d = Daemon::spawn_own_group(netns, bin, &dir, &args)
             .with_context(|| format!("node {i} did not start"))?;
         // On record before the wait: `down` after an interrupted `up` stops it too.
         self.manifest.nodes[i].pid = d.pid();
         self.manifest.save(&self.dir)?;
+        Ok(d)
+    }
+
+    /// Waits for node `i`'s daemon to answer, then records its peer id and address and
+    /// lets it run on its own.
+    fn finish_node(&mut self, i: usize, mut d: Daemon) -> Result<()> {
+        let host = self
+            .manifest
+            .netns
+            .as_ref()
+            .and_then(|h| h.hosts.get(i).cloned());
         d.wait_ready(START_TIMEOUT)
             .with_context(|| format!("node {i} did not start"))?;
         let peer_id = d.peer_id()?;
@@ -306,9 +341,9 @@ impl Testnet {
             .map(|n| {
                 let alive = n.pid.is_some_and(|p| is_our_daemon(p, &n.socket));
                 let peers = if alive {
-                    self.cli_json(n.index, &["status"])
+                    call::<method::Status>(&n.socket, &NoParams)
                         .ok()
-                        .and_then(|s| s["peers"].as_u64())
+                        .map(|s| s.peers as u64)
                 } else {
                     None
                 };

@@ -13,6 +13,7 @@
 //!   UPnP.
 //! - `requests.rs`: the request-response protocols: requests out, requests in, responses
 //!   held against the per-peer budget.
+//! - `trim.rs`: the connection manager, which closes idle peers beyond the target.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
