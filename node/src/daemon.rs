@@ -133,6 +133,15 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         net.max_inbound_bytes = 16 << 20;
         net.max_outbound_bytes = 32 << 20;
     }
+    let limit = net.max_connections as usize;
+    if net.target.high > limit {
+        warn!(
+            high = net.target.high,
+            limit, "the connection target is above the connection limit; using the limit"
+        );
+        net.target.high = limit;
+        net.target.low = net.target.low.min(limit);
+    }
     if let Some(path) = &config.psk_file {
         net.psk = Some(crate::config::read_psk(path)?);
         // The pre-shared key protects TCP connections only.

@@ -240,6 +240,7 @@ mod tests {
             connected,
             relayed: false,
             in_dht: true,
+            breaker: lattice_overlay::breaker::State::Closed { failures: 0 },
         }
     }
 

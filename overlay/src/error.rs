@@ -23,6 +23,9 @@ pub enum Error {
     BadAddr { addr: String, reason: String },
     #[error("request failed: {0}")]
     Request(String),
+    /// The peer's circuit breaker is open: its recent requests kept failing.
+    #[error("peer {0} keeps failing; not asked again for {1:?} (circuit breaker open)")]
+    Unavailable(libp2p::PeerId, Duration),
     #[error("gossip: {0}")]
     Gossip(String),
     #[error("DHT: {0}")]

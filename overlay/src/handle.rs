@@ -62,6 +62,8 @@ pub struct PeerInfo {
     pub relayed: bool,
     /// In this node's Kademlia routing table.
     pub in_dht: bool,
+    /// Whether requests to it go (see [`crate::breaker`]).
+    pub breaker: crate::breaker::State,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, Error>>;

@@ -16,6 +16,7 @@
 
 pub mod access;
 mod behaviour;
+pub mod breaker;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -134,6 +135,9 @@ pub async fn spawn(
     }
     let (tx, commands) = mpsc::channel(handle::COMMAND_CAPACITY);
     let (events, rx) = mpsc::channel(EVENT_CAPACITY);
+    let breaker_metrics = registry
+        .as_deref_mut()
+        .map(breaker::BreakerMetrics::register);
     let metrics = registry.map(libp2p::metrics::Metrics::new);
     let budgets = (
         policy::Budget::new(config.max_inbound_bytes, config.max_inbound_bytes_per_peer),
@@ -147,7 +151,7 @@ pub async fn spawn(
         commands,
         events,
         &config,
-        metrics,
+        (metrics, breaker_metrics),
         budgets,
         policy::RateLimit::new(
             config.max_inbound_per_sec,

@@ -326,7 +326,18 @@ async fn requests_over_a_peers_byte_budget_never_reach_the_node() {
         a.respond(r, b"ok".to_vec()).unwrap();
     }
     let peer = a.peer_id();
-    let late = tokio::spawn(async move { b.request(peer, Protocol::Sync, vec![1; MIB]).await });
+    // Seven refusals in a row opened B's circuit breaker on A: the request goes once the
+    // back-off it names is over.
+    let late = tokio::spawn(async move {
+        loop {
+            match b.request(peer, Protocol::Sync, vec![1; MIB]).await {
+                Err(lattice_overlay::Error::Unavailable(_, wait)) => {
+                    tokio::time::sleep(wait + Duration::from_millis(10)).await
+                }
+                other => return other,
+            }
+        }
+    });
     let got = timeout(LIMIT, async {
         loop {
             if let Some(Event::Request { .. }) = arx.recv().await {
@@ -378,10 +389,11 @@ async fn responses_over_a_peers_outbound_budget_are_not_sent() {
 #[tokio::test]
 async fn idle_peers_beyond_the_target_are_trimmed_and_the_gossip_mesh_stays() {
     let idle = Duration::from_secs(3);
+    // low = high: every check trims whatever idle excess there is.
     let (hub, _hrx) = node_with(vec![], |c| {
         c.target = lattice_overlay::ConnectionTarget {
             low: 2,
-            high: 4,
+            high: 2,
             idle,
         };
     })
@@ -398,16 +410,55 @@ async fn idle_peers_beyond_the_target_are_trimmed_and_the_gossip_mesh_stays() {
     for (leaf, _) in &leaves {
         leaf.dial(boot.clone()).await.unwrap();
     }
-    assert_eq!(hub.info().await.unwrap().connected_peers, 8);
     eventually("the hub to trim its idle peers to the low mark", || async {
         let info = hub.info().await.unwrap();
         info.connected_peers <= 2 && info.trimmed >= 6
     })
     .await;
-    let replica = leaves[0].0.peer_id();
+    // The replica never lost its connection to the hub (a trimmed peer may dial back,
+    // so being connected now would not prove it).
+    let (replica, events) = &mut leaves[0];
+    let hub_id = hub.peer_id();
+    while let Ok(e) = events.try_recv() {
+        assert!(
+            !matches!(e, Event::PeerDisconnected { peer } if peer == hub_id),
+            "the mesh peer was trimmed"
+        );
+    }
     let peers = hub.peers().await.unwrap();
+    assert!(peers
+        .iter()
+        .any(|p| p.peer == replica.peer_id() && p.connected));
+}
+
+#[tokio::test]
+async fn a_peer_whose_requests_keep_failing_is_cut_off_by_its_breaker() {
+    use lattice_overlay::breaker::{State, FAILURES_TO_OPEN};
+    let (a, _arx) = node(vec![]).await;
+    let (b, mut brx) = node(vec![]).await;
+    // B drops every request unanswered: each of A's fails at once.
+    tokio::spawn(async move { while brx.recv().await.is_some() {} });
+    a.dial(addr_of(&b).await).await.unwrap();
+    let ask = || a.request(b.peer_id(), Protocol::Sync, b"ping".to_vec());
+    for i in 0..FAILURES_TO_OPEN {
+        let r = timeout(LIMIT, ask()).await.expect("a failure, in time");
+        assert!(
+            matches!(r, Err(lattice_overlay::Error::Request(_))),
+            "request {i}: {r:?}"
+        );
+    }
+    // Now requests fail at once, without reaching B.
+    let r = timeout(Duration::from_millis(500), ask())
+        .await
+        .expect("fails fast");
     assert!(
-        peers.iter().any(|p| p.peer == replica && p.connected),
-        "the mesh peer was trimmed"
+        matches!(r, Err(lattice_overlay::Error::Unavailable(p, _)) if p == b.peer_id()),
+        "{r:?}"
     );
+    let seen = a.peers().await.unwrap();
+    let bp = seen
+        .iter()
+        .find(|p| p.peer == b.peer_id())
+        .expect("B listed");
+    assert!(matches!(bp.breaker, State::Open { .. }), "{:?}", bp.breaker);
 }

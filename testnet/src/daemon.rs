@@ -290,13 +290,23 @@ impl Drop for Daemon {
 }
 
 /// One control call on `socket`, from synchronous code (no `lattice` process to start).
-pub fn call<M: Call>(socket: &Path, params: &M::Params) -> Result<M::Result> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut c = Client::connect(socket).await?;
-        Ok(c.call::<M>(params).await?)
+/// It runs on a thread of its own, so a caller inside a tokio runtime may use it too.
+pub fn call<M: Call>(socket: &Path, params: &M::Params) -> Result<M::Result>
+where
+    M::Params: Sync,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let mut c = Client::connect(socket).await?;
+                Ok(c.call::<M>(params).await?)
+            })
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the control call's thread panicked"))?
     })
 }
 

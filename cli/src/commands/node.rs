@@ -81,11 +81,16 @@ pub fn peers(g: &Global) -> anyhow::Result<ExitCode> {
         let rtt = p
             .rtt_ms
             .map_or_else(|| "-".to_owned(), |r| format!("{r:.1} ms"));
-        let state = match (p.connected, p.in_dht) {
+        let mut state = match (p.connected, p.in_dht) {
             (true, true) => "conn+dht",
             (true, false) => "connected",
             (false, _) => "dht",
-        };
+        }
+        .to_owned();
+        // Only worth a word when requests to it do not go.
+        if !matches!(p.breaker.as_str(), "closed" | "") {
+            state.push_str(&format!(" breaker {}", p.breaker));
+        }
         let _ = write!(
             text,
             "\n{:<54} {rtt:>9}  {state:<9} {}",

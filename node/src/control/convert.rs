@@ -27,6 +27,13 @@ impl From<&lattice_overlay::PeerInfo> for api::Peer {
             connected: p.connected,
             relayed: p.relayed,
             in_dht: p.in_dht,
+            breaker: p.breaker.name().to_owned(),
+            breaker_retry_s: match p.breaker {
+                lattice_overlay::breaker::State::Open { remaining } => {
+                    Some(remaining.as_secs_f64())
+                }
+                _ => None,
+            },
         }
     }
 }

@@ -54,8 +54,6 @@ impl EventLoop {
                 message_id,
                 message,
             } => {
-                self.activity
-                    .active(&propagation_source, tokio::time::Instant::now());
                 let allowed = self
                     .rate
                     .allow(propagation_source, std::time::Instant::now());
@@ -74,6 +72,8 @@ impl EventLoop {
                         );
                     return;
                 };
+                self.activity
+                    .active(&propagation_source, tokio::time::Instant::now());
                 self.emit(Event::Gossip {
                     topic: message.topic.into_string(),
                     source: propagation_source,

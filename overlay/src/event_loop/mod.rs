@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
+use crate::breaker::{BreakerMetrics, Breakers};
 use crate::error::Error;
 use crate::event::Event;
 use crate::handle::{Command, Reply};
@@ -74,6 +75,9 @@ pub(crate) struct EventLoop {
     timeout: Duration,
     bulk_timeout: Duration,
     metrics: Option<Metrics>,
+    /// Per-peer circuit breakers on requests out, and their metrics.
+    breakers: Breakers,
+    breaker_metrics: Option<BreakerMetrics>,
     /// Dials by connection; a dial succeeds once the peer has identified itself on the
     /// new connection, which proves the remote accepted it (a peer that blocks this node
     /// closes the connection instead).
@@ -127,7 +131,7 @@ impl EventLoop {
         commands: mpsc::Receiver<Command>,
         events: mpsc::Sender<Event>,
         config: &crate::Config,
-        metrics: Option<Metrics>,
+        (metrics, breaker_metrics): (Option<Metrics>, Option<BreakerMetrics>),
         (budget, out_budget): (Budget, Budget),
         rate: RateLimit,
     ) -> Self {
@@ -138,6 +142,8 @@ impl EventLoop {
             timeout: config.request_timeout,
             bulk_timeout: config.bulk_request_timeout,
             metrics,
+            breakers: Breakers::default(),
+            breaker_metrics,
             dials: HashMap::new(),
             requests: HashMap::new(),
             outbound: HashMap::new(),
@@ -366,6 +372,17 @@ impl EventLoop {
     fn expire(&mut self) {
         let now = Instant::now();
         let t = self.timeout;
+        // A request that ran out of time counts against its peer's breaker (once: its
+        // OutboundFailure, if libp2p reports one later, finds it gone).
+        let late: Vec<PeerId> = self
+            .requests
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .filter_map(|(id, _)| self.outbound.get(id).copied())
+            .collect();
+        for peer in late {
+            self.breaker_failure(peer);
+        }
         expire_map(&mut self.dials, now, t);
         expire_map(&mut self.requests, now, t);
         let requests = &self.requests;

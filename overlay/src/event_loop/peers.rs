@@ -78,6 +78,7 @@ impl EventLoop {
                 connected: self.swarm.is_connected(&peer),
                 relayed: self.relayed_only(&peer),
                 in_dht: true,
+                breaker: self.breakers.state(&peer, std::time::Instant::now()),
             })
             .collect()
     }
@@ -110,6 +111,7 @@ impl EventLoop {
                 connected: true,
                 relayed: self.relayed_only(p),
                 in_dht: dht.contains_key(p),
+                breaker: self.breakers.state(p, std::time::Instant::now()),
             })
             .collect();
         for (p, addrs) in dht {
@@ -121,6 +123,7 @@ impl EventLoop {
                     connected: false,
                     relayed: false,
                     in_dht: true,
+                    breaker: self.breakers.state(&p, std::time::Instant::now()),
                 });
             }
         }
@@ -213,6 +216,7 @@ impl EventLoop {
     }
 
     pub(super) fn strike(&mut self, peer: PeerId) {
+        self.breaker_failure(peer);
         if self.strikes.strike(peer, std::time::Instant::now()) {
             warn!(%peer, "blocking a peer that keeps sending invalid input");
             self.swarm.behaviour_mut().access.block(vec![peer]);

@@ -64,10 +64,10 @@ pub(super) struct Relays {
     /// Confirmed reservations: relay → the circuit address it gave.
     reserved: HashMap<PeerId, Multiaddr>,
     cooldown: HashMap<PeerId, Instant>,
-    /// Peers using this node's relay service: whether each holds a reservation, and its
-    /// circuits open (as either end). Bounded by the service's own limits, and an entry
-    /// goes when its peer disconnects.
-    served: HashMap<PeerId, (bool, u32)>,
+    /// Peers using this node's relay service: the reservations each holds (one per
+    /// connection) and its circuits open (as either end). Bounded by the service's own
+    /// limits, and an entry goes when its peer disconnects.
+    served: HashMap<PeerId, (u32, u32)>,
     last_check: Instant,
     pub(super) upnp: Option<String>,
 }
@@ -114,16 +114,17 @@ impl Relays {
         self.served.remove(peer);
     }
 
-    /// A peer's reservation (`Some(held)`) or one of its circuits (`None`, `opened`)
-    /// changed on the relay service.
-    fn serve(&mut self, peer: PeerId, reservation: Option<bool>, opened: bool) {
-        let e = self.served.entry(peer).or_insert((false, 0));
-        match reservation {
-            Some(held) => e.0 = held,
-            None if opened => e.1 = e.1.saturating_add(1),
-            None => e.1 = e.1.saturating_sub(1),
-        }
-        if *e == (false, 0) {
+    /// One of a peer's reservations (`reservation`) or circuits (otherwise) on the relay
+    /// service opened or closed.
+    fn serve(&mut self, peer: PeerId, reservation: bool, opened: bool) {
+        let e = self.served.entry(peer).or_insert((0, 0));
+        let n = if reservation { &mut e.0 } else { &mut e.1 };
+        *n = if opened {
+            n.saturating_add(1)
+        } else {
+            n.saturating_sub(1)
+        };
+        if *e == (0, 0) {
             self.served.remove(&peer);
         }
     }
@@ -335,27 +336,28 @@ impl EventLoop {
         debug!(?e, "relay service");
         let r = &mut self.relays;
         match e {
-            relay::Event::ReservationReqAccepted { src_peer_id, .. } => {
-                r.serve(src_peer_id, Some(true), false)
-            }
+            relay::Event::ReservationReqAccepted {
+                src_peer_id,
+                renewed: false,
+            } => r.serve(src_peer_id, true, true),
             relay::Event::ReservationClosed { src_peer_id }
             | relay::Event::ReservationTimedOut { src_peer_id } => {
-                r.serve(src_peer_id, Some(false), false)
+                r.serve(src_peer_id, true, false)
             }
             relay::Event::CircuitReqAccepted {
                 src_peer_id,
                 dst_peer_id,
             } => {
-                r.serve(src_peer_id, None, true);
-                r.serve(dst_peer_id, None, true);
+                r.serve(src_peer_id, false, true);
+                r.serve(dst_peer_id, false, true);
             }
             relay::Event::CircuitClosed {
                 src_peer_id,
                 dst_peer_id,
                 ..
             } => {
-                r.serve(src_peer_id, None, false);
-                r.serve(dst_peer_id, None, false);
+                r.serve(src_peer_id, false, false);
+                r.serve(dst_peer_id, false, false);
             }
             _ => {}
         }

@@ -2,11 +2,14 @@
 //! `/lattice/service/1`): requests sent and their answers, requests received (charged to
 //! the requester's budget) and responses held against its share until sent.
 
+use std::time::Duration;
+
 use libp2p::request_response;
 use libp2p::PeerId;
 use tracing::debug;
 
 use super::{busy, EventLoop, Pending, MAX_PENDING};
+use crate::breaker::State;
 use crate::error::Error;
 use crate::event::{Event, Responder};
 use crate::handle::Reply;
@@ -27,6 +30,17 @@ impl EventLoop {
         if self.requests.len() >= MAX_PENDING {
             return busy(reply);
         }
+        let now = std::time::Instant::now();
+        if !self.breakers.allow(&peer, now) {
+            let wait = match self.breakers.state(&peer, now) {
+                State::Open { remaining } => remaining,
+                _ => Duration::ZERO,
+            };
+            let _ = reply.send(Err(Error::Unavailable(peer, wait)));
+            return;
+        }
+        // A probe shows as half-open.
+        self.show_breaker(&peer, false);
         let b = self.swarm.behaviour_mut();
         let id = match protocol {
             Protocol::Sync => b.sync.send_request(&peer, data),
@@ -112,6 +126,8 @@ impl EventLoop {
                     debug!(%peer, %protocol, len = request.len(), "request over the peer's budget; dropped");
                     return;
                 };
+                // Only input that was let in keeps a peer from being idle.
+                self.activity.active(&peer, tokio::time::Instant::now());
                 self.emit(Event::Request {
                     peer,
                     protocol,
@@ -134,6 +150,9 @@ impl EventLoop {
                 self.resend.remove(&request_id);
                 self.outbound.remove(&request_id);
                 if let Some(p) = self.requests.remove(&request_id) {
+                    self.activity.active(&peer, tokio::time::Instant::now());
+                    self.breakers.success(&peer);
+                    self.show_breaker(&peer, false);
                     let _ = p.reply.send(Ok(response));
                 }
             }
@@ -147,7 +166,6 @@ impl EventLoop {
     ) {
         match e {
             request_response::Event::Message { peer, message, .. } => {
-                self.activity.active(&peer, tokio::time::Instant::now());
                 self.message(protocol, peer, message)
             }
             request_response::Event::OutboundFailure {
@@ -174,6 +192,7 @@ impl EventLoop {
                         self.outbound.insert(id, peer);
                     }
                     _ => {
+                        self.breaker_failure(peer);
                         let _ = p.reply.send(Err(Error::Request(error.to_string())));
                     }
                 }
@@ -190,6 +209,27 @@ impl EventLoop {
             request_response::Event::ResponseSent { request_id, .. } => {
                 self.responding.remove(&(protocol, request_id));
             }
+        }
+    }
+
+    /// A request to `peer` failed or ran out of time, or `peer` sent invalid input.
+    pub(super) fn breaker_failure(&mut self, peer: PeerId) {
+        let before = self.breakers.opened();
+        self.breakers.failure(peer, std::time::Instant::now());
+        let opened = self.breakers.opened() > before;
+        if opened {
+            debug!(%peer, "circuit breaker open: requests to this peer fail at once for a while");
+        }
+        self.show_breaker(&peer, opened);
+    }
+
+    fn show_breaker(&self, peer: &PeerId, opened: bool) {
+        if let Some(m) = &self.breaker_metrics {
+            m.show(
+                peer,
+                self.breakers.state(peer, std::time::Instant::now()),
+                opened,
+            );
         }
     }
 }

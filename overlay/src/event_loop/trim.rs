@@ -8,8 +8,9 @@
 //! or active (a request or a gossip message either way) less than
 //! [`ConnectionTarget::idle`] ago, and the peers the node needs:
 //!
-//! - its closest [`NEIGHBOURS`] in the routing table (by XOR distance), which keep the
-//!   DHT's lookups short and its records where peers look for them;
+//! - its closest [`NEIGHBOURS`] in the routing table (by XOR distance; at most
+//!   [`ConnectionTarget::low`]), which keep the DHT's lookups short and its records where
+//!   peers look for them;
 //! - the gossip mesh of every hosted document (6 to 12 replicas each), through which
 //!   writes travel;
 //! - relays it holds reservations on or reaches peers through, and peers that hold a
@@ -49,11 +50,16 @@ pub(super) struct Activity {
 }
 
 impl Activity {
+    /// A connection to `peer` opened: a new one counts as new (a trimmed peer that comes
+    /// back before its old connection has closed is not trimmed again at once).
     pub(super) fn connected(&mut self, peer: PeerId, now: Instant) {
-        self.peers.entry(peer).or_insert(Seen {
-            since: now,
-            active: now,
-        });
+        self.peers.insert(
+            peer,
+            Seen {
+                since: now,
+                active: now,
+            },
+        );
     }
 
     pub(super) fn disconnected(&mut self, peer: &PeerId) {
@@ -108,7 +114,7 @@ impl Activity {
             .collect();
         idle.sort();
         idle.into_iter()
-            .take(connected - target.low)
+            .take(connected.saturating_sub(target.low))
             .map(|(_, p)| p)
             .collect()
     }
@@ -154,7 +160,9 @@ impl EventLoop {
             }
         }
         table.sort();
-        keep.extend(table.into_iter().take(NEIGHBOURS).map(|(_, p)| p));
+        // Never more neighbours than the low mark (a small device keeps 8 peers).
+        let neighbours = NEIGHBOURS.min(self.target.low);
+        keep.extend(table.into_iter().take(neighbours).map(|(_, p)| p));
         keep.extend(self.swarm.behaviour().gossipsub.all_mesh_peers().copied());
         keep.extend(self.relays.in_use());
         keep.extend(self.addrs.relays_in_use());

@@ -110,6 +110,13 @@ pub struct Peer {
     pub relayed: bool,
     /// In this node's Kademlia routing table.
     pub in_dht: bool,
+    /// Its circuit breaker: `closed` (requests go), `open` (they fail at once: its recent
+    /// requests kept failing) or `half-open` (one probe request in flight).
+    #[serde(default)]
+    pub breaker: String,
+    /// While open: seconds until a probe may go.
+    #[serde(default)]
+    pub breaker_retry_s: Option<f64>,
 }
 
 /// `dial` parameters.
