@@ -87,9 +87,9 @@ impl Breakers {
         }
     }
 
-    /// A request to `peer` was answered: its breaker closes.
-    pub fn success(&mut self, peer: &PeerId) {
-        self.peers.remove(peer);
+    /// A request to `peer` was answered: its breaker closes. Whether it had one.
+    pub fn success(&mut self, peer: &PeerId) -> bool {
+        self.peers.remove(peer).is_some()
     }
 
     /// A request to `peer` failed.
@@ -126,14 +126,6 @@ impl Breakers {
         }
     }
 
-    /// A probe that was let through was never sent or never answered either way (the
-    /// request was refused locally): the next request may probe instead.
-    pub fn probe_abandoned(&mut self, peer: &PeerId) {
-        if let Some(e) = self.peers.get_mut(peer) {
-            e.probing = false;
-        }
-    }
-
     pub fn state(&self, peer: &PeerId, now: Instant) -> State {
         match self.peers.get(peer) {
             None => State::Closed { failures: 0 },
@@ -151,14 +143,6 @@ impl Breakers {
                 },
             },
         }
-    }
-
-    /// Peers whose breaker is open or half-open now.
-    pub fn open_count(&self) -> usize {
-        self.peers
-            .values()
-            .filter(|e| e.open_until.is_some())
-            .count()
     }
 
     /// Times a breaker opened since start.
@@ -265,7 +249,7 @@ mod tests {
         assert!(b.allow(&p, later));
         assert_eq!(b.state(&p, later), State::HalfOpen);
         assert!(!b.allow(&p, later));
-        b.success(&p);
+        assert!(b.success(&p));
         assert_eq!(b.state(&p, later), State::Closed { failures: 0 });
         assert!(b.allow(&p, later));
         assert_eq!(b.opened(), 1);
@@ -298,10 +282,10 @@ mod tests {
         for _ in 0..FAILURES_TO_OPEN - 1 {
             b.failure(p, t0);
         }
-        b.success(&p);
+        assert!(b.success(&p));
+        assert!(!b.success(&p));
         b.failure(p, t0);
         assert_eq!(b.state(&p, t0), State::Closed { failures: 1 });
-        assert_eq!(b.open_count(), 0);
     }
 
     #[test]
@@ -318,18 +302,6 @@ mod tests {
             }
         );
         assert_eq!(b.opened(), 1);
-    }
-
-    #[test]
-    fn an_abandoned_probe_lets_the_next_request_probe() {
-        let t0 = Instant::now();
-        let mut b = Breakers::default();
-        let p = PeerId::random();
-        open(&mut b, p, t0);
-        let later = t0 + FIRST_BACKOFF;
-        assert!(b.allow(&p, later));
-        b.probe_abandoned(&p);
-        assert!(b.allow(&p, later));
     }
 
     #[test]

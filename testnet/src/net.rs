@@ -203,12 +203,6 @@ impl Testnet {
 
     /// Starts node `i` (detached), records its pid and address.
     fn start_node(&mut self, i: usize) -> Result<()> {
-        let d = self.spawn_node(i)?;
-        self.finish_node(i, d)
-    }
-
-    /// Starts node `i`'s daemon and records its pid, without waiting for it.
-    fn spawn_node(&mut self, i: usize) -> Result<Daemon> {
         // A daemon that was just killed may still hold its data dir's lock for a moment
         // (and one started by someone else may hold it for good): wait for it, briefly.
         let data = self.node_dir(i).join("data");
@@ -250,22 +244,11 @@ impl Testnet {
         args.extend(self.manifest.daemon_args.iter().cloned());
         let (bin, dir) = (&self.manifest.bin, self.node_dir(i));
         let netns = host.as_ref().map(|h| h.netns.as_str());
-        let d = Daemon::spawn_own_group(netns, bin, &dir, &args)
+        let mut d = Daemon::spawn_own_group(netns, bin, &dir, &args)
             .with_context(|| format!("node {i} did not start"))?;
         // On record before the wait: `down` after an interrupted `up` stops it too.
         self.manifest.nodes[i].pid = d.pid();
         self.manifest.save(&self.dir)?;
-        Ok(d)
-    }
-
-    /// Waits for node `i`'s daemon to answer, then records its peer id and address and
-    /// lets it run on its own.
-    fn finish_node(&mut self, i: usize, mut d: Daemon) -> Result<()> {
-        let host = self
-            .manifest
-            .netns
-            .as_ref()
-            .and_then(|h| h.hosts.get(i).cloned());
         d.wait_ready(START_TIMEOUT)
             .with_context(|| format!("node {i} did not start"))?;
         let peer_id = d.peer_id()?;

@@ -388,3 +388,35 @@ impl EventLoop {
         self.relays.upnp = Some(said);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relay_service_users_are_counted_and_forgotten() {
+        let mut r = Relays::new(Reachability::Public);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        // Two reservations (two connections), one circuit between a and b.
+        r.serve(a, true, true);
+        r.serve(a, true, true);
+        r.serve(a, false, true);
+        r.serve(b, false, true);
+        let users: Vec<PeerId> = r.in_use().collect();
+        assert!(users.contains(&a) && users.contains(&b));
+        // One reservation closes: a still holds the other.
+        r.serve(a, true, false);
+        r.serve(a, false, false);
+        assert!(r.in_use().any(|p| p == a));
+        // A close reported twice costs nothing and goes no lower than zero.
+        r.serve(b, false, false);
+        r.serve(b, false, false);
+        assert!(!r.in_use().any(|p| p == b));
+        r.serve(a, true, false);
+        assert_eq!(r.in_use().count(), 0);
+        // A peer that disconnects leaves nothing behind.
+        r.serve(b, true, true);
+        r.disconnected(&b);
+        assert_eq!(r.in_use().count(), 0);
+    }
+}

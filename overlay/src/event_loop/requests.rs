@@ -39,8 +39,9 @@ impl EventLoop {
             let _ = reply.send(Err(Error::Unavailable(peer, wait)));
             return;
         }
-        // A probe shows as half-open.
-        self.show_breaker(&peer, false);
+        if self.breakers.state(&peer, now) == State::HalfOpen {
+            self.show_breaker(&peer, false);
+        }
         let b = self.swarm.behaviour_mut();
         let id = match protocol {
             Protocol::Sync => b.sync.send_request(&peer, data),
@@ -151,8 +152,9 @@ impl EventLoop {
                 self.outbound.remove(&request_id);
                 if let Some(p) = self.requests.remove(&request_id) {
                     self.activity.active(&peer, tokio::time::Instant::now());
-                    self.breakers.success(&peer);
-                    self.show_breaker(&peer, false);
+                    if self.breakers.success(&peer) {
+                        self.show_breaker(&peer, false);
+                    }
                     let _ = p.reply.send(Ok(response));
                 }
             }
