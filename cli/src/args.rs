@@ -349,6 +349,10 @@ pub enum TestnetCommand {
         /// Keep printing new lines until interrupted.
         #[arg(long)]
         follow: bool,
+        /// Only the lines naming this trace id (printed by `doc set/add/incr --json` and
+        /// `blob get --json`): one write's or fetch's path through the network.
+        #[arg(long, value_name = "ID")]
+        trace: Option<String>,
     },
     /// Simulate N replicas of one document in this process, deterministically: message
     /// loss, duplication, partitions and crashes. Exits non-zero unless every replica

@@ -136,6 +136,7 @@ fn a_stranger_flooding_every_protocol_costs_bounded_memory_and_stops_nobody() {
         let req = BlobRequest::Ranges {
             hash,
             ranges: vec![(0, 8192)],
+            trace: None,
         }
         .encode();
         tasks.push(rt.spawn(async move {

@@ -157,10 +157,17 @@ pub fn seeds() -> Vec<Vec<u8>> {
         BlobRequest::Ranges {
             hash: [1; 32],
             ranges: vec![(0, 64), (128, 4096)],
+            trace: None,
         }
         .encode(),
     );
-    out.push(BlobRequest::Size { hash: [1; 32] }.encode());
+    out.push(
+        BlobRequest::Size {
+            hash: [1; 32],
+            trace: Some(7),
+        }
+        .encode(),
+    );
     out.push(BlobResponse::Size(1 << 20).encode());
     out.push(codec::encode(&Ask {
         name: "sensor.temperature".into(),

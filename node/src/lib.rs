@@ -37,6 +37,7 @@ pub mod services;
 pub mod store;
 pub mod subs;
 pub mod topics;
+pub mod trace;
 #[cfg(test)]
 mod wire_vectors;
 

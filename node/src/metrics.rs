@@ -31,6 +31,14 @@ pub struct Metrics {
     deltas_applied: Counter,
     deltas_rejected: Counter,
     sync_bytes_sent: Family<SyncLabels, Counter>,
+    sync_lag: Family<DocLabels, Histogram>,
+    behind: Family<DocLabels, Gauge>,
+}
+
+/// One document (hosted here: the label set grows with hosted documents only).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DocLabels {
+    doc: String,
 }
 
 /// Which path a sync message took.
@@ -52,6 +60,11 @@ impl Metrics {
             deltas_applied: Counter::default(),
             deltas_rejected: Counter::default(),
             sync_bytes_sent: Family::default(),
+            // 5 ms to 41 s.
+            sync_lag: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
+            behind: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("lattice");
         sub.register(
@@ -84,7 +97,38 @@ impl Metrics {
             "Bytes of document sync messages sent, by path (gossip or anti-entropy repair)",
             m.sync_bytes_sent.clone(),
         );
+        sub.register(
+            "doc_sync_lag_seconds",
+            "Time from a peer's write (its hybrid logical clock) to its application here, by document",
+            m.sync_lag.clone(),
+        );
+        sub.register(
+            "doc_behind_deltas",
+            "Writes known from peers (summaries, deltas seen) but not yet applied here, by document",
+            m.behind.clone(),
+        );
         m
+    }
+
+    /// A peer's write to `doc` was applied here `lag_ms` after it was written.
+    pub fn sync_lag(&self, doc: &lattice_crdt::DocId, lag_ms: u64) {
+        self.sync_lag
+            .get_or_create(&DocLabels {
+                doc: doc.to_string(),
+            })
+            .observe(lag_ms as f64 / 1_000.0);
+    }
+
+    /// How many known writes `doc` still lacks here.
+    pub fn doc_behind(&self, doc: &lattice_crdt::DocId, behind: u64) {
+        let behind = i64::try_from(behind).unwrap_or(i64::MAX);
+        let labels = DocLabels {
+            doc: doc.to_string(),
+        };
+        // A document never behind costs no series.
+        if behind != 0 || self.behind.get(&labels).is_some() {
+            self.behind.get_or_create(&labels).set(behind);
+        }
     }
 
     pub fn delta_applied(&self) {

@@ -107,7 +107,11 @@ fn built() -> Vec<Vector> {
     vec![
         (
             "blob-request-size",
-            BlobRequest::Size { hash: empty }.encode(),
+            BlobRequest::Size {
+                hash: empty,
+                trace: None,
+            }
+            .encode(),
             blob_request,
         ),
         (
@@ -115,6 +119,7 @@ fn built() -> Vec<Vector> {
             BlobRequest::Ranges {
                 hash: empty,
                 ranges: vec![(0, 64), (4096, 4160)],
+                trace: None,
             }
             .encode(),
             blob_request,

@@ -22,12 +22,20 @@ pub struct Converged {
     pub converged_ms: u64,
     pub nodes: usize,
     pub digest: String,
+    /// The node whose latest write from a peer took longest to arrive, and how long it
+    /// took (ms, from the write's clock to its application there); absent if no node
+    /// has applied a peer's write in the last ten minutes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowest_node: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowest_lag_ms: Option<u64>,
 }
 
 /// What one live node says about the document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum View {
-    Digest(String),
+    /// Its digest, and its latest peer write's lag.
+    Digest(String, Option<u64>),
     Missing(String),
 }
 
@@ -47,15 +55,26 @@ impl Testnet {
             if views.is_empty() {
                 bail!("no live node in this testnet");
             }
-            let first = views.values().next().cloned();
-            if let Some(View::Digest(d)) = &first {
-                if views.values().all(|v| Some(v) == first.as_ref()) {
-                    return Ok(Converged {
-                        converged_ms: started.elapsed().as_millis() as u64,
-                        nodes: views.len(),
-                        digest: d.clone(),
-                    });
-                }
+            let digest = |v: &View| match v {
+                View::Digest(d, _) => Some(d.clone()),
+                View::Missing(_) => None,
+            };
+            let first = views.values().next().and_then(digest);
+            if first.is_some() && views.values().all(|v| digest(v) == first) {
+                let slowest = views
+                    .iter()
+                    .filter_map(|(i, v)| match v {
+                        View::Digest(_, Some(lag)) => Some((*lag, *i)),
+                        _ => None,
+                    })
+                    .max();
+                return Ok(Converged {
+                    converged_ms: started.elapsed().as_millis() as u64,
+                    nodes: views.len(),
+                    digest: first.unwrap_or_default(),
+                    slowest_node: slowest.map(|(_, i)| i),
+                    slowest_lag_ms: slowest.map(|(lag, _)| lag),
+                });
             }
             if started.elapsed() >= timeout {
                 bail!("not converged after {:?}: {}", timeout, describe(&views));
@@ -78,7 +97,7 @@ impl Testnet {
                 .await
             };
             let view = match tokio::time::timeout(ASK, ask).await {
-                Ok(Ok(info)) => View::Digest(info.digest),
+                Ok(Ok(info)) => View::Digest(info.digest, info.lag.map(|l| l.last_ms)),
                 Ok(Err(e)) => View::Missing(e.to_string()),
                 Err(_) => View::Missing("no answer".into()),
             };
@@ -93,7 +112,7 @@ fn describe(views: &BTreeMap<usize, View>) -> String {
     let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, v) in views {
         let key = match v {
-            View::Digest(d) => format!("digest {}", &d[..12.min(d.len())]),
+            View::Digest(d, _) => format!("digest {}", &d[..12.min(d.len())]),
             View::Missing(e) => e.clone(),
         };
         groups.entry(key).or_default().push(*i);

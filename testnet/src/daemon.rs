@@ -132,7 +132,8 @@ impl Daemon {
         cmd.args(self.command_line())
             .env(
                 "LATTICE_LOG",
-                std::env::var("LATTICE_LOG").unwrap_or_else(|_| "info".into()),
+                // Trace lines on, so `testnet logs --trace ID` can follow a write.
+                std::env::var("LATTICE_LOG").unwrap_or_else(|_| "info,lattice_trace=debug".into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -448,8 +448,9 @@ impl Testnet {
         Ok(live.len())
     }
 
-    /// Every node's log merged in time order, each line tagged with its node.
-    pub fn logs(&self, out: &mut impl Write) -> Result<()> {
+    /// Every node's log merged in time order, each line tagged with its node; with
+    /// `trace`, only the lines that name that trace id (one write's or fetch's path).
+    pub fn logs(&self, out: &mut impl Write, trace: Option<&str>) -> Result<()> {
         let mut lines: Vec<(String, usize, String)> = Vec::new();
         for n in &self.manifest.nodes {
             let text = std::fs::read_to_string(&n.log).unwrap_or_default();
@@ -460,7 +461,9 @@ impl Testnet {
                 if let Some(t) = stamp_of(line) {
                     stamp = t.to_owned();
                 }
-                lines.push((stamp.clone(), n.index, line.to_owned()));
+                if trace.is_none_or(|t| names_trace(line, t)) {
+                    lines.push((stamp.clone(), n.index, line.to_owned()));
+                }
             }
         }
         lines.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
@@ -469,6 +472,13 @@ impl Testnet {
         }
         Ok(())
     }
+}
+
+/// True if a log line (text or JSON) names trace id `trace`.
+pub fn names_trace(line: &str, trace: &str) -> bool {
+    let t = trace.trim().to_ascii_lowercase();
+    !t.is_empty()
+        && (line.contains(&format!("trace={t}")) || line.contains(&format!("\"trace\":\"{t}\"")))
 }
 
 /// True if nobody holds `<data>/lock` (the daemon's one-per-directory lock).

@@ -134,7 +134,7 @@ fn get(g: &Global, hash: String, out: Option<&Path>) -> anyhow::Result<ExitCode>
             output::print(g.json, &end, text)?;
             Ok(ExitCode::SUCCESS)
         }
-        Some(FetchEvent::Failed { message }) => bail!("{message}"),
+        Some(FetchEvent::Failed { message, trace }) => bail!("{message} (trace {trace})"),
         _ => bail!("the daemon ended the fetch without a result"),
     }
 }

@@ -65,6 +65,16 @@ pub fn run(g: &Global, cmd: DocCommand) -> anyhow::Result<ExitCode> {
                 d.keys,
                 d.deltas,
                 d.replicas
+            ) + &format!(
+                "\nlag       {}\nbehind    {} known write(s) not yet applied here",
+                match &d.lag {
+                    Some(l) => format!(
+                        "latest {} ms, median {} ms, max {} ms ({} write(s) from peers, last 10 min)",
+                        l.last_ms, l.p50_ms, l.max_ms, l.samples
+                    ),
+                    None => "no writes from peers in the last 10 min".into(),
+                },
+                d.behind
             );
             output::print(g.json, &d, text)?;
         }
@@ -111,7 +121,11 @@ pub fn run(g: &Global, cmd: DocCommand) -> anyhow::Result<ExitCode> {
 
 fn written<M: Call<Result = api::Written>>(g: &Global, params: &M::Params) -> anyhow::Result<()> {
     let w = call::<M>(g, params)?;
-    output::print(g.json, &w, format!("saved (write #{})", w.seq))
+    output::print(
+        g.json,
+        &w,
+        format!("saved (write #{}, trace {})", w.seq, w.trace),
+    )
 }
 
 /// Streams changes until the daemon ends the stream or the user interrupts.

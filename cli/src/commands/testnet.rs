@@ -158,12 +158,12 @@ pub fn run(g: &Global, t: TestnetArgs) -> Result<ExitCode> {
             output::print(g.json, &json!({ "healed": true }), "healed")?;
             Ok(ExitCode::SUCCESS)
         }
-        TestnetCommand::Logs { follow } => {
+        TestnetCommand::Logs { follow, trace } => {
             let net = Testnet::open(&dir(&t.dir)?)?;
             let mut out = std::io::stdout().lock();
-            net.logs(&mut out)?;
+            net.logs(&mut out, trace.as_deref())?;
             if follow {
-                follow_logs(&net, &mut out)?;
+                follow_logs(&net, &mut out, trace.as_deref())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -171,7 +171,7 @@ pub fn run(g: &Global, t: TestnetArgs) -> Result<ExitCode> {
 }
 
 /// Prints lines appended to any node's log, tagged, until interrupted.
-fn follow_logs(net: &Testnet, out: &mut impl Write) -> Result<()> {
+fn follow_logs(net: &Testnet, out: &mut impl Write, trace: Option<&str>) -> Result<()> {
     let mut offsets: Vec<u64> = net
         .manifest
         .nodes
@@ -188,7 +188,10 @@ fn follow_logs(net: &Testnet, out: &mut impl Write) -> Result<()> {
             f.read_to_string(&mut new)?;
             // Only whole lines; a partial last line waits for the next round.
             let whole = new.rfind('\n').map_or(0, |i| i + 1);
-            for line in new[..whole].lines() {
+            for line in new[..whole]
+                .lines()
+                .filter(|l| trace.is_none_or(|t| lattice_testnet::net::names_trace(l, t)))
+            {
                 writeln!(out, "[{}] {line}", n.index)?;
             }
             *offset += whole as u64;

@@ -124,6 +124,8 @@ pub enum Event {
     Applied {
         author: ActorId,
         seqs: SeqRange,
+        /// The delta's hybrid logical clock: when it was written (or folded).
+        hlc: crate::Timestamp,
         local: bool,
     },
     /// The local write tagged `tag` will never be acknowledged: this replica's author was

@@ -323,6 +323,8 @@ fn out_of_order_deltas_wait_for_the_gap_then_apply() {
     }
     assert_eq!(b.doc().to_json(), serde_json::json!({}));
     assert_eq!(b.stats().buffered, 2);
+    // Three writes of author 1 are known to exist, none applied.
+    assert_eq!(b.behind(), 3);
     b.handle(
         1_000,
         Input::Message {
@@ -332,6 +334,7 @@ fn out_of_order_deltas_wait_for_the_gap_then_apply() {
     )
     .unwrap();
     assert_eq!(b.doc().to_json()["n"], 6);
+    assert_eq!(b.behind(), 0);
     // Duplicates are harmless.
     b.handle(
         1_000,
@@ -579,4 +582,46 @@ fn an_idle_replica_needs_no_tick_and_one_with_a_peer_is_due_for_anti_entropy() {
         r.poll_timeout(),
         Some(now + Config::default().anti_entropy_interval_ms)
     );
+}
+
+#[test]
+fn summaries_say_how_far_behind_a_replica_is_and_strangers_cannot_grow_it() {
+    let mut b = replica(2);
+    let from = ActorId::from_index(1);
+    let summary = |authors: std::ops::Range<u64>, seq: u64| {
+        let mut vv = VersionVector::default();
+        for i in authors {
+            vv.advance(ActorId::from_index(i), seq);
+        }
+        Message::Summary {
+            doc: doc_id(),
+            vv,
+            reply: false,
+            chains: Vec::new(),
+            recovering: false,
+        }
+    };
+    b.handle(
+        1_000,
+        Input::Message {
+            from,
+            msg: summary(1..2, 5),
+        },
+    )
+    .unwrap();
+    assert_eq!(b.behind(), 5);
+    // A thousand authors never seen here: a bounded number is remembered.
+    b.handle(
+        1_000,
+        Input::Message {
+            from,
+            msg: summary(100..1_100, 1),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        b.behind(),
+        5 + super::replica::MAX_UNHEARD_AUTHORS as u64 - 1
+    );
+    assert!(b.known.len() <= super::replica::MAX_UNHEARD_AUTHORS);
 }

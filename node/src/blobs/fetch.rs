@@ -90,6 +90,8 @@ struct Fetch<'a> {
     bad: Vec<PeerId>,
     received: u64,
     retried: u64,
+    /// The fetch's trace id, sent with every request.
+    trace: u64,
 }
 
 type Arrived = (usize, (u64, u64), Result<Framed, Miss>);
@@ -99,8 +101,10 @@ pub(super) async fn run(
     hash: [u8; 32],
     out: Option<PathBuf>,
     progress: &mpsc::Sender<Progress>,
+    trace: u64,
 ) -> Result<(), BlobError> {
     let hex = files::hex(&hash);
+    debug!(target: crate::trace::TARGET, trace = %crate::trace::show(trace), blob = %hex, "fetch started");
     let paths = blobs.paths(&hash);
     let existing = blobs.meta(&hash);
     let mut f = Fetch {
@@ -121,6 +125,7 @@ pub(super) async fn run(
         bad: Vec::new(),
         received: 0,
         retried: 0,
+        trace,
     };
     if !f.meta.complete {
         f.find_providers().await?;
@@ -154,7 +159,7 @@ pub(super) async fn run(
         }
         None => None,
     };
-    info!(blob = %hex, size = f.meta.size, received = f.received, "blob fetched");
+    info!(blob = %hex, size = f.meta.size, received = f.received, trace = %crate::trace::show(trace), "blob fetched");
     let _ = progress
         .send(Progress::Done {
             blob: BlobInfo::from(&f.meta),
@@ -162,6 +167,7 @@ pub(super) async fn run(
             received: f.received,
             retried: f.retried,
             bad_providers: f.bad.clone(),
+            trace,
         })
         .await;
     Ok(())
@@ -246,15 +252,23 @@ impl Fetch<'_> {
     async fn prove_size(&mut self) -> Result<(), BlobError> {
         for i in 0..self.providers.len() {
             let peer = self.providers[i].peer;
-            let size =
-                match Self::ask(&self.overlay, peer, BlobRequest::Size { hash: self.hash }).await {
-                    Ok(BlobResponse::Size(s)) => s,
-                    other => {
-                        debug!(%peer, ?other, "provider gave no size");
-                        self.providers[i].dropped = true;
-                        continue;
-                    }
-                };
+            let size = match Self::ask(
+                &self.overlay,
+                peer,
+                BlobRequest::Size {
+                    hash: self.hash,
+                    trace: Some(self.trace),
+                },
+            )
+            .await
+            {
+                Ok(BlobResponse::Size(s)) => s,
+                other => {
+                    debug!(%peer, ?other, "provider gave no size");
+                    self.providers[i].dropped = true;
+                    continue;
+                }
+            };
             if size == 0 {
                 if blake3::hash(&[]).as_bytes() == &self.hash {
                     self.meta.size = 0;
@@ -276,6 +290,7 @@ impl Fetch<'_> {
             let req = BlobRequest::Ranges {
                 hash: self.hash,
                 ranges: vec![last],
+                trace: Some(self.trace),
             };
             match Self::ask(&self.overlay, peer, req).await {
                 Ok(BlobResponse::Encoded(enc)) => {
@@ -386,12 +401,17 @@ impl Fetch<'_> {
                 };
                 queue.pop_front();
                 self.providers[i].in_flight += 1;
-                let (overlay, peer, hash) =
-                    (self.overlay.clone(), self.providers[i].peer, self.hash);
+                let (overlay, peer, hash, trace) = (
+                    self.overlay.clone(),
+                    self.providers[i].peer,
+                    self.hash,
+                    self.trace,
+                );
                 flight.push(Box::pin(async move {
                     let req = BlobRequest::Ranges {
                         hash,
                         ranges: vec![piece],
+                        trace: Some(trace),
                     };
                     let r = match Self::ask(&overlay, peer, req).await {
                         Ok(BlobResponse::Encoded(enc)) => Ok(enc),

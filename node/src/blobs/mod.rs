@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use lattice_overlay::{Overlay, PeerId, Responder};
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::now_ms;
 use crate::store::{BlobMeta, Store, StoreError};
@@ -132,9 +132,11 @@ pub enum Progress {
         received: u64,
         retried: u64,
         bad_providers: Vec<PeerId>,
+        trace: u64,
     },
     Failed {
         message: String,
+        trace: u64,
     },
 }
 
@@ -393,11 +395,14 @@ impl Blobs {
 
     /// Fetches a blob (or finishes a partial one), reporting progress; copies it to `out`
     /// if given.
+    /// Fetches blob `hash` (to `out` too, if given), reporting to `progress`; `trace` is
+    /// the fetch's trace id, sent with its requests.
     pub async fn get(
         &self,
         hash: &str,
         out: Option<PathBuf>,
         progress: mpsc::Sender<Progress>,
+        trace: u64,
     ) -> Result<(), BlobError> {
         let h = parse_hash(hash)?;
         if let Some(out) = &out {
@@ -406,7 +411,7 @@ impl Blobs {
         if !crate::lock(&self.0.fetching).insert(h) {
             return Err(BlobError::Busy(hash.to_owned()));
         }
-        let r = fetch::run(self, h, out, &progress).await;
+        let r = fetch::run(self, h, out, &progress, trace).await;
         crate::lock(&self.0.fetching).remove(&h);
         if r.is_ok() {
             self.announce(h);
@@ -462,15 +467,26 @@ impl Blobs {
                 return BlobResponse::Refused(format!("malformed request: {e}"));
             }
         };
-        let (hash, ranges) = match req {
-            BlobRequest::Size { hash } => {
-                return match self.meta(&hash) {
+        let (hash, ranges, trace) = match req {
+            BlobRequest::Size { hash, trace } => {
+                let meta = self.meta(&hash);
+                if let Some(t) = trace {
+                    debug!(target: crate::trace::TARGET, trace = %crate::trace::show(t), %peer, blob = %files::hex(&hash), found = meta.is_some(), "asked for the size");
+                }
+                return match meta {
                     Some(m) => BlobResponse::Size(m.size),
                     None => BlobResponse::NotFound,
-                }
+                };
             }
-            BlobRequest::Ranges { hash, ranges } => (hash, ranges),
+            BlobRequest::Ranges {
+                hash,
+                ranges,
+                trace,
+            } => (hash, ranges, trace),
         };
+        if let Some(t) = trace {
+            debug!(target: crate::trace::TARGET, trace = %crate::trace::show(t), %peer, blob = %files::hex(&hash), ?ranges, "asked for chunks");
+        }
         let Some(meta) = self.meta(&hash) else {
             return BlobResponse::NotFound;
         };

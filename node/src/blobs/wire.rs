@@ -26,12 +26,18 @@ pub enum BlobRequest {
     Size {
         #[serde(with = "serde_bytes")]
         hash: [u8; 32],
+        /// The fetch's trace id ([`crate::trace`]), logged by the provider; older nodes
+        /// ignore it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<u64>,
     },
     /// Chunk ranges `[start, end)` in 1 KiB chunks, encoded with their proof.
     Ranges {
         #[serde(with = "serde_bytes")]
         hash: [u8; 32],
         ranges: Vec<(u64, u64)>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<u64>,
     },
 }
 

@@ -81,6 +81,13 @@ impl From<docs::DocSummary> for api::DocInfo {
             keys: d.keys,
             deltas: d.deltas,
             replicas: d.replicas,
+            lag: d.lag.map(|l| api::Lag {
+                last_ms: l.last_ms,
+                p50_ms: l.p50_ms,
+                max_ms: l.max_ms,
+                samples: l.samples,
+            }),
+            behind: d.behind,
         }
     }
 }
@@ -90,6 +97,7 @@ impl From<docs::Written> for api::Written {
         api::Written {
             doc: w.doc.to_string(),
             seq: w.seq,
+            trace: w.trace,
         }
     }
 }
@@ -162,14 +170,19 @@ impl From<blobs::Progress> for api::FetchEvent {
                 received,
                 retried,
                 bad_providers,
+                trace,
             } => api::FetchEvent::Done {
                 blob: blob.into(),
                 path: path.map(|p| p.display().to_string()),
                 received,
                 retried,
                 bad_providers: strings(&bad_providers),
+                trace: crate::trace::show(trace),
             },
-            blobs::Progress::Failed { message } => api::FetchEvent::Failed { message },
+            blobs::Progress::Failed { message, trace } => api::FetchEvent::Failed {
+                message,
+                trace: crate::trace::show(trace),
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ use lattice_crdt::sync::Replica;
 use lattice_crdt::DocId;
 use tracing::warn;
 
+use super::lag::Lags;
 use super::view::{Changed, DocSummary, WriterList};
 use super::DocsError;
 use crate::store::DocMeta;
@@ -25,6 +26,8 @@ pub(super) struct Hosted {
     pub watchers: Vec<lossy::Sender<Changed>>,
     /// The replica's digest, kept until its next input (see [`Hosted::digest`]).
     digest: Option<[u8; 8]>,
+    /// Recent writes' sync lag.
+    pub lags: Lags,
 }
 
 impl Hosted {
@@ -35,6 +38,7 @@ impl Hosted {
             replica,
             watchers: Vec::new(),
             digest: None,
+            lags: Lags::default(),
         }
     }
 
@@ -71,6 +75,8 @@ impl Hosted {
             keys: doc.root().len(),
             deltas: self.replica.log_len(),
             replicas: self.replica.peers().count(),
+            lag: self.lags.stats(crate::now_ms()),
+            behind: self.replica.behind(),
         }
     }
 

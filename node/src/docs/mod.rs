@@ -17,10 +17,12 @@ mod clocks;
 pub mod digests;
 mod hosted;
 pub(crate) mod join;
+mod lag;
 mod view;
 pub mod wire;
 
 pub use clocks::ClockOffset;
+pub use lag::LagStats;
 pub use view::{Changed, DocSummary, WriterList, Written};
 
 use std::str::FromStr;

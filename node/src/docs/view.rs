@@ -22,13 +22,19 @@ pub struct DocSummary {
     pub deltas: usize,
     /// Connected peers known to replicate the document.
     pub replicas: usize,
+    /// How long peers' recent writes took to be applied here.
+    pub lag: Option<super::LagStats>,
+    /// Writes known (from peers' summaries and deltas seen) but not yet applied here.
+    pub behind: u64,
 }
 
 /// A write, durable here under this node's sequence number `seq`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Written {
     pub doc: DocId,
     pub seq: u64,
+    /// The write's trace id ([`crate::trace::write_id`]).
+    pub trace: String,
 }
 
 /// Who may write a document.

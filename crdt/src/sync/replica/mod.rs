@@ -36,6 +36,8 @@ use crate::vv::VersionVector;
 /// While catching up, how long after asking a peer local writes wait for it to send any
 /// of our own writes back: past this, it had none.
 const CATCH_UP_WAIT_MS: u64 = 10_000;
+/// Authors [`Replica::hear_of`] remembers beyond those with writes applied here.
+pub(super) const MAX_UNHEARD_AUTHORS: usize = 256;
 
 /// A local write waiting to become durable.
 #[derive(Debug)]
@@ -75,6 +77,10 @@ pub struct Replica {
     pending: BTreeMap<(ActorId, u64), Held>,
     pending_bytes: usize,
     peers: BTreeSet<ActorId>,
+    /// How far each author's writes are known to go: peers' summaries and deltas seen,
+    /// applied or not. Unverified claims (a summary is not signed), so only a measure of
+    /// lag, never a reason to act; bounded (see [`Replica::hear_of`]).
+    pub(super) known: VersionVector,
     /// Authors caught equivocating (see [`equivocation`]).
     bans: equivocation::Bans,
     /// Local writes wait until a peer has said how far this replica's own writes go: a
@@ -116,6 +122,7 @@ impl Replica {
             pending: BTreeMap::new(),
             pending_bytes: 0,
             peers: BTreeSet::new(),
+            known: VersionVector::default(),
             bans: equivocation::Bans::default(),
             catching_up: false,
             asked_ms: None,
@@ -225,6 +232,35 @@ impl Replica {
     }
 
     /// Number of deltas in the log (shrinks when authors fold).
+    /// Writes this replica knows of but has not applied: for each author (not cut), how
+    /// far peers' summaries and deltas seen say its writes go, past what is applied here.
+    /// A peer may lie in its summary; the figure is for people, never acted on.
+    pub fn behind(&self) -> u64 {
+        let vv = self.log.vv();
+        self.known
+            .iter()
+            .filter(|(a, _)| !self.is_cut(a))
+            .map(|(a, k)| k.saturating_sub(vv.get(a)))
+            .fold(0u64, u64::saturating_add)
+    }
+
+    /// Notes that `author`'s writes go at least to `seq`. Authors not yet applied here are
+    /// remembered up to [`MAX_UNHEARD_AUTHORS`] beyond those that are, so strangers'
+    /// summaries cannot grow the map.
+    pub(super) fn hear_of(&mut self, author: ActorId, seq: u64) {
+        let have = self.known.get(&author);
+        if seq <= have {
+            return;
+        }
+        if have == 0
+            && self.log.vv().get(&author) == 0
+            && self.known.len() >= self.log.vv().len() + MAX_UNHEARD_AUTHORS
+        {
+            return;
+        }
+        self.known.advance(author, seq);
+    }
+
     pub fn log_len(&self) -> usize {
         self.log.len()
     }
@@ -331,6 +367,7 @@ impl Replica {
         self.event(Event::Applied {
             author: self.actor,
             seqs: signed.seqs,
+            hlc: signed.hlc,
             local: true,
         });
         self.unacked.push_back(Unacked {
@@ -448,6 +485,9 @@ impl Replica {
                 recovering,
                 ..
             } => {
+                for (author, seq) in vv.iter() {
+                    self.hear_of(*author, *seq);
+                }
                 // A peer that holds no more of our own writes than we do: safe to write.
                 if vv.get(&self.actor) <= self.log.vv().get(&self.actor) {
                     self.catching_up = false;

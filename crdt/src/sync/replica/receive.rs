@@ -52,6 +52,7 @@ impl Replica {
         };
         // Stage 2: what this replica knows.
         let SeqRange { first, last } = d.seqs;
+        self.hear_of(d.author, last);
         if !d.acl.is_empty() && self.acl.owner() != Some(d.author) {
             return Err(SyncError::NotOwner);
         }
@@ -289,6 +290,7 @@ impl Replica {
             self.event(Event::Applied {
                 author: d.author,
                 seqs: d.seqs,
+                hlc: d.hlc,
                 local: false,
             });
         } else {

@@ -59,9 +59,14 @@ pub enum FetchEvent {
         retried: u64,
         /// Peer ids of providers that sent bytes that did not verify.
         bad_providers: Vec<String>,
+        /// The fetch's trace id: `lattice testnet logs --trace ID` follows it.
+        #[serde(default)]
+        trace: String,
     },
     Failed {
         message: String,
+        #[serde(default)]
+        trace: String,
     },
 }
 

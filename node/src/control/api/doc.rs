@@ -84,6 +84,23 @@ pub struct DocInfo {
     pub deltas: usize,
     /// Connected peers known to replicate the document.
     pub replicas: usize,
+    /// Sync lag of peers' writes applied here in the last ten minutes: from the write's
+    /// clock to its application here. Absent when none arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<Lag>,
+    /// Writes known from peers (their summaries, deltas seen) but not yet applied here.
+    #[serde(default)]
+    pub behind: u64,
+}
+
+/// Recent sync lag, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lag {
+    pub last_ms: u64,
+    pub p50_ms: u64,
+    pub max_ms: u64,
+    /// Writes measured.
+    pub samples: usize,
 }
 
 /// Result of a write: durable locally under this sequence number of ours.
@@ -91,6 +108,9 @@ pub struct DocInfo {
 pub struct Written {
     pub doc: String,
     pub seq: u64,
+    /// The write's trace id: `lattice testnet logs --trace ID` follows it.
+    #[serde(default)]
+    pub trace: String,
 }
 
 /// `doc.writers` result.

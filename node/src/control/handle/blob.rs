@@ -54,12 +54,14 @@ pub(super) async fn call(blobs: &Blobs, command: Command) -> Result<Answer, ApiE
             let (ptx, prx) = mpsc::channel::<Progress>(STREAM_QUEUE);
             let blobs = blobs.clone();
             // The fetch goes on even if the client leaves: what it verified is kept.
+            let trace = crate::trace::fetch_id();
             tokio::spawn(async move {
                 let fail = ptx.clone();
-                if let Err(e) = blobs.get(&a.hash, out, ptx).await {
+                if let Err(e) = blobs.get(&a.hash, out, ptx, trace).await {
                     let _ = fail
                         .send(Progress::Failed {
                             message: e.to_string(),
+                            trace,
                         })
                         .await;
                 }

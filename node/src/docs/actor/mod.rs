@@ -466,11 +466,33 @@ impl Actor {
                     acks.push((tag, Err(DocsError::NotAWriter(id.to_string()))));
                 }
                 Output::Event(SyncEvent::Applied {
-                    author, local: l, ..
+                    author,
+                    seqs,
+                    hlc,
+                    local: l,
                 }) => {
                     self.metrics.delta_applied();
                     authors.insert(author);
                     local |= l;
+                    // One write (not a fold of many): its lag, and its trace.
+                    if seqs.first == seqs.last {
+                        let now = now_ms();
+                        let lag_ms = now.saturating_sub(hlc.millis);
+                        if !l {
+                            h.lags.record(now, lag_ms);
+                            self.metrics.sync_lag(&id, lag_ms);
+                        }
+                        debug!(
+                            target: crate::trace::TARGET,
+                            trace = %crate::trace::write_id(&id, &author, seqs.last),
+                            doc = %id,
+                            author = %author,
+                            seq = seqs.last,
+                            lag_ms,
+                            "{}",
+                            if l { "written here" } else { "applied" }
+                        );
+                    }
                 }
                 Output::Event(SyncEvent::Equivocated { author, cut }) => {
                     self.metrics.delta_rejected();
@@ -482,6 +504,7 @@ impl Actor {
                 }
             }
         }
+        self.metrics.doc_behind(&id, h.replica.behind());
         if let Some(before) = before.filter(|_| !authors.is_empty()) {
             h.notify(before, local, &authors);
         }
@@ -494,10 +517,20 @@ impl Actor {
             }
         }
         for (to, msg) in sends {
+            if let sync::Message::Deltas { deltas, .. } = &msg {
+                trace_deltas(deltas, "sent by repair", &to);
+            }
             self.send(to, msg);
         }
         let topic = wire::topic(&id);
         for msg in broadcasts {
+            if let sync::Message::Delta(d) = &msg {
+                trace_deltas(
+                    std::slice::from_ref(d),
+                    "published",
+                    &"the document's topic",
+                );
+            }
             let bytes = msg.encode();
             self.metrics.gossip_sent(bytes.len());
             if let Err(e) = self.overlay.publish(topic.clone(), bytes).await {
@@ -506,7 +539,12 @@ impl Actor {
         }
         for (tag, result) in acks {
             if let Some(a) = self.acks.remove(&tag) {
-                let _ = a.reply.send(result.map(|seq| Written { doc: id, seq }));
+                let trace = |seq| crate::trace::write_id(&id, &self.me, seq);
+                let _ = a.reply.send(result.map(|seq| Written {
+                    doc: id,
+                    seq,
+                    trace: trace(seq),
+                }));
             }
         }
     }
@@ -561,6 +599,24 @@ impl Actor {
 }
 
 /// Sleeps until `at`, or for ever without one.
+/// Logs each single write among `deltas` under its trace id ([`crate::trace`]).
+fn trace_deltas(deltas: &[SignedDelta], what: &str, to: &dyn std::fmt::Display) {
+    if !tracing::enabled!(target: crate::trace::TARGET, tracing::Level::DEBUG) {
+        return;
+    }
+    for d in deltas.iter().filter(|d| d.seqs.first == d.seqs.last) {
+        debug!(
+            target: crate::trace::TARGET,
+            trace = %crate::trace::write_id(&d.doc, &d.author, d.seqs.last),
+            doc = %d.doc,
+            author = %d.author,
+            seq = d.seqs.last,
+            to = %to,
+            "{what}"
+        );
+    }
+}
+
 async fn until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
