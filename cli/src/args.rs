@@ -118,6 +118,14 @@ pub struct DaemonArgs {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9090.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Serve a status page on this address, e.g. 127.0.0.1:8080 (port 0 picks one);
+    /// `lattice status` prints its URL, which carries the token it requires.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// Allow --http on an address other than loopback (anyone who can reach it and has
+    /// the token sees the page; plain HTTP).
+    #[arg(long)]
+    pub http_allow_remote: bool,
     /// Pre-shared key file: a private swarm that strangers cannot handshake with.
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,

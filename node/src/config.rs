@@ -130,6 +130,10 @@ pub struct FileConfig {
     pub upnp: Option<bool>,
     pub dht_mode: Option<String>,
     pub metrics: Option<SocketAddr>,
+    /// Serve the status page on this address (see [`crate::http`]).
+    pub http: Option<SocketAddr>,
+    /// Allow the status page on an address other than loopback.
+    pub http_allow_remote: Option<bool>,
     pub psk_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
     /// e.g. "10G": unpinned fetched blobs are collected beyond this.
@@ -247,6 +251,10 @@ pub struct Config {
     pub relay_limits: RelayLimits,
     pub reachability: Reachability,
     pub metrics: Option<SocketAddr>,
+    /// The status page's address (off when `None`); loopback only unless
+    /// `http_allow_remote`.
+    pub http: Option<SocketAddr>,
+    pub http_allow_remote: bool,
     pub psk_file: Option<PathBuf>,
     /// Bytes of blobs kept before unpinned fetched ones are collected, oldest first.
     pub blob_quota: Option<u64>,

@@ -14,12 +14,14 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::activity::Activity;
 use crate::auth::NodeAuth;
 use crate::blobs::Blobs;
 use crate::config::{Config, ConfigError};
 use crate::control::handle::Handlers;
 use crate::control::server::{Server, ServerError};
 use crate::docs::{Docs, DocsError};
+use crate::http;
 use crate::identity::{self, IdentityError};
 use crate::lock::{DataDirLock, LockError};
 use crate::metrics::{self, Metrics};
@@ -73,6 +75,8 @@ pub enum DaemonError {
     Docs(#[from] DocsError),
     #[error("cannot open the blob store: {0}")]
     Blobs(#[from] crate::blobs::BlobError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
 /// Runs a daemon until SIGINT or SIGTERM.
@@ -175,10 +179,22 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     let services = Services::open(overlay.clone(), store.clone())
         .await
         .map_err(|e| DaemonError::Services(e.to_string()))?;
+    let activity = Activity::default();
     let (doc_events_tx, doc_events) = mpsc::channel(crate::docs::EVENT_QUEUE);
-    let (docs, docs_task) =
-        Docs::spawn(overlay.clone(), store, auth, doc_events, metrics.clone()).await?;
+    let (docs, docs_task) = Docs::spawn(
+        overlay.clone(),
+        store,
+        auth,
+        doc_events,
+        metrics.clone(),
+        activity.clone(),
+    )
+    .await?;
     let server = Server::bind(&config.socket).await?;
+    let page = match config.http {
+        Some(addr) => Some(http::bind(addr, config.http_allow_remote, dir).await?),
+        None => None,
+    };
     let registry = Arc::new(registry);
     if let Some(addr) = config.metrics {
         metrics::serve(addr, registry.clone(), shutdown.clone())
@@ -192,6 +208,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         events,
         metrics.clone(),
         doc_events_tx,
+        activity.clone(),
         Routes {
             blobs: blobs.clone(),
             services: services.clone(),
@@ -207,6 +224,14 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         started: Instant::now(),
         data_dir: dir.clone(),
         metrics,
+        status_page: page.as_ref().map(http::Bound::url),
+    });
+    let page = page.map(|p| {
+        info!(
+            token_file = %dir.join("http-token").display(),
+            "status page on; `lattice status` prints its URL with the token"
+        );
+        http::serve(p, daemon.clone(), activity, shutdown.clone())
     });
     info!(
         peer_id = %overlay.peer_id(),
@@ -216,6 +241,16 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
     );
     drop(overlay);
     server.serve(daemon, shutdown, config.shutdown_grace).await;
+    // The page's connections end with the shutdown and let go of the handlers.
+    if let Some(mut page) = page {
+        if tokio::time::timeout(Duration::from_secs(5), &mut page)
+            .await
+            .is_err()
+        {
+            page.abort();
+            warn!("the status page did not stop in time");
+        }
+    }
     // The peer keeper saves the routing table one last time.
     if tokio::time::timeout(Duration::from_secs(5), &mut keeper)
         .await
@@ -268,6 +303,7 @@ async fn dispatch_events(
     mut events: mpsc::Receiver<Event>,
     metrics: Metrics,
     docs: mpsc::Sender<Event>,
+    activity: Activity,
     routes: Routes,
 ) {
     let mut dropped = 0u64;
@@ -310,9 +346,13 @@ async fn dispatch_events(
                 ref peer,
                 ref topic,
             } => routes.topics.track(topic, *peer, false),
-            Event::PeerConnected { .. } => metrics.peer_connected(),
+            Event::PeerConnected { ref peer, .. } => {
+                metrics.peer_connected();
+                activity.push("peer", format!("{peer} connected"));
+            }
             Event::PeerDisconnected { ref peer } => {
                 metrics.peer_disconnected();
+                activity.push("peer", format!("{peer} disconnected"));
                 routes.topics.forget(peer);
             }
             _ => {}

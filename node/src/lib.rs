@@ -19,6 +19,7 @@
 //! - [`fuzz`]: fuzz targets for every decoder of untrusted bytes in the daemon.
 
 pub mod accept;
+pub mod activity;
 pub mod auth;
 pub mod blobs;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod daemon;
 pub mod dht_keys;
 pub mod docs;
 pub mod fuzz;
+pub mod http;
 pub mod identity;
 pub mod lock;
 pub mod lossy;

@@ -75,6 +75,8 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
         relay_limits: relay_limits.unwrap_or_default(),
         reachability,
         metrics: a.metrics.or(file.metrics),
+        http: a.http.or(file.http),
+        http_allow_remote: a.http_allow_remote || file.http_allow_remote.unwrap_or(false),
         psk_file: a.psk_file.clone().or(file.psk_file),
         blob_quota: a
             .blob_quota

@@ -61,6 +61,9 @@ pub fn status(g: &Global) -> anyhow::Result<ExitCode> {
     let _ = writeln!(text, "docs        {}", s.docs);
     let _ = writeln!(text, "blobs       {}", s.blobs);
     let _ = writeln!(text, "data dir    {}", s.data_dir);
+    if let Some(url) = &s.status_page {
+        let _ = writeln!(text, "status page {url}");
+    }
     for a in &s.listen_addrs {
         let _ = writeln!(text, "listen      {a}");
     }

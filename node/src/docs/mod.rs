@@ -145,16 +145,19 @@ pub struct Docs {
 
 impl Docs {
     /// Loads every stored document and starts the actor. It runs until every handle is
-    /// dropped; `events` are the overlay events meant for documents.
+    /// dropped; `events` are the overlay events meant for documents; writes applied are
+    /// told to `activity`.
     pub async fn spawn(
         overlay: Overlay,
         store: Store,
         auth: Arc<NodeAuth>,
         events: mpsc::Receiver<Event>,
         metrics: Metrics,
+        activity: crate::activity::Activity,
     ) -> Result<(Docs, JoinHandle<()>), DocsError> {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let actor = actor::Actor::load(overlay, store, auth, tx.downgrade(), metrics).await?;
+        let actor =
+            actor::Actor::load(overlay, store, auth, tx.downgrade(), metrics, activity).await?;
         let task = tokio::spawn(actor.run(rx, events));
         Ok((Docs { tx }, task))
     }

@@ -56,6 +56,9 @@ pub struct Status {
     /// writes that arrived by gossip in the last 10 minutes.
     #[serde(default)]
     pub clock_offsets: Vec<ClockOffset>,
+    /// The status page's URL, with the token it requires, when `--http` serves one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_page: Option<String>,
 }
 
 /// `status`: how many peers the connection manager keeps connected.

@@ -31,6 +31,8 @@ pub(crate) struct Handlers {
     pub started: Instant,
     pub data_dir: PathBuf,
     pub metrics: Metrics,
+    /// The status page's URL with its token, if one is served.
+    pub status_page: Option<String>,
 }
 
 impl Handler for Handlers {

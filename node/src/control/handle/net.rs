@@ -73,6 +73,7 @@ pub(super) async fn call(h: &Handlers, command: Command) -> Result<Answer, ApiEr
                     .iter()
                     .map(api::ClockOffset::from)
                     .collect(),
+                status_page: h.status_page.clone(),
             })
         }
         Command::Peers(_) => {

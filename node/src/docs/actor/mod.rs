@@ -36,6 +36,7 @@ use super::clocks::Clocks;
 use super::hosted::{Hosted, MAX_WATCHERS, WATCH_QUEUE};
 use super::wire;
 use super::{Command, DocsError, Edit, Reply};
+use crate::activity::Activity;
 use crate::auth::NodeAuth;
 use crate::docs::{DocSummary, Written};
 use crate::metrics::Metrics;
@@ -79,6 +80,8 @@ pub(super) struct Actor {
     overlay: Overlay,
     store: Store,
     metrics: Metrics,
+    /// Writes applied, for people watching (the status page).
+    activity: Activity,
     commands: mpsc::WeakSender<Command>,
     docs: BTreeMap<DocId, Hosted>,
     topics: HashMap<String, DocId>,
@@ -131,6 +134,7 @@ impl Actor {
         auth: Arc<NodeAuth>,
         commands: mpsc::WeakSender<Command>,
         metrics: Metrics,
+        activity: Activity,
     ) -> Result<Actor, DocsError> {
         let mut a = Actor {
             me: auth.actor(),
@@ -138,6 +142,7 @@ impl Actor {
             overlay,
             store,
             metrics,
+            activity,
             commands,
             docs: BTreeMap::new(),
             topics: HashMap::new(),
@@ -448,6 +453,8 @@ impl Actor {
         let mut acks = Vec::new();
         let mut authors = BTreeSet::new();
         let mut local = false;
+        // Single writes applied: (author, seq, local, lag in ms).
+        let mut writes = Vec::new();
         while let Some(o) = h.replica.poll_output() {
             match o {
                 Output::Persist { ticket: t, delta } => {
@@ -482,6 +489,7 @@ impl Actor {
                             h.lags.record(now, lag_ms);
                             self.metrics.sync_lag(&id, lag_ms);
                         }
+                        writes.push((author, seqs.last, l, lag_ms));
                         debug!(
                             target: crate::trace::TARGET,
                             trace = %crate::trace::write_id(&id, &author, seqs.last),
@@ -505,6 +513,9 @@ impl Actor {
             }
         }
         self.metrics.doc_behind(&id, h.replica.behind());
+        if !writes.is_empty() {
+            tell_activity(&self.activity, h.name(), &id, &writes);
+        }
         if let Some(before) = before.filter(|_| !authors.is_empty()) {
             h.notify(before, local, &authors);
         }
@@ -599,6 +610,41 @@ impl Actor {
 }
 
 /// Sleeps until `at`, or for ever without one.
+/// Tells people watching (the status page) about writes applied to document `name`: each
+/// of a few, or how many in a batch (a repair can bring thousands).
+fn tell_activity(
+    activity: &Activity,
+    name: &str,
+    id: &DocId,
+    writes: &[(ActorId, u64, bool, u64)],
+) {
+    const EACH: usize = 3;
+    if writes.len() > EACH {
+        let authors: BTreeSet<&ActorId> = writes.iter().map(|w| &w.0).collect();
+        let lag = writes.iter().map(|w| w.3).max().unwrap_or(0);
+        activity.push(
+            "doc",
+            format!(
+                "{name}: {} writes by {} author(s) applied, lag up to {lag} ms",
+                writes.len(),
+                authors.len()
+            ),
+        );
+        return;
+    }
+    for (author, seq, local, lag) in writes {
+        let trace = crate::trace::write_id(id, author, *seq);
+        let by = crate::auth::peer_of_actor(author)
+            .map_or_else(|| author.to_string(), |p| p.to_string());
+        let text = if *local {
+            format!("{name}: write #{seq} here (trace {trace})")
+        } else {
+            format!("{name}: write #{seq} by {by} applied after {lag} ms (trace {trace})")
+        };
+        activity.push("doc", text);
+    }
+}
+
 /// Logs each single write among `deltas` under its trace id ([`crate::trace`]).
 fn trace_deltas(deltas: &[SignedDelta], what: &str, to: &dyn std::fmt::Display) {
     if !tracing::enabled!(target: crate::trace::TARGET, tracing::Level::DEBUG) {
