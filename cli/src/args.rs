@@ -352,6 +352,12 @@ pub enum TestnetCommand {
         #[arg(long, value_name = "SECS", default_value_t = 60.0)]
         timeout: f64,
     },
+    /// A consistent global snapshot of one document (Chandy–Lamport): every node records
+    /// what it held at one hybrid-clock time, and what was in flight between them.
+    Snapshot {
+        #[arg(value_name = "DOC")]
+        doc: String,
+    },
     /// Every node's log merged in time order, each line tagged with its node.
     Logs {
         /// Keep printing new lines until interrupted.

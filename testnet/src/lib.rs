@@ -9,6 +9,7 @@
 //! - [`topology`]: `testnet up --netns` and its topology file.
 //! - [`bench`]: helpers for the benchmark binaries.
 //! - [`converge`]: `wait-converged`, polling every live node's digest of a document.
+//! - [`snapshot`]: `testnet snapshot`, a consistent global snapshot of a document.
 //! - [`sim`]: the deterministic simulator front end (`lattice testnet sim`), driving the
 //!   `lattice-crdt` replication state machine for many virtual replicas in one process.
 
@@ -19,4 +20,5 @@ pub mod manifest;
 pub mod net;
 pub mod netns;
 pub mod sim;
+pub mod snapshot;
 pub mod topology;

@@ -142,6 +142,16 @@ pub fn run(g: &Global, t: TestnetArgs) -> Result<ExitCode> {
             output::print(true, &c, "")?;
             Ok(ExitCode::SUCCESS)
         }
+        TestnetCommand::Snapshot { doc } => {
+            let net = Testnet::open(&dir(&t.dir)?)?;
+            let snap = net.snapshot(&doc)?;
+            output::print(g.json, &snap, describe_snapshot(&snap))?;
+            Ok(if snap.consistent {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         TestnetCommand::Partition { groups } => {
             let net = Testnet::open(&dir(&t.dir)?)?;
             net.partition(&groups)?;
@@ -171,6 +181,47 @@ pub fn run(g: &Global, t: TestnetArgs) -> Result<ExitCode> {
 }
 
 /// Prints lines appended to any node's log, tagged, until interrupted.
+/// A snapshot for people: each node's cut and digest, what was in flight, and whether
+/// the cut is consistent.
+fn describe_snapshot(s: &lattice_testnet::snapshot::Snapshot) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("snapshot of {} at {} ms\n", s.doc, s.at_ms);
+    for n in &s.nodes {
+        let writes: u64 = n.cut.values().sum();
+        let _ = writeln!(
+            out,
+            "node {:<3} digest {}  {writes} write(s) at the cut, {} after it{}",
+            n.node,
+            &n.digest[..12.min(n.digest.len())],
+            n.after_cut,
+            if n.straddled {
+                " (a fold spans the cut)"
+            } else {
+                ""
+            }
+        );
+    }
+    if s.in_flight.is_empty() {
+        out.push_str("nothing in flight\n");
+    }
+    for f in &s.in_flight {
+        let from = f
+            .from
+            .map_or_else(|| f.author.clone(), |i| format!("node {i}"));
+        let _ = writeln!(
+            out,
+            "in flight {from} -> node {}: writes {}..={}",
+            f.to, f.first, f.last
+        );
+    }
+    if s.consistent {
+        out.push_str("consistent");
+    } else {
+        let _ = write!(out, "NOT consistent: {}", s.problems.join("; "));
+    }
+    out
+}
+
 fn follow_logs(net: &Testnet, out: &mut impl Write, trace: Option<&str>) -> Result<()> {
     let mut offsets: Vec<u64> = net
         .manifest

@@ -393,10 +393,8 @@ impl Blobs {
         })
     }
 
-    /// Fetches a blob (or finishes a partial one), reporting progress; copies it to `out`
-    /// if given.
-    /// Fetches blob `hash` (to `out` too, if given), reporting to `progress`; `trace` is
-    /// the fetch's trace id, sent with its requests.
+    /// Fetches blob `hash` (or finishes a partial fetch), reporting to `progress`; copies
+    /// it to `out` if given. `trace` is the fetch's trace id, sent with its requests.
     pub async fn get(
         &self,
         hash: &str,
@@ -484,9 +482,6 @@ impl Blobs {
                 trace,
             } => (hash, ranges, trace),
         };
-        if let Some(t) = trace {
-            debug!(target: crate::trace::TARGET, trace = %crate::trace::show(t), %peer, blob = %files::hex(&hash), ?ranges, "asked for chunks");
-        }
         let Some(meta) = self.meta(&hash) else {
             return BlobResponse::NotFound;
         };
@@ -501,6 +496,9 @@ impl Blobs {
             Ok(n) => n,
             Err(why) => return BlobResponse::Refused(why),
         };
+        if let Some(t) = trace {
+            debug!(target: crate::trace::TARGET, trace = %crate::trace::show(t), %peer, blob = %files::hex(&hash), ranges = ranges.len(), chunks, "asked for chunks");
+        }
         // check_ranges bounds `chunks` by MAX_REQUEST_CHUNKS, far inside u32.
         let permits = u32::try_from(chunks).unwrap_or(u32::MAX);
         // The requester's share of answers in flight, reserved before the answer is built:

@@ -92,6 +92,22 @@ impl From<docs::DocSummary> for api::DocInfo {
     }
 }
 
+impl From<docs::DocCut> for api::DocCut {
+    fn from(c: docs::DocCut) -> Self {
+        let by_peer =
+            |vv: &[(ActorId, u64)]| vv.iter().map(|(a, n)| (peer_string(a), *n)).collect();
+        api::DocCut {
+            doc: c.id.to_string(),
+            peer_id: peer_string(&c.me),
+            at_ms: c.at_ms,
+            cut: by_peer(&c.cut),
+            held: by_peer(&c.held),
+            digest: hex(&c.digest),
+            straddled: c.straddled,
+        }
+    }
+}
+
 impl From<docs::Written> for api::Written {
     fn from(w: docs::Written) -> Self {
         api::Written {

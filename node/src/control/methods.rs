@@ -125,6 +125,9 @@ methods! {
     DocJoin "doc.join" Doc (DocParams) -> result DocInfo, NotFound, Storage;
     DocLs "doc.ls" Doc (NoParams) -> result Vec<DocInfo>;
     DocInfo "doc.info" Doc (DocParams) -> result DocInfo, NotFound;
+    /// A cut for a consistent snapshot: the node's clock passes `at_ms`, then it says
+    /// which writes it held at or before it (`lattice testnet snapshot`).
+    DocCut "doc.cut" Doc (CutParams) -> result DocCut, NotFound;
     /// The whole document as JSON, or one key's value.
     DocGet "doc.get" Doc (GetParams) -> result serde_json::Value, NotFound;
     DocSet "doc.set" Doc (SetParams) -> result Written, NotFound, NotAWriter, Storage;

@@ -23,7 +23,7 @@ pub mod wire;
 
 pub use clocks::ClockOffset;
 pub use lag::LagStats;
-pub use view::{Changed, DocSummary, WriterList, Written};
+pub use view::{Changed, DocCut, DocSummary, WriterList, Written};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -117,6 +117,11 @@ pub(crate) enum Command {
         doc: String,
         reply: Reply<DocSummary>,
     },
+    Cut {
+        doc: String,
+        at_ms: u64,
+        reply: Reply<DocCut>,
+    },
     Get {
         doc: String,
         key: Option<String>,
@@ -207,6 +212,12 @@ impl Docs {
 
     pub async fn info(&self, doc: String) -> Result<DocSummary, DocsError> {
         self.ask(|reply| Command::Info { doc, reply }).await
+    }
+
+    /// What this node holds of `doc` at hybrid-clock time `at_ms`, its clock moved past
+    /// it first (see [`lattice_crdt::sync::Replica::cut`]).
+    pub async fn cut(&self, doc: String, at_ms: u64) -> Result<DocCut, DocsError> {
+        self.ask(|reply| Command::Cut { doc, at_ms, reply }).await
     }
 
     pub async fn get(

@@ -37,6 +37,23 @@ pub struct Written {
     pub trace: String,
 }
 
+/// What this node held of a document at a cut ([`lattice_crdt::sync::Replica::cut`]).
+#[derive(Clone, Debug)]
+pub struct DocCut {
+    pub id: DocId,
+    /// This node's author id.
+    pub me: ActorId,
+    pub at_ms: u64,
+    /// For each author, its writes held here at the cut: 1 to this.
+    pub cut: Vec<(ActorId, u64)>,
+    /// The same for all held now.
+    pub held: Vec<(ActorId, u64)>,
+    /// The digest of the document holding exactly the cut's writes.
+    pub digest: [u8; 32],
+    /// A fold held here spans the cut (its writes before the cut are left out).
+    pub straddled: bool,
+}
+
 /// Who may write a document.
 #[derive(Clone, Debug)]
 pub struct WriterList {

@@ -5,9 +5,14 @@
 //!
 //! Every request for data needs the node's token (`<data dir>/http-token`, made on first
 //! use), as a `token` query parameter or an `Authorization: Bearer` header: the URL that
-//! `lattice status` and the daemon's log print carries it. The page's script and style
-//! are public (they hold no data). On loopback the `Host` header must name loopback too,
-//! so a web page that rebinds a name to 127.0.0.1 is refused even before the token.
+//! `lattice status` prints carries it (the log names the file, not the token). The page's
+//! script and style are public (they hold no data). On loopback the `Host` header must
+//! name loopback too, so a web page that rebinds a name to 127.0.0.1 is refused even
+//! before the token. Only event streams keep their connection: every other answer closes
+//! it, so a client without the token holds a connection slot no longer than one request.
+//!
+//! One task renders the state for every open page (at most every [`MIN_UPDATE`], only
+//! while a page is open), so open pages cost the node one render, not one each.
 //!
 //! The assets are compiled into the binary: nothing is fetched at run time.
 
@@ -27,6 +32,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -37,6 +43,8 @@ use crate::control::handle::Handlers;
 /// Connections served at once (each open page holds one for its event stream); more are
 /// closed at once.
 const MAX_CONNECTIONS: usize = 16;
+/// Event streams (open pages) at once, within [`MAX_CONNECTIONS`].
+const MAX_STREAMS: usize = 8;
 /// A request's head must arrive this fast.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head read.
@@ -117,7 +125,19 @@ fn load_or_create_token(path: &Path) -> Result<String, HttpError> {
         why,
     };
     match std::fs::read_to_string(path) {
+        // Left empty by a crash between creating and writing it: make it again.
+        Ok(text) if text.trim().is_empty() => {
+            std::fs::remove_file(path).map_err(|e| err(e.to_string()))?;
+            load_or_create_token(path)
+        }
         Ok(text) => {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "the status page token was readable by others; now only by its owner");
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| err(e.to_string()))?;
+            }
             let t = text.trim();
             if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
                 Ok(t.to_ascii_lowercase())
@@ -154,6 +174,10 @@ struct Ctx {
     token: String,
     local: SocketAddr,
     shutdown: CancellationToken,
+    /// The latest state rendered for open pages ([`render_for_pages`]).
+    state: watch::Sender<Option<Arc<str>>>,
+    /// Event streams open.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves the page until `shutdown`; the task returned ends once every connection is
@@ -171,9 +195,12 @@ pub(crate) fn serve(
         token: bound.token,
         local: bound.local,
         shutdown: shutdown.clone(),
+        state: watch::Sender::new(None),
+        streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
     });
     let listener = bound.listener;
     tokio::spawn(async move {
+        let renderer = tokio::spawn(render_for_pages(ctx.clone()));
         let mut conns = JoinSet::new();
         let mut backoff = crate::accept::Backoff::default();
         loop {
@@ -210,15 +237,50 @@ pub(crate) fn serve(
                     .header_read_timeout(HEAD_TIMEOUT)
                     .max_buf_size(MAX_HEAD)
                     .serve_connection(TokioIo::new(stream), service);
-                match tokio::time::timeout(MAX_CONNECTION_LIFE, conn).await {
-                    Ok(Err(e)) => debug!("status page connection: {e}"),
-                    Ok(Ok(())) | Err(_) => {}
+                // Past its life the connection is simply dropped (a page reconnects).
+                if let Ok(Err(e)) = tokio::time::timeout(MAX_CONNECTION_LIFE, conn).await {
+                    debug!("status page connection: {e}");
                 }
             });
         }
         // Open pages' event streams end with the shutdown; whatever is left is cut.
         conns.shutdown().await;
+        renderer.abort();
+        let _ = renderer.await;
     })
+}
+
+/// Renders the state for open pages: when something happened (after [`MIN_UPDATE`], so
+/// a burst is one update) or every [`MAX_UPDATE`], while at least one page is open.
+async fn render_for_pages(ctx: Arc<Ctx>) {
+    let mut changed = ctx.activity.subscribe();
+    loop {
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = changed.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(MAX_UPDATE) => {}
+        }
+        if ctx.state.receiver_count() == 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(MIN_UPDATE) => {}
+        }
+        changed.borrow_and_update();
+        match state::render(&ctx.handlers, &ctx.activity).await {
+            Ok(json) => {
+                ctx.state.send_if_modified(|now| {
+                    let new = now.as_deref() != Some(json.as_str());
+                    if new {
+                        *now = Some(json.into());
+                    }
+                    new
+                });
+            }
+            Err(e) => debug!("status page state: {e}"),
+        }
+    }
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -231,10 +293,23 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     )
 }
 
+/// A whole answer, after which the connection closes.
 fn respond(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
+    let mut r = stream_response(status, content_type, body);
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// An answer with the page's security headers.
+fn stream_response(status: StatusCode, content_type: &'static str, body: Body) -> Response<Body> {
     let mut r = Response::new(body);
     *r.status_mut() = status;
     let h = r.headers_mut();
+    h.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(
@@ -310,11 +385,17 @@ async fn answer(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
                 )
             }
         },
-        _ => respond(
-            StatusCode::OK,
-            "text/event-stream",
-            StreamBody::new(events(ctx)).boxed(),
-        ),
+        _ => match ctx.streams.clone().try_acquire_owned() {
+            Ok(slot) => stream_response(
+                StatusCode::OK,
+                "text/event-stream",
+                StreamBody::new(events(ctx, slot)).boxed(),
+            ),
+            Err(_) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many pages open on this node; close one\n",
+            ),
+        },
     }
 }
 
@@ -360,55 +441,51 @@ fn host_allowed(local: SocketAddr, host: Option<&HeaderValue>) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The event stream of one open page: the state now, then again whenever something
-/// happened (at most every [`MIN_UPDATE`]) or [`MAX_UPDATE`] passed and it changed; it
-/// ends with the daemon.
+/// The event stream of one open page: the state now, then each state the renderer
+/// publishes; it ends with the daemon. `slot` is its place among [`MAX_STREAMS`].
 fn events(
     ctx: &Ctx,
+    slot: tokio::sync::OwnedSemaphorePermit,
 ) -> impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + 'static {
     struct Page {
         handlers: Arc<Handlers>,
         activity: Activity,
         shutdown: CancellationToken,
-        changed: tokio::sync::watch::Receiver<u64>,
-        last: Option<String>,
+        state: watch::Receiver<Option<Arc<str>>>,
         first: bool,
+        _slot: tokio::sync::OwnedSemaphorePermit,
     }
     let page = Page {
         handlers: ctx.handlers.clone(),
         activity: ctx.activity.clone(),
         shutdown: ctx.shutdown.clone(),
-        changed: ctx.activity.subscribe(),
-        last: None,
+        state: ctx.state.subscribe(),
         first: true,
+        _slot: slot,
     };
     futures::stream::unfold(page, |mut p| async move {
+        if std::mem::take(&mut p.first) {
+            // The first paint does not wait for the next render.
+            if let Ok(json) = state::render(&p.handlers, &p.activity).await {
+                return Some((Ok(event(&json)), p));
+            }
+        }
         loop {
-            if !p.first {
-                tokio::select! {
-                    _ = p.shutdown.cancelled() => return None,
-                    r = p.changed.changed() => if r.is_err() { return None },
-                    _ = tokio::time::sleep(MAX_UPDATE) => {}
-                }
-                // Let a burst of events settle into one update.
-                tokio::select! {
-                    _ = p.shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(MIN_UPDATE) => {}
-                }
-                p.changed.borrow_and_update();
+            tokio::select! {
+                _ = p.shutdown.cancelled() => return None,
+                r = p.state.changed() => if r.is_err() { return None },
             }
-            p.first = false;
-            let Ok(json) = state::render(&p.handlers, &p.activity).await else {
-                continue;
-            };
-            if p.last.as_ref() == Some(&json) {
-                continue;
+            let latest = p.state.borrow_and_update().clone();
+            if let Some(json) = latest {
+                return Some((Ok(event(&json)), p));
             }
-            let frame = Frame::data(Bytes::from(format!("event: state\ndata: {json}\n\n")));
-            p.last = Some(json);
-            return Some((Ok(frame), p));
         }
     })
+}
+
+/// One server-sent event carrying the state (JSON on one line).
+fn event(json: &str) -> Frame<Bytes> {
+    Frame::data(Bytes::from(format!("event: state\ndata: {json}\n\n")))
 }
 
 #[cfg(test)]
@@ -444,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn the_token_is_made_once_kept_private_and_a_damaged_one_is_refused() {
+    fn the_token_is_made_once_kept_private_and_a_damaged_one_is_refused_or_remade() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TOKEN_FILE);
@@ -453,10 +530,20 @@ mod tests {
         assert_eq!(load_or_create_token(&path).unwrap(), t);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
+        // Readable by others: tightened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load_or_create_token(&path).unwrap(), t);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "still readable by others: {mode:o}");
         std::fs::write(&path, "short").unwrap();
         assert!(matches!(
             load_or_create_token(&path),
             Err(HttpError::Token { .. })
         ));
+        // Empty (a crash while it was made): made again.
+        std::fs::write(&path, "").unwrap();
+        let again = load_or_create_token(&path).unwrap();
+        assert_eq!(again.len(), 64);
+        assert_ne!(again, t);
     }
 }

@@ -36,7 +36,7 @@ use crate::vv::VersionVector;
 /// While catching up, how long after asking a peer local writes wait for it to send any
 /// of our own writes back: past this, it had none.
 const CATCH_UP_WAIT_MS: u64 = 10_000;
-/// Authors [`Replica::hear_of`] remembers beyond those with writes applied here.
+/// Authors with nothing applied here that one peer's claims may name ([`Replica::note_claims`]).
 pub(super) const MAX_UNHEARD_AUTHORS: usize = 256;
 
 /// A local write waiting to become durable.
@@ -77,10 +77,11 @@ pub struct Replica {
     pending: BTreeMap<(ActorId, u64), Held>,
     pending_bytes: usize,
     peers: BTreeSet<ActorId>,
-    /// How far each author's writes are known to go: peers' summaries and deltas seen,
-    /// applied or not. Unverified claims (a summary is not signed), so only a measure of
-    /// lag, never a reason to act; bounded (see [`Replica::hear_of`]).
-    pub(super) known: VersionVector,
+    /// Each connected peer's latest summary: how far it says each author's writes go
+    /// (replaced by its next summary, dropped when it leaves). Unsigned claims, so only a
+    /// measure of lag, never a reason to act; filtered and bounded by
+    /// [`Replica::note_claims`].
+    pub(super) claims: BTreeMap<ActorId, VersionVector>,
     /// Authors caught equivocating (see [`equivocation`]).
     bans: equivocation::Bans,
     /// Local writes wait until a peer has said how far this replica's own writes go: a
@@ -95,6 +96,29 @@ pub struct Replica {
     next_anti_entropy_ms: u64,
     outputs: VecDeque<Output>,
     stats: Stats,
+}
+
+/// What a replica held at a cut ([`Replica::cut`]).
+#[derive(Clone, Debug)]
+pub struct Cut {
+    /// For each author, its writes in the cut: 1 to this.
+    pub vv: VersionVector,
+    /// Those writes' deltas.
+    pub deltas: Vec<Arc<Delta>>,
+    /// A fold of an author's writes held here spans the cut: its writes before the cut
+    /// are left out (they cannot be separated from the rest).
+    pub straddled: bool,
+}
+
+impl Cut {
+    /// The digest ([`Doc::digest`]) of document `id` holding exactly the cut's writes.
+    pub fn digest(&self, id: DocId) -> [u8; 32] {
+        let mut doc = Doc::new(id);
+        for d in &self.deltas {
+            doc.apply(d);
+        }
+        doc.digest()
+    }
 }
 
 impl Replica {
@@ -122,7 +146,7 @@ impl Replica {
             pending: BTreeMap::new(),
             pending_bytes: 0,
             peers: BTreeSet::new(),
-            known: VersionVector::default(),
+            claims: BTreeMap::new(),
             bans: equivocation::Bans::default(),
             catching_up: false,
             asked_ms: None,
@@ -231,36 +255,95 @@ impl Replica {
         self.stats
     }
 
-    /// Number of deltas in the log (shrinks when authors fold).
-    /// Writes this replica knows of but has not applied: for each author (not cut), how
-    /// far peers' summaries and deltas seen say its writes go, past what is applied here.
-    /// A peer may lie in its summary; the figure is for people, never acted on.
+    /// Writes this replica knows of but has not applied: per author (not cut), the most
+    /// that a connected peer's latest summary claims or a held-back delta shows, past what
+    /// is applied here. Claims are capped ([`Replica::note_claims`]), and a peer's go when
+    /// it leaves, so a liar can inflate the figure by a bounded amount while connected,
+    /// never for ever. For people; never acted on.
     pub fn behind(&self) -> u64 {
         let vv = self.log.vv();
-        self.known
+        let mut known = VersionVector::default();
+        for claims in self.claims.values() {
+            known.join(claims);
+        }
+        for held in self.pending.values() {
+            known.advance(held.delta.author, held.delta.seqs.last);
+        }
+        known
             .iter()
             .filter(|(a, _)| !self.is_cut(a))
             .map(|(a, k)| k.saturating_sub(vv.get(a)))
             .fold(0u64, u64::saturating_add)
     }
 
-    /// Notes that `author`'s writes go at least to `seq`. Authors not yet applied here are
-    /// remembered up to [`MAX_UNHEARD_AUTHORS`] beyond those that are, so strangers'
-    /// summaries cannot grow the map.
-    pub(super) fn hear_of(&mut self, author: ActorId, seq: u64) {
-        let have = self.known.get(&author);
-        if seq <= have {
+    /// Keeps `peer`'s summary `vv` as its claims: authors this document permits, each at
+    /// most [`Config::max_seq_lead`] past what is applied here (as deltas themselves are
+    /// limited), and at most [`MAX_UNHEARD_AUTHORS`] authors with nothing applied here.
+    pub(super) fn note_claims(&mut self, peer: ActorId, vv: &VersionVector) {
+        if !self.peers.contains(&peer) {
             return;
         }
-        if have == 0
-            && self.log.vv().get(&author) == 0
-            && self.known.len() >= self.log.vv().len() + MAX_UNHEARD_AUTHORS
-        {
-            return;
+        let mine = self.log.vv();
+        let mut claims = VersionVector::default();
+        let mut unheard = 0;
+        for (author, n) in vv.iter() {
+            let have = mine.get(author);
+            if *n <= have || !self.acl.permits(author, have + 1) {
+                continue;
+            }
+            if have == 0 {
+                if unheard == MAX_UNHEARD_AUTHORS {
+                    continue;
+                }
+                unheard += 1;
+            }
+            claims.advance(
+                *author,
+                (*n).min(have.saturating_add(self.config.max_seq_lead)),
+            );
         }
-        self.known.advance(author, seq);
+        self.claims.insert(peer, claims);
     }
 
+    /// A cut at hybrid-clock time `at_ms` (a consistent snapshot, as Chandy and Lamport's
+    /// marker gives): first this replica's clock passes `at_ms`, so none of its writes
+    /// from now on falls before the cut; then what it holds written at or before
+    /// `at_ms` — for each author a prefix of its writes, since an author's clock only
+    /// grows — is the cut. Hybrid clocks order causes before effects, so the writes at or
+    /// before `at_ms` everywhere are closed under causality: a write in the cut has its
+    /// causes in the cut (here, or still on their way here). Fails if `at_ms` is further
+    /// ahead of `now_ms` than the clock drift allowed.
+    pub fn cut(&mut self, at_ms: u64, now_ms: u64) -> Result<Cut, SyncError> {
+        let marker = Timestamp {
+            millis: at_ms.saturating_add(1),
+            logical: 0,
+        };
+        self.clock.observe(marker, now_ms)?;
+        let mut held: Vec<&SignedDelta> = self.log.iter().collect();
+        held.sort_by_key(|d| (d.author, d.seqs.first));
+        let mut cut = Cut {
+            vv: VersionVector::default(),
+            deltas: Vec::new(),
+            straddled: false,
+        };
+        for d in held {
+            let next = cut.vv.get(&d.author) + 1;
+            if d.seqs.first != next {
+                continue;
+            }
+            if d.hlc.millis <= at_ms {
+                cut.vv.advance(d.author, d.seqs.last);
+                cut.deltas.push(d.delta.clone());
+            } else if d.seqs.first < d.seqs.last {
+                // A fold carries its newest write's clock: older writes in it may have
+                // come before the cut, and cannot be told apart here.
+                cut.straddled = true;
+            }
+        }
+        Ok(cut)
+    }
+
+    /// Number of deltas in the log (shrinks when authors fold).
     pub fn log_len(&self) -> usize {
         self.log.len()
     }
@@ -304,6 +387,7 @@ impl Replica {
             }
             Input::PeerDown(peer) => {
                 self.peers.remove(&peer);
+                self.claims.remove(&peer);
                 Ok(())
             }
             Input::Reconcile(peer) => {
@@ -485,9 +569,7 @@ impl Replica {
                 recovering,
                 ..
             } => {
-                for (author, seq) in vv.iter() {
-                    self.hear_of(*author, *seq);
-                }
+                self.note_claims(from, &vv);
                 // A peer that holds no more of our own writes than we do: safe to write.
                 if vv.get(&self.actor) <= self.log.vv().get(&self.actor) {
                     self.catching_up = false;

@@ -52,7 +52,6 @@ impl Replica {
         };
         // Stage 2: what this replica knows.
         let SeqRange { first, last } = d.seqs;
-        self.hear_of(d.author, last);
         if !d.acl.is_empty() && self.acl.owner() != Some(d.author) {
             return Err(SyncError::NotOwner);
         }

@@ -93,6 +93,31 @@ pub struct DocInfo {
     pub behind: u64,
 }
 
+/// `doc.cut` parameters.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CutParams {
+    pub doc: String,
+    /// The cut's hybrid-clock time, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+/// `doc.cut` result: what this node holds of the document at the cut.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DocCut {
+    pub doc: String,
+    /// This node's peer id.
+    pub peer_id: String,
+    pub at_ms: u64,
+    /// Per author (peer id), its writes held here at the cut: 1 to this.
+    pub cut: std::collections::BTreeMap<String, u64>,
+    /// The same for all writes held now.
+    pub held: std::collections::BTreeMap<String, u64>,
+    /// Digest of the document holding exactly the cut's writes.
+    pub digest: String,
+    /// A fold held here spans the cut: its writes before the cut are left out.
+    pub straddled: bool,
+}
+
 /// Recent sync lag, in milliseconds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lag {

@@ -65,6 +65,7 @@ pub(super) async fn call(docs: &Docs, command: Command) -> Result<Answer, ApiErr
             answer::<method::DocLs>(list.into_iter().map(Into::into).collect())
         }
         Command::DocInfo(a) => answer::<method::DocInfo>(docs.info(a.doc).await?.into()),
+        Command::DocCut(a) => answer::<method::DocCut>(docs.cut(a.doc, a.at_ms).await?.into()),
         Command::DocGet(a) => answer::<method::DocGet>(docs.get(a.doc, a.key).await?),
         Command::DocSet(a) => {
             let kind = OpKind::Set(Json::parse_or_string(&a.value));

@@ -38,7 +38,7 @@ use super::wire;
 use super::{Command, DocsError, Edit, Reply};
 use crate::activity::Activity;
 use crate::auth::NodeAuth;
-use crate::docs::{DocSummary, Written};
+use crate::docs::{DocCut, DocSummary, Written};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::store::{Change, DocMeta, Store, StoreError};
@@ -343,6 +343,7 @@ impl Actor {
             Command::Info { doc, reply } => {
                 let _ = reply.send(self.hosted(&doc).map(Hosted::summary));
             }
+            Command::Cut { doc, at_ms, reply } => self.cut(&doc, at_ms, reply),
             Command::Get { doc, key, reply } => {
                 let _ = reply.send(self.hosted(&doc).and_then(|h| h.get(key.as_deref())));
             }
@@ -362,6 +363,42 @@ impl Actor {
                     Ok(rx)
                 });
                 let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Records a cut of `doc` at `at_ms`; the digest of its writes is computed off the
+    /// actor (a cut may hold every delta of a long log).
+    fn cut(&mut self, doc: &str, at_ms: u64, reply: Reply<DocCut>) {
+        let r = self.resolve(doc).and_then(|id| {
+            let h = self
+                .docs
+                .get_mut(&id)
+                .ok_or(DocsError::Unknown(doc.to_owned()))?;
+            let cut = h
+                .replica
+                .cut(at_ms, now_ms())
+                .map_err(|e| DocsError::BadRequest(format!("cannot cut at {at_ms} ms: {e}")))?;
+            let held: Vec<(ActorId, u64)> = h.replica.vv().iter().map(|(a, n)| (*a, *n)).collect();
+            Ok((id, cut, held))
+        });
+        let me = self.me;
+        match r {
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+            Ok((id, cut, held)) => {
+                tokio::task::spawn_blocking(move || {
+                    let _ = reply.send(Ok(DocCut {
+                        id,
+                        me,
+                        at_ms,
+                        digest: cut.digest(id),
+                        cut: cut.vv.iter().map(|(a, n)| (*a, *n)).collect(),
+                        held,
+                        straddled: cut.straddled,
+                    }));
+                });
             }
         }
     }
@@ -481,14 +518,10 @@ impl Actor {
                     self.metrics.delta_applied();
                     authors.insert(author);
                     local |= l;
-                    // One write (not a fold of many): its lag, and its trace.
+                    // One write (not a fold of many): its trace. Its age is the sync
+                    // lag when it came live by gossip (`verify.rs` records that).
                     if seqs.first == seqs.last {
-                        let now = now_ms();
-                        let lag_ms = now.saturating_sub(hlc.millis);
-                        if !l {
-                            h.lags.record(now, lag_ms);
-                            self.metrics.sync_lag(&id, lag_ms);
-                        }
+                        let lag_ms = now_ms().saturating_sub(hlc.millis);
                         writes.push((author, seqs.last, l, lag_ms));
                         debug!(
                             target: crate::trace::TARGET,
@@ -512,7 +545,6 @@ impl Actor {
                 }
             }
         }
-        self.metrics.doc_behind(&id, h.replica.behind());
         if !writes.is_empty() {
             tell_activity(&self.activity, h.name(), &id, &writes);
         }
@@ -592,8 +624,12 @@ impl Actor {
         }
     }
 
-    /// Every [`MAINTENANCE`]: long logs fold; the provider lookups that are due start.
+    /// Every [`MAINTENANCE`]: the writes each document lacks go to the metrics; long logs
+    /// fold; the provider lookups that are due start.
     async fn maintain(&mut self) {
+        for (id, h) in &self.docs {
+            self.metrics.doc_behind(id, h.replica.behind());
+        }
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
         for id in ids {
             if self
@@ -609,7 +645,6 @@ impl Actor {
     }
 }
 
-/// Sleeps until `at`, or for ever without one.
 /// Tells people watching (the status page) about writes applied to document `name`: each
 /// of a few, or how many in a batch (a repair can bring thousands).
 fn tell_activity(
@@ -663,6 +698,7 @@ fn trace_deltas(deltas: &[SignedDelta], what: &str, to: &dyn std::fmt::Display) 
     }
 }
 
+/// Sleeps until `at`, or for ever without one.
 async fn until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

@@ -149,7 +149,17 @@ impl Actor {
             }
             Ok(()) if progress(self).is_some_and(|after| after > before) => {
                 if let Some((author, hlc)) = stamp {
-                    self.clocks.record(author, hlc, now_ms(), false);
+                    let now = now_ms();
+                    self.clocks.record(author, hlc, now, false);
+                    // Sync lag: a peer's fresh write, live (repairs bring old news, and
+                    // this node's own writes coming back say nothing about the network).
+                    if let Some(h) = self.docs.get_mut(&doc) {
+                        if author != self.me && !h.replica.is_catching_up() {
+                            let lag_ms = now.saturating_sub(hlc);
+                            h.lags.record(now, lag_ms);
+                            self.metrics.sync_lag(&doc, lag_ms);
+                        }
+                    }
                 }
                 Verdict::Accept
             }
