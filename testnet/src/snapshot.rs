@@ -5,17 +5,19 @@
 //! with a clock at or before `T`. Hybrid clocks order causes before effects, so those
 //! writes are closed under causality.
 //!
-//! What an author had written by the cut counts as sent; what a node held counts as
-//! received; the difference, per pair, is in flight between them (the channels' state).
-//! The snapshot checks what makes a cut consistent: no node holds a write its author had
-//! not yet written, and nodes holding the same writes have the same digest.
+//! What an author had written by the cut (durable or not) counts as sent; what a node
+//! held counts as received; the difference, per pair, is in flight between them (the
+//! channels' state). The snapshot checks what makes a cut consistent: no node holds a
+//! write its author had not written by the cut, nodes holding the same writes have the
+//! same digest, and no node's cut had to leave out a fold of writes spanning it.
+//! Nodes that do not hold the document are listed apart.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use lattice_node::control::api::{self, method};
-use lattice_node::control::Client;
+use lattice_node::control::{Client, ClientError};
 use serde::Serialize;
 
 use crate::net::{is_our_daemon, Testnet};
@@ -31,6 +33,8 @@ pub struct Snapshot {
     pub nodes: Vec<NodeState>,
     /// Writes sent but not yet received at the cut, per (author, node).
     pub in_flight: Vec<InFlight>,
+    /// Live nodes that do not hold the document.
+    pub without_doc: Vec<usize>,
     /// True when no node holds a write its author had not written by the cut and equal
     /// holdings have equal digests; `problems` says what failed otherwise.
     pub consistent: bool,
@@ -92,20 +96,27 @@ impl Testnet {
             });
         }
         let mut cuts = BTreeMap::new();
+        let mut without_doc = Vec::new();
         while let Some(done) = asks.join_next().await {
             let (index, r) = done.context("a node's question failed")?;
             match r {
                 Ok(Ok(cut)) => {
                     cuts.insert(index, cut);
                 }
+                Ok(Err(ClientError::Api(e))) if e.code == api::ErrorCode::NotFound => {
+                    without_doc.push(index);
+                }
                 Ok(Err(e)) => bail!("node {index}: {e}"),
                 Err(_) => bail!("node {index} did not answer within {ASK:?}"),
             }
         }
         if cuts.is_empty() {
-            bail!("no live node in this testnet");
+            bail!("no live node in this testnet holds {doc}");
         }
-        Ok(assemble(doc, at_ms, &cuts))
+        without_doc.sort_unstable();
+        let mut snap = assemble(doc, at_ms, &cuts);
+        snap.without_doc = without_doc;
+        Ok(snap)
     }
 }
 
@@ -133,7 +144,9 @@ fn assemble(doc: &str, at_ms: u64, cuts: &BTreeMap<usize, api::DocCut>) -> Snaps
             let held = c.cut.get(*author).copied().unwrap_or(0);
             if held > *sent_n {
                 problems.push(format!(
-                    "node {i} holds write {held} of {author}, which had written only {sent_n} by the cut"
+                    "node {i} holds write {held} of {author}, which holds only {sent_n} of its own \
+                     at the cut (its marker was missed, or it lost its store, was removed as a \
+                     writer or folded its writes across the cut)"
                 ));
             } else if held < *sent_n {
                 in_flight.push(InFlight {
@@ -149,6 +162,10 @@ fn assemble(doc: &str, at_ms: u64, cuts: &BTreeMap<usize, api::DocCut>) -> Snaps
     let mut by_holding: BTreeMap<&BTreeMap<String, u64>, (usize, &str)> = BTreeMap::new();
     for (i, c) in cuts {
         if c.straddled {
+            problems.push(format!(
+                "node {i} folded a run of writes that spans the cut and left it out: its cut \
+                 is approximate"
+            ));
             continue;
         }
         match by_holding.get(&c.cut) {
@@ -181,6 +198,7 @@ fn assemble(doc: &str, at_ms: u64, cuts: &BTreeMap<usize, api::DocCut>) -> Snaps
         at_ms,
         nodes,
         in_flight,
+        without_doc: Vec::new(),
         consistent: problems.is_empty(),
         problems,
     }

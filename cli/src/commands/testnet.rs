@@ -180,7 +180,6 @@ pub fn run(g: &Global, t: TestnetArgs) -> Result<ExitCode> {
     }
 }
 
-/// Prints lines appended to any node's log, tagged, until interrupted.
 /// A snapshot for people: each node's cut and digest, what was in flight, and whether
 /// the cut is consistent.
 fn describe_snapshot(s: &lattice_testnet::snapshot::Snapshot) -> String {
@@ -200,6 +199,10 @@ fn describe_snapshot(s: &lattice_testnet::snapshot::Snapshot) -> String {
                 ""
             }
         );
+    }
+    if !s.without_doc.is_empty() {
+        let list: Vec<String> = s.without_doc.iter().map(usize::to_string).collect();
+        let _ = writeln!(out, "without the document: node(s) {}", list.join(","));
     }
     if s.in_flight.is_empty() {
         out.push_str("nothing in flight\n");
@@ -222,6 +225,7 @@ fn describe_snapshot(s: &lattice_testnet::snapshot::Snapshot) -> String {
     out
 }
 
+/// Prints lines appended to any node's log, tagged, until interrupted.
 fn follow_logs(net: &Testnet, out: &mut impl Write, trace: Option<&str>) -> Result<()> {
     let mut offsets: Vec<u64> = net
         .manifest

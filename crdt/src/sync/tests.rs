@@ -682,6 +682,15 @@ fn a_cut_holds_the_writes_before_it_and_its_marker_keeps_later_writes_out() {
     assert_eq!(before.vv, after.vv);
     assert_eq!(p.replicas[0].vv().get(&a), 2);
 
+    // A write not yet durable is written: a cut counts it, and its digest is the
+    // document's (which holds it).
+    p.hold_persists = true;
+    p.write(1, incr("b", 1));
+    let pending = p.replicas[1].cut(p.now + 1, p.now).unwrap();
+    assert_eq!(pending.vv.get(&b), 2);
+    assert!(pending.everything);
+    assert_eq!(pending.digest(doc_id()), p.replicas[1].doc().digest());
+
     // A cut too far ahead of the clock is refused.
     assert!(p.replicas[0].cut(p.now + 10_000_000, p.now).is_err());
 }

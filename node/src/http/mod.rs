@@ -125,18 +125,14 @@ fn load_or_create_token(path: &Path) -> Result<String, HttpError> {
         why,
     };
     match std::fs::read_to_string(path) {
-        // Left empty by a crash between creating and writing it: make it again.
-        Ok(text) if text.trim().is_empty() => {
-            std::fs::remove_file(path).map_err(|e| err(e.to_string()))?;
-            load_or_create_token(path)
-        }
         Ok(text) => {
             use std::os::unix::fs::PermissionsExt;
             let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
             if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "the status page token was readable by others; now only by its owner");
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(|e| err(e.to_string()))?;
+                // Others may have read it: it is no secret any more.
+                tracing::warn!(path = %path.display(), "the status page token was readable by others; made a new one");
+                std::fs::remove_file(path).map_err(|e| err(e.to_string()))?;
+                return load_or_create_token(path);
             }
             let t = text.trim();
             if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -152,14 +148,19 @@ fn load_or_create_token(path: &Path) -> Result<String, HttpError> {
             use std::os::unix::fs::OpenOptionsExt;
             let bytes: [u8; 32] = rand::random();
             let token = data_encoding::HEXLOWER.encode(&bytes);
+            // Written whole to a new file, then renamed into place: a crash leaves either
+            // no token or a complete one.
+            let tmp = path.with_extension("new");
+            let _ = std::fs::remove_file(&tmp);
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(path)
+                .open(&tmp)
                 .map_err(|e| err(e.to_string()))?;
             f.write_all(format!("{token}\n").as_bytes())
                 .and_then(|()| f.sync_all())
+                .and_then(|()| std::fs::rename(&tmp, path))
                 .map_err(|e| err(e.to_string()))?;
             Ok(token)
         }
@@ -521,7 +522,7 @@ mod tests {
     }
 
     #[test]
-    fn the_token_is_made_once_kept_private_and_a_damaged_one_is_refused_or_remade() {
+    fn the_token_is_made_once_kept_private_and_a_damaged_one_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TOKEN_FILE);
@@ -530,20 +531,18 @@ mod tests {
         assert_eq!(load_or_create_token(&path).unwrap(), t);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
-        // Readable by others: tightened.
+        // Readable by others: no secret any more, so a new one, private.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(load_or_create_token(&path).unwrap(), t);
+        let again = load_or_create_token(&path).unwrap();
+        assert_eq!(again.len(), 64);
+        assert_ne!(again, t);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o077, 0, "still readable by others: {mode:o}");
         std::fs::write(&path, "short").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
             load_or_create_token(&path),
             Err(HttpError::Token { .. })
         ));
-        // Empty (a crash while it was made): made again.
-        std::fs::write(&path, "").unwrap();
-        let again = load_or_create_token(&path).unwrap();
-        assert_eq!(again.len(), 64);
-        assert_ne!(again, t);
     }
 }

@@ -108,6 +108,8 @@ pub struct Cut {
     /// A fold of an author's writes held here spans the cut: its writes before the cut
     /// are left out (they cannot be separated from the rest).
     pub straddled: bool,
+    /// The cut holds everything this replica holds (its document is the cut's).
+    pub everything: bool,
 }
 
 impl Cut {
@@ -267,13 +269,34 @@ impl Replica {
             known.join(claims);
         }
         for held in self.pending.values() {
-            known.advance(held.delta.author, held.delta.seqs.last);
+            let d = &held.delta;
+            let cap = vv.get(&d.author).saturating_add(self.config.max_seq_lead);
+            known.advance(d.author, d.seqs.last.min(cap));
         }
         known
             .iter()
-            .filter(|(a, _)| !self.is_cut(a))
-            .map(|(a, k)| k.saturating_sub(vv.get(a)))
+            .filter(|(a, _)| !self.banned(a))
+            .map(|(a, k)| self.permitted_up_to(a, *k).saturating_sub(vv.get(a)))
             .fold(0u64, u64::saturating_add)
+    }
+
+    /// The most of `author`'s writes, up to `n`, that this document accepts: a removed
+    /// writer's up to its cut.
+    fn permitted_up_to(&self, author: &ActorId, n: u64) -> u64 {
+        if self.acl.permits(author, n) {
+            return n;
+        }
+        // Removed (or never a writer): find the cut by halving; at most 64 steps.
+        let (mut lo, mut hi) = (0, n);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.acl.permits(author, mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
     }
 
     /// Keeps `peer`'s summary `vv` as its claims: authors this document permits, each at
@@ -325,12 +348,18 @@ impl Replica {
             vv: VersionVector::default(),
             deltas: Vec::new(),
             straddled: false,
+            everything: true,
         };
+        // This replica's writes not yet durable are written (and will be sent with the
+        // clocks they have): they count, after its durable ones.
+        held.extend(self.unacked.iter().map(|u| &u.delta));
         for d in held {
             let next = cut.vv.get(&d.author) + 1;
             if d.seqs.first != next {
+                cut.everything = false;
                 continue;
             }
+            cut.everything &= d.hlc.millis <= at_ms;
             if d.hlc.millis <= at_ms {
                 cut.vv.advance(d.author, d.seqs.last);
                 cut.deltas.push(d.delta.clone());

@@ -60,6 +60,10 @@ const MAX_SENDS: usize = 512;
 const MAX_SENDS_PER_PEER: usize = 16;
 const MAX_SEND_BYTES_PER_PEER: usize = 8 << 20;
 const MAX_SEND_BYTES: usize = 64 << 20;
+/// How far ahead of this node's clock a cut may be (`doc.cut`).
+const CUT_AHEAD_MS: u64 = 1_000;
+/// Cuts whose digest is being rebuilt at once; more are refused as busy.
+const MAX_CUTTING: usize = 2;
 /// Background lookups (joins, provider searches, announcements) at once.
 const MAX_BACKGROUND: usize = 64;
 /// Messages from peers being decoded and verified off the async threads at once; beyond
@@ -115,6 +119,8 @@ pub(super) struct Actor {
     digest_turn: usize,
     /// Whose digest requests are answered now.
     digest_served: crate::docs::digests::ServeLimit,
+    /// Cuts being computed (bounded by [`MAX_CUTTING`]).
+    cutting: Arc<tokio::sync::Semaphore>,
 }
 
 /// Replicas' own anti-entropy is a slow fallback: the digest comparisons with each peer
@@ -164,6 +170,7 @@ impl Actor {
             digests: JoinSet::new(),
             digest_turn: 0,
             digest_served: Default::default(),
+            cutting: Arc::new(tokio::sync::Semaphore::new(MAX_CUTTING)),
         };
         for meta in a.store.docs().await? {
             let stored = a.store.load(meta.id()).await?;
@@ -370,6 +377,20 @@ impl Actor {
     /// Records a cut of `doc` at `at_ms`; the digest of its writes is computed off the
     /// actor (a cut may hold every delta of a long log).
     fn cut(&mut self, doc: &str, at_ms: u64, reply: Reply<DocCut>) {
+        // The marker moves this node's clock to the cut: a cut ahead of now would make its
+        // next writes look written in the future (and win over later ones elsewhere).
+        let now = now_ms();
+        if at_ms > now.saturating_add(CUT_AHEAD_MS) {
+            let _ = reply.send(Err(DocsError::BadRequest(format!(
+                "cannot cut at {at_ms} ms: {} ms ahead of this node's clock (at most {CUT_AHEAD_MS})",
+                at_ms - now
+            ))));
+            return;
+        }
+        let Ok(slot) = self.cutting.clone().try_acquire_owned() else {
+            let _ = reply.send(Err(DocsError::Busy));
+            return;
+        };
         let r = self.resolve(doc).and_then(|id| {
             let h = self
                 .docs
@@ -377,23 +398,29 @@ impl Actor {
                 .ok_or(DocsError::Unknown(doc.to_owned()))?;
             let cut = h
                 .replica
-                .cut(at_ms, now_ms())
+                .cut(at_ms, now)
                 .map_err(|e| DocsError::BadRequest(format!("cannot cut at {at_ms} ms: {e}")))?;
             let held: Vec<(ActorId, u64)> = h.replica.vv().iter().map(|(a, n)| (*a, *n)).collect();
-            Ok((id, cut, held))
+            // A cut of everything held is the document as it is: no rebuild.
+            let digest = cut.everything.then(|| h.replica.doc().digest());
+            Ok((id, cut, held, digest))
         });
         let me = self.me;
         match r {
             Err(e) => {
                 let _ = reply.send(Err(e));
             }
-            Ok((id, cut, held)) => {
+            Ok((id, cut, held, digest)) => {
                 tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    if reply.is_closed() {
+                        return;
+                    }
                     let _ = reply.send(Ok(DocCut {
                         id,
                         me,
                         at_ms,
-                        digest: cut.digest(id),
+                        digest: digest.unwrap_or_else(|| cut.digest(id)),
                         cut: cut.vv.iter().map(|(a, n)| (*a, *n)).collect(),
                         held,
                         straddled: cut.straddled,

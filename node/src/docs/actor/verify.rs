@@ -137,24 +137,25 @@ impl Actor {
         let from = actor_of_peer(&source).unwrap_or(ActorId([0; 32]));
         // A fresh write's clock against ours (see `docs::clocks`).
         let stamp = match msg.message() {
-            Message::Delta(d) => Some((d.author, d.hlc.millis)),
+            Message::Delta(d) => Some((d.author, d.hlc.millis, d.seqs.first == d.seqs.last)),
             _ => None,
         };
         match self.apply(doc, Input::Verified { from, msg }).await {
             Err(e) => {
-                if let (Some((author, hlc)), SyncError::Clock(_)) = (stamp, &e) {
+                if let (Some((author, hlc, _)), SyncError::Clock(_)) = (stamp, &e) {
                     self.clocks.record(author, hlc, now_ms(), true);
                 }
                 self.rejected(doc, source, &e)
             }
             Ok(()) if progress(self).is_some_and(|after| after > before) => {
-                if let Some((author, hlc)) = stamp {
+                if let Some((author, hlc, single)) = stamp {
                     let now = now_ms();
                     self.clocks.record(author, hlc, now, false);
-                    // Sync lag: a peer's fresh write, live (repairs bring old news, and
-                    // this node's own writes coming back say nothing about the network).
+                    // Sync lag: a peer's fresh write, live (repairs bring old news, a
+                    // fold carries the clock of a run of writes, and this node's own
+                    // writes coming back say nothing about the network).
                     if let Some(h) = self.docs.get_mut(&doc) {
-                        if author != self.me && !h.replica.is_catching_up() {
+                        if single && author != self.me && !h.replica.is_catching_up() {
                             let lag_ms = now.saturating_sub(hlc);
                             h.lags.record(now, lag_ms);
                             self.metrics.sync_lag(&doc, lag_ms);
