@@ -185,9 +185,11 @@ impl Services {
         let found = crate::dht_keys::providers(&self.overlay, crate::dht_keys::service(name))
             .await
             .unwrap_or_default();
+        let mut found: Vec<PeerId> = found.into_iter().filter(|p| *p != me).collect();
+        // Providers whose requests keep failing (an open circuit breaker) are asked last.
+        found.sort_by_key(|p| self.overlay.failing(p));
         let asks = found
             .into_iter()
-            .filter(|p| *p != me)
             .take(MAX_ASKED)
             .map(|peer| self.ask(peer, name));
         let mut out: Vec<Provider> = futures::future::join_all(asks)

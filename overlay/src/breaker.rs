@@ -61,12 +61,17 @@ struct Entry {
     probing: bool,
 }
 
+/// The peers whose breaker is open or half-open, shared with the overlay's handles so
+/// callers choosing among peers can put them last ([`crate::Overlay::failing`]).
+pub type Tripped = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PeerId>>>;
+
 /// Every peer's breaker.
 #[derive(Debug, Default)]
 pub struct Breakers {
     peers: HashMap<PeerId, Entry>,
     /// Times a breaker opened since start.
     opened: u64,
+    tripped: Tripped,
 }
 
 impl Breakers {
@@ -89,7 +94,16 @@ impl Breakers {
 
     /// A request to `peer` was answered: its breaker closes. Whether it had one.
     pub fn success(&mut self, peer: &PeerId) -> bool {
-        self.peers.remove(peer).is_some()
+        let had = self.peers.remove(peer);
+        if had.is_some_and(|e| e.open_until.is_some()) {
+            lock(&self.tripped).remove(peer);
+        }
+        had.is_some()
+    }
+
+    /// The shared set of peers whose breaker is not closed.
+    pub fn tripped(&self) -> Tripped {
+        self.tripped.clone()
     }
 
     /// A request to `peer` failed.
@@ -113,6 +127,7 @@ impl Breakers {
                 e.open_until = Some(now + e.backoff);
                 e.probing = false;
                 self.opened += 1;
+                lock(&self.tripped).insert(peer);
             }
             // A request sent before the breaker opened: it is open already.
             Some(_) => {}
@@ -121,6 +136,7 @@ impl Breakers {
                 if e.failures >= FAILURES_TO_OPEN {
                     e.open_until = Some(now + e.backoff);
                     self.opened += 1;
+                    lock(&self.tripped).insert(peer);
                 }
             }
         }
@@ -215,6 +231,12 @@ impl BreakerMetrics {
     }
 }
 
+/// Locks the shared set, whatever a panicking holder left (a set of ids cannot be left
+/// half-written).
+fn lock(t: &Tripped) -> std::sync::MutexGuard<'_, std::collections::HashSet<PeerId>> {
+    t.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,13 +252,16 @@ mod tests {
     fn a_peer_that_keeps_failing_is_cut_off_then_probed() {
         let t0 = Instant::now();
         let mut b = Breakers::default();
+        let tripped = b.tripped();
         let p = PeerId::random();
         for i in 0..FAILURES_TO_OPEN - 1 {
             assert!(b.allow(&p, t0));
             b.failure(p, t0);
             assert_eq!(b.state(&p, t0), State::Closed { failures: i + 1 });
         }
+        assert!(!lock(&tripped).contains(&p));
         b.failure(p, t0);
+        assert!(lock(&tripped).contains(&p), "callers see it failing");
         assert_eq!(
             b.state(&p, t0),
             State::Open {
@@ -251,6 +276,7 @@ mod tests {
         assert!(!b.allow(&p, later));
         assert!(b.success(&p));
         assert_eq!(b.state(&p, later), State::Closed { failures: 0 });
+        assert!(!lock(&tripped).contains(&p));
         assert!(b.allow(&p, later));
         assert_eq!(b.opened(), 1);
     }

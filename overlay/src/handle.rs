@@ -155,6 +155,8 @@ pub(crate) enum Command {
 pub struct Overlay {
     pub(crate) tx: mpsc::Sender<Command>,
     pub(crate) peer_id: PeerId,
+    /// Peers whose circuit breaker is not closed ([`Overlay::failing`]).
+    pub(crate) tripped: crate::breaker::Tripped,
     pub(crate) timeout: Duration,
     pub(crate) bulk_timeout: Duration,
 }
@@ -162,6 +164,16 @@ pub struct Overlay {
 impl Overlay {
     pub fn peer_id(&self) -> PeerId {
         self.peer_id
+    }
+
+    /// Whether `peer`'s circuit breaker is open or half-open: its recent requests kept
+    /// failing. Callers choosing among peers put such peers last, so they route around
+    /// them and ask them only when nobody else will do (which is also how a probe goes).
+    pub fn failing(&self, peer: &PeerId) -> bool {
+        self.tripped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(peer)
     }
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, Error> {

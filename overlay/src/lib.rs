@@ -158,6 +158,7 @@ pub async fn spawn(
             tokio::time::Instant::now().into_std(),
         ),
     );
+    let tripped = event_loop.tripped();
     let task = tokio::spawn(
         event_loop
             .run()
@@ -167,6 +168,7 @@ pub async fn spawn(
         Overlay {
             tx,
             peer_id,
+            tripped,
             timeout: config.request_timeout,
             bulk_timeout: config.bulk_request_timeout,
         },

@@ -440,6 +440,7 @@ async fn a_peer_whose_requests_keep_failing_is_cut_off_by_its_breaker() {
     tokio::spawn(async move { while brx.recv().await.is_some() {} });
     a.dial(addr_of(&b).await).await.unwrap();
     let ask = || a.request(b.peer_id(), Protocol::Sync, b"ping".to_vec());
+    assert!(!a.failing(&b.peer_id()));
     for i in 0..FAILURES_TO_OPEN {
         let r = timeout(LIMIT, ask()).await.expect("a failure, in time");
         assert!(
@@ -461,4 +462,6 @@ async fn a_peer_whose_requests_keep_failing_is_cut_off_by_its_breaker() {
         .find(|p| p.peer == b.peer_id())
         .expect("B listed");
     assert!(matches!(bp.breaker, State::Open { .. }), "{:?}", bp.breaker);
+    // Callers choosing among peers see it, and put B last.
+    assert!(a.failing(&b.peer_id()));
 }

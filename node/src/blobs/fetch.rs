@@ -191,11 +191,13 @@ impl Fetch<'_> {
             .await
             .unwrap_or_default();
         let tried: Vec<PeerId> = self.providers.iter().map(|p| p.peer).collect();
-        let fresh: Vec<PeerId> = found
+        let mut found: Vec<PeerId> = found
             .into_iter()
             .filter(|p| *p != me && !known_bad.contains(p) && !tried.contains(p))
-            .take(MAX_PROVIDERS)
             .collect();
+        // Providers whose requests keep failing (an open circuit breaker) come last.
+        found.sort_by_key(|p| self.overlay.failing(p));
+        let fresh: Vec<PeerId> = found.into_iter().take(MAX_PROVIDERS).collect();
         let dials = fresh.iter().map(|p| {
             let overlay = self.overlay.clone();
             let p = *p;
@@ -391,11 +393,16 @@ impl Fetch<'_> {
         loop {
             // Hand out pieces to providers with room.
             while let Some(piece) = queue.front().copied() {
+                // The least busy provider, those whose breaker is open last: they fail at
+                // once, so they get a piece only when nobody else has room.
                 let Some(i) = (0..self.providers.len())
                     .filter(|i| {
                         !self.providers[*i].dropped && self.providers[*i].in_flight < PER_PROVIDER
                     })
-                    .min_by_key(|i| self.providers[*i].in_flight)
+                    .min_by_key(|i| {
+                        let p = &self.providers[*i];
+                        (self.overlay.failing(&p.peer), p.in_flight)
+                    })
                 else {
                     break;
                 };

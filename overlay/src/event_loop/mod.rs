@@ -126,6 +126,11 @@ pub(crate) struct EventLoop {
 }
 
 impl EventLoop {
+    /// The peers whose breaker is not closed, shared with the handles.
+    pub(crate) fn tripped(&self) -> crate::breaker::Tripped {
+        self.breakers.tripped()
+    }
+
     pub(crate) fn new(
         swarm: Swarm<Behaviour>,
         commands: mpsc::Receiver<Command>,

@@ -50,8 +50,20 @@ impl Actor {
         if peers.is_empty() {
             return;
         }
+        // Peers whose requests keep failing (an open circuit breaker) are skipped while
+        // another is there to compare with.
+        let healthy: Vec<ActorId> = peers
+            .iter()
+            .filter(|a| !peer_of_actor(a).is_some_and(|p| self.overlay.failing(&p)))
+            .copied()
+            .collect();
+        let pick = if healthy.is_empty() {
+            peers.iter().copied().collect()
+        } else {
+            healthy
+        };
         self.digest_turn = self.digest_turn.wrapping_add(1);
-        let Some(actor) = peers.iter().nth(self.digest_turn % peers.len()).copied() else {
+        let Some(actor) = pick.get(self.digest_turn % pick.len()).copied() else {
             return;
         };
         let total = digests::total(&self.shared_with(&actor));
