@@ -132,8 +132,15 @@ impl Daemon {
         cmd.args(self.command_line())
             .env(
                 "LATTICE_LOG",
-                // Trace lines on, so `testnet logs --trace ID` can follow a write.
-                std::env::var("LATTICE_LOG").unwrap_or_else(|_| "info,lattice_trace=debug".into()),
+                // Testnet nodes log trace lines, so `testnet logs --trace ID` can follow a
+                // write; other daemons (tests) log as a user's would.
+                std::env::var("LATTICE_LOG").unwrap_or_else(|_| {
+                    if self.own_group {
+                        "info,lattice_trace=debug".into()
+                    } else {
+                        "info".into()
+                    }
+                }),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -328,7 +328,10 @@ async fn connection<H: Handler>(
         let resp = match result {
             Ok(Answer::Value(v)) => Response::ok(req.id, v),
             Ok(Answer::Stream(rx)) => {
-                stream_events(&rd, &mut wr, req.id, rx, &shutdown).await;
+                if !stream_events(&rd, &mut wr, req.id, rx, &shutdown).await {
+                    debug!(id = req.id, "a stream's client stopped reading; closing it");
+                    return;
+                }
                 if shutdown.is_cancelled() {
                     // The stream's end says it all; no second notice.
                     let end = Response {
@@ -403,24 +406,27 @@ async fn client_spoke(rd: &tokio::net::unix::OwnedReadHalf) {
 
 /// Forwards a stream's events until it ends, the client speaks or goes away, or shutdown;
 /// the caller then sends the `end` frame. Waiting for the client to become readable does
-/// not consume its bytes, so a request sent to stop the stream is answered next.
+/// not consume its bytes, so a request sent to stop the stream is answered next. False if
+/// a frame could not be written (the client stopped reading for [`WRITE_TIMEOUT`], or
+/// left): the connection must then close without an `end`, which would tell the client
+/// it had every event.
 async fn stream_events(
     rd: &tokio::net::unix::OwnedReadHalf,
     wr: &mut tokio::net::unix::OwnedWriteHalf,
     id: u64,
     mut rx: tokio::sync::mpsc::Receiver<serde_cbor::Value>,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
                 let e = ApiError::new(ErrorCode::Unavailable, "the daemon is shutting down");
                 let _ = send(wr, &Response::err(id, e), NOTICE_TIMEOUT).await;
-                break;
+                return true;
             }
-            _ = client_spoke(rd) => break,
+            _ = client_spoke(rd) => return true,
             ev = rx.recv() => {
-                let Some(event) = ev else { break };
+                let Some(event) = ev else { return true };
                 let frame = Response {
                     id,
                     event: Some(event),
@@ -436,9 +442,9 @@ async fn stream_events(
                             format!("an event of {n} bytes does not fit in a frame; the stream ends"),
                         );
                         let _ = send(wr, &Response::err(id, e), WRITE_TIMEOUT).await;
-                        break;
+                        return true;
                     }
-                    Err(_) => break,
+                    Err(_) => return false,
                 }
             }
         }
