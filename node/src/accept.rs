@@ -41,6 +41,35 @@ impl Backoff {
     }
 }
 
+/// The next connection on `listener`, pausing after failures (see [`Backoff`]); `None`
+/// once `shutdown` is cancelled.
+pub async fn next_tcp(
+    listener: &tokio::net::TcpListener,
+    backoff: &mut Backoff,
+    what: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Option<tokio::net::TcpStream> {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((s, _)) => {
+                backoff.reset();
+                return Some(s);
+            }
+            Err(e) => {
+                let pause = backoff.failed(what, &e);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

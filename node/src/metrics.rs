@@ -194,23 +194,8 @@ pub async fn serve(
     tokio::spawn(async move {
         let mut backoff = crate::accept::Backoff::default();
         loop {
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                a = listener.accept() => a,
-            };
-            let mut stream = match accepted {
-                Ok((s, _)) => {
-                    backoff.reset();
-                    s
-                }
-                Err(e) => {
-                    let pause = backoff.failed("metrics", &e);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(pause) => continue,
-                    }
-                }
-            };
+            let next = crate::accept::next_tcp(&listener, &mut backoff, "metrics", &shutdown);
+            let Some(mut stream) = next.await else { return };
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 debug!("too many metrics connections; closing one");
                 continue;

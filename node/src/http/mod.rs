@@ -206,23 +206,8 @@ pub(crate) fn serve(
         let mut backoff = crate::accept::Backoff::default();
         loop {
             while conns.try_join_next().is_some() {}
-            let accepted = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                a = listener.accept() => a,
-            };
-            let stream = match accepted {
-                Ok((s, _)) => {
-                    backoff.reset();
-                    s
-                }
-                Err(e) => {
-                    let pause = backoff.failed("status page", &e);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(pause) => continue,
-                    }
-                }
-            };
+            let next = crate::accept::next_tcp(&listener, &mut backoff, "status page", &shutdown);
+            let Some(stream) = next.await else { break };
             if conns.len() >= MAX_CONNECTIONS {
                 debug!("too many status page connections; closing one");
                 continue;
