@@ -23,14 +23,18 @@ use lattice_crdt::{ActorId, DocId};
 use lattice_overlay::{Event, Overlay, PeerId};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
+mod commits;
 mod digests;
 mod finds;
 mod joins;
 mod network;
+mod observe;
 mod timers;
 mod verify;
+
+use observe::{applied_writes, trace_deltas, MAX_CUTTING};
 
 use super::clocks::Clocks;
 use super::hosted::{Hosted, MAX_WATCHERS, WATCH_QUEUE};
@@ -38,7 +42,7 @@ use super::wire;
 use super::{Command, DocsError, Edit, Reply};
 use crate::activity::Activity;
 use crate::auth::NodeAuth;
-use crate::docs::{DocCut, DocSummary, Written};
+use crate::docs::{DocSummary, Written};
 use crate::metrics::Metrics;
 use crate::now_ms;
 use crate::store::{Change, DocMeta, Store, StoreError};
@@ -60,10 +64,6 @@ const MAX_SENDS: usize = 512;
 const MAX_SENDS_PER_PEER: usize = 16;
 const MAX_SEND_BYTES_PER_PEER: usize = 8 << 20;
 const MAX_SEND_BYTES: usize = 64 << 20;
-/// How far ahead of this node's clock a cut may be (`doc.cut`).
-const CUT_AHEAD_MS: u64 = 1_000;
-/// Cuts whose digest is being rebuilt at once; more are refused as busy.
-const MAX_CUTTING: usize = 2;
 /// Background lookups (joins, provider searches, announcements) at once.
 const MAX_BACKGROUND: usize = 64;
 /// Messages from peers being decoded and verified off the async threads at once; beyond
@@ -374,62 +374,6 @@ impl Actor {
         }
     }
 
-    /// Records a cut of `doc` at `at_ms`; the digest of its writes is computed off the
-    /// actor (a cut may hold every delta of a long log).
-    fn cut(&mut self, doc: &str, at_ms: u64, reply: Reply<DocCut>) {
-        // The marker moves this node's clock to the cut: a cut ahead of now would make its
-        // next writes look written in the future (and win over later ones elsewhere).
-        let now = now_ms();
-        if at_ms > now.saturating_add(CUT_AHEAD_MS) {
-            let _ = reply.send(Err(DocsError::BadRequest(format!(
-                "cannot cut at {at_ms} ms: {} ms ahead of this node's clock (at most {CUT_AHEAD_MS})",
-                at_ms - now
-            ))));
-            return;
-        }
-        let Ok(slot) = self.cutting.clone().try_acquire_owned() else {
-            let _ = reply.send(Err(DocsError::Busy));
-            return;
-        };
-        let r = self.resolve(doc).and_then(|id| {
-            let h = self
-                .docs
-                .get_mut(&id)
-                .ok_or(DocsError::Unknown(doc.to_owned()))?;
-            let cut = h
-                .replica
-                .cut(at_ms, now)
-                .map_err(|e| DocsError::BadRequest(format!("cannot cut at {at_ms} ms: {e}")))?;
-            let held: Vec<(ActorId, u64)> = h.replica.vv().iter().map(|(a, n)| (*a, *n)).collect();
-            // A cut of everything held is the document as it is: no rebuild.
-            let digest = cut.everything.then(|| h.replica.doc().digest());
-            Ok((id, cut, held, digest))
-        });
-        let me = self.me;
-        match r {
-            Err(e) => {
-                let _ = reply.send(Err(e));
-            }
-            Ok((id, cut, held, digest)) => {
-                tokio::task::spawn_blocking(move || {
-                    let _slot = slot;
-                    if reply.is_closed() {
-                        return;
-                    }
-                    let _ = reply.send(Ok(DocCut {
-                        id,
-                        me,
-                        at_ms,
-                        digest: digest.unwrap_or_else(|| cut.digest(id)),
-                        cut: cut.vv.iter().map(|(a, n)| (*a, *n)).collect(),
-                        held,
-                        straddled: cut.straddled,
-                    }));
-                });
-            }
-        }
-    }
-
     async fn write(&mut self, doc: String, edit: Edit, reply: Reply<Written>) {
         let id = match self.resolve(&doc) {
             Ok(id) => id,
@@ -545,21 +489,11 @@ impl Actor {
                     self.metrics.delta_applied();
                     authors.insert(author);
                     local |= l;
-                    // One write (not a fold of many): its trace. Its age is the sync
-                    // lag when it came live by gossip (`verify.rs` records that).
+                    // One write (not a fold of many): traced and shown to watchers. Its
+                    // age is the sync lag when it came live by gossip (`verify.rs`).
                     if seqs.first == seqs.last {
                         let lag_ms = now_ms().saturating_sub(hlc.millis);
                         writes.push((author, seqs.last, l, lag_ms));
-                        debug!(
-                            target: crate::trace::TARGET,
-                            trace = %crate::trace::write_id(&id, &author, seqs.last),
-                            doc = %id,
-                            author = %author,
-                            seq = seqs.last,
-                            lag_ms,
-                            "{}",
-                            if l { "written here" } else { "applied" }
-                        );
                     }
                 }
                 Output::Event(SyncEvent::Equivocated { author, cut }) => {
@@ -573,7 +507,7 @@ impl Actor {
             }
         }
         if !writes.is_empty() {
-            tell_activity(&self.activity, h.name(), &id, &writes);
+            applied_writes(&self.activity, h.name(), &id, &writes);
         }
         if let Some(before) = before.filter(|_| !authors.is_empty()) {
             h.notify(before, local, &authors);
@@ -619,38 +553,6 @@ impl Actor {
         }
     }
 
-    async fn committed(&mut self, id: DocId, ticket: Option<u64>, r: Result<(), StoreError>) {
-        match r {
-            Ok(()) => {
-                if let Some(ticket) = ticket {
-                    let _ = self.apply(id, Input::Persisted { ticket }).await;
-                }
-            }
-            Err(e) => {
-                self.store_failed(id, &e);
-                // Undo what was not acknowledged, so a later commit cannot make a write
-                // visible that its client was told failed.
-                let _ = self.apply(id, Input::PersistFailed).await;
-            }
-        }
-    }
-
-    /// A commit failed: writes waiting on this document will never be acknowledged.
-    fn store_failed(&mut self, id: DocId, e: &StoreError) {
-        error!(doc = %id, "storage failed; pending writes are not durable: {e}");
-        let failed: Vec<u64> = self
-            .acks
-            .iter()
-            .filter(|(_, a)| a.doc == id)
-            .map(|(t, _)| *t)
-            .collect();
-        for tag in failed {
-            if let Some(a) = self.acks.remove(&tag) {
-                let _ = a.reply.send(Err(DocsError::Store(e.again())));
-            }
-        }
-    }
-
     /// Every [`MAINTENANCE`]: the writes each document lacks go to the metrics; long logs
     /// fold; the provider lookups that are due start.
     async fn maintain(&mut self) {
@@ -669,59 +571,6 @@ impl Actor {
         }
         self.announce_waiting();
         self.find_due();
-    }
-}
-
-/// Tells people watching (the status page) about writes applied to document `name`: each
-/// of a few, or how many in a batch (a repair can bring thousands).
-fn tell_activity(
-    activity: &Activity,
-    name: &str,
-    id: &DocId,
-    writes: &[(ActorId, u64, bool, u64)],
-) {
-    const EACH: usize = 3;
-    if writes.len() > EACH {
-        let authors: BTreeSet<&ActorId> = writes.iter().map(|w| &w.0).collect();
-        let lag = writes.iter().map(|w| w.3).max().unwrap_or(0);
-        activity.push(
-            "doc",
-            format!(
-                "{name}: {} writes by {} author(s) applied, lag up to {lag} ms",
-                writes.len(),
-                authors.len()
-            ),
-        );
-        return;
-    }
-    for (author, seq, local, lag) in writes {
-        let trace = crate::trace::write_id(id, author, *seq);
-        let by = crate::auth::peer_of_actor(author)
-            .map_or_else(|| author.to_string(), |p| p.to_string());
-        let text = if *local {
-            format!("{name}: write #{seq} here (trace {trace})")
-        } else {
-            format!("{name}: write #{seq} by {by} applied after {lag} ms (trace {trace})")
-        };
-        activity.push("doc", text);
-    }
-}
-
-/// Logs each single write among `deltas` under its trace id ([`crate::trace`]).
-fn trace_deltas(deltas: &[SignedDelta], what: &str, to: &dyn std::fmt::Display) {
-    if !tracing::enabled!(target: crate::trace::TARGET, tracing::Level::DEBUG) {
-        return;
-    }
-    for d in deltas.iter().filter(|d| d.seqs.first == d.seqs.last) {
-        debug!(
-            target: crate::trace::TARGET,
-            trace = %crate::trace::write_id(&d.doc, &d.author, d.seqs.last),
-            doc = %d.doc,
-            author = %d.author,
-            seq = d.seqs.last,
-            to = %to,
-            "{what}"
-        );
     }
 }
 
