@@ -55,6 +55,11 @@ pub struct Known<'a> {
     /// Actors cut here (removed writers, equivocators): their dots past the cut never
     /// arrive, so a context may cover them.
     pub cut: &'a dyn Fn(&ActorId) -> bool,
+    /// True if a delta of this actor, verified and held back here, holds dots up to this
+    /// one: the dot exists, so a context may cover it. (Folds gather writes made before
+    /// and after another author's: two authors' folds can each cover a dot of the other,
+    /// and would otherwise wait for each other for ever.)
+    pub held: &'a dyn Fn(&ActorId, u64) -> bool,
 }
 
 /// Checks what can be checked on `delta` alone, as written by `author`.
@@ -127,7 +132,8 @@ impl Doc {
                         max_lead: limits.max_dot_lead,
                     });
                 }
-            } else if reach > seen.max(actor) && !(known.cut)(actor) {
+            } else if reach > seen.max(actor) && !(known.cut)(actor) && !(known.held)(actor, reach)
+            {
                 return Err(DocError::NotYetSeen {
                     actor: *actor,
                     counter: reach,
@@ -179,6 +185,7 @@ mod tests {
         Known {
             own_max: d.ctx().max(author),
             cut: &|_| false,
+            held: &|_, _| false,
         }
     }
 
@@ -355,6 +362,7 @@ mod tests {
         let cut = Known {
             own_max: 0,
             cut: &|actor: &ActorId| *actor == ActorId::from_index(7),
+            held: &|_, _| false,
         };
         assert!(d
             .validate_delta(&a, &del, &LIMITS, Novelty::Fresh, cut)
@@ -482,7 +490,7 @@ mod tests {
                     joined.join_exact(&covered);
                     joined == delta
                 };
-                let known = Known { own_max: doc.ctx().max(&author), cut: &|_| false };
+                let known = Known { own_max: doc.ctx().max(&author), cut: &|_| false, held: &|_, _| false };
                 if consistent && doc.validate_delta(&author, &delta, &limits, novelty, known).is_ok() {
                     let mut fast = doc.clone();
                     fast.apply(&delta);

@@ -35,8 +35,9 @@ pub struct Config {
     pub max_dot_lead: u64,
     /// Largest encoded delta accepted or produced.
     pub max_delta_bytes: usize,
-    /// Most entries folded into one delta at a time.
-    pub fold_batch: usize,
+    /// A peer replica unheard of for this long stops holding compaction back (see
+    /// [`super::Replica::stable_cut`]); when it returns it catches up from the folds.
+    pub compaction_horizon_ms: u64,
 }
 
 impl Default for Config {
@@ -52,7 +53,7 @@ impl Default for Config {
             max_seq_lead: 1 << 20,
             max_dot_lead: 1 << 40,
             max_delta_bytes: 1 << 20,
-            fold_batch: 1_024,
+            compaction_horizon_ms: 30 * 24 * 3_600_000,
         }
     }
 }
@@ -77,6 +78,9 @@ pub enum Input {
     /// Start an exchange with this replica now (its summary differs from ours, as the
     /// driver found by comparing [`super::Replica::state_digest`]s).
     Reconcile(ActorId),
+    /// This replica's peer holds exactly what this replica holds (the driver found their
+    /// [`super::Replica::state_digest`]s equal): as good as a summary, for compaction.
+    PeerHolds(ActorId),
     /// Every [`Output::Persist`] up to and including `ticket` is durable.
     Persisted { ticket: u64 },
     /// A persist failed. Every local write not yet acknowledged is refused
@@ -86,8 +90,10 @@ pub enum Input {
     PersistFailed,
     /// Time passes; starts periodic anti-entropy when due.
     Tick,
-    /// Fold this replica's own oldest deltas into one (compaction).
-    Fold,
+    /// Compact: fold this replica's own deltas, leaving out its values that are dead at
+    /// the stable cut (see [`super::Replica::stable_cut`]). Each fold is persisted, then
+    /// replaces what it covers here and, once broadcast, on every replica.
+    Compact,
 }
 
 /// What the replica asks its driver to do, in order.

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use super::message::{SeqRange, SignedDelta};
 use crate::id::ActorId;
+use crate::store::DotStore;
 use crate::vv::VersionVector;
 
 /// How an incoming delta relates to the entries of its author already held.
@@ -21,6 +22,36 @@ pub(crate) enum Overlap<'a> {
     /// A held entry with the same range but another signature, or overlapping it without
     /// either covering the other: one author signed two versions of the same writes.
     Conflict(&'a SignedDelta),
+}
+
+/// True if `small`'s content is contained in `big`'s: joining it changes nothing. The
+/// exact join: the fast one trusts that a dot sits in one place, which is what is in
+/// question when one author's deltas are compared.
+pub(crate) fn contained(small: &crate::doc::Delta, big: &crate::doc::Delta) -> bool {
+    let mut joined = big.clone();
+    joined.join_exact(small);
+    joined == *big
+}
+
+/// True if `thin` is `full` with some of its values left out and nothing else changed
+/// (same context): what compaction makes of an entry whose values died everywhere.
+pub(crate) fn thinned(thin: &crate::doc::Delta, full: &crate::doc::Delta) -> bool {
+    if thin.ctx != full.ctx {
+        return false;
+    }
+    let kept = thin.store.dots();
+    let mut gone = crate::ctx::CausalContext::new();
+    full.store.for_each_dot(&mut |d| {
+        if !kept.contains(d) {
+            gone.insert(*d);
+        }
+    });
+    let mut expected = full.clone();
+    expected.join_exact(&crate::store::Causal {
+        store: Default::default(),
+        ctx: gone,
+    });
+    expected == *thin
 }
 
 /// The first 8 bytes of the BLAKE3 hash of a delta's signature.
@@ -50,6 +81,8 @@ pub(crate) struct DeltaLog {
     own: BTreeMap<ActorId, u64>,
     vv: VersionVector,
     entries: usize,
+    /// Encoded bytes of every entry held.
+    bytes: usize,
 }
 
 /// Entries of one author listed in a [`super::Message::Entries`], at most.
@@ -73,6 +106,31 @@ impl DeltaLog {
         self.entries
     }
 
+    /// Encoded bytes of every entry held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// `author`'s entries with their encoded sizes, oldest first.
+    pub(crate) fn entries_of(&self, author: &ActorId) -> Vec<(&SignedDelta, usize)> {
+        self.authors.get(author).map_or_else(Vec::new, |run| {
+            run.values().map(|l| (&l.delta, l.size)).collect()
+        })
+    }
+
+    /// The join of every entry that lies wholly within `cut` (an entry reaching past its
+    /// author's mark is left out, with the rest of that author's run).
+    pub(crate) fn state_within(&self, cut: &VersionVector) -> crate::doc::Delta {
+        let mut state = crate::doc::Delta::default();
+        for (author, run) in &self.authors {
+            let upto = cut.get(author);
+            for l in run.values().take_while(|l| l.delta.seqs.last <= upto) {
+                state.join_with(&l.delta.delta);
+            }
+        }
+        state
+    }
+
     /// Adds a delta that extends its author's contiguous run, or that folds entries already
     /// held. Entries it covers are dropped. Returns false (and changes nothing) if it would
     /// leave a gap.
@@ -91,7 +149,9 @@ impl DeltaLog {
             .collect();
         let appended = covered.is_empty();
         for k in covered {
-            run.remove(&k);
+            if let Some(gone) = run.remove(&k) {
+                self.bytes -= gone.size;
+            }
             self.entries -= 1;
         }
         if appended {
@@ -101,8 +161,12 @@ impl DeltaLog {
         let top = delta.delta.ctx.max(&author);
         let own = self.own.entry(author).or_insert(0);
         *own = (*own).max(top);
-        run.insert(seqs.first, Logged { delta, size });
+        if let Some(replaced) = run.insert(seqs.first, Logged { delta, size }) {
+            self.entries -= 1;
+            self.bytes -= replaced.size;
+        }
         self.entries += 1;
+        self.bytes += size;
         self.vv.advance(author, seqs.last);
         if !appended {
             self.rechain(&author);
@@ -221,6 +285,15 @@ impl DeltaLog {
             if held.seqs == seqs {
                 return if held.signature == delta.signature {
                     Overlap::Same
+                } else if held.acl != delta.acl {
+                    Overlap::Conflict(held)
+                } else if thinned(&delta.delta, &held.delta) {
+                    // The author re-signed these writes leaving out values dead
+                    // everywhere (compaction): the thinner version replaces the other.
+                    Overlap::Covers(vec![held])
+                } else if thinned(&held.delta, &delta.delta) {
+                    // The older version of what is held.
+                    Overlap::Covered
                 } else {
                     Overlap::Conflict(held)
                 };
@@ -229,7 +302,8 @@ impl DeltaLog {
                 return Overlap::Covered;
             }
             if !seqs.covers(&held.seqs) {
-                // Honest folds always nest: they start at an author's oldest entry.
+                // Honest folds always nest: an author folds whole entries of its own,
+                // and only once the fold is durable does anyone see it.
                 return Overlap::Conflict(held);
             }
             covered.push(held);
@@ -288,7 +362,9 @@ impl DeltaLog {
             .map(|(k, _)| *k)
             .collect();
         for k in &doomed {
-            run.remove(k);
+            if let Some(gone) = run.remove(k) {
+                self.bytes -= gone.size;
+            }
         }
         self.entries -= doomed.len();
         let top = run.values().next_back().map_or(0, |l| l.delta.seqs.last);
@@ -298,13 +374,6 @@ impl DeltaLog {
         self.vv.retreat(*author, top);
         self.rechain(author);
         !doomed.is_empty()
-    }
-
-    /// `author`'s first `max` entries, oldest first.
-    pub(crate) fn first_entries(&self, author: &ActorId, max: usize) -> Vec<&SignedDelta> {
-        self.authors.get(author).map_or_else(Vec::new, |run| {
-            run.values().take(max).map(|l| &l.delta).collect()
-        })
     }
 
     /// Every delta held.

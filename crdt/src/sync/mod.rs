@@ -27,4 +27,4 @@ pub use interface::{Config, Event, Input, Output, Stats, SyncError};
 pub use message::{
     Authenticator, Message, SeqRange, SignedDelta, TestAuth, MAX_MESSAGE_BYTES, MAX_SEQ,
 };
-pub use replica::Replica;
+pub use replica::{Ack, Replica};

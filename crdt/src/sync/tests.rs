@@ -11,6 +11,7 @@ use crate::json::Json;
 use crate::store::Causal;
 
 mod access;
+mod compact;
 mod durable;
 mod equivocation;
 mod hostile;
@@ -449,7 +450,7 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
     }
     p.settle();
     assert_eq!(p.replicas[1].log_len(), 100);
-    p.input(0, Input::Fold);
+    p.input(0, Input::Compact);
     p.settle();
     assert_eq!(p.replicas[0].log_len(), 1);
     assert_eq!(

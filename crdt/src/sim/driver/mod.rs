@@ -14,7 +14,7 @@ use super::net::Net;
 use super::workload::{Model, Workload, Write};
 use super::{Report, SimConfig};
 use crate::id::{ActorId, DocId};
-use crate::sync::{Acl, Event, Input, Message, Output, Replica, SignedDelta, TestAuth};
+use crate::sync::{Ack, Acl, Event, Input, Message, Output, Replica, SignedDelta, TestAuth};
 
 /// How often each replica gets a [`Input::Tick`], and how often convergence is checked
 /// once the faults are over.
@@ -34,6 +34,9 @@ enum Ev {
         ticket: u64,
     },
     Tick {
+        node: usize,
+    },
+    Compact {
         node: usize,
     },
     Write {
@@ -73,6 +76,10 @@ struct Node {
     disk: BTreeMap<(ActorId, u64), SignedDelta>,
     /// Tag of each write awaiting acknowledgement.
     in_flight: BTreeMap<u64, Write>,
+    /// What its peers held, as last saved to its disk.
+    acks: Vec<(ActorId, Ack)>,
+    /// Its local writes' own deltas, by tag, until acknowledged.
+    originals: BTreeMap<u64, SignedDelta>,
 }
 
 pub(super) struct Sim<'c> {
@@ -92,6 +99,8 @@ pub(super) struct Sim<'c> {
     faults_over_ms: u64,
     converged_at: Option<u64>,
     byzantine: Vec<Byzantine>,
+    /// Every acknowledged write's own delta: their join is the state without compaction.
+    acknowledged: Vec<SignedDelta>,
 }
 
 impl<'c> Sim<'c> {
@@ -125,6 +134,8 @@ impl<'c> Sim<'c> {
                     last_write_done_ms: 0,
                     disk: BTreeMap::new(),
                     in_flight: BTreeMap::new(),
+                    acks: Vec::new(),
+                    originals: BTreeMap::new(),
                 }
             })
             .collect();
@@ -144,6 +155,11 @@ impl<'c> Sim<'c> {
             attacks: 0,
             equivocations: 0,
             disk_failures: 0,
+            folds: 0,
+            log_bytes: 0,
+            uncompacted_bytes: 0,
+            state_bytes: 0,
+            compaction_changed_state: false,
             crashes: 0,
             partitions: 0,
             virtual_ms: 0,
@@ -168,6 +184,7 @@ impl<'c> Sim<'c> {
             byzantine: (0..cfg.byzantine)
                 .map(|i| Byzantine::new(doc, ActorId::from_index((cfg.nodes + 1 + i) as u64)))
                 .collect(),
+            acknowledged: Vec::new(),
         }
     }
 
@@ -185,6 +202,16 @@ impl<'c> Sim<'c> {
         for node in 0..self.cfg.nodes {
             let jitter = self.rng.random_range(0..TICK_MS);
             self.schedule(jitter, Ev::Tick { node });
+            if let Some(every) = self.cfg.compact_every_ms {
+                let at = self.rng.random_range(0..every.max(1));
+                self.schedule(at, Ev::Compact { node });
+            }
+        }
+        if self.cfg.away_ms > 0 {
+            let at = phase / 4;
+            self.schedule(at, Ev::Crash { node: 0 });
+            self.schedule(at + self.cfg.away_ms, Ev::Restart { node: 0 });
+            self.faults_over_ms = self.faults_over_ms.max(at + self.cfg.away_ms);
         }
         for _ in 0..self.cfg.writes {
             let at = self.rng.random_range(0..phase);
@@ -208,8 +235,11 @@ impl<'c> Sim<'c> {
                 self.schedule(at, Ev::Attack { byzantine });
             }
         }
+        // While node 0 is away (below), ordinary crashes leave it alone: their restart
+        // would end its absence early.
+        let first = usize::from(self.cfg.away_ms > 0 && self.cfg.nodes > 1);
         for _ in 0..self.cfg.crashes {
-            let node = self.rng.random_range(0..self.cfg.nodes);
+            let node = self.rng.random_range(first..self.cfg.nodes);
             let at = self.rng.random_range(0..phase);
             let back = at + self.rng.random_range(100..3_000);
             // A burst of writes just before the crash, some still on their way to disk.
@@ -228,7 +258,10 @@ impl<'c> Sim<'c> {
         self.plan();
         let deadline = self.faults_over_ms + self.cfg.settle_limit_ms;
         while let Some(Reverse((at, _, id))) = self.queue.pop() {
-            if at > deadline || self.converged_at.is_some() {
+            let lingered = self
+                .converged_at
+                .is_some_and(|c| at > c.saturating_add(self.cfg.linger_ms));
+            if at > deadline || lingered {
                 break;
             }
             self.now = at;
@@ -278,6 +311,15 @@ impl<'c> Sim<'c> {
                 }
                 self.schedule(self.now + TICK_MS, Ev::Tick { node });
             }
+            Ev::Compact { node } => {
+                if let Some(r) = self.nodes[node].replica.as_ref() {
+                    self.nodes[node].acks = r.acks().map(|(a, k)| (*a, k.clone())).collect();
+                    self.input(node, Input::Compact);
+                }
+                if let Some(every) = self.cfg.compact_every_ms {
+                    self.schedule(self.now + every, Ev::Compact { node });
+                }
+            }
             Ev::Write { node } => self.write(node),
             Ev::Crash { node } => self.crash(node),
             Ev::Restart { node } => self.restart(node),
@@ -304,6 +346,9 @@ impl<'c> Sim<'c> {
                 }
             }
             Ev::Check => {
+                if self.converged_at.is_some() {
+                    return;
+                }
                 if self.all_agree() {
                     self.converged_at = Some(self.now);
                 } else {
@@ -319,6 +364,10 @@ impl Sim<'_> {
     /// remote delta was applied.
     fn input(&mut self, node: usize, input: Input) -> bool {
         let now = self.now;
+        let write_tag = match &input {
+            Input::Write { tag, .. } => Some(*tag),
+            _ => None,
+        };
         let Some(replica) = self.nodes[node].replica.as_mut() else {
             return false;
         };
@@ -340,6 +389,9 @@ impl Sim<'_> {
                 Output::Broadcast(msg) => self.send_to_peers(node, None, msg),
                 Output::Persist { ticket, delta } => {
                     let n = &mut self.nodes[node];
+                    if let Some(tag) = write_tag {
+                        n.originals.insert(tag, delta.clone());
+                    }
                     n.writing.push((ticket, delta));
                     let done = n
                         .last_write_done_ms
@@ -359,6 +411,9 @@ impl Sim<'_> {
                     if let Some(w) = self.nodes[node].in_flight.remove(&tag) {
                         self.model.acknowledge(&w);
                         self.report.writes_acknowledged += 1;
+                    }
+                    if let Some(d) = self.nodes[node].originals.remove(&tag) {
+                        self.acknowledged.push(d);
                     }
                 }
                 Output::Event(Event::Applied { local, .. }) => applied_remote |= !local,
@@ -471,6 +526,7 @@ impl Sim<'_> {
         n.epoch += 1;
         n.writing.clear();
         n.in_flight.clear();
+        n.originals.clear();
         self.report.crashes += 1;
         let actor = n.actor;
         for p in peers {
@@ -485,15 +541,18 @@ impl Sim<'_> {
         }
         let seed = self.cfg.seed ^ ((node as u64) << 20) ^ (n.epoch << 40);
         let stored: Vec<SignedDelta> = n.disk.values().cloned().collect();
-        n.replica = Some(Replica::restore(
-            self.doc,
-            n.actor,
-            Arc::new(TestAuth),
-            self.cfg.replica.clone(),
-            seed,
-            Acl::open(),
-            stored,
-        ));
+        n.replica = Some(
+            Replica::restore(
+                self.doc,
+                n.actor,
+                Arc::new(TestAuth),
+                self.cfg.replica.clone(),
+                seed,
+                Acl::open(),
+                stored,
+            )
+            .with_acks(n.acks.clone()),
+        );
         for p in self.peers(node) {
             self.link_changed(node, p, true);
         }
@@ -536,7 +595,7 @@ impl Sim<'_> {
 
     fn finish(mut self) -> Report {
         self.report.virtual_ms = self.now;
-        self.report.converged = self.converged_at.is_some();
+        self.report.converged = self.converged_at.is_some() && self.all_agree();
         self.report.converge_ms = self.converged_at.map(|t| t - self.faults_over_ms);
         let mut digests = std::collections::BTreeSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -547,12 +606,23 @@ impl Sim<'_> {
                 continue;
             };
             self.report.equivocations += r.stats().equivocations;
+            self.report.folds += r.stats().folded;
+            self.report.log_bytes = self.report.log_bytes.max(r.log_bytes() as u64);
             let (lost, problems) = self.model.check(r.doc());
             self.report.acknowledged_lost += lost;
             self.report
                 .model_mismatches
                 .extend(problems.into_iter().map(|p| format!("node {i}: {p}")));
             digests.insert(r.doc().digest());
+        }
+        let mut uncompacted = crate::doc::Doc::new(self.doc);
+        for d in &self.acknowledged {
+            uncompacted.apply(&d.delta);
+            self.report.uncompacted_bytes += (d.signing_bytes().len() + d.signature.len()) as u64;
+        }
+        if self.byzantine.is_empty() && digests.len() == 1 {
+            self.report.compaction_changed_state = digests.first() != Some(&uncompacted.digest());
+            self.report.state_bytes = crate::codec::encode(uncompacted.state()).len() as u64;
         }
         if digests.len() == 1 {
             self.report.digest = digests

@@ -72,6 +72,7 @@ impl Replica {
             self.unhold(&key);
         }
         if writer == self.actor {
+            self.folds_failed();
             let refused: Vec<u64> = self
                 .unacked
                 .iter()

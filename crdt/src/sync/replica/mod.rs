@@ -21,6 +21,7 @@ use rand_chacha::ChaCha8Rng;
 use super::acl::{Acl, AclOp};
 
 mod access;
+mod compact;
 mod equivocation;
 mod exchange;
 mod observe;
@@ -34,6 +35,7 @@ use crate::clock::{Hlc, Timestamp};
 use crate::doc::{Delta, Doc, Op};
 use crate::id::{ActorId, DocId};
 use crate::vv::VersionVector;
+pub use compact::{Ack, MAX_ACKS};
 pub use observe::Cut;
 
 /// While catching up, how long after asking a peer local writes wait for it to send any
@@ -87,6 +89,8 @@ pub struct Replica {
     pub(super) claims: BTreeMap<ActorId, VersionVector>,
     /// Authors caught equivocating (see [`equivocation`]).
     bans: equivocation::Bans,
+    /// What peer replicas hold, and this replica's folds on their way (see [`compact`]).
+    compaction: compact::Compaction,
     /// Local writes wait until a peer has said how far this replica's own writes go: a
     /// node that lost its store but kept its key may have written here before, and must
     /// not sign the same sequence numbers again.
@@ -128,6 +132,7 @@ impl Replica {
             peers: BTreeSet::new(),
             claims: BTreeMap::new(),
             bans: equivocation::Bans::default(),
+            compaction: compact::Compaction::default(),
             catching_up: false,
             asked_ms: None,
             now_ms: 0,
@@ -288,6 +293,13 @@ impl Replica {
                 }
                 Ok(())
             }
+            Input::PeerHolds(peer) => {
+                if self.peers.contains(&peer) {
+                    let vv = self.log.vv().clone();
+                    self.note_ack(peer, &vv);
+                }
+                Ok(())
+            }
             Input::Persisted { ticket } => {
                 self.on_persisted(ticket);
                 Ok(())
@@ -300,7 +312,7 @@ impl Replica {
                 self.on_tick(now_ms);
                 Ok(())
             }
-            Input::Fold => self.fold_own(),
+            Input::Compact => self.compact(),
         }
     }
 
@@ -390,12 +402,14 @@ impl Replica {
             self.outputs
                 .push_back(Output::Broadcast(Message::Delta(u.delta)));
         }
+        self.folds_persisted(ticket);
     }
 
     /// Undoes every local write not yet acknowledged (see [`Input::PersistFailed`]).
     fn on_persist_failed(&mut self) {
         let durable = self.log.vv().get(&self.actor);
         let edited_acl = self.unacked.iter().any(|u| !u.delta.acl.is_empty());
+        self.folds_failed();
         // Refuses them, rebuilds the document from the log, and asks for the disk cut.
         self.truncate(self.actor, durable);
         self.next_seq = durable + 1;
@@ -462,6 +476,7 @@ impl Replica {
                 ..
             } => {
                 self.note_claims(from, &vv);
+                self.note_ack(from, &vv);
                 // A peer that holds no more of our own writes than we do: safe to write.
                 if vv.get(&self.actor) <= self.log.vv().get(&self.actor) {
                     self.catching_up = false;
@@ -506,44 +521,6 @@ impl Replica {
                 first_err
             }
         }
-    }
-
-    /// Folds this replica's oldest durable deltas into one re-signed delta that replaces
-    /// them here and, once broadcast, on every replica. Skips when there is nothing to
-    /// fold or the fold would exceed the delta size limit.
-    fn fold_own(&mut self) -> Result<(), SyncError> {
-        let mut n = self.config.fold_batch;
-        while n >= 2 {
-            let run = self.log.first_entries(&self.actor, n);
-            if run.len() < 2 {
-                return Ok(());
-            }
-            let first = run[0].seqs.first;
-            let last = run[run.len() - 1].seqs.last;
-            let hlc = run.iter().map(|d| d.hlc).max().unwrap_or_default();
-            let mut folded = Delta::default();
-            let mut acl = Vec::new();
-            for d in &run {
-                folded.join_with(&d.delta);
-                acl.extend_from_slice(&d.acl);
-            }
-            let signed = self.sign(SeqRange { first, last }, hlc, folded, acl);
-            let size = signed.signing_bytes().len() + signed.signature.len();
-            if size <= self.config.max_delta_bytes {
-                self.log.insert(signed.clone(), size);
-                self.stats.folded += 1;
-                let ticket = self.ticket();
-                self.outputs.push_back(Output::Persist {
-                    ticket,
-                    delta: signed.clone(),
-                });
-                self.outputs
-                    .push_back(Output::Broadcast(Message::Delta(signed)));
-                return Ok(());
-            }
-            n = run.len() / 2;
-        }
-        Ok(())
     }
 }
 

@@ -261,9 +261,15 @@ impl Replica {
             },
         };
         let cut = |a: &ActorId| self.is_cut(a);
+        let held = |a: &ActorId, dot: u64| {
+            self.pending
+                .range((*a, 0)..=(*a, u64::MAX))
+                .any(|(_, h)| h.delta.delta.ctx.max(a) >= dot)
+        };
         let known = Known {
             own_max: self.log.own_max(&d.author),
             cut: &cut,
+            held: &held,
         };
         self.doc
             .validate_delta(&d.author, &d.delta, &limits, novelty, known)

@@ -98,7 +98,7 @@ fn an_honest_fold_is_not_evidence() {
         p.write(0, incr("n", 1));
     }
     p.settle();
-    p.input(0, Input::Fold);
+    p.input(0, Input::Compact);
     p.settle();
     assert_eq!(p.replicas[1].stats().equivocations, 0);
     assert_eq!(p.replicas[1].log_len(), 1);
