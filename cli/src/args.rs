@@ -31,7 +31,7 @@ pub struct Global {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run a node in the foreground until SIGINT or SIGTERM.
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// This node's peer id and listen addresses.
     Id,
     /// A summary of the node.
@@ -126,6 +126,10 @@ pub struct DaemonArgs {
     /// the token sees the page; plain HTTP).
     #[arg(long)]
     pub http_allow_remote: bool,
+    /// A document replica unheard of for this long stops holding back the compaction of
+    /// the document's history (e.g. 30d, 12h, 90s; default 30d).
+    #[arg(long, value_name = "DURATION")]
+    pub compaction_horizon: Option<String>,
     /// Pre-shared key file: a private swarm that strangers cannot handshake with.
     #[arg(long, value_name = "FILE")]
     pub psk_file: Option<PathBuf>,

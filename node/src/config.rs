@@ -19,6 +19,8 @@ pub const MAX_SOCKET_PATH: usize = 100;
 pub enum ConfigError {
     #[error("invalid size {0:?}: use bytes or a number with K, M, G or T (e.g. 10G)")]
     BadSize(String),
+    #[error("invalid duration {0:?}: use a whole number with s, m, h or d (e.g. 30d)")]
+    BadDuration(String),
     #[error("no data directory: set --data-dir or LATTICE_HOME (no home directory found)")]
     NoDataDir,
     #[error("cannot read {path}: {source}")]
@@ -150,6 +152,9 @@ pub struct FileConfig {
     pub connections: Option<ConnectionsFile>,
     /// e.g. "16M": bytes of the database kept in memory.
     pub store_cache: Option<String>,
+    /// e.g. "30d", "12h", "90s": a replica of a document unheard of for this long stops
+    /// holding back the compaction of its history (see docs/storage.md).
+    pub compaction_horizon: Option<String>,
 }
 
 /// `[connections]` in `config.toml`: past `high` connected peers, idle ones are
@@ -266,7 +271,12 @@ pub struct Config {
     pub store_cache: usize,
     /// How long SIGTERM waits for in-flight control requests before exiting anyway.
     pub shutdown_grace: Duration,
+    /// A document replica unheard of for this long stops holding compaction back.
+    pub compaction_horizon: Duration,
 }
+
+/// The default [`Config::compaction_horizon`]: 30 days.
+pub const COMPACTION_HORIZON: Duration = Duration::from_secs(30 * 24 * 3_600);
 
 fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("", "", "lattice")
@@ -407,6 +417,29 @@ mod tests {
         std::fs::write(&p, "nonsense").unwrap();
         assert!(read_psk(&p).is_err());
     }
+}
+
+/// Parses a duration such as `30d`, `12h`, `15m`, `90s` or `90` (seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, ConfigError> {
+    let t = text.trim();
+    let (num, unit) = t
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map_or((t, ""), |i| t.split_at(i));
+    let secs: u64 = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return Err(ConfigError::BadDuration(text.to_owned())),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::BadDuration(text.to_owned()))?;
+    n.checked_mul(secs)
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| ConfigError::BadDuration(text.to_owned()))
 }
 
 /// Parses a size such as `512M`, `10G`, `1.5T` or `4096` (bytes; powers of 1024).

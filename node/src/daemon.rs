@@ -188,6 +188,7 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> Result<()
         doc_events,
         metrics.clone(),
         activity.clone(),
+        config.compaction_horizon,
     )
     .await?;
     let server = Server::bind(&config.socket).await?;

@@ -92,6 +92,14 @@ fn config(g: &Global, a: &DaemonArgs) -> anyhow::Result<(Config, LogFormat)> {
             None => profile.store_cache(),
         },
         shutdown_grace: std::time::Duration::from_secs(5),
+        compaction_horizon: match a
+            .compaction_horizon
+            .as_deref()
+            .or(file.compaction_horizon.as_deref())
+        {
+            Some(s) => config::parse_duration(s)?,
+            None => config::COMPACTION_HORIZON,
+        },
     };
     Ok((cfg, log_format))
 }

@@ -66,7 +66,9 @@ pub fn run(g: &Global, cmd: DocCommand) -> anyhow::Result<ExitCode> {
                 d.deltas,
                 d.replicas
             ) + &format!(
-                "\nlag       {}\nbehind    {} known write(s) not yet applied here",
+                "\nhistory   {} bytes of deltas for {} bytes of content\nlag       {}\nbehind    {} known write(s) not yet applied here",
+                d.log_bytes,
+                d.state_bytes,
                 match &d.lag {
                     Some(l) => format!(
                         "latest {} ms, median {} ms, max {} ms ({} write(s) from peers, last 10 min)",

@@ -18,7 +18,7 @@ use crate::args::{Cli, Command};
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
-        Command::Daemon(args) => daemon::run(g, args),
+        Command::Daemon(args) => daemon::run(g, *args),
         Command::Id => node::id(g),
         Command::Status => node::status(g),
         Command::Peers => node::peers(g),

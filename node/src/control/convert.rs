@@ -88,6 +88,8 @@ impl From<docs::DocSummary> for api::DocInfo {
                 samples: l.samples,
             }),
             behind: d.behind,
+            log_bytes: d.log_bytes,
+            state_bytes: d.state_bytes,
         }
     }
 }

@@ -136,6 +136,21 @@ pub fn differing_docs(shared: &Shared, theirs: &[u8]) -> Option<Vec<DocId>> {
     Some(out)
 }
 
+/// The documents of `theirs` (as [`differing_docs`] reads it) whose digest equals ours.
+pub fn same_docs(shared: &Shared, theirs: &[u8]) -> Vec<DocId> {
+    theirs
+        .chunks_exact(40)
+        .take(MAX_LISTED)
+        .filter_map(|entry| {
+            let doc = DocId(entry[..32].try_into().ok()?);
+            shared
+                .get(&doc)
+                .is_some_and(|ours| ours[..] == entry[32..])
+                .then_some(doc)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

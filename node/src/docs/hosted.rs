@@ -28,10 +28,13 @@ pub(super) struct Hosted {
     digest: Option<[u8; 8]>,
     /// Recent writes' sync lag.
     pub lags: Lags,
+    /// The replica's [`Replica::acks_version`] last saved.
+    pub acks_saved: u64,
 }
 
 impl Hosted {
     pub fn new(meta: DocMeta, replica: Replica) -> Self {
+        let replica_acks_version = replica.acks_version();
         Hosted {
             id: meta.id(),
             meta,
@@ -39,6 +42,7 @@ impl Hosted {
             watchers: Vec::new(),
             digest: None,
             lags: Lags::default(),
+            acks_saved: replica_acks_version,
         }
     }
 
@@ -66,17 +70,20 @@ impl Hosted {
 
     pub fn summary(&self) -> DocSummary {
         let doc = self.replica.doc();
+        let state = lattice_crdt::codec::encode(doc.state());
         DocSummary {
             id: self.id,
             name: self.name().to_owned(),
             open: self.meta.genesis.open,
             owner: self.meta.genesis.owner,
-            digest: doc.digest(),
+            digest: *blake3::hash(&state).as_bytes(),
             keys: doc.root().len(),
             deltas: self.replica.log_len(),
             replicas: self.replica.peers().count(),
             lag: self.lags.stats(crate::now_ms()),
             behind: self.replica.behind(),
+            log_bytes: self.replica.log_bytes() as u64,
+            state_bytes: state.len() as u64,
         }
     }
 

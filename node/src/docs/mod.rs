@@ -159,10 +159,20 @@ impl Docs {
         events: mpsc::Receiver<Event>,
         metrics: Metrics,
         activity: crate::activity::Activity,
+        horizon: std::time::Duration,
     ) -> Result<(Docs, JoinHandle<()>), DocsError> {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let actor =
-            actor::Actor::load(overlay, store, auth, tx.downgrade(), metrics, activity).await?;
+        let config = actor::sync_config(horizon);
+        let actor = actor::Actor::load(
+            overlay,
+            store,
+            auth,
+            tx.downgrade(),
+            metrics,
+            activity,
+            config,
+        )
+        .await?;
         let task = tokio::spawn(actor.run(rx, events));
         Ok((Docs { tx }, task))
     }

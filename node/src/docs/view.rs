@@ -26,6 +26,10 @@ pub struct DocSummary {
     pub lag: Option<super::LagStats>,
     /// Writes known (from peers' summaries and deltas seen) but not yet applied here.
     pub behind: u64,
+    /// Bytes of the deltas held.
+    pub log_bytes: u64,
+    /// Bytes of the content, encoded.
+    pub state_bytes: u64,
 }
 
 /// A write, durable here under this node's sequence number `seq`.

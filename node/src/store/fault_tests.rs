@@ -46,7 +46,7 @@ fn deltas(doc: DocId, author: u64, n: u64, salt: &str, fold: bool) -> Vec<Signed
         drain_persists(&mut r, &mut out);
     }
     if fold {
-        r.handle(1_000, Input::Fold).unwrap();
+        r.handle(1_000, Input::Compact).unwrap();
         drain_persists(&mut r, &mut out);
     }
     out
@@ -69,6 +69,7 @@ enum Key {
     Blob([u8; 32]),
     Service(String),
     Peer(Vec<u8>),
+    Acks(DocId),
 }
 
 /// A row's bytes, or None when it is deleted.
@@ -104,6 +105,7 @@ fn effects(change: &Change, all: &[SignedDelta]) -> Vec<(Key, Row)> {
         Change::DelService(name) => vec![(Key::Service(name.clone()), None)],
         Change::PutPeer(p) => vec![(Key::Peer(p.id.clone()), Some(codec::encode(p)))],
         Change::DelPeer(id) => vec![(Key::Peer(id.clone()), None)],
+        Change::PutAcks { doc, acks } => vec![(Key::Acks(*doc), Some(codec::encode(acks)))],
     }
 }
 

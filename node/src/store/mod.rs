@@ -119,6 +119,10 @@ enum Job {
 enum Read {
     Docs(Reply<Vec<DocMeta>>),
     Load(DocId, Reply<Vec<SignedDelta>>),
+    Acks(
+        DocId,
+        Reply<Vec<(lattice_crdt::ActorId, lattice_crdt::sync::Ack)>>,
+    ),
     Blobs(Reply<Vec<BlobMeta>>),
     Services(Reply<Vec<ServiceAd>>),
     Peers(Reply<Vec<PeerRecord>>),
@@ -261,6 +265,14 @@ impl Store {
     /// Every delta stored for a document.
     pub async fn load(&self, doc: DocId) -> Result<Vec<SignedDelta>, StoreError> {
         self.ask(|r| Job::Read(Read::Load(doc, r))).await
+    }
+
+    /// What a document's peer replicas last said they hold, as saved.
+    pub async fn acks(
+        &self,
+        doc: DocId,
+    ) -> Result<Vec<(lattice_crdt::ActorId, lattice_crdt::sync::Ack)>, StoreError> {
+        self.ask(|r| Job::Read(Read::Acks(doc, r))).await
     }
 }
 
@@ -417,6 +429,9 @@ fn answer(disk: &mut Disk, read: Read) {
         }
         Read::Load(doc, reply) => {
             let _ = reply.send(disk.with(|db| tables::load(db, &doc)));
+        }
+        Read::Acks(doc, reply) => {
+            let _ = reply.send(disk.with(|db| tables::acks(db, &doc)));
         }
         Read::Blobs(reply) => {
             let _ = reply.send(disk.with(tables::blobs));

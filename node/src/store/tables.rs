@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use lattice_crdt::sync::{Genesis, SignedDelta, MAX_MESSAGE_BYTES};
+use lattice_crdt::sync::{Ack, Genesis, SignedDelta, MAX_MESSAGE_BYTES};
 use lattice_crdt::ActorId;
 use lattice_crdt::{codec, DocId};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -20,6 +20,8 @@ const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
 const SERVICES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("services");
 /// Peer id (bytes) → [`PeerRecord`] (CBOR).
 const PEERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("peers");
+/// Document id → what its peer replicas last said they hold (CBOR list of (actor, ack)).
+const ACKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("acks");
 
 /// A peer met in this or an earlier run, kept so a restarted node can rejoin the network
 /// without bootstrap addresses.
@@ -103,6 +105,11 @@ pub enum Change {
     PutPeer(PeerRecord),
     /// Forget a peer (by id bytes).
     DelPeer(Vec<u8>),
+    /// Record what a document's peer replicas hold (replacing what was recorded).
+    PutAcks {
+        doc: DocId,
+        acks: Vec<(ActorId, Ack)>,
+    },
 }
 
 /// Opens (or creates) the database with a cache of `cache` bytes (redb's own default is
@@ -119,6 +126,7 @@ pub(super) fn init(db: redb::Database) -> Result<redb::Database, StoreError> {
     w.open_table(BLOBS)?;
     w.open_table(SERVICES)?;
     w.open_table(PEERS)?;
+    w.open_table(ACKS)?;
     w.commit()?;
     Ok(db)
 }
@@ -174,12 +182,13 @@ pub(super) fn holds(db: &redb::Database, changes: &[&Change]) -> Result<bool, St
 }
 
 /// The tables, by index, for [`Touched`].
-const TABLES: [Table; 5] = [DOCS, DELTAS, BLOBS, SERVICES, PEERS];
+const TABLES: [Table; 6] = [DOCS, DELTAS, BLOBS, SERVICES, PEERS, ACKS];
 const T_DOCS: usize = 0;
 const T_DELTAS: usize = 1;
 const T_BLOBS: usize = 2;
 const T_SERVICES: usize = 3;
 const T_PEERS: usize = 4;
+const T_ACKS: usize = 5;
 
 /// Each row a batch touched, with its value before the batch's first touch.
 type Touched = std::collections::BTreeMap<(usize, Vec<u8>), Option<Vec<u8>>>;
@@ -239,6 +248,7 @@ fn apply(
             Change::DelService(name) => (T_SERVICES, name.as_bytes().to_vec(), None),
             Change::PutPeer(p) => (T_PEERS, p.id.clone(), Some(codec::encode(p))),
             Change::DelPeer(id) => (T_PEERS, id.clone(), None),
+            Change::PutAcks { doc, acks } => (T_ACKS, doc.0.to_vec(), Some(codec::encode(acks))),
         };
         let mut t = w.open_table(TABLES[table])?;
         set(&mut t, table, &key, value.as_deref(), touched)?;
@@ -339,4 +349,22 @@ pub(super) fn services(db: &redb::Database) -> Result<Vec<ServiceAd>, StoreError
 /// costs a dial, refusing to start would cost the node).
 pub(super) fn peers(db: &redb::Database) -> Result<Vec<PeerRecord>, StoreError> {
     rows(db, PEERS, 64 << 10, Damaged::Skip)
+}
+
+/// What `doc`'s peer replicas last said they hold; nothing if unrecorded or damaged (a
+/// hint: without it the node compacts as if it had no peers, which changes no state).
+pub(super) fn acks(db: &redb::Database, doc: &DocId) -> Result<Vec<(ActorId, Ack)>, StoreError> {
+    let r = db.begin_read()?;
+    let t = match r.open_table(ACKS) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(v) = t.get(doc.0.as_slice())? else {
+        return Ok(Vec::new());
+    };
+    Ok(codec::decode(v.value(), 64 << 20).unwrap_or_else(|e| {
+        tracing::warn!(doc = %doc, "skipping damaged peer acknowledgements: {e}");
+        Vec::new()
+    }))
 }

@@ -79,7 +79,7 @@ async fn deltas_survive_a_reopen_and_folds_replace_what_they_cover() {
         back,
     );
     let mut r = restored;
-    r.handle(1_000, Input::Fold).unwrap();
+    r.handle(1_000, Input::Compact).unwrap();
     let mut folded = None;
     while let Some(o) = r.poll_output() {
         if let Output::Persist { delta, .. } = o {

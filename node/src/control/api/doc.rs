@@ -91,6 +91,12 @@ pub struct DocInfo {
     /// Writes known from peers (their summaries, deltas seen) but not yet applied here.
     #[serde(default)]
     pub behind: u64,
+    /// Bytes of the deltas held (the history compaction keeps short).
+    #[serde(default)]
+    pub log_bytes: u64,
+    /// Bytes of the content itself, encoded: what no history can be shorter than.
+    #[serde(default)]
+    pub state_bytes: u64,
 }
 
 /// `doc.cut` parameters.

@@ -23,6 +23,14 @@ impl Actor {
                 if let Some(ticket) = ticket {
                     let _ = self.apply(id, Input::Persisted { ticket }).await;
                 }
+                // A burst of writes compacts as it goes, not only at the next maintenance.
+                if self
+                    .docs
+                    .get(&id)
+                    .is_some_and(|h| h.replica.compaction_due())
+                {
+                    let _ = self.apply(id, Input::Compact).await;
+                }
             }
             Err(e) => {
                 self.store_failed(id, &e);

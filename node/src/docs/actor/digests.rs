@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use lattice_crdt::sync::Input;
-use lattice_crdt::ActorId;
+use lattice_crdt::{ActorId, DocId};
 use lattice_overlay::{PeerId, Protocol, Responder};
 use tracing::debug;
 
@@ -25,6 +25,8 @@ const MAX_IN_FLIGHT: usize = 4;
 pub(super) struct Answer {
     peer: PeerId,
     response: Result<DigestResponse, String>,
+    /// For a comparison of totals: the digests compared.
+    sent: Option<Shared>,
 }
 
 impl Actor {
@@ -66,11 +68,12 @@ impl Actor {
         let Some(actor) = pick.get(self.digest_turn % pick.len()).copied() else {
             return;
         };
-        let total = digests::total(&self.shared_with(&actor));
-        self.ask(actor, DigestRequest::Total(total));
+        let shared = self.shared_with(&actor);
+        let total = digests::total(&shared);
+        self.ask(actor, DigestRequest::Total(total), Some(shared));
     }
 
-    fn ask(&mut self, actor: ActorId, request: DigestRequest) {
+    fn ask(&mut self, actor: ActorId, request: DigestRequest, sent: Option<Shared>) {
         let Some(peer) = peer_of_actor(&actor) else {
             return;
         };
@@ -83,7 +86,11 @@ impl Actor {
                 Ok(bytes) => DigestResponse::decode(&bytes).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            Answer { peer, response }
+            Answer {
+                peer,
+                response,
+                sent,
+            }
         });
     }
 
@@ -94,11 +101,22 @@ impl Actor {
         };
         let shared = self.shared_with(&actor);
         match a.response {
-            Ok(DigestResponse::Same) => {}
+            Ok(DigestResponse::Same) => {
+                // The peer holds what these documents held when asked: where they still
+                // hold the same, it holds what they hold now.
+                let held: Vec<DocId> = a
+                    .sent
+                    .iter()
+                    .flatten()
+                    .filter(|(doc, then)| shared.get(doc) == Some(then))
+                    .map(|(doc, _)| *doc)
+                    .collect();
+                self.peer_holds(actor, held).await;
+            }
             Ok(DigestResponse::Buckets(theirs)) => {
                 match digests::differing_buckets(&shared, &theirs) {
                     Some(wanted) if !wanted.is_empty() => {
-                        self.ask(actor, DigestRequest::Docs(wanted));
+                        self.ask(actor, DigestRequest::Docs(wanted), None);
                     }
                     Some(_) => {}
                     None => self.malformed_digest(a.peer, "buckets of the wrong size"),
@@ -106,6 +124,8 @@ impl Actor {
             }
             Ok(DigestResponse::Docs(theirs)) => match digests::differing_docs(&shared, &theirs) {
                 Some(docs) => {
+                    let same = digests::same_docs(&shared, &theirs);
+                    self.peer_holds(actor, same).await;
                     for doc in docs {
                         debug!(%doc, peer = %a.peer, "digests differ; reconciling");
                         let _ = self.apply(doc, Input::Reconcile(actor)).await;
@@ -117,6 +137,13 @@ impl Actor {
                 debug!(peer = %a.peer, "peer refused a digest comparison: {why}");
             }
             Err(e) => debug!(peer = %a.peer, "digest comparison failed: {e}"),
+        }
+    }
+
+    /// Tells each document's replica that `actor`'s holds exactly what it holds.
+    async fn peer_holds(&mut self, actor: ActorId, docs: Vec<DocId>) {
+        for doc in docs {
+            let _ = self.apply(doc, Input::PeerHolds(actor)).await;
         }
     }
 

@@ -55,7 +55,7 @@ impl Actor {
             added_ms: now_ms(),
         };
         self.store.put_doc(meta.clone()).await?;
-        let id = self.host(meta, Vec::new(), joined).await;
+        let id = self.host(meta, Vec::new(), Vec::new(), joined).await;
         info!(doc = %id, "document hosted");
         Ok(self.docs[&id].summary())
     }

@@ -48,12 +48,9 @@ use crate::now_ms;
 use crate::store::{Change, DocMeta, Store, StoreError};
 use crate::subs::Subscriptions;
 
-/// How often the actor looks over every document: replicas with long logs fold their own
-/// deltas. Replicas' own timers (anti-entropy, expiries) are kept in [`timers::Timers`]:
+/// How often the actor looks over every document: replicas compact their history. Replicas' own timers (anti-entropy, expiries) are kept in [`timers::Timers`]:
 /// a document is visited only when one of them is due.
 const MAINTENANCE: Duration = Duration::from_secs(10);
-/// A replica folds once its log holds this many deltas.
-const FOLD_AT: usize = 1_024;
 /// Writes waiting to become durable; more are refused as busy.
 const MAX_ACKS: usize = 8_192;
 /// Sync messages in flight to peers; beyond this, messages are dropped (anti-entropy
@@ -121,13 +118,17 @@ pub(super) struct Actor {
     digest_served: crate::docs::digests::ServeLimit,
     /// Cuts being computed (bounded by [`MAX_CUTTING`]).
     cutting: Arc<tokio::sync::Semaphore>,
+    /// Every replica's configuration.
+    config: sync::Config,
 }
 
 /// Replicas' own anti-entropy is a slow fallback: the digest comparisons with each peer
 /// (`digests.rs`) find the documents that differ, whatever their number.
-fn sync_config() -> sync::Config {
+/// Replicas unheard of for `horizon` stop holding compaction back.
+pub(in crate::docs) fn sync_config(horizon: Duration) -> sync::Config {
     sync::Config {
         anti_entropy_interval_ms: 30 * 60 * 1000,
+        compaction_horizon_ms: u64::try_from(horizon.as_millis()).unwrap_or(u64::MAX),
         ..sync::Config::default()
     }
 }
@@ -141,6 +142,7 @@ impl Actor {
         commands: mpsc::WeakSender<Command>,
         metrics: Metrics,
         activity: Activity,
+        config: sync::Config,
     ) -> Result<Actor, DocsError> {
         let mut a = Actor {
             me: auth.actor(),
@@ -171,6 +173,7 @@ impl Actor {
             digest_turn: 0,
             digest_served: Default::default(),
             cutting: Arc::new(tokio::sync::Semaphore::new(MAX_CUTTING)),
+            config,
         };
         for meta in a.store.docs().await? {
             let stored = a.store.load(meta.id()).await?;
@@ -182,7 +185,8 @@ impl Actor {
                 .map(|d| d.seqs.last)
                 .max()
                 .unwrap_or(0);
-            let id = a.host(meta, stored, false).await;
+            let acks = a.store.acks(meta.id()).await?;
+            let id = a.host(meta, stored, acks, false).await;
             info!(doc = %id, deltas = n, "document restored");
             // Own deltas past a gap are writes a failed commit undid that a later commit
             // stored anyway (a crash came before the cut): delete them before a new write
@@ -262,18 +266,26 @@ impl Actor {
     }
 
     /// Hosts a document: replica from `stored`, topic subscribed, replicas announced.
-    async fn host(&mut self, meta: DocMeta, stored: Vec<SignedDelta>, joined: bool) -> DocId {
+    /// `acks`: what its peer replicas held, as saved by an earlier run.
+    async fn host(
+        &mut self,
+        meta: DocMeta,
+        stored: Vec<SignedDelta>,
+        acks: Vec<(ActorId, sync::Ack)>,
+        joined: bool,
+    ) -> DocId {
         let id = meta.id();
         self.seeds += 1;
         let mut replica = Replica::restore(
             id,
             self.me,
             self.auth.clone(),
-            sync_config(),
+            self.config.clone(),
             self.seeds,
             Acl::from_genesis(&meta.genesis),
             stored,
-        );
+        )
+        .with_acks(acks);
         if joined {
             replica = replica.catching_up();
         }
@@ -553,24 +565,44 @@ impl Actor {
         }
     }
 
-    /// Every [`MAINTENANCE`]: the writes each document lacks go to the metrics; long logs
-    /// fold; the provider lookups that are due start.
+    /// Every [`MAINTENANCE`]: the writes each document lacks go to the metrics; what peer
+    /// replicas hold is saved where it changed, and every document compacts (a replica
+    /// does nothing when neither its log nor its stable cut moved); the provider lookups
+    /// that are due start.
     async fn maintain(&mut self) {
         for (id, h) in &self.docs {
             self.metrics.doc_behind(id, h.replica.behind());
         }
+        self.save_acks().await;
         let ids: Vec<DocId> = self.docs.keys().copied().collect();
         for id in ids {
-            if self
-                .docs
-                .get(&id)
-                .is_some_and(|h| h.replica.log_len() >= FOLD_AT)
-            {
-                let _ = self.apply(id, Input::Fold).await;
-            }
+            let _ = self.apply(id, Input::Compact).await;
         }
         self.announce_waiting();
         self.find_due();
+    }
+
+    /// Saves what each document's peer replicas hold where it changed since last saved,
+    /// so a restarted node does not compact as if it had no peers.
+    async fn save_acks(&mut self) {
+        let mut changes = Vec::new();
+        for (id, h) in &mut self.docs {
+            let version = h.replica.acks_version();
+            if version != h.acks_saved {
+                h.acks_saved = version;
+                changes.push(Change::PutAcks {
+                    doc: *id,
+                    acks: h.replica.acks().map(|(a, k)| (*a, k.clone())).collect(),
+                });
+            }
+        }
+        if changes.is_empty() {
+            return;
+        }
+        // Not waited for: losing the last few minutes of these costs only early pruning.
+        if let Err(e) = self.store.enqueue(changes).await {
+            warn!("cannot save what peer replicas hold: {e}");
+        }
     }
 }
 

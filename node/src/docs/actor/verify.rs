@@ -11,7 +11,7 @@ use lattice_crdt::{ActorId, DocId};
 use lattice_overlay::{policy::Charge, GossipId, PeerId, Responder, Verdict};
 use tracing::warn;
 
-use super::{sync_config, Actor, MAX_VERIFYING};
+use super::{Actor, MAX_VERIFYING};
 use crate::auth::{actor_of_peer, NodeAuth};
 use crate::docs::wire::{SyncRequest, SyncResponse};
 use crate::now_ms;
@@ -55,7 +55,7 @@ fn check(data: &[u8], gossip_doc: Option<DocId>, auth: &NodeAuth) -> Result<Body
             SyncRequest::Sync(m) => m,
         },
     };
-    sync::verify(msg, auth, sync_config().max_delta_bytes)
+    sync::verify(msg, auth, sync::Config::default().max_delta_bytes)
         .map(Body::Sync)
         .map_err(|e| e.to_string())
 }
