@@ -401,4 +401,12 @@ pub struct SimArgs {
     /// Writes across all replicas.
     #[arg(long, default_value_t = 150)]
     pub writes: usize,
+    /// Replicas do not compact their history (to compare: the report shows the largest
+    /// log either way).
+    #[arg(long)]
+    pub no_compaction: bool,
+    /// Replica 0 goes down for this many virtual seconds a quarter into the run (the
+    /// compaction horizon is 5 s): it comes back to the others' folds.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub away: u64,
 }

@@ -13,6 +13,9 @@ pub struct SimOptions {
     pub partitions: usize,
     pub crashes: usize,
     pub writes: usize,
+    pub compaction: bool,
+    /// Virtual seconds replica 0 is away (0: never).
+    pub away_secs: u64,
 }
 
 /// Largest simulation accepted: each virtual replica costs a few kilobytes plus its data.
@@ -39,6 +42,10 @@ impl SimOptions {
         cfg.crashes = self.crashes;
         cfg.writes = self.writes;
         cfg.measure_bytes = true;
+        if !self.compaction {
+            cfg.compact_every_ms = None;
+        }
+        cfg.away_ms = self.away_secs.saturating_mul(1_000).min(24 * 3_600_000);
         Ok(cfg)
     }
 
@@ -61,6 +68,8 @@ mod tests {
             partitions: 1,
             crashes: 2,
             writes: 50,
+            compaction: true,
+            away_secs: 0,
         }
     }
 

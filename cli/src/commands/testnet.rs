@@ -265,6 +265,8 @@ fn sim(global: &Global, a: SimArgs) -> Result<ExitCode> {
         partitions: a.partitions,
         crashes: a.crashes,
         writes: a.writes,
+        compaction: !a.no_compaction,
+        away_secs: a.away,
     };
     let report = opts.run()?;
     output::print(global.json, &report, &report)?;

@@ -263,6 +263,25 @@ impl DeltaLog {
         out
     }
 
+    /// True if `listing` (a peer's, of `author`) names an entry within what this replica
+    /// holds of the author that it neither holds nor covers with a larger entry.
+    pub(crate) fn lacks_listed(&self, author: &ActorId, listing: &[(SeqRange, u64)]) -> bool {
+        let Some(run) = self.authors.get(author) else {
+            return false;
+        };
+        let top = self.vv.get(author);
+        listing.iter().take(MAX_LISTED).any(|(r, fp)| {
+            if r.last > top {
+                return false;
+            }
+            let holder = run.range(..=r.first).next_back().map(|(_, l)| l);
+            !holder.is_some_and(|l| {
+                let held = l.delta.seqs;
+                (held == *r && fingerprint(&l.delta) == *fp) || (held != *r && held.covers(r))
+            })
+        })
+    }
+
     /// How `delta` relates to the entries of its author held here, by sequence ranges
     /// alone (see [`Overlap`]).
     pub(crate) fn overlap(&self, delta: &SignedDelta) -> Overlap<'_> {

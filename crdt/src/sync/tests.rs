@@ -143,6 +143,12 @@ impl Pump {
         self.input(b, Input::PeerDown(aa));
     }
 
+    /// Compacts replica `i` once its writes so far are old enough to fold.
+    fn compact(&mut self, i: usize) {
+        self.now += replica::MIN_AGE_MS;
+        self.input(i, Input::Compact);
+    }
+
     fn write(&mut self, i: usize, op: Op) {
         self.input(i, Input::Write { op, tag: 0 });
     }
@@ -445,12 +451,12 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
     let mut p = Pump::new(3);
     p.connect(0, 1);
     p.settle();
-    for _ in 0..100 {
+    for _ in 0..128 {
         p.write(0, incr("n", 1));
     }
     p.settle();
-    assert_eq!(p.replicas[1].log_len(), 100);
-    p.input(0, Input::Compact);
+    assert_eq!(p.replicas[1].log_len(), 128);
+    p.compact(0);
     p.settle();
     assert_eq!(p.replicas[0].log_len(), 1);
     assert_eq!(
@@ -463,15 +469,15 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
     p.connect(2, 0);
     p.settle();
     assert_eq!(p.deltas_messages, [1]);
-    assert_eq!(p.json(2)["n"], 100);
+    assert_eq!(p.json(2)["n"], 128);
     assert_eq!(p.replicas[2].doc().digest(), p.replicas[0].doc().digest());
-    // The folded delta is small: a counter written 100 times keeps one entry.
+    // The folded delta is small: a counter written 128 times keeps one entry.
     let folded = p.replicas[0].deltas().next().unwrap();
     assert_eq!(
         folded.seqs,
         SeqRange {
             first: 1,
-            last: 100
+            last: 128
         }
     );
     // And on disk it replaced the originals when stored in order.
@@ -485,7 +491,7 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
         p.disks[0].clone(),
     );
     assert_eq!(restored.log_len(), 1);
-    assert_eq!(restored.doc().to_json()["n"], 100);
+    assert_eq!(restored.doc().to_json()["n"], 128);
     assert!(p.errors.is_empty(), "{:?}", p.errors);
 }
 

@@ -46,7 +46,11 @@ fn deltas(doc: DocId, author: u64, n: u64, salt: &str, fold: bool) -> Vec<Signed
         drain_persists(&mut r, &mut out);
     }
     if fold {
-        r.handle(1_000, Input::Compact).unwrap();
+        r.handle(
+            1_000 + lattice_crdt::sync::replica::MIN_AGE_MS,
+            Input::Compact,
+        )
+        .unwrap();
         drain_persists(&mut r, &mut out);
     }
     out
@@ -141,7 +145,7 @@ fn service(name: &str, v: &str) -> ServiceAd {
 /// order a node could make them, with updates and deletions of earlier rows.
 fn workload(rng: &mut ChaCha8Rng) -> (Vec<Change>, Vec<SignedDelta>) {
     let (a, b) = (doc_meta("a"), doc_meta("b"));
-    // Author 1 writes six deltas, then folds them into one that replaces them.
+    // Author 1 writes six deltas, then folds them (aligned blocks 1-4 and 5-6) in place.
     let a1 = deltas(a.id(), 1, 6, "k", true);
     // Author 2 writes four; the last two are cut, and a different third one follows (a
     // node that undid its writes after a failed commit writes those numbers again).

@@ -68,7 +68,7 @@ async fn deltas_survive_a_reopen_and_folds_replace_what_they_cover() {
     let back = store.load(doc).await.unwrap();
     assert_eq!(back, ds);
 
-    // A fold of seqs 1..=5 replaces the five originals.
+    // A fold of seqs 1..=4 (an aligned block) replaces the first four originals.
     let restored = Replica::restore(
         doc,
         ActorId::from_index(1),
@@ -79,7 +79,11 @@ async fn deltas_survive_a_reopen_and_folds_replace_what_they_cover() {
         back,
     );
     let mut r = restored;
-    r.handle(1_000, Input::Compact).unwrap();
+    r.handle(
+        1_000 + lattice_crdt::sync::replica::MIN_AGE_MS,
+        Input::Compact,
+    )
+    .unwrap();
     let mut folded = None;
     while let Some(o) = r.poll_output() {
         if let Output::Persist { delta, .. } = o {
@@ -88,8 +92,8 @@ async fn deltas_survive_a_reopen_and_folds_replace_what_they_cover() {
     }
     store.persist(vec![folded.unwrap()]).await.unwrap();
     let after = store.load(doc).await.unwrap();
-    assert_eq!(after.len(), 1);
-    assert_eq!((after[0].seqs.first, after[0].seqs.last), (1, 5));
+    assert_eq!(after.len(), 2);
+    assert_eq!((after[0].seqs.first, after[0].seqs.last), (1, 4));
 
     // Truncating the author at 3 drops the fold that reaches past it.
     let cut = Change::Truncate {

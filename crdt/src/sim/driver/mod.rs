@@ -371,6 +371,7 @@ impl Sim<'_> {
         let Some(replica) = self.nodes[node].replica.as_mut() else {
             return false;
         };
+        let folded = replica.stats().folded;
         if replica.handle(now, input).is_err() {
             self.report.deltas_rejected += 1;
         }
@@ -378,7 +379,8 @@ impl Sim<'_> {
         while let Some(o) = replica.poll_output() {
             outputs.push(o);
         }
-        let mut applied_remote = false;
+        // A fold that replaced held entries is news too (the daemon relays it).
+        let mut applied_remote = write_tag.is_none() && replica.stats().folded > folded;
         for o in outputs {
             match o {
                 Output::Send { to, msg } => {

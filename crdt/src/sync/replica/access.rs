@@ -72,7 +72,7 @@ impl Replica {
             self.unhold(&key);
         }
         if writer == self.actor {
-            self.folds_failed();
+            self.folds_cut(cut);
             let refused: Vec<u64> = self
                 .unacked
                 .iter()

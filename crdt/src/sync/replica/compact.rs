@@ -17,10 +17,17 @@
 //! cut plus its newer writes; a replica that was away, or a new one, catches up from them
 //! by ordinary anti-entropy.
 //!
-//! A fold is persisted before it enters the log, is served or is broadcast, so whatever
-//! version of an author's history any replica holds is one that author's disk held too:
-//! its later folds, made of whole entries of its log, nest with it (never overlap it
-//! partly, which would be evidence of equivocation).
+//! Folds never overlap partly (which would be evidence of equivocation), whatever the
+//! author's history, crashes or lost stores: every fold covers an *aligned block* of
+//! sequence numbers, `[k * 2^j + 1, (k + 1) * 2^j]`, and any two such blocks nest or are
+//! disjoint. A fold is persisted before it enters the log, is served or is broadcast; one
+//! whose commit failed (or never answered) is persisted again, byte for byte, rather
+//! than made anew. Writes younger than [`MIN_AGE_MS`] are not folded, so a snapshot of
+//! the present (`Replica::cut`) finds them as written.
+//!
+//! In a closed document the owner's replica holds the cut back whatever the horizon: the
+//! owner removes a writer at what the owner holds of it, so a value left out because that
+//! writer overwrote it can never come back by the writer's removal.
 
 use std::collections::BTreeMap;
 
@@ -42,6 +49,10 @@ pub const MAX_ACKS: usize = 1_024;
 const DUE_AFTER_ENTRIES: usize = 1_024;
 /// Folds made by one compaction, at most.
 const MAX_FOLDS: usize = 64;
+/// Writes younger than this (by their hybrid clock) are not folded yet.
+pub const MIN_AGE_MS: u64 = 5_000;
+/// A fold whose commit has not answered in this long is persisted again.
+const FOLD_RETRY_MS: u64 = 60_000;
 
 /// What a peer replica last said it holds, and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +68,8 @@ pub(super) struct Folding {
     ticket: u64,
     delta: SignedDelta,
     size: usize,
+    /// Handed to the driver at this time and not failed since.
+    sent_ms: Option<u64>,
 }
 
 /// Compaction's bookkeeping in a replica.
@@ -72,23 +85,6 @@ pub(super) struct Compaction {
     last_cut: Option<VersionVector>,
 }
 
-/// A run of entries to fold and the values to leave out of it.
-type Group<'a> = (Vec<&'a SignedDelta>, CausalContext);
-
-/// Ends the run being gathered: it becomes a fold if that changes anything (two entries
-/// or more, or values to leave out).
-fn flush<'a>(
-    group: &mut Vec<&'a SignedDelta>,
-    dead: &mut CausalContext,
-    groups: &mut Vec<Group<'a>>,
-) {
-    if group.len() >= 2 || !dead.is_empty() {
-        groups.push((std::mem::take(group), std::mem::take(dead)));
-    }
-    group.clear();
-    *dead = CausalContext::new();
-}
-
 /// Dots of `store` that `keep` lacks, as a context.
 fn dead_dots(store: &crate::map::Map, keep: &CausalContext) -> CausalContext {
     let mut dead = CausalContext::new();
@@ -101,38 +97,47 @@ fn dead_dots(store: &crate::map::Map, keep: &CausalContext) -> CausalContext {
 }
 
 impl Replica {
-    /// Notes what peer `from` says it holds (its summary's version vector).
-    pub(super) fn note_ack(&mut self, from: ActorId, vv: &crate::vv::VersionVector) {
+    /// Notes what connected peer `from` says it holds (its summary's version vector):
+    /// only authors this replica holds, and no further than it holds them, are kept.
+    pub(super) fn note_ack(&mut self, from: ActorId, claimed: &VersionVector) {
+        if !self.peers.contains(&from) {
+            return;
+        }
+        let mut vv = VersionVector::new();
+        for (a, n) in self.log.vv().iter() {
+            vv.advance(*a, claimed.get(a).min(*n));
+        }
         let now = self.now_ms;
+        let horizon = self.config.compaction_horizon_ms;
         let c = &mut self.compaction;
         match c.acks.get_mut(&from) {
             Some(ack) => {
                 // Persisting every summary's time would write for ever: an hour is fine
                 // against a horizon of days.
-                if ack.vv != *vv || now >= ack.heard_ms.saturating_add(3_600_000) {
+                if ack.vv != vv || now >= ack.heard_ms.saturating_add(3_600_000) {
                     c.acks_version += 1;
                 }
-                ack.vv = vv.clone();
+                ack.vv = vv;
                 ack.heard_ms = ack.heard_ms.max(now);
             }
             None => {
                 if c.acks.len() >= MAX_ACKS {
-                    let oldest = c
+                    // Only a peer past the horizon makes room: forgetting one within it
+                    // would let newcomers move the cut past what it holds.
+                    let stale = c
                         .acks
                         .iter()
+                        .filter(|(_, a)| now.saturating_sub(a.heard_ms) > horizon)
                         .min_by_key(|(_, a)| a.heard_ms)
                         .map(|(k, _)| *k);
-                    if let Some(k) = oldest {
-                        c.acks.remove(&k);
+                    match stale {
+                        Some(k) => {
+                            c.acks.remove(&k);
+                        }
+                        None => return,
                     }
                 }
-                c.acks.insert(
-                    from,
-                    Ack {
-                        vv: vv.clone(),
-                        heard_ms: now,
-                    },
-                );
+                c.acks.insert(from, Ack { vv, heard_ms: now });
                 c.acks_version += 1;
             }
         }
@@ -159,14 +164,31 @@ impl Replica {
     }
 
     /// Writes every replica known here holds: this replica's own vector, lowered to each
-    /// peer's heard within the horizon.
+    /// peer's heard within the horizon. A connected peer not heard from yet holds it at
+    /// nothing, and so, in a closed document, does the owner's replica until heard from
+    /// (see the module).
     pub fn stable_cut(&self) -> VersionVector {
+        let acks = &self.compaction.acks;
+        if self.peers.iter().any(|p| !acks.contains_key(p)) {
+            return VersionVector::new();
+        }
+        let owner = self
+            .acl
+            .owner()
+            .filter(|o| !self.acl.is_open() && *o != self.actor);
+        let owner_ack = match owner {
+            Some(o) => match acks.get(&o) {
+                Some(a) => Some(a),
+                None => return VersionVector::new(),
+            },
+            None => None,
+        };
         let mut cut = self.log.vv().clone();
         let horizon = self.config.compaction_horizon_ms;
-        for ack in self.compaction.acks.values() {
-            if self.now_ms.saturating_sub(ack.heard_ms) > horizon {
-                continue;
-            }
+        let heard = acks
+            .values()
+            .filter(|a| self.now_ms.saturating_sub(a.heard_ms) <= horizon);
+        for ack in heard.chain(owner_ack) {
             let lowered: Vec<(ActorId, u64)> = cut
                 .iter()
                 .filter(|(a, n)| ack.vv.get(a) < **n)
@@ -190,12 +212,17 @@ impl Replica {
         self.log.bytes()
     }
 
-    /// Folds this replica's own durable entries, leaving out its values dead at the
-    /// stable cut (see the module). Each fold is persisted, then logged and broadcast.
-    /// Does nothing while catching up, while earlier folds are still on their way to
-    /// disk, or when neither the log nor the cut moved since the last run.
+    /// Folds this replica's own durable entries older than [`MIN_AGE_MS`] in aligned
+    /// blocks, leaving out its values dead at the stable cut (see the module). Each fold
+    /// is persisted, then logged and broadcast. While earlier folds are on their way to
+    /// disk, only those that failed (or never answered) are persisted again. Does nothing
+    /// while catching up, or when neither the log nor the cut moved since the last run.
     pub(super) fn compact(&mut self) -> Result<(), SyncError> {
-        if self.catching_up || !self.compaction.folding.is_empty() {
+        if self.catching_up {
+            return Ok(());
+        }
+        if !self.compaction.folding.is_empty() {
+            self.persist_folds_again();
             return Ok(());
         }
         let cut = self.stable_cut();
@@ -206,80 +233,124 @@ impl Replica {
         }
         self.compaction.last_len = self.log.len();
         self.compaction.last_cut = Some(cut.clone());
-        let own = self.log.entries_of(&self.actor);
-        if own.is_empty() {
+        let young = self.now_ms.saturating_sub(MIN_AGE_MS);
+        let own: Vec<(&SignedDelta, usize)> = self
+            .log
+            .entries_of(&self.actor)
+            .into_iter()
+            .take_while(|(d, _)| d.hlc.millis <= young)
+            .collect();
+        let Some(last) = own.last().map(|(d, _)| d.seqs.last) else {
             return Ok(());
-        }
+        };
         // This replica's values live at the stable cut; only entries within it are judged
         // against them (newer ones of its own may be what killed an older value, which
         // the fold's join drops anyway).
         let upto = cut.get(&self.actor);
-        let live = if own[0].0.seqs.last <= upto {
-            Some(self.log.state_within(&cut).store.dots())
-        } else {
-            None
-        };
-        let budget = self.config.max_delta_bytes / 2;
-        let mut groups: Vec<Group<'_>> = Vec::new();
-        let mut group: Vec<&SignedDelta> = Vec::new();
-        let mut dead = CausalContext::new();
-        let mut group_bytes = 0usize;
-        for (d, size) in own {
-            let gone = match &live {
-                Some(live) if d.seqs.last <= upto => dead_dots(&d.delta.store, live),
-                _ => CausalContext::new(),
-            };
-            // What the entry weighs once its dead values are left out.
-            let weight = if gone.is_empty() {
-                size
-            } else {
-                let mut pruned = (*d.delta).clone();
-                pruned.join_exact(&Causal {
-                    store: Default::default(),
-                    ctx: gone.clone(),
-                });
-                crate::codec::encode(&pruned).len() + 256
-            };
-            if gone.is_empty() && weight >= budget / 4 {
-                // Settled: large, nothing to drop. Left alone, and a boundary.
-                flush(&mut group, &mut dead, &mut groups);
-                group_bytes = 0;
-                continue;
-            }
-            if !group.is_empty() && group_bytes + weight > budget {
-                flush(&mut group, &mut dead, &mut groups);
-                group_bytes = 0;
-            }
-            group.push(d);
-            dead.union(&gone);
-            group_bytes += weight;
-            if groups.len() >= MAX_FOLDS {
-                break;
-            }
-        }
-        flush(&mut group, &mut dead, &mut groups);
-        let folds: Vec<SignedDelta> = groups
+        let live = (own[0].0.seqs.last <= upto).then(|| self.log.state_within(&cut).store.dots());
+        let entries: Vec<Entry<'_>> = own
             .into_iter()
-            .take(MAX_FOLDS)
-            .map(|(run, dead)| self.fold(&run, &dead))
+            .map(|(d, _)| {
+                let dead = match &live {
+                    Some(live) if d.seqs.last <= upto => dead_dots(&d.delta.store, live),
+                    _ => CausalContext::new(),
+                };
+                Entry { d, dead }
+            })
             .collect();
-        for fold in folds {
-            let size = fold.signing_bytes().len() + fold.signature.len();
-            if size > self.config.max_delta_bytes {
-                continue;
+        let mut folds = Vec::new();
+        // The aligned blocks that tile [1, last], largest first.
+        let mut start = 1u64;
+        while start <= last && folds.len() < MAX_FOLDS {
+            let mut size = 1u64 << (start - 1).trailing_zeros().min(62);
+            while start - 1 + size > last {
+                size /= 2;
             }
-            let ticket = self.ticket();
-            self.outputs.push_back(Output::Persist {
-                ticket,
-                delta: fold.clone(),
-            });
+            self.plan(&entries, start, start - 1 + size, &mut folds);
+            start += size;
+        }
+        for fold in folds.into_iter().take(MAX_FOLDS) {
+            let size = fold.signing_bytes().len() + fold.signature.len();
             self.compaction.folding.push(Folding {
-                ticket,
+                ticket: 0,
                 delta: fold,
                 size,
+                sent_ms: None,
             });
         }
+        self.persist_folds_again();
         Ok(())
+    }
+
+    /// Plans the folds of aligned block `[lo, hi]`: one fold if its entries fit in one
+    /// delta and folding them changes something, else its two halves in turn.
+    fn plan(&self, entries: &[Entry<'_>], lo: u64, hi: u64, out: &mut Vec<SignedDelta>) {
+        if out.len() >= MAX_FOLDS {
+            return;
+        }
+        let inside: Vec<&Entry<'_>> = entries
+            .iter()
+            .filter(|e| e.d.seqs.last >= lo && e.d.seqs.first <= hi)
+            .collect();
+        // Nothing held there; or one entry covers the whole block and reaches past it (an
+        // older fold: nothing in the block can be folded apart from it), or is the block
+        // with nothing to leave out.
+        if inside.is_empty()
+            || inside.iter().any(|e| {
+                let (first, last) = (e.d.seqs.first, e.d.seqs.last);
+                first <= lo && last >= hi && (first < lo || last > hi || e.dead.is_empty())
+            })
+        {
+            return;
+        }
+        let whole = inside
+            .iter()
+            .all(|e| e.d.seqs.first >= lo && e.d.seqs.last <= hi);
+        if whole && (inside.len() >= 2 || !inside[0].dead.is_empty()) {
+            let mut dead = CausalContext::new();
+            for e in &inside {
+                dead.union(&e.dead);
+            }
+            let run: Vec<&SignedDelta> = inside.iter().map(|e| e.d).collect();
+            let fold = self.fold(&run, &dead);
+            let size = fold.signing_bytes().len() + fold.signature.len();
+            if size <= self.config.max_delta_bytes / 2 || inside.len() == 1 {
+                if size <= self.config.max_delta_bytes {
+                    out.push(fold);
+                }
+                return;
+            }
+        }
+        if lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            self.plan(entries, lo, mid, out);
+            self.plan(entries, mid + 1, hi, out);
+        }
+    }
+
+    /// Hands the driver every fold not on its way to disk (made just now, failed, or
+    /// unanswered for [`FOLD_RETRY_MS`]), byte for byte as first made.
+    fn persist_folds_again(&mut self) {
+        let now = self.now_ms;
+        let due: Vec<usize> = self
+            .compaction
+            .folding
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| {
+                f.sent_ms
+                    .is_none_or(|t| now >= t.saturating_add(FOLD_RETRY_MS))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        for i in due {
+            let ticket = self.ticket();
+            let f = &mut self.compaction.folding[i];
+            f.ticket = ticket;
+            f.sent_ms = Some(now);
+            let delta = f.delta.clone();
+            self.outputs.push_back(Output::Persist { ticket, delta });
+        }
     }
 
     /// One signed fold of `run` (consecutive entries of this replica's own), without the
@@ -305,13 +376,11 @@ impl Replica {
 
     /// Folds durable up to `ticket` enter the log and go out to every replica.
     pub(super) fn folds_persisted(&mut self, ticket: u64) {
-        let done = self
-            .compaction
-            .folding
-            .iter()
-            .take_while(|f| f.ticket <= ticket)
-            .count();
-        let landed: Vec<Folding> = self.compaction.folding.drain(..done).collect();
+        let (landed, waiting): (Vec<Folding>, Vec<Folding>) =
+            std::mem::take(&mut self.compaction.folding)
+                .into_iter()
+                .partition(|f| f.sent_ms.is_some() && f.ticket <= ticket);
+        self.compaction.folding = waiting;
         for f in landed {
             // Writes of ours past the fold may have been cut meanwhile (a removal): the
             // fold itself is then gone too.
@@ -326,10 +395,23 @@ impl Replica {
         self.compaction.last_len = self.compaction.last_len.min(self.log.len());
     }
 
-    /// A persist failed: folds on their way are dropped (the entries they would replace
-    /// stay, and a later compaction makes them again).
+    /// A persist failed: folds on their way are persisted again, unchanged, at the next
+    /// compaction (they may have reached the disk after all: a different fold of the same
+    /// writes must never join them there).
     pub(super) fn folds_failed(&mut self) {
-        self.compaction.folding.clear();
-        self.compaction.last_cut = None;
+        for f in &mut self.compaction.folding {
+            f.sent_ms = None;
+        }
     }
+
+    /// This replica's own writes past `cut` were dropped: so are folds reaching past it.
+    pub(super) fn folds_cut(&mut self, cut: u64) {
+        self.compaction.folding.retain(|f| f.delta.seqs.last <= cut);
+    }
+}
+
+/// One of this replica's own entries, and its values dead at the stable cut.
+struct Entry<'a> {
+    d: &'a SignedDelta,
+    dead: CausalContext,
 }

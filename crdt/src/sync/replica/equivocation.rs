@@ -62,14 +62,26 @@ pub(super) fn inconsistent(d: &SignedDelta, covered: &[SignedDelta]) -> Option<S
     for c in covered {
         all.join_exact(&c.delta);
     }
-    if all == *d.delta {
+    // What the covered entries add to the fold may only be leaving out values of the
+    // fold's (a covered entry compacted earlier than the fold was made).
+    if all == *d.delta || thinned(&all, &d.delta) {
         return None;
     }
-    // Monotone join: if every entry were contained, so would be their join.
     covered
         .iter()
-        .find(|c| !contained(&c.delta, &d.delta))
+        .find(|c| !folds_over(&d.delta, &c.delta))
         .cloned()
+}
+
+/// True if `fold` may replace `part` (of a range it covers): `part` adds nothing to it but
+/// leaving out some of its values.
+fn folds_over(fold: &crate::doc::Delta, part: &crate::doc::Delta) -> bool {
+    if contained(part, fold) {
+        return true;
+    }
+    let mut joined = fold.clone();
+    joined.join_exact(part);
+    thinned(&joined, fold)
 }
 
 /// True if two deltas of one author give different versions of the same writes.
@@ -86,9 +98,9 @@ fn conflict(a: &SignedDelta, b: &SignedDelta) -> Result<bool, SyncError> {
         // context and access edits.
         a != b && (a.acl != b.acl || !(thinned(&a.delta, &b.delta) || thinned(&b.delta, &a.delta)))
     } else if a.seqs.covers(&b.seqs) {
-        !contained(&b.delta, &a.delta)
+        !folds_over(&a.delta, &b.delta)
     } else if b.seqs.covers(&a.seqs) {
-        !contained(&a.delta, &b.delta)
+        !folds_over(&b.delta, &a.delta)
     } else {
         true
     })
@@ -252,5 +264,16 @@ impl Replica {
             self.config.max_batch_bytes,
         );
         self.send_deltas(from, deltas, false);
+        // The peer holds a version of this author's writes that this replica neither
+        // holds nor covers (a fold it has not seen): list ours back, so the peer sends it.
+        // Its answer lists nothing new to it, so this ends.
+        if self.log.lacks_listed(author, listing) {
+            let msg = Message::Entries {
+                doc: self.doc.id(),
+                author: *author,
+                entries: self.log.listing(author),
+            };
+            self.outputs.push_back(Output::Send { to: from, msg });
+        }
     }
 }

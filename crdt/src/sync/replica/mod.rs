@@ -35,7 +35,7 @@ use crate::clock::{Hlc, Timestamp};
 use crate::doc::{Delta, Doc, Op};
 use crate::id::{ActorId, DocId};
 use crate::vv::VersionVector;
-pub use compact::{Ack, MAX_ACKS};
+pub use compact::{Ack, MAX_ACKS, MIN_AGE_MS};
 pub use observe::Cut;
 
 /// While catching up, how long after asking a peer local writes wait for it to send any

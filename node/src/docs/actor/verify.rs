@@ -128,7 +128,9 @@ impl Actor {
         let progress = |a: &Self| {
             a.docs.get(&doc).map(|h| {
                 let s = h.replica.stats();
-                s.applied + s.equivocations
+                // A fold that replaced held entries is news too: relayed, so compaction
+                // reaches replicas beyond the author's mesh peers.
+                s.applied + s.equivocations + s.folded
             })
         };
         let Some(before) = progress(self) else {
