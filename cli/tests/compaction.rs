@@ -23,13 +23,13 @@ fn value(round: usize, node: usize) -> String {
     format!("r{round}n{node}-{}", "x".repeat(4_000))
 }
 
-/// History no longer than the content plus a little per author (signature, ranges,
-/// context): no overwritten 4 KB value is left in it. (Without compaction it keeps every
-/// value written; with only each author folding its own writes, one dead value per
-/// author.)
+/// History no longer than the content plus 2 KiB per author (a few folds, one per
+/// aligned block of its writes, each with a signature, ranges and context): no
+/// overwritten 4 KB value is left in it. (Without compaction it keeps every value
+/// written; with only each author folding its own writes, one dead value per author.)
 fn compact_enough(i: &Value, extra: u64) -> bool {
     let (log, state) = (i["log_bytes"].as_u64(), i["state_bytes"].as_u64());
-    matches!((log, state), (Some(l), Some(s)) if l <= s + 3 * 1_024 + extra)
+    matches!((log, state), (Some(l), Some(s)) if l <= s + 3 * 2_048 + extra)
 }
 
 /// Waits until `nodes` hold the document with one digest and compacted history (`extra`:

@@ -60,7 +60,11 @@ impl Hosted {
         now_ms: u64,
         input: lattice_crdt::sync::Input,
     ) -> Result<(), lattice_crdt::sync::SyncError> {
-        self.digest = None;
+        // Learning what a peer holds changes nothing the digest covers (asked of every
+        // shared document after each equal comparison).
+        if !matches!(input, lattice_crdt::sync::Input::PeerHolds(_)) {
+            self.digest = None;
+        }
         self.replica.handle(now_ms, input)
     }
 
