@@ -550,6 +550,20 @@ fn messages_round_trip_through_cbor_and_garbage_is_refused() {
     assert!(Message::decode(&vec![0u8; MAX_MESSAGE_BYTES + 1]).is_err());
 }
 
+/// Hands `r` evidence (two deltas said to be versions of the same writes) from a peer.
+fn evidence(r: &mut Replica, deltas: Vec<SignedDelta>) -> Result<(), SyncError> {
+    r.handle(
+        1_000,
+        Input::Message {
+            from: ActorId::from_index(1),
+            msg: Message::Evidence {
+                doc: doc_id(),
+                deltas,
+            },
+        },
+    )
+}
+
 /// Delivers one delta to `r` as its author's own message.
 fn deliver(r: &mut Replica, d: SignedDelta) -> Result<(), SyncError> {
     r.handle(

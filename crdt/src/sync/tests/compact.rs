@@ -112,6 +112,20 @@ fn a_value_overwritten_by_another_author_leaves_the_logs_only_once_every_replica
     assert!(p.errors.is_empty(), "{:?}", p.errors);
 }
 
+/// `d` re-signed by its author with every value left out (as compaction leaves out values
+/// dead everywhere).
+fn all_values_left_out(d: &SignedDelta) -> SignedDelta {
+    let mut d = d.clone();
+    let mut delta = (*d.delta).clone();
+    let dots = delta.store.dots();
+    delta.join_exact(&Causal {
+        store: Default::default(),
+        ctx: dots,
+    });
+    d.delta = Arc::new(delta);
+    resign(d)
+}
+
 /// Adds a replica to the pump, linked to nobody yet; returns its index.
 fn add(p: &mut Pump, r: Replica) -> usize {
     p.replicas.push(r);
@@ -326,29 +340,7 @@ fn a_compacted_owner_keeps_a_removed_writer_removed_on_a_new_replica() {
 #[test]
 fn a_thinned_re_signing_is_not_evidence_but_a_changed_value_still_is() {
     let original = one_delta(5, set("k", "value"));
-    let thin = {
-        let mut d = original.clone();
-        let mut delta = (*d.delta).clone();
-        let dots = delta.store.dots();
-        delta.join_exact(&Causal {
-            store: Default::default(),
-            ctx: dots,
-        });
-        d.delta = Arc::new(delta);
-        resign(d)
-    };
-    let evidence = |r: &mut Replica, deltas: Vec<SignedDelta>| {
-        r.handle(
-            1_000,
-            Input::Message {
-                from: ActorId::from_index(1),
-                msg: Message::Evidence {
-                    doc: doc_id(),
-                    deltas,
-                },
-            },
-        )
-    };
+    let thin = all_values_left_out(&original);
     // Whichever arrives first, the thinner version ends up held, and nobody is cut.
     for order in [[&original, &thin], [&thin, &original]] {
         let mut r = replica(9);
@@ -432,17 +424,7 @@ fn a_fold_that_keeps_a_value_a_held_thinner_entry_left_out_is_not_evidence() {
     a.write(0, incr("n", 1));
     let entries: Vec<SignedDelta> = a.replicas[0].deltas().cloned().collect();
     let (first, second) = (entries[0].clone(), entries[1].clone());
-    let thin = {
-        let mut d = first.clone();
-        let mut delta = (*d.delta).clone();
-        let dots = delta.store.dots();
-        delta.join_exact(&Causal {
-            store: Default::default(),
-            ctx: dots,
-        });
-        d.delta = Arc::new(delta);
-        resign(d)
-    };
+    let thin = all_values_left_out(&first);
     let fold = {
         let mut joined = (*first.delta).clone();
         joined.join_exact(&second.delta);

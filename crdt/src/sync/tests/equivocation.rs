@@ -110,18 +110,6 @@ fn evidence_that_proves_nothing_is_refused() {
     let (v1, v2) = two_versions();
     let mut r = replica(9);
     // Evidence against an author none of whose writes are held here is not even kept.
-    let evidence = |r: &mut Replica, deltas: Vec<SignedDelta>| {
-        r.handle(
-            1_000,
-            Input::Message {
-                from: ActorId::from_index(1),
-                msg: Message::Evidence {
-                    doc: doc_id(),
-                    deltas,
-                },
-            },
-        )
-    };
     evidence(&mut r, vec![v1.clone(), v2.clone()]).unwrap();
     assert_eq!(r.stats().equivocations, 0);
     deliver(&mut r, v1.clone()).unwrap();
