@@ -447,55 +447,6 @@ fn messages_for_another_document_are_refused() {
 }
 
 #[test]
-fn folding_replaces_an_authors_deltas_on_every_replica() {
-    let mut p = Pump::new(3);
-    p.connect(0, 1);
-    p.settle();
-    for _ in 0..128 {
-        p.write(0, incr("n", 1));
-    }
-    p.settle();
-    assert_eq!(p.replicas[1].log_len(), 128);
-    p.compact(0);
-    p.settle();
-    assert_eq!(p.replicas[0].log_len(), 1);
-    assert_eq!(
-        p.replicas[1].log_len(),
-        1,
-        "the fold replaces the originals on the peer too"
-    );
-    // A late joiner gets the single folded delta.
-    p.deltas_messages.clear();
-    p.connect(2, 0);
-    p.settle();
-    assert_eq!(p.deltas_messages, [1]);
-    assert_eq!(p.json(2)["n"], 128);
-    assert_eq!(p.replicas[2].doc().digest(), p.replicas[0].doc().digest());
-    // The folded delta is small: a counter written 128 times keeps one entry.
-    let folded = p.replicas[0].deltas().next().unwrap();
-    assert_eq!(
-        folded.seqs,
-        SeqRange {
-            first: 1,
-            last: 128
-        }
-    );
-    // And on disk it replaced the originals when stored in order.
-    let restored = Replica::restore(
-        doc_id(),
-        ActorId::from_index(1),
-        Arc::new(TestAuth),
-        Config::default(),
-        1,
-        Acl::open(),
-        p.disks[0].clone(),
-    );
-    assert_eq!(restored.log_len(), 1);
-    assert_eq!(restored.doc().to_json()["n"], 128);
-    assert!(p.errors.is_empty(), "{:?}", p.errors);
-}
-
-#[test]
 fn a_replica_refuses_its_own_deltas_from_the_future_while_it_has_writes_in_flight() {
     let mut p = Pump::new(1);
     p.write(0, incr("n", 1));

@@ -4,7 +4,7 @@
 use super::*;
 
 /// The rules of a closed document owned by replica 1, with `writers` besides it.
-fn genesis(writers: &[u64]) -> Acl {
+pub(super) fn genesis(writers: &[u64]) -> Acl {
     Acl::from_genesis(&Genesis {
         owner: ActorId::from_index(1),
         name: "closed".into(),

@@ -284,13 +284,7 @@ fn what_peers_hold_survives_a_restart_through_with_acks() {
 #[test]
 fn a_compacted_owner_keeps_a_removed_writer_removed_on_a_new_replica() {
     let owner = ActorId::from_index(1);
-    let genesis = Acl::from_genesis(&Genesis {
-        owner,
-        name: "closed".into(),
-        nonce: [0; 16],
-        open: false,
-        writers: vec![ActorId::from_index(2)],
-    });
+    let genesis = super::access::genesis(&[2]);
     let mut p = Pump::of(
         (1..=2)
             .map(|i| replica(i).with_acl(genesis.clone()))
@@ -387,14 +381,7 @@ fn a_connected_peer_not_heard_from_and_a_silent_owner_hold_the_cut_at_nothing() 
 
     // In a closed document, a writer's replica counts the owner's whatever the horizon:
     // without word from the owner, nothing is stable.
-    let owner = ActorId::from_index(1);
-    let genesis = Acl::from_genesis(&Genesis {
-        owner,
-        name: "closed".into(),
-        nonce: [0; 16],
-        open: false,
-        writers: vec![ActorId::from_index(2)],
-    });
+    let genesis = super::access::genesis(&[2]);
     let mut writer = replica(2).with_acl(genesis);
     writer
         .handle(
@@ -441,4 +428,53 @@ fn a_fold_that_keeps_a_value_a_held_thinner_entry_left_out_is_not_evidence() {
     assert_eq!(r.log_len(), 1);
     // The value stays out of the state: this replica saw it left out.
     assert_eq!(r.doc().to_json(), serde_json::json!({"n": 1}));
+}
+
+#[test]
+fn folding_replaces_an_authors_deltas_on_every_replica() {
+    let mut p = Pump::new(3);
+    p.connect(0, 1);
+    p.settle();
+    for _ in 0..128 {
+        p.write(0, incr("n", 1));
+    }
+    p.settle();
+    assert_eq!(p.replicas[1].log_len(), 128);
+    p.compact(0);
+    p.settle();
+    assert_eq!(p.replicas[0].log_len(), 1);
+    assert_eq!(
+        p.replicas[1].log_len(),
+        1,
+        "the fold replaces the originals on the peer too"
+    );
+    // A late joiner gets the single folded delta.
+    p.deltas_messages.clear();
+    p.connect(2, 0);
+    p.settle();
+    assert_eq!(p.deltas_messages, [1]);
+    assert_eq!(p.json(2)["n"], 128);
+    assert_eq!(p.replicas[2].doc().digest(), p.replicas[0].doc().digest());
+    // The folded delta is small: a counter written 128 times keeps one entry.
+    let folded = p.replicas[0].deltas().next().unwrap();
+    assert_eq!(
+        folded.seqs,
+        SeqRange {
+            first: 1,
+            last: 128
+        }
+    );
+    // And on disk it replaced the originals when stored in order.
+    let restored = Replica::restore(
+        doc_id(),
+        ActorId::from_index(1),
+        Arc::new(TestAuth),
+        Config::default(),
+        1,
+        Acl::open(),
+        p.disks[0].clone(),
+    );
+    assert_eq!(restored.log_len(), 1);
+    assert_eq!(restored.doc().to_json()["n"], 128);
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
 }
