@@ -321,8 +321,8 @@ impl DeltaLog {
                 return Overlap::Covered;
             }
             if !seqs.covers(&held.seqs) {
-                // Honest folds always nest: an author folds whole entries of its own,
-                // and only once the fold is durable does anyone see it.
+                // Honest folds always nest: they cover aligned blocks of an author's
+                // sequence numbers (see `replica/compact.rs`).
                 return Overlap::Conflict(held);
             }
             covered.push(held);
