@@ -337,12 +337,20 @@ fn the_quota_collects_old_unpinned_blobs_and_keeps_pinned_ones() {
             run_ok(fetcher, &["blob", "pin", h]);
         }
     }
-    let held: Vec<String> = run_ok(fetcher, &["blob", "ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["hash"].as_str().unwrap().to_owned())
-        .collect();
+    // Collection follows a fetch's end (the CLI may exit first): wait for the store to
+    // be back under the quota.
+    let listed = || -> Vec<String> {
+        run_ok(fetcher, &["blob", "ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["hash"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    wait_for_ok("the quota to be enforced", || {
+        Ok((listed().len() <= 2).then_some(()))
+    });
+    let held = listed();
     assert!(held.contains(&hashes[0]), "the pinned blob was collected");
     assert!(
         !held.contains(&hashes[1]),
