@@ -7,7 +7,10 @@ use crate::sim::Report;
 impl Sim<'_> {
     pub(super) fn finish(mut self) -> Report {
         self.report.virtual_ms = self.now;
-        self.report.converged = self.converged_at.is_some() && self.all_agree();
+        // After lingering (compaction went on), every replica must still agree; without,
+        // the run ended at the first event after convergence, which may be one more write.
+        self.report.converged =
+            self.converged_at.is_some() && (self.cfg.linger_ms == 0 || self.all_agree());
         self.report.converge_ms = self.converged_at.map(|t| t - self.faults_over_ms);
         let mut digests = std::collections::BTreeSet::new();
         for (i, n) in self.nodes.iter().enumerate() {
