@@ -31,6 +31,19 @@ fn replica(i: u64) -> Replica {
     )
 }
 
+/// Replica `actor` of the open test document rebuilt from `disk` (after a crash).
+fn restore_open(actor: u64, seed: u64, disk: Vec<SignedDelta>) -> Replica {
+    Replica::restore(
+        doc_id(),
+        ActorId::from_index(actor),
+        Arc::new(TestAuth),
+        Config::default(),
+        seed,
+        Acl::open(),
+        disk,
+    )
+}
+
 /// Replicas wired together: messages are delivered in order, persists complete at once
 /// unless `hold_persists` is set.
 struct Pump {
@@ -291,15 +304,7 @@ fn a_crash_loses_only_unacknowledged_writes_and_sequence_numbers_continue() {
     p.write(0, incr("n", 10));
     // Crash: rebuild from what reached the disk.
     let disk = p.disks[0].clone();
-    let restored = Replica::restore(
-        doc_id(),
-        ActorId::from_index(1),
-        Arc::new(TestAuth),
-        Config::default(),
-        9,
-        Acl::open(),
-        disk,
-    );
+    let restored = restore_open(1, 9, disk);
     assert_eq!(restored.doc().to_json()["n"], 1);
     assert_eq!(restored.vv().get(&ActorId::from_index(1)), 1);
     p.replicas[0] = restored;

@@ -267,15 +267,7 @@ fn what_peers_hold_survives_a_restart_through_with_acks() {
     // Restarted without them, the cut would be this replica's own vector; with them, it
     // is held back by the peer's.
     p.write(0, set("k", "w"));
-    let restored = Replica::restore(
-        doc_id(),
-        ActorId::from_index(1),
-        Arc::new(TestAuth),
-        Config::default(),
-        1,
-        Acl::open(),
-        p.disks[0].clone(),
-    );
+    let restored = restore_open(1, 1, p.disks[0].clone());
     assert_eq!(restored.stable_cut().get(&ActorId::from_index(1)), 2);
     let restored = restored.with_acks(acks);
     assert_eq!(restored.stable_cut().get(&ActorId::from_index(1)), 1);
@@ -465,15 +457,7 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
         }
     );
     // And on disk it replaced the originals when stored in order.
-    let restored = Replica::restore(
-        doc_id(),
-        ActorId::from_index(1),
-        Arc::new(TestAuth),
-        Config::default(),
-        1,
-        Acl::open(),
-        p.disks[0].clone(),
-    );
+    let restored = restore_open(1, 1, p.disks[0].clone());
     assert_eq!(restored.log_len(), 1);
     assert_eq!(restored.doc().to_json()["n"], 128);
     assert!(p.errors.is_empty(), "{:?}", p.errors);

@@ -15,15 +15,7 @@ fn a_restore_with_a_gap_holds_no_content_its_version_vector_does_not_cover() {
         .filter(|d| d.seqs.first != 2)
         .cloned()
         .collect();
-    let restored = Replica::restore(
-        doc_id(),
-        ActorId::from_index(9),
-        Arc::new(TestAuth),
-        Config::default(),
-        1,
-        Acl::open(),
-        disk,
-    );
+    let restored = restore_open(9, 1, disk);
     assert_eq!(restored.vv().get(&ActorId::from_index(1)), 1);
     // Before: the document also held delta 3's +100 that nothing said it had.
     assert_eq!(restored.doc().to_json(), serde_json::json!({"n": 1}));
