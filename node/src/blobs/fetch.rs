@@ -44,6 +44,8 @@ const PROBE_CHUNKS: u64 = 64;
 /// A provider that answers "busy" (its serving budget, or ours with it, is used up) is
 /// asked again after this pause, which keeps the piece's slot.
 const BUSY_PAUSE: Duration = Duration::from_millis(250);
+/// A failed size request is sent again after this pause.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// "Busy" answers in a row (about 30 s of them) after which a provider counts as failing.
 const MAX_BUSY: u32 = 120;
 /// The error text of a "busy" answer.
@@ -252,21 +254,25 @@ impl Fetch<'_> {
     /// Learns the size from a provider and proves it by verifying the last chunk against
     /// the hash (the tree's shape depends on the size); a provider that lies is dropped.
     async fn prove_size(&mut self) -> Result<(), BlobError> {
+        // Why each provider that was asked did not prove it, for the error.
+        let mut misses = Vec::new();
         for i in 0..self.providers.len() {
             let peer = self.providers[i].peer;
-            let size = match Self::ask(
-                &self.overlay,
-                peer,
-                BlobRequest::Size {
-                    hash: self.hash,
-                    trace: Some(self.trace),
-                },
-            )
-            .await
-            {
+            let req = BlobRequest::Size {
+                hash: self.hash,
+                trace: Some(self.trace),
+            };
+            let size = match self.ask_patiently(i, req).await {
                 Ok(BlobResponse::Size(s)) => s,
-                other => {
-                    debug!(%peer, ?other, "provider gave no size");
+                Ok(other) => {
+                    debug!(%peer, "provider gave no size: {}", other.describe());
+                    misses.push(format!("{peer}: unexpected answer, {}", other.describe()));
+                    self.providers[i].dropped = true;
+                    continue;
+                }
+                Err(miss) => {
+                    debug!(%peer, "provider gave no size: {miss}");
+                    misses.push(format!("{peer}: {miss}"));
                     self.providers[i].dropped = true;
                     continue;
                 }
@@ -294,7 +300,7 @@ impl Fetch<'_> {
                 ranges: vec![last],
                 trace: Some(self.trace),
             };
-            match Self::ask(&self.overlay, peer, req).await {
+            match self.ask_patiently(i, req).await {
                 Ok(BlobResponse::Encoded(enc)) => {
                     self.received += enc.len() as u64;
                     match self.verify(enc, last, &data, &ob).await {
@@ -315,14 +321,52 @@ impl Fetch<'_> {
                     }
                 }
                 other => {
-                    debug!(%peer, ?other, "provider did not send the last chunk");
+                    let why = match other {
+                        Err(miss) => miss.to_string(),
+                        Ok(answer) => format!("unexpected answer, {}", answer.describe()),
+                    };
+                    debug!(%peer, "provider did not send the last chunk: {why}");
+                    misses.push(format!("{peer}: the last chunk did not come: {why}"));
                     self.providers[i].dropped = true;
                 }
             }
             self.meta.size = 0;
             self.paths.remove()?;
         }
-        Err(self.incomplete("no provider proved the blob's size"))
+        let why = if misses.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", misses.join("; "))
+        };
+        Err(self.incomplete(format!("no provider proved the blob's size{why}")))
+    }
+
+    /// Asks provider `i`, patiently: a request that fails is sent again (a connection
+    /// may be replaced under it, as when a hole punch succeeds) and "busy" is waited out.
+    /// A provider that does not hold the blob is not asked twice.
+    async fn ask_patiently(&mut self, i: usize, req: BlobRequest) -> Result<BlobResponse, Miss> {
+        let peer = self.providers[i].peer;
+        loop {
+            let miss = match Self::ask(&self.overlay, peer, req.clone()).await {
+                Ok(BlobResponse::NotFound) => return Err(Miss::NotFound),
+                Ok(BlobResponse::Refused(why)) if why == BUSY => Miss::Busy,
+                Ok(answer) => return Ok(answer),
+                Err(e) => Miss::Failed(e),
+            };
+            let p = &mut self.providers[i];
+            match miss {
+                Miss::Busy if p.busy < MAX_BUSY => {
+                    p.busy += 1;
+                    tokio::time::sleep(BUSY_PAUSE).await;
+                }
+                Miss::Failed(_) if p.failures + 1 < MAX_FAILURES => {
+                    p.failures += 1;
+                    self.retried += 1;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                miss => return Err(miss),
+            }
+        }
     }
 
     fn open(&self) -> Result<(File, File), BlobError> {
@@ -427,7 +471,10 @@ impl Fetch<'_> {
                             Err(Miss::Busy)
                         }
                         Ok(BlobResponse::NotFound) => Err(Miss::NotFound),
-                        Ok(other) => Err(Miss::Failed(format!("unexpected answer {other:?}"))),
+                        Ok(other) => Err(Miss::Failed(format!(
+                            "unexpected answer, {}",
+                            other.describe()
+                        ))),
                         Err(e) => Err(Miss::Failed(e)),
                     };
                     (i, piece, r)

@@ -92,6 +92,22 @@ pub enum BlobResponse {
     Refused(String),
 }
 
+impl BlobResponse {
+    /// A short description for errors and logs: never the payload, and at most 200
+    /// characters of a provider's reason.
+    pub fn describe(&self) -> String {
+        match self {
+            BlobResponse::Size(n) => format!("a size ({n} bytes)"),
+            BlobResponse::Encoded(f) => format!("encoded ranges ({} bytes)", f.payload().len()),
+            BlobResponse::NotFound => "not found".to_owned(),
+            BlobResponse::Refused(why) => {
+                let why: String = why.chars().take(200).collect();
+                format!("refused: {why:?}")
+            }
+        }
+    }
+}
+
 /// An upper bound on the encoded size of `chunks` chunks with their proof: the data, one
 /// 64-byte pair of hashes per 64 KiB chunk group, a tree's height of pairs per range, the
 /// frame tag.
