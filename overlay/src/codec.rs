@@ -17,7 +17,18 @@ pub struct FrameCodec {
     pub max_response: usize,
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+/// Bytes of a frame made readable at a time: the buffer grows by this much only as bytes
+/// arrive, so a peer that announces a large frame and sends little costs little.
+const STEP: usize = 256 << 10;
+
+/// Reads one frame. `reserve` sets aside the announced length at once (for answers to
+/// our own requests: a bulk answer then lands in place, not through a buffer that doubles
+/// and zero-fills as it grows); either way, memory is written only as bytes arrive.
+async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+    reserve: bool,
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -27,14 +38,20 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
     }
-    // Grow as bytes arrive rather than trusting the announced length.
-    let mut buf = Vec::with_capacity(len.min(64 << 10));
-    let n = io.take(len as u64).read_to_end(&mut buf).await?;
-    if n != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "truncated frame",
-        ));
+    let mut buf = Vec::with_capacity(if reserve { len } else { len.min(STEP) });
+    let mut filled = 0;
+    while filled < len {
+        if filled == buf.len() {
+            buf.resize(filled + (len - filled).min(STEP), 0);
+        }
+        let n = io.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "truncated frame",
+            ));
+        }
+        filled += n;
     }
     Ok(buf)
 }
@@ -67,7 +84,7 @@ impl request_response::Codec for FrameCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Vec<u8>> {
-        read_frame(io, self.max_request).await
+        read_frame(io, self.max_request, false).await
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -75,7 +92,7 @@ impl request_response::Codec for FrameCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Vec<u8>> {
-        read_frame(io, self.max_response).await
+        read_frame(io, self.max_response, true).await
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(

@@ -7,16 +7,20 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::path::PathBuf;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use lattice_overlay::{Overlay, PeerId, Protocol};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::files::{self, DecodeFailure, Paths, CHUNK};
+use super::output::{self, Output, Targets};
 use super::wire::{BlobRequest, BlobResponse, Framed, MAX_BLOB_BYTES};
 use super::{verified_bytes, BlobError, BlobInfo, Blobs, Progress};
 use crate::store::BlobMeta;
@@ -94,9 +98,17 @@ struct Fetch<'a> {
     retried: u64,
     /// The fetch's trace id, sent with every request.
     trace: u64,
+    /// The `-o` file a fresh fetch writes as it goes.
+    output: Option<Output>,
 }
 
-type Arrived = (usize, (u64, u64), Result<Framed, Miss>);
+/// A piece request's end: the provider, the piece, and either the bytes received with
+/// what verifying them gave, or why nothing came.
+type Arrived = (
+    usize,
+    (u64, u64),
+    Result<(u64, Result<(), DecodeFailure>), Miss>,
+);
 
 pub(super) async fn run(
     blobs: &Blobs,
@@ -128,15 +140,27 @@ pub(super) async fn run(
         received: 0,
         retried: 0,
         trace,
+        output: None,
     };
+    let mut placed = None;
     if !f.meta.complete {
         f.find_providers().await?;
         if existing.is_none() {
+            // Nothing held yet: every piece arrives in this fetch, so the output is
+            // written as the store is, and no copy follows.
+            if let Some(to) = &out {
+                let (path, dir) = (to.clone(), blobs.data_dir());
+                f.output = Some(output_io(to, move || Output::create(&path, &dir)).await?);
+            }
             f.prove_size().await?;
         }
         f.fetch_pieces(progress).await?;
+        if let (Some(output), Some(to)) = (f.output.take(), &out) {
+            placed = Some(output_io(to, move || output.place()).await?);
+        }
     }
     let path = match out {
+        _ if placed.is_some() => placed,
         Some(out) => {
             // Hashed on the way out: a stored copy damaged since it was verified is caught
             // here, and the output removed, rather than handed over.
@@ -144,15 +168,10 @@ pub(super) async fn run(
             let to = out.clone();
             let checked = !blobs.is_intact(&hash);
             let data_dir = blobs.data_dir();
-            let good = tokio::task::spawn_blocking(move || {
-                files::copy_out(&from, &to, checked.then_some(&hash), &data_dir)
+            let good = output_io(&out, move || {
+                output::copy_out(&from, &to, checked.then_some(&hash), &data_dir)
             })
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-            .map_err(|source| BlobError::Output {
-                path: out.clone(),
-                source,
-            })?;
+            .await?;
             if !good {
                 return Err(blobs.corrupt(hash).await);
             }
@@ -173,6 +192,71 @@ pub(super) async fn run(
         })
         .await;
     Ok(())
+}
+
+/// Runs blocking IO on the output file `to`; its failures are the output's.
+async fn output_io<T: Send + 'static>(
+    to: &Path,
+    io: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> Result<T, BlobError> {
+    tokio::task::spawn_blocking(io)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+        .map_err(|source| BlobError::Output {
+            path: to.to_path_buf(),
+            source,
+        })
+}
+
+/// Starts making a fetch's files durable, on a blocking thread.
+fn start_sync(sinks: &Sinks) -> std::io::Result<JoinHandle<std::io::Result<()>>> {
+    let (data, ob) = (sinks.data.try_clone()?, sinks.ob.try_clone()?);
+    Ok(tokio::task::spawn_blocking(move || {
+        data.sync_data()?;
+        ob.sync_data()
+    }))
+}
+
+/// The result of blocking IO that ran on another thread.
+fn joined<T>(r: Result<std::io::Result<T>, tokio::task::JoinError>) -> Result<T, BlobError> {
+    Ok(r.map_err(|e| std::io::Error::other(e.to_string()))??)
+}
+
+/// Handles on the files a piece's verified bytes go to: the store's partial data file and
+/// tree, and the output of a streamed `-o` fetch.
+struct Sinks {
+    data: File,
+    ob: File,
+    out: Option<File>,
+}
+
+impl Sinks {
+    fn dup(&self) -> std::io::Result<Sinks> {
+        Ok(Sinks {
+            data: self.data.try_clone()?,
+            ob: self.ob.try_clone()?,
+            out: self.out.as_ref().map(File::try_clone).transpose()?,
+        })
+    }
+
+    /// Verifies `enc` as the encoding of chunks `piece` and writes what verifies, on a
+    /// blocking thread (pieces in flight verify in parallel, off the fetch's loop).
+    async fn verify(
+        self,
+        hash: [u8; 32],
+        size: u64,
+        enc: Framed,
+        piece: (u64, u64),
+    ) -> Result<(), DecodeFailure> {
+        let Sinks { data, ob, out } = self;
+        let targets = Targets { store: data, out };
+        tokio::task::spawn_blocking(move || {
+            files::decode(enc.payload(), &hash, size, &[piece], targets, ob)
+        })
+        .await
+        // A panic while decoding is the response's doing, not the disk's.
+        .map_err(|e| DecodeFailure::Bad(format!("decoding failed: {e}")))?
+    }
 }
 
 impl Fetch<'_> {
@@ -294,7 +378,13 @@ impl Fetch<'_> {
             // for a whole piece here kept every other provider idle while it came.
             let chunks = size.div_ceil(CHUNK);
             let last = ((chunks - 1) / PROBE_CHUNKS * PROBE_CHUNKS, chunks);
-            let (data, ob) = self.open()?;
+            if let Some(output) = &self.output {
+                output.set_len(size).map_err(|source| BlobError::Output {
+                    path: output.path().to_path_buf(),
+                    source,
+                })?;
+            }
+            let sinks = self.open()?;
             let req = BlobRequest::Ranges {
                 hash: self.hash,
                 ranges: vec![last],
@@ -303,11 +393,11 @@ impl Fetch<'_> {
             match self.ask_patiently(i, req).await {
                 Ok(BlobResponse::Encoded(enc)) => {
                     self.received += enc.len() as u64;
-                    match self.verify(enc, last, &data, &ob).await {
+                    match sinks.dup()?.verify(self.hash, size, enc, last).await {
                         Ok(()) => {
                             self.mark(last);
                             // Durable before it is recorded as verified.
-                            self.save_verified(&data, &ob).await?;
+                            self.save_verified(&sinks).await?;
                             return Ok(());
                         }
                         Err(DecodeFailure::Local(e)) => {
@@ -369,28 +459,13 @@ impl Fetch<'_> {
         }
     }
 
-    fn open(&self) -> Result<(File, File), BlobError> {
-        Ok(files::open_partial(&self.paths, self.meta.size)?)
-    }
-
-    async fn verify(
-        &self,
-        enc: Framed,
-        piece: (u64, u64),
-        data: &File,
-        ob: &File,
-    ) -> Result<(), DecodeFailure> {
-        let (hash, size) = (self.hash, self.meta.size);
-        let (data, ob) = (
-            data.try_clone().map_err(DecodeFailure::Local)?,
-            ob.try_clone().map_err(DecodeFailure::Local)?,
-        );
-        tokio::task::spawn_blocking(move || {
-            files::decode(enc.payload(), &hash, size, &[piece], data, ob)
-        })
-        .await
-        // A panic while decoding is the response's doing, not the disk's.
-        .map_err(|e| DecodeFailure::Bad(format!("decoding failed: {e}")))?
+    fn open(&self) -> Result<Sinks, BlobError> {
+        let (data, ob) = files::open_partial(&self.paths, self.meta.size)?;
+        let out = match &self.output {
+            Some(o) => Some(o.file()?),
+            None => None,
+        };
+        Ok(Sinks { data, ob, out })
     }
 
     fn liar(&mut self, i: usize, why: &str) {
@@ -427,11 +502,13 @@ impl Fetch<'_> {
     }
 
     async fn fetch_pieces(&mut self, progress: &mpsc::Sender<Progress>) -> Result<(), BlobError> {
-        let (data, ob) = self.open()?;
+        let sinks = self.open()?;
         let mut queue = self.missing();
-        let mut flight: FuturesUnordered<
-            std::pin::Pin<Box<dyn std::future::Future<Output = Arrived> + Send>>,
-        > = FuturesUnordered::new();
+        let mut flight: FuturesUnordered<Pin<Box<dyn Future<Output = Arrived> + Send>>> =
+            FuturesUnordered::new();
+        // A record of the verified ranges in the making: the files' sync runs beside the
+        // transfer, and the ranges verified when it began are recorded once it ends.
+        let mut syncing: Option<(JoinHandle<std::io::Result<()>>, BlobMeta)> = None;
         let mut unsaved = 0;
         let mut refreshed = false;
         loop {
@@ -452,12 +529,14 @@ impl Fetch<'_> {
                 };
                 queue.pop_front();
                 self.providers[i].in_flight += 1;
-                let (overlay, peer, hash, trace) = (
+                let (overlay, peer, hash, size, trace) = (
                     self.overlay.clone(),
                     self.providers[i].peer,
                     self.hash,
+                    self.meta.size,
                     self.trace,
                 );
+                let sinks = sinks.dup()?;
                 flight.push(Box::pin(async move {
                     let req = BlobRequest::Ranges {
                         hash,
@@ -465,7 +544,10 @@ impl Fetch<'_> {
                         trace: Some(trace),
                     };
                     let r = match Self::ask(&overlay, peer, req).await {
-                        Ok(BlobResponse::Encoded(enc)) => Ok(enc),
+                        Ok(BlobResponse::Encoded(enc)) => {
+                            let len = enc.len() as u64;
+                            Ok((len, sinks.verify(hash, size, enc, piece).await))
+                        }
                         Ok(BlobResponse::Refused(why)) if why == BUSY => {
                             tokio::time::sleep(BUSY_PAUSE).await;
                             Err(Miss::Busy)
@@ -480,41 +562,47 @@ impl Fetch<'_> {
                     (i, piece, r)
                 }));
             }
-            let Some((i, piece, r)) = flight.next().await else {
+            let arrived = tokio::select! {
+                synced = async { (&mut syncing.as_mut().expect("checked").0).await },
+                    if syncing.is_some() =>
+                {
+                    let (_, meta) = syncing.take().expect("checked");
+                    joined(synced)?;
+                    self.blobs.save(meta).await?;
+                    continue;
+                }
+                arrived = flight.next() => arrived,
+            };
+            let Some((i, piece, r)) = arrived else {
                 if queue.is_empty() {
                     break;
                 }
                 // Nobody left to ask: look for providers once more, then give up.
                 if refreshed {
-                    self.save_verified(&data, &ob).await?;
+                    self.save_verified(&sinks).await?;
                     return Err(self.incomplete("every provider failed or was dropped"));
                 }
                 refreshed = true;
                 if self.find_providers().await.is_err() {
-                    self.save_verified(&data, &ob).await?;
+                    self.save_verified(&sinks).await?;
                     return Err(self.incomplete("no provider left"));
                 }
                 continue;
             };
             self.providers[i].in_flight -= 1;
             let peer = self.providers[i].peer;
-            if self.providers[i].dropped {
-                // Dropped (a liar, or failing) while this piece was in flight: whatever
-                // it sent is not used.
-                self.retried += 1;
-                queue.push_front(piece);
-                continue;
-            }
             match r {
-                Ok(enc) => {
-                    self.providers[i].busy = 0;
-                    self.received += enc.len() as u64;
-                    match self.verify(enc, piece, &data, &ob).await {
+                Ok((len, verified)) => {
+                    self.received += len;
+                    match verified {
+                        // Bytes that verify are the blob's, whoever sent them: even a
+                        // provider dropped while they came.
                         Ok(()) => {
+                            self.providers[i].busy = 0;
                             self.mark(piece);
                             unsaved += 1;
-                            if unsaved >= SAVE_EVERY {
-                                self.save_verified(&data, &ob).await?;
+                            if unsaved >= SAVE_EVERY && syncing.is_none() {
+                                syncing = Some((start_sync(&sinks)?, self.meta.clone()));
                                 unsaved = 0;
                             }
                             let active = self.providers.iter().filter(|p| !p.dropped).count();
@@ -526,7 +614,7 @@ impl Fetch<'_> {
                         }
                         Err(DecodeFailure::Local(e)) => {
                             // What verified before is kept (recorded at the last save).
-                            let _ = self.save_verified(&data, &ob).await;
+                            let _ = self.save_verified(&sinks).await;
                             return Err(self.incomplete(crate::store::said(&e)));
                         }
                         Err(DecodeFailure::Bad(why)) => {
@@ -535,6 +623,11 @@ impl Fetch<'_> {
                             queue.push_front(piece);
                         }
                     }
+                }
+                // Dropped (a liar, or failing) while this piece was out.
+                Err(_) if self.providers[i].dropped => {
+                    self.retried += 1;
+                    queue.push_front(piece);
                 }
                 Err(Miss::Busy) if self.providers[i].busy < MAX_BUSY => {
                     self.providers[i].busy += 1;
@@ -553,27 +646,26 @@ impl Fetch<'_> {
                 }
             }
         }
-        self.complete(Some((data, ob))).await
+        // Completing syncs everything; the record that sync was for is outdated.
+        if let Some((handle, _)) = syncing {
+            joined(handle.await)?;
+        }
+        self.complete(Some(sinks)).await
     }
 
     /// Makes the verified data durable, then records which ranges it covers.
-    async fn save_verified(&self, data: &File, ob: &File) -> Result<(), BlobError> {
-        let (d, o) = (data.try_clone()?, ob.try_clone()?);
-        tokio::task::spawn_blocking(move || {
-            d.sync_data()?;
-            o.sync_data()
-        })
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))??;
-        self.blobs.save(self.meta.clone()).await
+    async fn save_verified(&self, sinks: &Sinks) -> Result<(), BlobError> {
+        let meta = self.meta.clone();
+        joined(start_sync(sinks)?.await)?;
+        self.blobs.save(meta).await
     }
 
-    async fn complete(&mut self, files: Option<(File, File)>) -> Result<(), BlobError> {
+    async fn complete(&mut self, sinks: Option<Sinks>) -> Result<(), BlobError> {
         let paths = self.paths.clone();
         let size = self.meta.size;
         tokio::task::spawn_blocking(move || {
-            let (data, ob) = match files {
-                Some(f) => f,
+            let (data, ob) = match sinks {
+                Some(s) => (s.data, s.ob),
                 None => files::open_partial(&paths, size)?,
             };
             files::finish(&paths, data, ob)

@@ -53,14 +53,14 @@ impl Paths {
 
 /// Copies what `read` yields into `to`, passing it on; remembers whether a failure was
 /// the reader's.
-struct Tee<R, W> {
+pub(super) struct Tee<R, W> {
     read: R,
     to: W,
     read_failed: bool,
 }
 
 impl<R, W> Tee<R, W> {
-    fn new(read: R, to: W) -> Self {
+    pub(super) fn new(read: R, to: W) -> Self {
         Tee {
             read,
             to,
@@ -241,74 +241,6 @@ pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
     Ok(*h.finalize().as_bytes())
 }
 
-/// Copies a stored blob to `to` through a temporary file beside it, renamed into place
-/// once whole, so a failed copy never leaves half a file at `to`. With `hash`, the bytes
-/// are hashed on the way: false (and nothing written) if they are not the blob.
-pub fn copy_out(
-    from: &Path,
-    to: &Path,
-    hash: Option<&[u8; 32]>,
-    data_dir: &Path,
-) -> io::Result<bool> {
-    check_output(to, data_dir)?;
-    let name = to
-        .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the output names no file"))?;
-    let tmp = to.with_file_name(format!(
-        ".{}.lattice-{:016x}",
-        name.to_string_lossy(),
-        rand::random::<u64>()
-    ));
-    let result = (|| {
-        let mut h = blake3::Hasher::new();
-        let file = File::options().write(true).create_new(true).open(&tmp)?;
-        let mut out = io::BufWriter::with_capacity(1 << 20, file);
-        let read = io::BufReader::with_capacity(1 << 20, File::open(from)?);
-        let mut tee = Tee::new(read, &mut out);
-        match hash {
-            Some(_) => {
-                h.update_reader(&mut tee)?;
-            }
-            None => {
-                io::copy(&mut tee, &mut io::sink())?;
-            }
-        }
-        out.flush()?;
-        let good = hash.is_none_or(|want| h.finalize().as_bytes() == want);
-        if good {
-            // Checked again just before the rename: the fetch may have taken minutes,
-            // time enough for a directory on the way to be swapped for a symlink.
-            check_output(to, data_dir)?;
-            fs::rename(&tmp, to)?;
-        }
-        Ok(good)
-    })();
-    if !matches!(result, Ok(true)) {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Refuses an output path that resolves (through `..` and symlinks) into `data_dir`: a
-/// copy there could overwrite the node's own database or blobs.
-pub fn check_output(to: &Path, data_dir: &Path) -> io::Result<()> {
-    let parent = to.parent().unwrap_or(Path::new("/"));
-    let parent = fs::canonicalize(parent)?;
-    let data = fs::canonicalize(data_dir)?;
-    // The blob directory too, in case it is a symlink to another disk.
-    let blobs = fs::canonicalize(data_dir.join("blobs")).unwrap_or_else(|_| data.clone());
-    if parent.starts_with(&data) || parent.starts_with(&blobs) {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "refusing to write inside the daemon's data directory {}",
-                data.display()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Copies `source` into the store in one streaming pass (constant memory), computing its
 /// BLAKE3 tree on the way; returns (hash, size).
 pub fn import(dir: &Path, source: &Path) -> Result<([u8; 32], u64), ImportError> {
@@ -440,7 +372,7 @@ pub fn decode(
     hash: &[u8; 32],
     size: u64,
     ranges: &[(u64, u64)],
-    data: File,
+    data: impl bao_tree::io::sync::WriteAt,
     ob: File,
 ) -> Result<(), DecodeFailure> {
     let ob = PreOrderOutboard {

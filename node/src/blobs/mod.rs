@@ -3,6 +3,7 @@
 //!
 //! - [`Blobs`]: the cloneable handle (add, get, ls, rm, pin, providers, serving).
 //! - [`files`]: the on-disk layout; import, encode and verified decode (blocking IO).
+//! - [`output`]: the file `blob get -o` writes, streamed or copied (blocking IO).
 //! - `fetch`: finding providers and fetching verified ranges from several in parallel.
 //! - [`wire`]: the `/lattice/blob/1` request and response.
 //!
@@ -12,6 +13,7 @@
 pub mod cid;
 mod fetch;
 pub mod files;
+pub mod output;
 mod recover;
 pub mod wire;
 
@@ -385,9 +387,9 @@ impl Blobs {
         self.0.dir.parent().unwrap_or(&self.0.dir).to_path_buf()
     }
 
-    /// Refuses an output path inside the data directory (see [`files::check_output`]).
+    /// Refuses an output path inside the data directory (see [`output::check_output`]).
     pub fn check_output(&self, out: &Path) -> Result<(), BlobError> {
-        files::check_output(out, &self.data_dir()).map_err(|source| BlobError::Output {
+        output::check_output(out, &self.data_dir()).map_err(|source| BlobError::Output {
             path: out.to_path_buf(),
             source,
         })

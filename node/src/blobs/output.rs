@@ -1,0 +1,154 @@
+//! Where `blob get -o FILE` writes: a temporary file beside `FILE`, renamed into place once
+//! whole, so a failed fetch or copy never leaves half a file there, and never a file
+//! inside the daemon's data directory. A fresh fetch streams each verified chunk group
+//! into it as it lands in the store (no second pass over the blob); a blob already held
+//! is copied out. Blocking IO: call from `spawn_blocking`.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bao_tree::io::sync::WriteAt;
+
+use super::files::Tee;
+
+/// A temporary output file, removed when dropped unless it was placed.
+#[derive(Debug)]
+pub struct Output {
+    tmp: PathBuf,
+    to: PathBuf,
+    data_dir: PathBuf,
+    file: File,
+    placed: bool,
+}
+
+impl Output {
+    /// Creates the temporary file beside `to`, after checking that `to` is outside
+    /// `data_dir`.
+    pub fn create(to: &Path, data_dir: &Path) -> io::Result<Output> {
+        check_output(to, data_dir)?;
+        let name = to.file_name().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "the output names no file")
+        })?;
+        let tmp = to.with_file_name(format!(
+            ".{}.lattice-{:016x}",
+            name.to_string_lossy(),
+            rand::random::<u64>()
+        ));
+        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        Ok(Output {
+            tmp,
+            to: to.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+            file,
+            placed: false,
+        })
+    }
+
+    /// Another handle on the temporary file, for a piece's writes.
+    pub fn file(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Sizes the file to the blob (sparse until written).
+    pub fn set_len(&self, size: u64) -> io::Result<()> {
+        self.file.set_len(size)
+    }
+
+    /// Where the file goes once whole.
+    pub fn path(&self) -> &Path {
+        &self.to
+    }
+
+    /// Renames the whole file into place.
+    pub fn place(mut self) -> io::Result<PathBuf> {
+        // Checked again just before the rename: the fetch may have taken minutes, time
+        // enough for a directory on the way to be swapped for a symlink.
+        check_output(&self.to, &self.data_dir)?;
+        fs::rename(&self.tmp, &self.to)?;
+        self.placed = true;
+        Ok(self.to.clone())
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Where a fetch's verified chunk groups go: the store's partial file, and the output
+/// file of a `-o` fetch at the same offsets.
+pub struct Targets {
+    pub store: File,
+    pub out: Option<File>,
+}
+
+impl WriteAt for Targets {
+    fn write_at(&mut self, pos: u64, buf: &[u8]) -> io::Result<usize> {
+        self.store.write_all_at(buf, pos)?;
+        if let Some(out) = &self.out {
+            out.write_all_at(buf, pos)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Copies a stored blob to `to` through a temporary [`Output`]. With `hash`, the bytes are
+/// hashed on the way: false (and nothing written) if they are not the blob.
+pub fn copy_out(
+    from: &Path,
+    to: &Path,
+    hash: Option<&[u8; 32]>,
+    data_dir: &Path,
+) -> io::Result<bool> {
+    let output = Output::create(to, data_dir)?;
+    let mut file = output.file()?;
+    let good = match hash {
+        Some(want) => {
+            let mut h = blake3::Hasher::new();
+            let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
+            let read = io::BufReader::with_capacity(1 << 20, File::open(from)?);
+            h.update_reader(Tee::new(read, &mut out))?;
+            out.flush()?;
+            h.finalize().as_bytes() == want
+        }
+        // File to file: the kernel copies (copy_file_range), sharing the blocks where the
+        // file system can (reflinks on XFS and Btrfs).
+        None => {
+            io::copy(&mut File::open(from)?, &mut file)?;
+            true
+        }
+    };
+    if good {
+        output.place()?;
+    }
+    Ok(good)
+}
+
+/// Refuses an output path that resolves (through `..` and symlinks) into `data_dir`: a
+/// copy there could overwrite the node's own database or blobs.
+pub fn check_output(to: &Path, data_dir: &Path) -> io::Result<()> {
+    let parent = to.parent().unwrap_or(Path::new("/"));
+    let parent = fs::canonicalize(parent)?;
+    let data = fs::canonicalize(data_dir)?;
+    // The blob directory too, in case it is a symlink to another disk.
+    let blobs = fs::canonicalize(data_dir.join("blobs")).unwrap_or_else(|_| data.clone());
+    if parent.starts_with(&data) || parent.starts_with(&blobs) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing to write inside the daemon's data directory {}",
+                data.display()
+            ),
+        ));
+    }
+    Ok(())
+}
