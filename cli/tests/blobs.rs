@@ -52,6 +52,16 @@ fn wait_providers(d: &Daemon, hash: &str, n: usize) {
 
 /// Starts `blob get` on `d` through the control socket; its progress events arrive on the
 /// receiver until the fetch ends or the daemon goes away.
+/// Fails if a temporary output file (`.NAME.lattice-…`) was left in `dir`.
+fn no_strays(dir: &Path) {
+    let strays: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".lattice-"))
+        .collect();
+    assert!(strays.is_empty(), "temporary files left behind: {strays:?}");
+}
+
 fn fetch_in_background(
     d: &Daemon,
     hash: &str,
@@ -373,8 +383,10 @@ fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
     let (file, _) = random_file(net.tmp.path(), 4, 96 * MIB);
     let hash = add(&net.nodes[0], &file);
     wait_providers(&net.nodes[1], &hash, 1);
-    // Start the fetch, and kill -9 the fetching daemon once most of it is verified.
-    let (fetcher, rx) = fetch_in_background(&net.nodes[1], &hash, None);
+    // Start the fetch, and kill -9 the fetching daemon once most of it is verified. It
+    // streams into its output file as it goes.
+    let out = net.tmp.path().join("resumed");
+    let (fetcher, rx) = fetch_in_background(&net.nodes[1], &hash, Some(&out));
     for p in rx.iter() {
         match p {
             api::FetchEvent::Progress { have, size, .. } if have * 4 >= size * 3 => break,
@@ -392,9 +404,9 @@ fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
         have >= (32 * MIB) as u64,
         "nothing verified survived the crash: {partial}"
     );
+    assert!(!out.exists(), "half a file at the output");
     // Fetching again brings only what is missing.
     wait_providers(&net.nodes[1], &hash, 1);
-    let out = net.tmp.path().join("resumed");
     let done = get(&net.nodes[1], &hash, &out);
     same_file(&file, &out);
     let received = done["received"].as_u64().unwrap();
@@ -402,6 +414,8 @@ fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
         received <= (96 * MIB) as u64 - have + (MIB as u64),
         "received {received} after resuming with {have} verified"
     );
+    // What the killed fetch was writing is gone too.
+    no_strays(net.tmp.path());
 }
 
 #[test]
@@ -437,12 +451,7 @@ fn a_stored_blob_damaged_on_disk_is_caught_before_it_is_copied_out() {
         b"keep me",
         "a failed copy touched the output"
     );
-    let strays: Vec<_> = std::fs::read_dir(net.tmp.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".lattice-"))
-        .collect();
-    assert!(strays.is_empty(), "temporary files left behind: {strays:?}");
+    no_strays(net.tmp.path());
     assert!(run_ok(&net.nodes[0], &["blob", "ls"])
         .as_array()
         .unwrap()

@@ -327,7 +327,13 @@ pub fn encode(
         data: File::open(&paths.outboard)?,
     };
     let r = range_set(ranges);
-    let mut framed = super::wire::Framed::new();
+    // At most what the ranges hold of the blob, and their proof.
+    let chunks: u64 = ranges
+        .iter()
+        .map(|(s, e)| e.min(&size.div_ceil(CHUNK)).saturating_sub(*s))
+        .sum();
+    let chunks = chunks.min(super::wire::MAX_REQUEST_CHUNKS);
+    let mut framed = super::wire::Framed::with_capacity(super::wire::encoded_bound(chunks));
     let out = framed.buffer();
     match File::open(&paths.data) {
         Ok(data) => encode_ranges(&data, &ob, &r, out),

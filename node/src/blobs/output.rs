@@ -68,7 +68,32 @@ impl Output {
         check_output(&self.to, &self.data_dir)?;
         fs::rename(&self.tmp, &self.to)?;
         self.placed = true;
+        remove_strays(&self.to);
         Ok(self.to.clone())
+    }
+}
+
+/// Removes what fetches into `to` that were killed midway left beside it: regular files
+/// named as [`Output::create`] names its temporary files (a daemon killed with `kill -9`
+/// cannot clean up after itself). Best effort.
+fn remove_strays(to: &Path) {
+    let (Some(dir), Some(name)) = (to.parent(), to.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.lattice-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        let ours = file
+            .strip_prefix(&prefix)
+            .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
+        // Never through a symlink: only a file of our own making goes.
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(e.path());
+        }
     }
 }
 

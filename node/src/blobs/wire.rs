@@ -55,6 +55,14 @@ impl Framed {
         Framed(vec![RAW])
     }
 
+    /// An empty frame with room for `bytes` of encoding: a piece is encoded without the
+    /// buffer doubling (and copying) on the way.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut v = Vec::with_capacity(bytes.saturating_add(1));
+        v.push(RAW);
+        Framed(v)
+    }
+
     pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.0
     }
