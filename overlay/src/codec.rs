@@ -21,9 +21,15 @@ pub struct FrameCodec {
 /// arrive, so a peer that announces a large frame and sends little costs little.
 const STEP: usize = 256 << 10;
 
-/// Reads one frame. `reserve` sets aside the announced length at once (for answers to
-/// our own requests: a bulk answer then lands in place, not through a buffer that doubles
-/// and zero-fills as it grows); either way, memory is written only as bytes arrive.
+/// At most this much is set aside at once for an answer (a 4 MiB blob piece and its proof
+/// fit).
+const RESERVE: usize = 8 << 20;
+
+/// Reads one frame. With `reserve` (answers to our own requests), once the first
+/// [`STEP`] has arrived the rest of the announced length, up to [`RESERVE`], is set aside
+/// at once: a bulk answer then lands in place, not through a buffer that doubles and
+/// zero-fills as it grows. A peer that announces much and sends little costs little:
+/// memory is written only as bytes arrive.
 async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
@@ -38,10 +44,13 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
     }
-    let mut buf = Vec::with_capacity(if reserve { len } else { len.min(STEP) });
+    let mut buf = Vec::with_capacity(len.min(STEP));
     let mut filled = 0;
     while filled < len {
         if filled == buf.len() {
+            if reserve && filled == STEP {
+                buf.reserve_exact(len.min(RESERVE) - filled);
+            }
             buf.resize(filled + (len - filled).min(STEP), 0);
         }
         let n = io.read(&mut buf[filled..]).await?;

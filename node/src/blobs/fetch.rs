@@ -52,6 +52,10 @@ const BUSY_PAUSE: Duration = Duration::from_millis(250);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// "Busy" answers in a row (about 30 s of them) after which a provider counts as failing.
 const MAX_BUSY: u32 = 120;
+/// "Busy" answers waited out for the size and the last chunk (2 s of them): providers are
+/// asked for those one after another, so one that keeps saying "busy" must not hold the
+/// fetch up for long.
+const PROBE_BUSY: u32 = 8;
 /// The error text of a "busy" answer.
 const BUSY: &str = "busy";
 
@@ -378,12 +382,6 @@ impl Fetch<'_> {
             // for a whole piece here kept every other provider idle while it came.
             let chunks = size.div_ceil(CHUNK);
             let last = ((chunks - 1) / PROBE_CHUNKS * PROBE_CHUNKS, chunks);
-            if let Some(output) = &self.output {
-                output.set_len(size).map_err(|source| BlobError::Output {
-                    path: output.path().to_path_buf(),
-                    source,
-                })?;
-            }
             let sinks = self.open()?;
             let req = BlobRequest::Ranges {
                 hash: self.hash,
@@ -445,7 +443,7 @@ impl Fetch<'_> {
             };
             let p = &mut self.providers[i];
             match miss {
-                Miss::Busy if p.busy < MAX_BUSY => {
+                Miss::Busy if p.busy < PROBE_BUSY => {
                     p.busy += 1;
                     tokio::time::sleep(BUSY_PAUSE).await;
                 }
@@ -536,7 +534,14 @@ impl Fetch<'_> {
                     self.meta.size,
                     self.trace,
                 );
-                let sinks = sinks.dup()?;
+                let sinks = match sinks.dup() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Out of file descriptors: keep what verified so far.
+                        let _ = self.save_verified(&sinks).await;
+                        return Err(e.into());
+                    }
+                };
                 flight.push(Box::pin(async move {
                     let req = BlobRequest::Ranges {
                         hash,

@@ -4,14 +4,30 @@
 //! into it as it lands in the store (no second pass over the blob); a blob already held
 //! is copied out. Blocking IO: call from `spawn_blocking`.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use bao_tree::io::sync::WriteAt;
 
 use super::files::Tee;
+
+/// Temporary output files being written now, which [`remove_strays`] leaves alone (two
+/// fetches may write to the same output).
+static LIVE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+fn live(tmp: &Path, add: bool) {
+    let mut live = crate::lock(&LIVE);
+    let set = live.get_or_insert_with(HashSet::new);
+    if add {
+        set.insert(tmp.to_path_buf());
+    } else {
+        set.remove(tmp);
+    }
+}
 
 /// A temporary output file, removed when dropped unless it was placed.
 #[derive(Debug)]
@@ -37,6 +53,7 @@ impl Output {
             rand::random::<u64>()
         ));
         let file = File::options().write(true).create_new(true).open(&tmp)?;
+        live(&tmp, true);
         Ok(Output {
             tmp,
             to: to.to_path_buf(),
@@ -49,16 +66,6 @@ impl Output {
     /// Another handle on the temporary file, for a piece's writes.
     pub fn file(&self) -> io::Result<File> {
         self.file.try_clone()
-    }
-
-    /// Sizes the file to the blob (sparse until written).
-    pub fn set_len(&self, size: u64) -> io::Result<()> {
-        self.file.set_len(size)
-    }
-
-    /// Where the file goes once whole.
-    pub fn path(&self) -> &Path {
-        &self.to
     }
 
     /// Renames the whole file into place.
@@ -90,9 +97,14 @@ fn remove_strays(to: &Path) {
         let ours = file
             .strip_prefix(&prefix)
             .is_some_and(|rest| rest.len() == 16 && rest.bytes().all(|b| b.is_ascii_hexdigit()));
-        // Never through a symlink: only a file of our own making goes.
-        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
-            let _ = fs::remove_file(e.path());
+        // Never through a symlink: only a file of our own making goes, and never one
+        // that a fetch running now is writing.
+        let path = e.path();
+        let busy = crate::lock(&LIVE)
+            .as_ref()
+            .is_some_and(|l| l.contains(&path));
+        if ours && !busy && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(path);
         }
     }
 }
@@ -102,6 +114,7 @@ impl Drop for Output {
         if !self.placed {
             let _ = fs::remove_file(&self.tmp);
         }
+        live(&self.tmp, false);
     }
 }
 
@@ -116,7 +129,9 @@ impl WriteAt for Targets {
     fn write_at(&mut self, pos: u64, buf: &[u8]) -> io::Result<usize> {
         self.store.write_all_at(buf, pos)?;
         if let Some(out) = &self.out {
-            out.write_all_at(buf, pos)?;
+            // Said so: a full disk there is not the store's.
+            out.write_all_at(buf, pos)
+                .map_err(|e| io::Error::new(e.kind(), format!("writing the output file: {e}")))?;
         }
         Ok(buf.len())
     }
