@@ -4,9 +4,11 @@
 //! dropped at its first bad piece (and skipped by later fetches); a provider that fails
 //! or vanishes loses only its pieces in flight, which go to the others. Verified ranges
 //! are recorded durably every few pieces, so an interrupted fetch resumes from them.
+//!
+//! - `probe`: the size and its proof, the first answers of a fresh fetch.
+//! - `sinks`: where verified bytes go (the store, and a `-o` output) and their syncs.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -20,10 +22,14 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::files::{self, DecodeFailure, Paths, CHUNK};
-use super::output::{self, Output, Targets};
-use super::wire::{BlobRequest, BlobResponse, Framed, MAX_BLOB_BYTES};
+use super::output::{self, Output};
+use super::wire::{BlobRequest, BlobResponse};
 use super::{verified_bytes, BlobError, BlobInfo, Blobs, Progress};
 use crate::store::BlobMeta;
+use sinks::{joined, start_sync, Sinks};
+
+mod probe;
+mod sinks;
 
 /// Chunks per piece: 4 MiB, moved as one response (large writes keep TCP + Noise + Yamux
 /// near their best).
@@ -48,14 +54,8 @@ const PROBE_CHUNKS: u64 = 64;
 /// A provider that answers "busy" (its serving budget, or ours with it, is used up) is
 /// asked again after this pause, which keeps the piece's slot.
 const BUSY_PAUSE: Duration = Duration::from_millis(250);
-/// A failed size request is sent again after this pause.
-const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// "Busy" answers in a row (about 30 s of them) after which a provider counts as failing.
 const MAX_BUSY: u32 = 120;
-/// "Busy" answers waited out for the size and the last chunk (2 s of them): providers are
-/// asked for those one after another, so one that keeps saying "busy" must not hold the
-/// fetch up for long.
-const PROBE_BUSY: u32 = 8;
 /// The error text of a "busy" answer.
 const BUSY: &str = "busy";
 
@@ -212,57 +212,6 @@ async fn output_io<T: Send + 'static>(
         })
 }
 
-/// Starts making a fetch's files durable, on a blocking thread.
-fn start_sync(sinks: &Sinks) -> std::io::Result<JoinHandle<std::io::Result<()>>> {
-    let (data, ob) = (sinks.data.try_clone()?, sinks.ob.try_clone()?);
-    Ok(tokio::task::spawn_blocking(move || {
-        data.sync_data()?;
-        ob.sync_data()
-    }))
-}
-
-/// The result of blocking IO that ran on another thread.
-fn joined<T>(r: Result<std::io::Result<T>, tokio::task::JoinError>) -> Result<T, BlobError> {
-    Ok(r.map_err(|e| std::io::Error::other(e.to_string()))??)
-}
-
-/// Handles on the files a piece's verified bytes go to: the store's partial data file and
-/// tree, and the output of a streamed `-o` fetch.
-struct Sinks {
-    data: File,
-    ob: File,
-    out: Option<File>,
-}
-
-impl Sinks {
-    fn dup(&self) -> std::io::Result<Sinks> {
-        Ok(Sinks {
-            data: self.data.try_clone()?,
-            ob: self.ob.try_clone()?,
-            out: self.out.as_ref().map(File::try_clone).transpose()?,
-        })
-    }
-
-    /// Verifies `enc` as the encoding of chunks `piece` and writes what verifies, on a
-    /// blocking thread (pieces in flight verify in parallel, off the fetch's loop).
-    async fn verify(
-        self,
-        hash: [u8; 32],
-        size: u64,
-        enc: Framed,
-        piece: (u64, u64),
-    ) -> Result<(), DecodeFailure> {
-        let Sinks { data, ob, out } = self;
-        let targets = Targets { store: data, out };
-        tokio::task::spawn_blocking(move || {
-            files::decode(enc.payload(), &hash, size, &[piece], targets, ob)
-        })
-        .await
-        // A panic while decoding is the response's doing, not the disk's.
-        .map_err(|e| DecodeFailure::Bad(format!("decoding failed: {e}")))?
-    }
-}
-
 impl Fetch<'_> {
     fn incomplete(&self, why: impl Into<String>) -> BlobError {
         BlobError::Incomplete {
@@ -337,124 +286,6 @@ impl Fetch<'_> {
             .map_err(|_| "timed out".to_owned())?
             .map_err(|e| e.to_string())?;
         BlobResponse::decode(bytes).map_err(|e| e.to_string())
-    }
-
-    /// Learns the size from a provider and proves it by verifying the last chunk against
-    /// the hash (the tree's shape depends on the size); a provider that lies is dropped.
-    async fn prove_size(&mut self) -> Result<(), BlobError> {
-        // Why each provider that was asked did not prove it, for the error.
-        let mut misses = Vec::new();
-        for i in 0..self.providers.len() {
-            let peer = self.providers[i].peer;
-            let req = BlobRequest::Size {
-                hash: self.hash,
-                trace: Some(self.trace),
-            };
-            let size = match self.ask_patiently(i, req).await {
-                Ok(BlobResponse::Size(s)) => s,
-                Ok(other) => {
-                    debug!(%peer, "provider gave no size: {}", other.describe());
-                    misses.push(format!("{peer}: unexpected answer, {}", other.describe()));
-                    self.providers[i].dropped = true;
-                    continue;
-                }
-                Err(miss) => {
-                    debug!(%peer, "provider gave no size: {miss}");
-                    misses.push(format!("{peer}: {miss}"));
-                    self.providers[i].dropped = true;
-                    continue;
-                }
-            };
-            if size == 0 {
-                if blake3::hash(&[]).as_bytes() == &self.hash {
-                    self.meta.size = 0;
-                    return self.complete(None).await;
-                }
-                self.liar(i, "claimed an empty blob");
-                continue;
-            }
-            if size > MAX_BLOB_BYTES {
-                self.liar(i, "claimed a blob larger than 1 TiB");
-                continue;
-            }
-            self.meta.size = size;
-            // Only the last block (at most [`PROBE_CHUNKS`] chunks): asking one provider
-            // for a whole piece here kept every other provider idle while it came.
-            let chunks = size.div_ceil(CHUNK);
-            let last = ((chunks - 1) / PROBE_CHUNKS * PROBE_CHUNKS, chunks);
-            let sinks = self.open()?;
-            let req = BlobRequest::Ranges {
-                hash: self.hash,
-                ranges: vec![last],
-                trace: Some(self.trace),
-            };
-            match self.ask_patiently(i, req).await {
-                Ok(BlobResponse::Encoded(enc)) => {
-                    self.received += enc.len() as u64;
-                    match sinks.dup()?.verify(self.hash, size, enc, last).await {
-                        Ok(()) => {
-                            self.mark(last);
-                            // Durable before it is recorded as verified.
-                            self.save_verified(&sinks).await?;
-                            return Ok(());
-                        }
-                        Err(DecodeFailure::Local(e)) => {
-                            self.meta.size = 0;
-                            let _ = self.paths.remove();
-                            return Err(BlobError::Io(e));
-                        }
-                        Err(DecodeFailure::Bad(_)) => {
-                            self.liar(i, "its size or last chunk does not verify")
-                        }
-                    }
-                }
-                other => {
-                    let why = match other {
-                        Err(miss) => miss.to_string(),
-                        Ok(answer) => format!("unexpected answer, {}", answer.describe()),
-                    };
-                    debug!(%peer, "provider did not send the last chunk: {why}");
-                    misses.push(format!("{peer}: the last chunk did not come: {why}"));
-                    self.providers[i].dropped = true;
-                }
-            }
-            self.meta.size = 0;
-            self.paths.remove()?;
-        }
-        let why = if misses.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", misses.join("; "))
-        };
-        Err(self.incomplete(format!("no provider proved the blob's size{why}")))
-    }
-
-    /// Asks provider `i`, patiently: a request that fails is sent again (a connection
-    /// may be replaced under it, as when a hole punch succeeds) and "busy" is waited out.
-    /// A provider that does not hold the blob is not asked twice.
-    async fn ask_patiently(&mut self, i: usize, req: BlobRequest) -> Result<BlobResponse, Miss> {
-        let peer = self.providers[i].peer;
-        loop {
-            let miss = match Self::ask(&self.overlay, peer, req.clone()).await {
-                Ok(BlobResponse::NotFound) => return Err(Miss::NotFound),
-                Ok(BlobResponse::Refused(why)) if why == BUSY => Miss::Busy,
-                Ok(answer) => return Ok(answer),
-                Err(e) => Miss::Failed(e),
-            };
-            let p = &mut self.providers[i];
-            match miss {
-                Miss::Busy if p.busy < PROBE_BUSY => {
-                    p.busy += 1;
-                    tokio::time::sleep(BUSY_PAUSE).await;
-                }
-                Miss::Failed(_) if p.failures + 1 < MAX_FAILURES => {
-                    p.failures += 1;
-                    self.retried += 1;
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                miss => return Err(miss),
-            }
-        }
     }
 
     fn open(&self) -> Result<Sinks, BlobError> {
