@@ -192,3 +192,66 @@ pub fn check_output(to: &Path, data_dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn an_output_is_whole_or_absent_and_placing_it_sweeps_only_dead_temporaries() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("out.bin");
+        // Dropped before it is placed: nothing is left.
+        let first = Output::create(&to, data.path()).unwrap();
+        first.file().unwrap().write_all_at(b"half", 0).unwrap();
+        drop(first);
+        assert!(names(dir.path()).is_empty());
+
+        // What killed fetches left, a symlink and a user's file of a similar name.
+        let dead = dir.path().join(".out.bin.lattice-0123456789abcdef");
+        fs::write(&dead, b"stale").unwrap();
+        let link = dir.path().join(".out.bin.lattice-fedcba9876543210");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), &link).unwrap();
+        let mine = dir.path().join(".out.bin.lattice-notes");
+        fs::write(&mine, b"mine").unwrap();
+        // A fetch into the same output still running.
+        let running = Output::create(&to, data.path()).unwrap();
+        let done = Output::create(&to, data.path()).unwrap();
+        done.file().unwrap().write_all_at(b"whole", 0).unwrap();
+        assert_eq!(done.place().unwrap(), to);
+        assert_eq!(fs::read(&to).unwrap(), b"whole");
+        assert!(!dead.exists(), "a dead temporary stayed");
+        assert!(fs::symlink_metadata(&link).is_ok(), "a symlink went");
+        assert!(mine.exists(), "a file not of our naming went");
+        assert!(running.tmp.exists(), "a running fetch's file went");
+        drop(running);
+        assert_eq!(
+            names(dir.path()),
+            vec![
+                ".out.bin.lattice-fedcba9876543210".to_string(),
+                ".out.bin.lattice-notes".to_string(),
+                "out.bin".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn an_output_inside_the_data_directory_is_refused_before_anything_is_written() {
+        let data = tempfile::tempdir().unwrap();
+        fs::create_dir(data.path().join("blobs")).unwrap();
+        let inside = data.path().join("blobs").join("x");
+        let err = Output::create(&inside, data.path()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(names(&data.path().join("blobs")), Vec::<String>::new());
+    }
+}
