@@ -4,7 +4,6 @@
 //! into it as it lands in the store (no second pass over the blob); a blob already held
 //! is copied out. Blocking IO: call from `spawn_blocking`.
 
-use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -17,15 +16,14 @@ use super::files::Tee;
 
 /// Temporary output files being written now, which [`remove_strays`] leaves alone (two
 /// fetches may write to the same output).
-static LIVE: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 fn live(tmp: &Path, add: bool) {
     let mut live = crate::lock(&LIVE);
-    let set = live.get_or_insert_with(HashSet::new);
     if add {
-        set.insert(tmp.to_path_buf());
+        live.push(tmp.to_path_buf());
     } else {
-        set.remove(tmp);
+        live.retain(|p| p != tmp);
     }
 }
 
@@ -100,9 +98,7 @@ fn remove_strays(to: &Path) {
         // Never through a symlink: only a file of our own making goes, and never one
         // that a fetch running now is writing.
         let path = e.path();
-        let busy = crate::lock(&LIVE)
-            .as_ref()
-            .is_some_and(|l| l.contains(&path));
+        let busy = crate::lock(&LIVE).contains(&path);
         if ours && !busy && e.file_type().is_ok_and(|t| t.is_file()) {
             let _ = fs::remove_file(path);
         }
