@@ -43,6 +43,33 @@ impl CausalContext {
         }
     }
 
+    /// True if every dot `lo..=hi` of `actor` has been seen.
+    pub fn contains_range(&self, actor: &ActorId, lo: u64, hi: u64) -> bool {
+        let Some(r) = self.actors.get(actor) else {
+            return false;
+        };
+        let idx = r.partition_point(|&(l, _)| l <= lo);
+        idx > 0 && r[idx - 1].1 >= hi
+    }
+
+    /// Fills each gap between two ranges of an actor (other than `except`) that `fill`
+    /// covers whole: the dots here stay, the ranges become fewer.
+    pub fn close_gaps(&mut self, fill: &CausalContext, except: &ActorId) {
+        for (actor, ranges) in &mut self.actors {
+            if actor == except || ranges.len() < 2 {
+                continue;
+            }
+            let mut merged = Ranges::new();
+            for &(lo, hi) in ranges.iter() {
+                match merged.last_mut() {
+                    Some(last) if fill.contains_range(actor, last.1 + 1, lo - 1) => last.1 = hi,
+                    _ => merged.push((lo, hi)),
+                }
+            }
+            *ranges = merged;
+        }
+    }
+
     /// The highest counter seen from `actor` (0 if none).
     pub fn max(&self, actor: &ActorId) -> u64 {
         self.actors
@@ -112,6 +139,38 @@ impl CausalContext {
             }
         }
         n
+    }
+
+    /// The dots here that `other` lacks.
+    pub fn difference(&self, other: &CausalContext) -> CausalContext {
+        let mut out = CausalContext::new();
+        for (actor, mine) in &self.actors {
+            let theirs = other.actors.get(actor).map_or(&[][..], |r| r.as_slice());
+            let mut j = 0;
+            for &(lo, hi) in mine {
+                // The first dot of this range not yet judged; None once all are.
+                let mut from = Some(lo);
+                // Skip their ranges wholly before this one; cut out those inside it.
+                while j < theirs.len() && theirs[j].1 < lo {
+                    j += 1;
+                }
+                let mut k = j;
+                while let Some(f) = from {
+                    let Some(&(tlo, thi)) = theirs.get(k).filter(|t| t.0 <= hi) else {
+                        break;
+                    };
+                    if tlo > f {
+                        out.insert_range(*actor, f, tlo - 1);
+                    }
+                    from = thi.checked_add(1).map(|n| n.max(f)).filter(|n| *n <= hi);
+                    k += 1;
+                }
+                if let Some(f) = from {
+                    out.insert_range(*actor, f, hi);
+                }
+            }
+        }
+        out
     }
 
     /// The actors that have any dot here, in order.
@@ -243,19 +302,99 @@ mod tests {
         assert_eq!(x.iter().next().unwrap().1.as_slice(), &[(1, 12)]);
     }
 
+    /// A context of `(actor index, lo, hi)` ranges.
+    fn ctx_of(ranges: &[(u64, u64, u64)]) -> CausalContext {
+        let mut c = CausalContext::new();
+        for &(actor, lo, hi) in ranges {
+            c.insert_range(ActorId::from_index(actor), lo, hi);
+        }
+        c
+    }
+
     #[test]
     fn intersection_counts_shared_dots() {
-        let b = ActorId::from_index(2);
-        let mut x = CausalContext::new();
-        x.insert_range(a(), 1, 10);
-        x.insert_range(a(), 20, 30);
-        x.insert_range(b, 1, 5);
-        let mut y = CausalContext::new();
-        y.insert_range(a(), 5, 25);
-        y.insert_range(ActorId::from_index(3), 1, 5);
+        let x = ctx_of(&[(1, 1, 10), (1, 20, 30), (2, 1, 5)]);
+        let y = ctx_of(&[(1, 5, 25), (3, 1, 5)]);
         assert_eq!(x.intersection_len(&y), 6 + 6);
         assert_eq!(y.intersection_len(&x), 12);
         assert_eq!(x.intersection_len(&x), 10 + 11 + 5);
+    }
+
+    #[test]
+    fn difference_cuts_the_other_contexts_dots_out() {
+        let b = ActorId::from_index(2);
+        let x = ctx_of(&[(1, 1, 10), (1, 20, 30), (2, 1, 5)]);
+        let y = ctx_of(&[(1, 1, 1), (1, 4, 5), (1, 10, 21), (1, 30, 30), (3, 1, 5)]);
+        let d = x.difference(&y);
+        let ranges: Vec<_> = d.iter().map(|(k, r)| (*k, r.to_vec())).collect();
+        assert_eq!(
+            ranges,
+            [(a(), vec![(2, 3), (6, 9), (22, 29)]), (b, vec![(1, 5)])]
+        );
+        assert!(x.difference(&x).is_empty());
+        // Dot by dot, the difference is exactly what one has and the other lacks.
+        for n in 1..=32 {
+            let dot = Dot::new(a(), n);
+            assert_eq!(
+                d.contains(&dot),
+                x.contains(&dot) && !y.contains(&dot),
+                "{n}"
+            );
+        }
+        // Ranges that reach the last counter.
+        let mut big = CausalContext::new();
+        big.insert_range(a(), 1, u64::MAX);
+        let mut top = CausalContext::new();
+        top.insert_range(a(), u64::MAX - 1, u64::MAX);
+        assert_eq!(big.difference(&top).max(&a()), u64::MAX - 2);
+        assert!(top.difference(&big).is_empty());
+    }
+
+    #[test]
+    fn gaps_close_only_where_the_fill_covers_them_whole() {
+        let b = ActorId::from_index(2);
+        let mut x = CausalContext::new();
+        for (lo, hi) in [(1, 2), (5, 5), (9, 9), (12, 20)] {
+            x.insert_range(a(), lo, hi);
+            x.insert_range(b, lo, hi);
+        }
+        let mut fill = CausalContext::new();
+        for who in [a(), b] {
+            fill.insert_range(who, 3, 4);
+            fill.insert_range(who, 6, 7);
+            fill.insert_range(who, 10, 11);
+        }
+        let before = x.clone();
+        x.close_gaps(&fill, &b);
+        let ranges = |c: &CausalContext, who: &ActorId| {
+            c.iter().find(|(k, _)| *k == who).unwrap().1.to_vec()
+        };
+        assert_eq!(ranges(&x, &a()), [(1, 5), (9, 20)]);
+        assert_eq!(ranges(&x, &b), ranges(&before, &b));
+        assert!(fill.contains_range(&a(), 3, 4) && !fill.contains_range(&a(), 3, 5));
+        assert!(!fill.contains_range(&ActorId::from_index(3), 1, 1));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn difference_agrees_with_dot_by_dot(
+            xs in proptest::collection::vec((1u64..64, 0u64..6), 0..12),
+            ys in proptest::collection::vec((1u64..64, 0u64..6), 0..12),
+        ) {
+            let build = |rs: &[(u64, u64)]| {
+                let mut c = CausalContext::new();
+                for &(lo, len) in rs {
+                    c.insert_range(a(), lo, lo + len);
+                }
+                c
+            };
+            let (x, y) = (build(&xs), build(&ys));
+            let d = x.difference(&y);
+            for n in 1..80 {
+                let dot = Dot::new(a(), n);
+                proptest::prop_assert_eq!(d.contains(&dot), x.contains(&dot) && !y.contains(&dot));
+            }
+        }
     }
 
     #[test]

@@ -33,12 +33,11 @@ pub(crate) fn contained(small: &crate::doc::Delta, big: &crate::doc::Delta) -> b
     joined == *big
 }
 
-/// True if `thin` is `full` with some of its values left out and nothing else changed
-/// (same context): what compaction makes of an entry whose values died everywhere.
-pub(crate) fn thinned(thin: &crate::doc::Delta, full: &crate::doc::Delta) -> bool {
-    if thin.ctx != full.ctx {
-        return false;
-    }
+/// True if `thin` is `full` with some of its values left out and its context grown, and
+/// nothing else changed: what compaction makes when it re-signs writes whose values, and
+/// dots of other writers they cover, died everywhere (`replica/compact.rs`). Joining
+/// `full` into `thin` changes nothing.
+pub(crate) fn resigned(thin: &crate::doc::Delta, full: &crate::doc::Delta) -> bool {
     let kept = thin.store.dots();
     let mut gone = crate::ctx::CausalContext::new();
     full.store.for_each_dot(&mut |d| {
@@ -51,6 +50,7 @@ pub(crate) fn thinned(thin: &crate::doc::Delta, full: &crate::doc::Delta) -> boo
         store: Default::default(),
         ctx: gone,
     });
+    expected.ctx.union(&thin.ctx);
     expected == *thin
 }
 
@@ -129,6 +129,24 @@ impl DeltaLog {
             }
         }
         state
+    }
+
+    /// Per author, its newest own dot in its entries that lie wholly within `cut` (as
+    /// [`DeltaLog::state_within`] takes them).
+    pub(crate) fn own_max_within(&self, cut: &VersionVector) -> BTreeMap<ActorId, u64> {
+        let mut out = BTreeMap::new();
+        for (author, run) in &self.authors {
+            let upto = cut.get(author);
+            let top = run
+                .values()
+                .take_while(|l| l.delta.seqs.last <= upto)
+                .map(|l| l.delta.delta.ctx.max(author))
+                .max();
+            if let Some(top) = top {
+                out.insert(*author, top);
+            }
+        }
+        out
     }
 
     /// Adds a delta that extends its author's contiguous run, or that folds entries already
@@ -306,11 +324,14 @@ impl DeltaLog {
                     Overlap::Same
                 } else if held.acl != delta.acl {
                     Overlap::Conflict(held)
-                } else if thinned(&delta.delta, &held.delta) {
-                    // The author re-signed these writes leaving out values dead
-                    // everywhere (compaction): the thinner version replaces the other.
+                } else if resigned(&delta.delta, &held.delta)
+                    && (delta.delta != held.delta || delta.signature < held.signature)
+                {
+                    // The author re-signed these writes leaving out values, and covering
+                    // dots, dead everywhere (compaction): the thinner version replaces
+                    // the other (of two equal ones, the lower signature, everywhere).
                     Overlap::Covers(vec![held])
-                } else if thinned(&held.delta, &delta.delta) {
+                } else if resigned(&held.delta, &delta.delta) {
                     // The older version of what is held.
                     Overlap::Covered
                 } else {

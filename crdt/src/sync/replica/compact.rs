@@ -13,6 +13,10 @@
 //! or removed by a write every known replica holds). The fold keeps the context of what
 //! it covers, so on any replica joining it removes exactly those values, which the write
 //! that killed them removes anyway: the final state is the same as without compaction.
+//! Where the context's ranges of another writer are split only by that writer's dots dead
+//! at the stable cut, the fold covers those too, which again removes nothing the stable
+//! writes do not: its context stays a few ranges per writer however many overwrites it
+//! names.
 //! What replicas hold of an author, its *checkpoint*, is then its folds up to the stable
 //! cut plus its newer writes; a replica that was away, or a new one, catches up from them
 //! by ordinary anti-entropy.
@@ -247,7 +251,12 @@ impl Replica {
         // against them (newer ones of its own may be what killed an older value, which
         // the fold's join drops anyway).
         let upto = cut.get(&self.actor);
-        let live = (own[0].0.seqs.last <= upto).then(|| self.log.state_within(&cut).store.dots());
+        let stable = (own[0].0.seqs.last <= upto).then(|| self.log.state_within(&cut));
+        let live = stable.as_ref().map(|s| s.store.dots());
+        let gone = match (&stable, &live) {
+            (Some(stable), Some(live)) => self.dead_elsewhere(stable, live, &cut),
+            _ => CausalContext::new(),
+        };
         let entries: Vec<Entry<'_>> = own
             .into_iter()
             .map(|(d, _)| {
@@ -266,7 +275,7 @@ impl Replica {
             while start - 1 + size > last {
                 size /= 2;
             }
-            self.plan(&entries, start, start - 1 + size, &mut folds);
+            self.plan(&entries, &gone, start, start - 1 + size, &mut folds);
             start += size;
         }
         for fold in folds.into_iter().take(MAX_FOLDS) {
@@ -284,7 +293,14 @@ impl Replica {
 
     /// Plans the folds of aligned block `[lo, hi]`: one fold if its entries fit in one
     /// delta and folding them changes something, else its two halves in turn.
-    fn plan(&self, entries: &[Entry<'_>], lo: u64, hi: u64, out: &mut Vec<SignedDelta>) {
+    fn plan(
+        &self,
+        entries: &[Entry<'_>],
+        gone: &CausalContext,
+        lo: u64,
+        hi: u64,
+        out: &mut Vec<SignedDelta>,
+    ) {
         if out.len() >= MAX_FOLDS {
             return;
         }
@@ -312,7 +328,7 @@ impl Replica {
                 dead.union(&e.dead);
             }
             let run: Vec<&SignedDelta> = inside.iter().map(|e| e.d).collect();
-            let fold = self.fold(&run, &dead);
+            let fold = self.fold(&run, &dead, gone);
             let size = fold.signing_bytes().len() + fold.signature.len();
             if size <= self.config.max_delta_bytes / 2 || inside.len() == 1 {
                 if size <= self.config.max_delta_bytes {
@@ -323,8 +339,8 @@ impl Replica {
         }
         if lo < hi {
             let mid = lo + (hi - lo) / 2;
-            self.plan(entries, lo, mid, out);
-            self.plan(entries, mid + 1, hi, out);
+            self.plan(entries, gone, lo, mid, out);
+            self.plan(entries, gone, mid + 1, hi, out);
         }
     }
 
@@ -353,9 +369,41 @@ impl Replica {
         }
     }
 
+    /// Dots of other writers dead at the stable cut: seen in `stable` (the state at `cut`)
+    /// no further than each writer's newest own dot within the cut, and held by no value
+    /// there (`live`). Every replica holds the writes that removed them, so a fold may
+    /// cover them: joining it removes only what those writes remove anyway. It keeps a
+    /// fold's context to a few ranges per writer, where the dots its writes overwrote
+    /// alone are scattered among the other writers' (one range each).
+    fn dead_elsewhere(
+        &self,
+        stable: &Delta,
+        live: &CausalContext,
+        cut: &VersionVector,
+    ) -> CausalContext {
+        let reach = self.log.own_max_within(cut);
+        let mut seen = CausalContext::new();
+        for (actor, ranges) in stable.ctx.iter() {
+            if *actor == self.actor {
+                continue;
+            }
+            let top = reach.get(actor).copied().unwrap_or(0);
+            for &(lo, hi) in ranges.iter().take_while(|r| r.0 <= top) {
+                seen.insert_range(*actor, lo, hi.min(top));
+            }
+        }
+        seen.difference(live)
+    }
+
     /// One signed fold of `run` (consecutive entries of this replica's own), without the
-    /// values in `dead`.
-    fn fold(&self, run: &[&SignedDelta], dead: &CausalContext) -> SignedDelta {
+    /// values in `dead`, the gaps of its context filled from `gone` (other writers' dots
+    /// dead at the stable cut).
+    fn fold(
+        &self,
+        run: &[&SignedDelta],
+        dead: &CausalContext,
+        gone: &CausalContext,
+    ) -> SignedDelta {
         let mut folded = Delta::default();
         let mut acl = Vec::new();
         for d in run {
@@ -368,6 +416,9 @@ impl Replica {
                 ctx: dead.clone(),
             });
         }
+        // Other writers' dots between two the run covers, all dead: covering them too
+        // makes two ranges one, and removes nothing anywhere that is not removed anyway.
+        folded.ctx.close_gaps(gone, &self.actor);
         let first = run.first().map_or(0, |d| d.seqs.first);
         let last = run.last().map_or(0, |d| d.seqs.last);
         let hlc = run.iter().map(|d| d.hlc).max().unwrap_or_default();

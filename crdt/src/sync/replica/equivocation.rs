@@ -3,8 +3,9 @@
 //!
 //! An honest author signs each sequence number once, and its folds (re-signed runs of its
 //! own deltas) always contain what they replace. Two validly signed deltas of one author
-//! that break this — same range but different signatures, overlapping ranges where neither
-//! covers the other, or a fold that drops or moves what a delta it covers holds — are
+//! that break this — same range but different signatures (unless one is the other
+//! compacted: fewer values, a larger context), overlapping ranges where neither covers
+//! the other, or a fold that does not contain a delta it covers — are
 //! *evidence*: anyone can check it, and it proves the author misbehaved.
 //!
 //! Without a rule, replicas that got different versions would keep different states for
@@ -28,7 +29,7 @@ use super::Replica;
 use crate::id::ActorId;
 use crate::sync::funnel::check_shape;
 use crate::sync::interface::{Event, Output, SyncError};
-use crate::sync::log::{contained, thinned};
+use crate::sync::log::{contained, resigned};
 use crate::sync::message::{Message, SeqRange, SignedDelta};
 use crate::vv::VersionVector;
 
@@ -56,32 +57,23 @@ pub(super) struct Bans {
     sent: BTreeMap<(ActorId, ActorId), u64>,
 }
 
-/// A held entry that the fold `d` does not contain, if any.
+/// A held entry that the fold `d` does not contain, if any. An honest author folds what
+/// its own log holds, which is at least as compacted as anything it sent: joining a
+/// covered entry into its fold changes nothing. A fold holding a value a covered entry
+/// left out or removed would bring it back on replicas that get only the fold, and not
+/// on those that joined the entry: the states would part for good.
 pub(super) fn inconsistent(d: &SignedDelta, covered: &[SignedDelta]) -> Option<SignedDelta> {
     let mut all = (*d.delta).clone();
     for c in covered {
         all.join_exact(&c.delta);
     }
-    // What the covered entries add to the fold may only be leaving out values of the
-    // fold's (a covered entry compacted earlier than the fold was made).
-    if all == *d.delta || thinned(&all, &d.delta) {
+    if all == *d.delta {
         return None;
     }
     covered
         .iter()
-        .find(|c| !folds_over(&d.delta, &c.delta))
+        .find(|c| !contained(&c.delta, &d.delta))
         .cloned()
-}
-
-/// True if `fold` may replace `part` (of a range it covers): `part` adds nothing to it but
-/// leaving out some of its values.
-fn folds_over(fold: &crate::doc::Delta, part: &crate::doc::Delta) -> bool {
-    if contained(part, fold) {
-        return true;
-    }
-    let mut joined = fold.clone();
-    joined.join_exact(part);
-    thinned(&joined, fold)
 }
 
 /// True if two deltas of one author give different versions of the same writes.
@@ -95,12 +87,13 @@ fn conflict(a: &SignedDelta, b: &SignedDelta) -> Result<bool, SyncError> {
     Ok(if a.seqs == b.seqs {
         // Re-signing the same writes without values dead everywhere is compaction, not
         // equivocation: one version must be the other less some values, with the same
-        // context and access edits.
-        a != b && (a.acl != b.acl || !(thinned(&a.delta, &b.delta) || thinned(&b.delta, &a.delta)))
+        // access edits and the same context or one grown by dots dead everywhere.
+        a != b
+            && (a.acl != b.acl || !(resigned(&a.delta, &b.delta) || resigned(&b.delta, &a.delta)))
     } else if a.seqs.covers(&b.seqs) {
-        !folds_over(&a.delta, &b.delta)
+        !contained(&b.delta, &a.delta)
     } else if b.seqs.covers(&a.seqs) {
-        !folds_over(&b.delta, &a.delta)
+        !contained(&a.delta, &b.delta)
     } else {
         true
     })
