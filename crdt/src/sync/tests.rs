@@ -16,6 +16,7 @@ mod durable;
 mod equivocation;
 mod hostile;
 mod observe;
+mod resigning;
 
 fn doc_id() -> DocId {
     DocId::derive(&ActorId::from_index(0), "test", &[0; 16])
