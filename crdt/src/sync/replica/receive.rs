@@ -64,12 +64,17 @@ impl Replica {
         let known = self.log.vv().get(&d.author);
         if d.author == self.actor {
             if last < self.next_seq {
-                self.stats.duplicates += 1;
-                return Ok(());
-            }
-            // Our own write from before a lost store: adopt it like anyone's, unless local
-            // writes of this life are already in flight (they used these numbers again).
-            if self.next_seq != known + 1 {
+                // A more compacted version of writes held here (re-signed before a lost
+                // store) is adopted like anyone's: a fold of the older one would not
+                // contain it, and replicas holding it would take that for equivocation.
+                if !matches!(self.seen(&d), Seen::Folds(_)) {
+                    self.stats.duplicates += 1;
+                    return Ok(());
+                }
+            } else if self.next_seq != known + 1 {
+                // Our own write from before a lost store: adopt it like anyone's, unless
+                // local writes of this life are already in flight (they used these
+                // numbers again).
                 return Err(SyncError::OwnDeltaFromFuture { seq: last, known });
             }
         }

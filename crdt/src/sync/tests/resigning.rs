@@ -183,3 +183,41 @@ fn a_fold_that_brings_back_a_value_a_held_entry_left_out_or_removed_is_evidence(
     assert_eq!(r.stats().equivocations, 1);
     assert!(r.deltas().next().is_none());
 }
+
+#[test]
+fn an_author_adopts_a_more_compacted_version_of_its_own_writes() {
+    // Replica 1 restored with its original writes, as after losing the store that held
+    // their compacted versions; a peer sends one back.
+    let e = deltas(1, [set("k", "old"), set("j", "x")]);
+    let other = one_delta(5, set("k", "new"));
+    let grown = {
+        let mut d = all_values_left_out(&e[0]);
+        let mut delta = (*d.delta).clone();
+        delta.ctx.union(&other.delta.ctx);
+        d.delta = Arc::new(delta);
+        resign(d)
+    };
+    let mut r = restore_open(1, 1, e.clone());
+    deliver(&mut r, other.clone()).unwrap();
+    let from_peer = |r: &mut Replica, d: &SignedDelta| {
+        r.handle(
+            1_000,
+            Input::Message {
+                from: ActorId::from_index(5),
+                msg: Message::Delta(d.clone()),
+            },
+        )
+    };
+    from_peer(&mut r, &grown).unwrap();
+    let held: Vec<Vec<u8>> = r
+        .deltas()
+        .filter(|d| d.author == e[0].author)
+        .map(|d| d.signature.clone())
+        .collect();
+    assert_eq!(held, [grown.signature.clone(), e[1].signature.clone()]);
+    // The older version again changes nothing; nobody was caught.
+    from_peer(&mut r, &e[0]).unwrap();
+    assert!(r.deltas().any(|d| d.signature == grown.signature));
+    assert_eq!(r.stats().equivocations, 0);
+    assert_eq!(r.doc().to_json()["j"], "x");
+}
