@@ -222,7 +222,9 @@ impl Replica {
     /// disk, only those that failed (or never answered) are persisted again. Does nothing
     /// while catching up, or when neither the log nor the cut moved since the last run.
     pub(super) fn compact(&mut self) -> Result<(), SyncError> {
-        if self.catching_up {
+        // A removed or banned writer re-signs nothing: its folds could straddle its cut,
+        // or carry contexts that peers holding its older folds cannot order.
+        if self.catching_up || self.is_cut(&self.actor) {
             return Ok(());
         }
         if !self.compaction.folding.is_empty() {
@@ -453,6 +455,11 @@ impl Replica {
         for f in &mut self.compaction.folding {
             f.sent_ms = None;
         }
+    }
+
+    /// True while folds of this replica's own are on their way to disk.
+    pub(super) fn folds_in_flight(&self) -> bool {
+        !self.compaction.folding.is_empty()
     }
 
     /// This replica's own writes past `cut` were dropped: so are folds reaching past it.

@@ -67,7 +67,12 @@ impl Replica {
                 // A more compacted version of writes held here (re-signed before a lost
                 // store) is adopted like anyone's: a fold of the older one would not
                 // contain it, and replicas holding it would take that for equivocation.
-                if !matches!(self.seen(&d), Seen::Folds(_)) {
+                // Only within what the log holds (not this life's writes on their way to
+                // disk), and not while folds of ours are: they were made without it.
+                let adopt = last <= known
+                    && !self.folds_in_flight()
+                    && matches!(self.seen(&d), Seen::Folds(_));
+                if !adopt {
                     self.stats.duplicates += 1;
                     return Ok(());
                 }

@@ -221,3 +221,37 @@ fn an_author_adopts_a_more_compacted_version_of_its_own_writes() {
     assert_eq!(r.stats().equivocations, 0);
     assert_eq!(r.doc().to_json()["j"], "x");
 }
+
+#[test]
+fn an_author_does_not_adopt_a_version_reaching_into_writes_of_this_life() {
+    // Written before a lost store: two writes and their fold.
+    let e = deltas(1, [set("k", "old"), set("j", "x")]);
+    let fold = {
+        let mut joined = (*e[0].delta).clone();
+        joined.join_exact(&e[1].delta);
+        let mut d = e[1].clone();
+        d.seqs = SeqRange { first: 1, last: 2 };
+        d.delta = Arc::new(joined);
+        resign(d)
+    };
+    // Restored with only the first, it writes again: sequence number 2, not yet durable.
+    let mut r = restore_open(1, 1, vec![e[0].clone()]);
+    r.handle(
+        1_000,
+        Input::Write {
+            op: set("k", "this life"),
+            tag: 0,
+        },
+    )
+    .unwrap();
+    r.handle(
+        1_000,
+        Input::Message {
+            from: ActorId::from_index(5),
+            msg: Message::Delta(fold.clone()),
+        },
+    )
+    .unwrap();
+    assert!(r.deltas().all(|d| d.signature != fold.signature));
+    assert_eq!(r.stats().equivocations, 0);
+}
