@@ -220,10 +220,10 @@ impl Replica {
     /// blocks, leaving out its values dead at the stable cut (see the module). Each fold
     /// is persisted, then logged and broadcast. While earlier folds are on their way to
     /// disk, only those that failed (or never answered) are persisted again. Does nothing
-    /// while catching up, or when neither the log nor the cut moved since the last run.
+    /// while catching up, when neither the log nor the cut moved since the last run, or
+    /// once this replica's writer is removed or banned (its folds could straddle its cut,
+    /// or carry contexts that peers holding its older folds cannot order).
     pub(super) fn compact(&mut self) -> Result<(), SyncError> {
-        // A removed or banned writer re-signs nothing: its folds could straddle its cut,
-        // or carry contexts that peers holding its older folds cannot order.
         if self.catching_up || self.is_cut(&self.actor) {
             return Ok(());
         }
