@@ -58,7 +58,8 @@ pub(super) struct Bans {
 }
 
 /// A held entry that the fold `d` does not contain, if any. An honest author folds what
-/// its own log holds, which is at least as compacted as anything it sent: joining a
+/// its own log holds, which (unless it lost its store) is at least as compacted as
+/// anything it sent: joining a
 /// covered entry into its fold changes nothing. A fold holding a value a covered entry
 /// left out or removed would bring it back on replicas that get only the fold, and not
 /// on those that joined the entry: the states would part for good.
