@@ -25,11 +25,12 @@ const STEP: usize = 256 << 10;
 /// fit).
 const RESERVE: usize = 8 << 20;
 
-/// Reads one frame. With `reserve` (answers to our own requests), once the first
-/// [`STEP`] has arrived the rest of the announced length, up to [`RESERVE`], is set aside
-/// at once: a bulk answer then lands in place, not through a buffer that doubles and
-/// zero-fills as it grows. A peer that announces much and sends little costs little:
-/// memory is written only as bytes arrive.
+/// Reads one frame. With `reserve` (answers to our own requests), a bulk answer is read
+/// into a kept buffer ([`crate::buffers`]) when there is one; else once the first [`STEP`]
+/// has arrived the rest of the announced length, up to [`RESERVE`], is set aside at once:
+/// it then lands in place, not through a buffer that doubles and zero-fills as it grows.
+/// A peer that announces much and sends little costs little: fresh memory is written only
+/// as bytes arrive, and a kept buffer is one the node holds anyway.
 async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
@@ -43,6 +44,16 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
             io::ErrorKind::InvalidData,
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
+    }
+    if reserve && len > STEP {
+        if let Some(mut buf) = crate::buffers::take(len) {
+            // A kept buffer, already written once: read into it as is.
+            if let Err(e) = read_into(io, &mut buf).await {
+                crate::buffers::give(buf);
+                return Err(e);
+            }
+            return Ok(buf);
+        }
     }
     let mut buf = Vec::with_capacity(len.min(STEP));
     let mut filled = 0;
@@ -63,6 +74,17 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
         filled += n;
     }
     Ok(buf)
+}
+
+/// Fills `buf` from `io`; a stream that ends first is a truncated frame.
+async fn read_into<T: AsyncRead + Unpin + Send>(io: &mut T, buf: &mut [u8]) -> io::Result<()> {
+    io.read_exact(buf).await.map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "truncated frame")
+        } else {
+            e
+        }
+    })
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(
@@ -119,7 +141,10 @@ impl request_response::Codec for FrameCodec {
         io: &mut T,
         res: Vec<u8>,
     ) -> io::Result<()> {
-        write_frame(io, &res, self.max_response).await
+        let written = write_frame(io, &res, self.max_response).await;
+        // A bulk answer's buffer serves the next one.
+        crate::buffers::give(res);
+        written
     }
 }
 
@@ -154,5 +179,38 @@ mod tests {
         // A truncated frame is an error, not a hang.
         let mut short = Cursor::new(vec![0, 0, 0, 5, 1, 2]);
         assert!(c.read_request(&p, &mut short).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_bulk_answer_read_into_a_kept_buffer_holds_only_its_own_bytes() {
+        let mut c = FrameCodec {
+            max_request: 8,
+            max_response: 4 << 20,
+        };
+        let p = StreamProtocol::new("/t");
+        let len = crate::buffers::MIN + 3;
+        let frame = |body: &[u8]| {
+            let mut f = (len as u32).to_be_bytes().to_vec();
+            f.extend_from_slice(body);
+            f
+        };
+        for _ in 0..3 {
+            // Stale bytes in a kept buffer, longer than the next answer.
+            crate::buffers::give(vec![0xaa; len + 100]);
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let got = c
+                .read_response(&p, &mut Cursor::new(frame(&body)))
+                .await
+                .unwrap();
+            assert!(got == body, "the answer is its own bytes, at its length");
+            crate::buffers::give(got);
+            // Cut short: an error, whatever buffer it was read into.
+            let short = frame(&body[..len / 2]);
+            let err = c
+                .read_response(&p, &mut Cursor::new(short))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        }
     }
 }

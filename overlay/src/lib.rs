@@ -8,6 +8,7 @@
 //! - `behaviour`: the composed behaviour (Kademlia, identify, ping, mDNS, gossipsub,
 //!   autonat, relay client, DCUtR, UPnP, request-response, limits) and the transports.
 //! - [`access`]: the allow/block list.
+//! - [`buffers`]: large buffers kept for reuse by bulk answers.
 //! - [`codec`]: bounded length-prefixed frames for request-response.
 //! - [`handle`]: [`Overlay`], its commands and snapshots.
 //! - `event_loop`: the swarm task.
@@ -17,6 +18,7 @@
 pub mod access;
 mod behaviour;
 pub mod breaker;
+pub mod buffers;
 pub mod codec;
 pub mod config;
 pub mod error;

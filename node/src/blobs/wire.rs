@@ -56,11 +56,20 @@ impl Framed {
     }
 
     /// An empty frame with room for `bytes` of encoding: a piece is encoded without the
-    /// buffer doubling (and copying) on the way.
+    /// buffer doubling (and copying) on the way, into a kept buffer when there is one (see
+    /// [`lattice_overlay::buffers`]; the codec keeps it again once it is sent).
     pub fn with_capacity(bytes: usize) -> Self {
-        let mut v = Vec::with_capacity(bytes.saturating_add(1));
+        let want = bytes.saturating_add(1);
+        let mut v = lattice_overlay::buffers::take(want).unwrap_or_default();
+        v.clear();
+        v.reserve_exact(want);
         v.push(RAW);
         Framed(v)
+    }
+
+    /// Hands the frame's buffer back for reuse by the next bulk answer.
+    pub fn recycle(self) {
+        lattice_overlay::buffers::give(self.0)
     }
 
     pub fn buffer(&mut self) -> &mut Vec<u8> {

@@ -207,6 +207,7 @@ impl EventLoop {
                     self.retire_relayed();
                     self.republish_due();
                     self.trim_connections();
+                    crate::buffers::release_idle(std::time::Instant::now());
                 }
             }
         }

@@ -54,7 +54,9 @@ impl Sinks {
         let Sinks { data, ob, out } = self;
         let targets = Targets { store: data, out };
         tokio::task::spawn_blocking(move || {
-            files::decode(enc.payload(), &hash, size, &[piece], targets, ob)
+            let decoded = files::decode(enc.payload(), &hash, size, &[piece], targets, ob);
+            enc.recycle();
+            decoded
         })
         .await
         // A panic while decoding is the response's doing, not the disk's.
