@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bao_tree::io::outboard::PreOrderOutboard;
-use bao_tree::io::sync::{decode_ranges, encode_ranges, encode_ranges_validated, outboard};
+use bao_tree::io::sync::{encode_ranges, encode_ranges_validated, outboard};
 use bao_tree::{BaoTree, BlockSize, ChunkNum, ChunkRanges};
 
 /// 64 KiB chunk groups: the outboard holds one hash pair per group (0.1 % of the data,
@@ -336,10 +336,13 @@ pub fn encode(
     let mut framed = super::wire::Framed::with_capacity(super::wire::encoded_bound(chunks));
     let out = framed.buffer();
     match File::open(&paths.data) {
-        Ok(data) => encode_ranges(&data, &ob, &r, out),
-        Err(_) => encode_ranges_validated(&File::open(&paths.part)?, &ob, &r, out),
+        Ok(data) => match super::in_place::encode(&data, &ob, &r, out) {
+            Some(done) => done?,
+            None => encode_ranges(&data, &ob, &r, out).map_err(io::Error::other)?,
+        },
+        Err(_) => encode_ranges_validated(&File::open(&paths.part)?, &ob, &r, out)
+            .map_err(io::Error::other)?,
     }
-    .map_err(io::Error::other)?;
     Ok(framed)
 }
 
@@ -386,14 +389,7 @@ pub fn decode(
         tree: BaoTree::new(size, BLOCK),
         data: ob,
     };
-    decode_ranges(encoded, &range_set(ranges), data, ob).map_err(|e| match e {
-        // Reading the response (a byte slice) fails only at its end, which is the
-        // provider's; any other I/O error is the files'.
-        bao_tree::io::DecodeError::Io(e) if e.kind() != io::ErrorKind::UnexpectedEof => {
-            DecodeFailure::Local(e)
-        }
-        other => DecodeFailure::Bad(other.to_string()),
-    })
+    super::in_place::decode(encoded, &range_set(ranges), data, ob)
 }
 
 /// Makes a finished fetch the blob: data durable, `.part` renamed to `.data`.

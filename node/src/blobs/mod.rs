@@ -13,6 +13,7 @@
 pub mod cid;
 mod fetch;
 pub mod files;
+pub mod in_place;
 pub mod output;
 mod recover;
 pub mod wire;
