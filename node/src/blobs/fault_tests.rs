@@ -103,6 +103,8 @@ async fn case(overlay: &Overlay, at: Option<Step>, kind: io::ErrorKind, before: 
         .await
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(holds(&blobs, &dir, &hash), "{what}");
+    // Hashed on its way in: served without hashing it again.
+    assert!(blobs.is_intact(&hash), "{what}");
     drop(blobs);
     drop(store);
     thread.join();

@@ -344,6 +344,9 @@ impl Blobs {
             }
             return Err(e);
         }
+        // Its bytes were hashed on their way into the store: the first peer to ask for
+        // it does not wait for them to be hashed again.
+        self.mark_intact(hash);
         self.announce(hash);
         info!(blob = %files::hex(&hash), size, "blob added");
         Ok(BlobInfo::from(&meta))
