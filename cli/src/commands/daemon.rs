@@ -135,7 +135,7 @@ fn init_logging(format: LogFormat) {
 }
 
 pub fn run(g: &Global, a: DaemonArgs) -> anyhow::Result<ExitCode> {
-    memory::limit_malloc_arenas();
+    memory::tune_malloc();
     let (cfg, format) = config(g, &a)?;
     init_logging(format);
     let mut rt = tokio::runtime::Builder::new_multi_thread();
