@@ -19,13 +19,16 @@ const TRIM_THRESHOLD: i32 = 64 << 20;
 ///   core) and keeps what is freed in it: after a burst of large answers built on blocking
 ///   threads, tens of MiB stay resident for good (measured: +84 MiB under the flood test,
 ///   +43 MiB with two arenas). Two arenas are plenty for a daemon whose work is mostly I/O.
-/// - Trimming: by default glibc hands the top of a heap back to the system as soon as
-///   128 KiB are free there, and faults fresh zeroed pages in at the next allocation. A
-///   blob transfer frees and allocates megabytes of frames every few milliseconds, so
-///   each gigabyte paid 0.4–0.9 s of CPU in page faults and page clearing (receiving
-///   daemon, 1 GiB fetches, testnet/benches/blobs.rs). Up to [`TRIM_THRESHOLD`] free at
-///   the top is kept instead; [`give_back`] still hands free memory back every
-///   [`TRIM_EVERY`], so an idle daemon holds none of it.
+/// - Trimming: by default glibc hands the top of a heap back to the system once more
+///   than a threshold is free there (128 KiB at first, raised as large blocks are freed),
+///   and faults fresh zeroed pages in at the next allocation. A blob transfer frees and
+///   allocates frames every few milliseconds; with up to [`TRIM_THRESHOLD`] kept at the
+///   top instead, the receiving daemon spent 0.4–0.9 s less CPU per GiB fetched (1 GiB
+///   fetches, `GLIBC_TUNABLES` against none, interleaved). Setting it also pins the
+///   mmap threshold at 128 KiB, so larger blocks are mapped afresh each time: the bulk
+///   answers among them are kept for reuse by `lattice_overlay::buffers` instead.
+///   [`give_back`] still hands free memory back every [`TRIM_EVERY`], so an idle daemon
+///   holds none of it.
 pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; it is called before any thread starts.

@@ -51,17 +51,20 @@ impl Pool {
     }
 
     /// A kept buffer of `len` bytes (its old contents, to be overwritten), if one of at
-    /// least that capacity is kept; the smallest such.
+    /// least that capacity and at most a quarter more is kept; the smallest such. Never
+    /// much larger: memory is charged by what an answer holds, and a small answer must not
+    /// pin a large buffer.
     pub fn take(&self, len: usize) -> Option<Vec<u8>> {
         if !(MIN..=MAX).contains(&len) {
             return None;
         }
+        let most = len + len / 4;
         let mut k = self.lock();
         let (i, _) = k
             .buffers
             .iter()
             .enumerate()
-            .filter(|(_, (_, b))| b.len() >= len)
+            .filter(|(_, (_, b))| (len..=most).contains(&b.len()))
             .min_by_key(|(_, (_, b))| b.len())?;
         let (_, mut buf) = k.buffers.swap_remove(i);
         k.bytes -= buf.len();
@@ -70,7 +73,9 @@ impl Pool {
     }
 
     /// Keeps `buf` for reuse if it is of a size worth keeping and there is room; else it
-    /// is freed.
+    /// is freed. Its bytes past its length are zeroed (they were written before, but a
+    /// `Vec` cannot know): little, since [`Pool::take`] hands out at most a quarter more
+    /// than is asked for.
     pub fn give(&self, mut buf: Vec<u8>) {
         let cap = buf.capacity();
         if !(MIN..=MAX).contains(&cap) || self.lock().bytes + cap > KEEP_BYTES {
@@ -142,16 +147,19 @@ mod tests {
         p.give(b);
         assert_eq!(p.kept_bytes(), 4 << 20);
         assert!(p.take(5 << 20).is_none(), "too small for the asker");
-        let b = p.take(3 << 20).expect("kept");
-        assert_eq!(b.len(), 3 << 20);
+        assert!(p.take(3 << 20).is_none(), "much too large for the asker");
+        let b = p.take(7 << 19).expect("kept");
+        assert_eq!(b.len(), 7 << 19);
         assert_eq!(b.capacity(), 4 << 20);
         assert_eq!(&b[..1000], &[7; 1000][..]);
         assert!(b[1000..].iter().all(|x| *x == 0));
         assert_eq!(p.kept_bytes(), 0);
-        // The smallest that fits is taken.
+        // The smallest that fits is taken, and never one much larger than asked for.
         p.give(vec![0; 6 << 20]);
         p.give(b);
-        assert_eq!(p.take(2 << 20).map(|b| b.capacity()), Some(4 << 20));
+        assert!(p.take(2 << 20).is_none());
+        assert_eq!(p.take(5 << 20).map(|b| b.capacity()), Some(6 << 20));
+        assert_eq!(p.take(4 << 20).map(|b| b.capacity()), Some(4 << 20));
         // Bounded in bytes.
         for _ in 0..KEEP_BYTES / (4 << 20) + 3 {
             p.give(vec![0; 4 << 20]);

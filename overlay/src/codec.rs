@@ -25,12 +25,13 @@ const STEP: usize = 256 << 10;
 /// fit).
 const RESERVE: usize = 8 << 20;
 
-/// Reads one frame. With `reserve` (answers to our own requests), a bulk answer is read
-/// into a kept buffer ([`crate::buffers`]) when there is one; else once the first [`STEP`]
-/// has arrived the rest of the announced length, up to [`RESERVE`], is set aside at once:
-/// it then lands in place, not through a buffer that doubles and zero-fills as it grows.
-/// A peer that announces much and sends little costs little: fresh memory is written only
-/// as bytes arrive, and a kept buffer is one the node holds anyway.
+/// Reads one frame. With `reserve` (answers to our own requests), once the first [`STEP`]
+/// has arrived the rest goes into a kept buffer ([`crate::buffers`]) when there is one of
+/// about the announced length; else the rest of that length, up to [`RESERVE`], is set
+/// aside at once. Either way a bulk answer lands in place, not through a buffer that
+/// doubles and zero-fills as it grows. A peer that announces much and sends little costs
+/// little: nothing large is taken before [`STEP`] bytes came, fresh memory is written only
+/// as bytes arrive, and a kept buffer is one the node held anyway.
 async fn read_frame<T: AsyncRead + Unpin + Send>(
     io: &mut T,
     max: usize,
@@ -45,24 +46,23 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
     }
-    if reserve && len > STEP {
-        if let Some(mut buf) = crate::buffers::take(len) {
-            // A kept buffer, already written once: read into it as is.
-            if let Err(e) = read_into(io, &mut buf).await {
-                crate::buffers::give(buf);
-                return Err(e);
-            }
-            return Ok(buf);
-        }
-    }
     let mut buf = Vec::with_capacity(len.min(STEP));
     let mut filled = 0;
     while filled < len {
         if filled == buf.len() {
             if reserve && filled == STEP {
-                buf.reserve_exact(len.min(RESERVE) - filled);
+                match crate::buffers::take(len) {
+                    // Written once already: the rest is read into it as it is.
+                    Some(mut kept) => {
+                        kept[..filled].copy_from_slice(&buf);
+                        buf = kept;
+                    }
+                    None => buf.reserve_exact(len.min(RESERVE) - filled),
+                }
             }
-            buf.resize(filled + (len - filled).min(STEP), 0);
+            if filled == buf.len() {
+                buf.resize(filled + (len - filled).min(STEP), 0);
+            }
         }
         let n = io.read(&mut buf[filled..]).await?;
         if n == 0 {
@@ -74,17 +74,6 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(
         filled += n;
     }
     Ok(buf)
-}
-
-/// Fills `buf` from `io`; a stream that ends first is a truncated frame.
-async fn read_into<T: AsyncRead + Unpin + Send>(io: &mut T, buf: &mut [u8]) -> io::Result<()> {
-    io.read_exact(buf).await.map_err(|e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof {
-            io::Error::new(io::ErrorKind::UnexpectedEof, "truncated frame")
-        } else {
-            e
-        }
-    })
 }
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(

@@ -131,6 +131,16 @@ pub fn encode(
 ) -> Option<io::Result<()>> {
     let tree = outboard.tree;
     let ranges = truncate_ranges(ranges, tree.size());
+    // A boundary inside a group, before the blob's end: bao-tree's, with no work wasted.
+    let group = 1u64 << tree.block_size().chunk_log();
+    let end = tree.chunks();
+    if ranges
+        .boundaries()
+        .iter()
+        .any(|b| *b < end && b.0 % group != 0)
+    {
+        return None;
+    }
     let start = out.len();
     for chunk in tree.ranges_pre_order_chunks_iter_ref(ranges, 0) {
         let done = match chunk {
@@ -149,8 +159,7 @@ pub fn encode(
                 ..
             } => {
                 if !ranges.is_all() {
-                    // Part of a group (leaves come in order: the work undone is the
-                    // ranges' before the first such boundary).
+                    // Part of a group all the same (a blob's last, short one): undone.
                     out.truncate(start);
                     return None;
                 }

@@ -250,6 +250,14 @@ impl Blobs {
         Err(self.corrupt(hash).await)
     }
 
+    /// Drops a blob from the index, and its mark as intact: an add racing with this
+    /// removal may leave it listed, and its next serve then hashes it again (and finds
+    /// its files gone) rather than trusting a mark for files that are not there.
+    fn forget(&self, hash: &[u8; 32]) {
+        self.index().remove(hash);
+        crate::lock(&self.0.intact).remove(hash);
+    }
+
     /// True if a complete blob's bytes were hashed (or fetched and verified) since start.
     fn is_intact(&self, hash: &[u8; 32]) -> bool {
         crate::lock(&self.0.intact).contains(hash)
@@ -263,7 +271,7 @@ impl Blobs {
         if let Err(e) = self.0.store.del_blob(hash).await {
             warn!(blob = %hex, "cannot forget the corrupt blob: {e}");
         }
-        self.index().remove(&hash);
+        self.forget(&hash);
         if let Err(e) = self.paths(&hash).remove() {
             warn!(blob = %hex, "cannot remove the corrupt blob's files: {e}");
         }
@@ -358,7 +366,7 @@ impl Blobs {
             .meta(&h)
             .ok_or_else(|| BlobError::Unknown(hash.to_owned()))?;
         self.0.store.del_blob(h).await?;
-        self.index().remove(&h);
+        self.forget(&h);
         self.paths(&h).remove()?;
         Ok(BlobInfo::from(&meta))
     }
