@@ -24,14 +24,13 @@ pub const KEEP_BYTES: usize = 40 << 20;
 /// A kept buffer unused this long is released.
 pub const IDLE: Duration = Duration::from_secs(10);
 
-#[derive(Default)]
 struct Kept {
     buffers: Vec<(Instant, Vec<u8>)>,
     bytes: usize,
 }
 
-/// A pool of kept buffers; the process has one, [`SHARED`], used through [`take`],
-/// [`give`] and [`release_idle`].
+/// A pool of kept buffers; the process has one, used through [`take`], [`give`] and
+/// [`release_idle`].
 pub struct Pool(Mutex<Kept>);
 
 /// The process's pool: answers are read on the swarm's tasks and decoded on others.
