@@ -52,10 +52,51 @@ pub fn blob_request(data: &[u8]) {
     }
 }
 
-/// A `/lattice/blob/1` answer.
+/// A small blob (three chunk groups, the last one short) and its tree in pre-order: what
+/// fuzzed blob answers are verified against.
+fn fuzz_blob() -> &'static (Vec<u8>, Vec<u8>, bao_tree::blake3::Hash) {
+    static BLOB: OnceLock<(Vec<u8>, Vec<u8>, bao_tree::blake3::Hash)> = OnceLock::new();
+    BLOB.get_or_init(|| {
+        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+        let mut ob = fuzz_outboard(bao_tree::blake3::Hash::from([0; 32]), Vec::new());
+        let root = bao_tree::io::sync::outboard(&data[..], ob.tree, &mut ob)
+            .expect("an outboard in memory");
+        (data, ob.data, root)
+    })
+}
+
+fn fuzz_outboard(
+    root: bao_tree::blake3::Hash,
+    tree: Vec<u8>,
+) -> bao_tree::io::outboard::PreOrderOutboard<Vec<u8>> {
+    bao_tree::io::outboard::PreOrderOutboard {
+        root,
+        tree: bao_tree::BaoTree::new(150_000, files::BLOCK),
+        data: tree,
+    }
+}
+
+/// The ranges fuzzed blob answers are taken for: all of [`fuzz_blob`], and its middle group.
+const FUZZ_RANGES: [(u64, u64); 2] = [(0, 147), (64, 128)];
+
+/// A `/lattice/blob/1` answer, and its verification as the answer for [`FUZZ_RANGES`] of a
+/// known blob (only chunk groups that verify may be written).
 pub fn blob_response(data: &[u8]) {
     if let Ok(BlobResponse::Encoded(f)) = BlobResponse::decode(data.to_vec()) {
-        let _ = f.payload().len();
+        let (blob, _, root) = fuzz_blob();
+        for range in FUZZ_RANGES {
+            let mut out = vec![0u8; blob.len()];
+            let ob = fuzz_outboard(*root, Vec::new());
+            let set = files::range_set(&[range]);
+            let _ = crate::blobs::in_place::decode(f.payload(), &set, &mut out[..], ob);
+            // Each group written holds the blob's bytes or nothing.
+            for (got, want) in out.chunks(64 << 10).zip(blob.chunks(64 << 10)) {
+                assert!(
+                    got == want || got.iter().all(|b| *b == 0),
+                    "unverified bytes written"
+                );
+            }
+        }
     }
 }
 
@@ -169,6 +210,16 @@ pub fn seeds() -> Vec<Vec<u8>> {
         .encode(),
     );
     out.push(BlobResponse::Size(1 << 20).encode());
+    // Right answers for the blob fuzzed answers are checked against.
+    let (blob, tree, root) = fuzz_blob();
+    for range in FUZZ_RANGES {
+        let mut f = crate::blobs::wire::Framed::new();
+        let ob = fuzz_outboard(*root, tree.clone());
+        let set = files::range_set(&[range]);
+        if bao_tree::io::sync::encode_ranges(blob.clone(), &ob, &set, f.buffer()).is_ok() {
+            out.push(BlobResponse::Encoded(f).encode());
+        }
+    }
     out.push(codec::encode(&Ask {
         name: "sensor.temperature".into(),
     }));

@@ -65,12 +65,12 @@ pub fn decode(
     encoded: &[u8],
     ranges: &ChunkRangesRef,
     mut target: impl WriteAt,
-    mut outboard: PreOrderOutboard<File>,
+    mut outboard: impl Outboard + OutboardMut,
 ) -> Result<(), DecodeFailure> {
-    let tree = outboard.tree;
+    let tree = outboard.tree();
     let ranges = truncate_ranges(ranges, tree.size());
     // The hashes still to be matched, the next one on top.
-    let mut stack = vec![outboard.root];
+    let mut stack = vec![outboard.root()];
     let mut at = 0;
     for chunk in ResponseIterRef::new(tree, ranges) {
         let Some(want) = stack.pop() else {
