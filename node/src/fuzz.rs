@@ -57,7 +57,7 @@ pub fn blob_request(data: &[u8]) {
 fn fuzz_blob() -> &'static (Vec<u8>, Vec<u8>, bao_tree::blake3::Hash) {
     static BLOB: OnceLock<(Vec<u8>, Vec<u8>, bao_tree::blake3::Hash)> = OnceLock::new();
     BLOB.get_or_init(|| {
-        let data: Vec<u8> = (0..150_000u32).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..FUZZ_BLOB).map(|i| (i % 253) as u8).collect();
         let mut ob = fuzz_outboard(bao_tree::blake3::Hash::from([0; 32]), Vec::new());
         let root = bao_tree::io::sync::outboard(&data[..], ob.tree, &mut ob)
             .expect("an outboard in memory");
@@ -71,13 +71,16 @@ fn fuzz_outboard(
 ) -> bao_tree::io::outboard::PreOrderOutboard<Vec<u8>> {
     bao_tree::io::outboard::PreOrderOutboard {
         root,
-        tree: bao_tree::BaoTree::new(150_000, files::BLOCK),
+        tree: bao_tree::BaoTree::new(FUZZ_BLOB, files::BLOCK),
         data: tree,
     }
 }
 
+/// The size of [`fuzz_blob`].
+const FUZZ_BLOB: u64 = 150_000;
+
 /// The ranges fuzzed blob answers are taken for: all of [`fuzz_blob`], and its middle group.
-const FUZZ_RANGES: [(u64, u64); 2] = [(0, 147), (64, 128)];
+const FUZZ_RANGES: [(u64, u64); 2] = [(0, FUZZ_BLOB.div_ceil(files::CHUNK)), (64, 128)];
 
 /// A `/lattice/blob/1` answer, and its verification as the answer for [`FUZZ_RANGES`] of a
 /// known blob (only chunk groups that verify may be written).
