@@ -51,6 +51,30 @@ impl Paths {
     }
 }
 
+/// What a file's metadata says of its bytes. Any write to the file changes its ctime,
+/// which no user can set back (unlike the mtime); a hard link, rename or `chmod` changes
+/// it too, which costs one needless check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+pub fn stamp(path: &Path) -> io::Result<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path)?;
+    Ok(Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.len(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    })
+}
+
 /// Copies what `read` yields into `to`, passing it on; remembers whether a failure was
 /// the reader's.
 pub(super) struct Tee<R, W> {

@@ -169,9 +169,11 @@ struct Inner {
     bad: Mutex<HashSet<PeerId>>,
     serving: Arc<Semaphore>,
     quota: Option<u64>,
-    /// Complete blobs whose bytes were hashed since this start (or that completed in it):
-    /// served and copied out without hashing again.
-    intact: Mutex<HashSet<[u8; 32]>>,
+    /// Complete blobs whose bytes were hashed since this start (or that completed in it),
+    /// with their data file's stamp then: served and copied out without hashing again
+    /// while the stamp holds. It matters for a blob linked out by `blob get -o`, whose
+    /// data file is also the user's file.
+    intact: Mutex<HashMap<[u8; 32], files::Stamp>>,
     /// Blobs being hashed for that now.
     checking: Mutex<HashSet<[u8; 32]>>,
 }
@@ -205,7 +207,7 @@ impl Blobs {
             bad: Mutex::new(HashSet::new()),
             serving: Arc::new(Semaphore::new(MAX_SERVING_CHUNKS)),
             quota,
-            intact: Mutex::new(HashSet::new()),
+            intact: Mutex::new(HashMap::new()),
             checking: Mutex::new(HashSet::new()),
         }));
         blobs.finish_interrupted().await?;
@@ -223,8 +225,19 @@ impl Blobs {
         crate::lock(&self.0.index)
     }
 
+    /// Marks a complete blob intact as its data file stands now.
     fn mark_intact(&self, hash: [u8; 32]) {
-        crate::lock(&self.0.intact).insert(hash);
+        match files::stamp(&self.paths(&hash).data) {
+            Ok(stamp) => self.mark_intact_as(hash, stamp),
+            Err(_) => {
+                crate::lock(&self.0.intact).remove(&hash);
+            }
+        }
+    }
+
+    /// Marks a blob intact as its data file stood when it was hashed.
+    fn mark_intact_as(&self, hash: [u8; 32], stamp: files::Stamp) {
+        crate::lock(&self.0.intact).insert(hash, stamp);
     }
 
     /// Checks, once per start, that a complete blob's bytes still hash to it before they
@@ -238,14 +251,19 @@ impl Blobs {
             return Ok(false);
         }
         let data = self.paths(&hash).data;
-        let r = tokio::task::spawn_blocking(move || files::hash_file(&data)).await;
+        // Stamped before hashing: a write while it is hashed shows at the next check.
+        let r = tokio::task::spawn_blocking(move || {
+            let stamp = files::stamp(&data)?;
+            Ok::<_, std::io::Error>((stamp, files::hash_file(&data)?))
+        })
+        .await;
         crate::lock(&self.0.checking).remove(&hash);
-        let good = r
-            .map_err(|e| std::io::Error::other(e.to_string()))?
-            .is_ok_and(|h| h == hash);
-        if good {
-            self.mark_intact(hash);
-            return Ok(true);
+        let hashed = r.map_err(|e| std::io::Error::other(e.to_string()))?;
+        if let Ok((stamp, h)) = hashed {
+            if h == hash {
+                self.mark_intact_as(hash, stamp);
+                return Ok(true);
+            }
         }
         Err(self.corrupt(hash).await)
     }
@@ -258,9 +276,24 @@ impl Blobs {
         crate::lock(&self.0.intact).remove(hash);
     }
 
-    /// True if a complete blob's bytes were hashed (or fetched and verified) since start.
+    /// True if a complete blob's bytes were hashed (or fetched and verified) since start,
+    /// and its data file was not written since (one `stat`). A file changed since loses
+    /// its mark, and is hashed again before it is served or copied out.
     fn is_intact(&self, hash: &[u8; 32]) -> bool {
-        crate::lock(&self.0.intact).contains(hash)
+        let Some(marked) = crate::lock(&self.0.intact).get(hash).copied() else {
+            return false;
+        };
+        let now = files::stamp(&self.paths(hash).data);
+        if now.as_ref().is_ok_and(|s| *s == marked) {
+            return true;
+        }
+        info!(blob = %files::hex(hash), "the blob's data file changed since it was hashed; it is hashed again before it is served");
+        let mut intact = crate::lock(&self.0.intact);
+        // Only the mark that was checked: another may have been set meanwhile.
+        if intact.get(hash) == Some(&marked) {
+            intact.remove(hash);
+        }
+        false
     }
 
     /// Forgets and removes a blob whose stored bytes do not hash to it; the error to
