@@ -204,7 +204,9 @@ pub enum BlobCommand {
     Get {
         /// The blob's BLAKE3 hash in hex, or its CID.
         hash: String,
-        /// Also copy the blob here once complete.
+        /// Also put the blob here once complete: a hard link to the stored copy on the
+        /// data directory's file system (editing FILE in place then edits that copy,
+        /// which the node notices and hashes again), a copy elsewhere.
         #[arg(short = 'o', long = "out", value_name = "FILE")]
         out: Option<std::path::PathBuf>,
     },

@@ -418,6 +418,99 @@ fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
     no_strays(net.tmp.path());
 }
 
+/// The inode number of `p`.
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+#[test]
+fn an_output_beside_the_store_is_a_link_to_it_and_a_write_to_it_is_caught() {
+    let net = start_net(2);
+    let (file, hash) = random_file(net.tmp.path(), 11, 6 * MIB);
+    add(&net.nodes[0], &file);
+    wait_providers(&net.nodes[1], &hash, 1);
+    let stored = net.nodes[1]
+        .data_dir
+        .join("blobs")
+        .join(format!("{hash}.data"));
+    // A fresh fetch, and a blob already held, both linked: no second copy of the bytes.
+    let first = net.tmp.path().join("first");
+    get(&net.nodes[1], &hash, &first);
+    same_file(&file, &first);
+    assert_eq!(
+        inode(&first),
+        inode(&stored),
+        "the output is not the store's file"
+    );
+    let second = net.tmp.path().join("second");
+    get(&net.nodes[1], &hash, &second);
+    assert_eq!(inode(&second), inode(&stored));
+    // Again to an output that is already the same file: rename(2) does nothing there,
+    // and the temporary name must not stay.
+    get(&net.nodes[1], &hash, &first);
+    no_strays(net.tmp.path());
+    // The user writes to their file: that is the store's copy too. The next copy out
+    // finds it changed, hashes it, and drops it as corrupt rather than hand it over.
+    let mut bytes = std::fs::read(&first).unwrap();
+    bytes[4321] ^= 1;
+    std::fs::write(&first, &bytes).unwrap();
+    let third = net.tmp.path().join("third");
+    let r = net.nodes[1]
+        .cli(&["blob", "get", &hash, "-o", third.to_str().unwrap()])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "a changed copy was handed over");
+    assert!(stderr.contains("corrupt"), "{stderr}");
+    assert!(!third.exists());
+    // The user's file is theirs: the store dropped only its own name.
+    assert_eq!(std::fs::read(&first).unwrap(), bytes);
+    assert!(!stored.exists());
+    // Fetched again from the provider, whole.
+    get(&net.nodes[1], &hash, &third);
+    same_file(&file, &third);
+    no_strays(net.tmp.path());
+}
+
+#[test]
+fn an_output_on_another_file_system_is_written_as_the_fetch_goes() {
+    // /dev/shm is a tmpfs: another file system than the test's temporary directory.
+    let shm = Path::new("/dev/shm");
+    let dir = match tempfile::tempdir_in(shm) {
+        Ok(d) => d,
+        Err(e) => {
+            return common::skip(
+                "an_output_on_another_file_system",
+                &format!("no {}: {e}", shm.display()),
+            )
+        }
+    };
+    let net = start_net(2);
+    let device = |p: &Path| std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).unwrap());
+    if device(dir.path()) == device(net.tmp.path()) {
+        return common::skip(
+            "an_output_on_another_file_system",
+            "/dev/shm is on the test directory's file system",
+        );
+    }
+    let (file, hash) = random_file(net.tmp.path(), 12, 5 * MIB);
+    add(&net.nodes[0], &file);
+    wait_providers(&net.nodes[1], &hash, 1);
+    let stored = net.nodes[1]
+        .data_dir
+        .join("blobs")
+        .join(format!("{hash}.data"));
+    let fresh = dir.path().join("fresh");
+    get(&net.nodes[1], &hash, &fresh);
+    same_file(&file, &fresh);
+    same_file(&file, &stored);
+    // Held already: copied.
+    let held = dir.path().join("held");
+    get(&net.nodes[1], &hash, &held);
+    same_file(&file, &held);
+    no_strays(dir.path());
+}
+
 #[test]
 fn a_stored_blob_damaged_on_disk_is_caught_before_it_is_copied_out() {
     let mut net = start_net(1);

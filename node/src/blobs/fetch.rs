@@ -150,11 +150,18 @@ pub(super) async fn run(
     if !f.meta.complete {
         f.find_providers().await?;
         if existing.is_none() {
-            // Nothing held yet: every piece arrives in this fetch, so the output is
-            // written as the store is, and no copy follows.
+            // Nothing held yet: every piece arrives in this fetch. On the store's file
+            // system the output is linked to the store's copy once it is whole (below);
+            // elsewhere it is written as the store is, and no copy follows. Created now
+            // either way, so that an output that cannot be written fails at once.
             if let Some(to) = &out {
                 let (path, dir) = (to.clone(), blobs.data_dir());
-                f.output = Some(output_io(to, move || Output::create(&path, &dir)).await?);
+                let store = blobs.0.dir.clone();
+                f.output = output_io(to, move || {
+                    let output = Output::create(&path, &dir)?;
+                    Ok((!output.beside(&store)?).then_some(output))
+                })
+                .await?;
             }
             f.prove_size().await?;
         }
@@ -166,8 +173,8 @@ pub(super) async fn run(
     let path = match out {
         _ if placed.is_some() => placed,
         Some(out) => {
-            // Hashed on the way out: a stored copy damaged since it was verified is caught
-            // here, and the output removed, rather than handed over.
+            // Hashed on the way out unless it is intact: a stored copy damaged since it
+            // was verified is caught here, and nothing placed, rather than handed over.
             let from = f.paths.data.clone();
             let to = out.clone();
             let checked = !blobs.is_intact(&hash);

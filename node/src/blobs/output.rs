@@ -1,18 +1,24 @@
 //! Where `blob get -o FILE` writes: a temporary file beside `FILE`, renamed into place once
 //! whole, so a failed fetch or copy never leaves half a file there, and never a file
-//! inside the daemon's data directory. A fresh fetch streams each verified chunk group
-//! into it as it lands in the store (no second pass over the blob); a blob already held
-//! is copied out. Blocking IO: call from `spawn_blocking`.
+//! inside the daemon's data directory.
+//!
+//! On the store's file system the output is a hard link to the store's data file: no
+//! byte is written twice. The two names share their bytes, so a write to the output is
+//! a write to the store's copy; the store notices it ([`super::files::Stamp`]) and hashes
+//! the blob again before serving it. Elsewhere a fresh fetch streams each verified chunk
+//! group into the output as it lands in the store, and a blob already held is copied
+//! out. Blocking IO: call from `spawn_blocking`.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bao_tree::io::sync::WriteAt;
+use tracing::debug;
 
-use super::files::Tee;
+use super::files::{self, Tee};
 
 /// Temporary output files being written now, which [`remove_strays`] leaves alone (two
 /// fetches may write to the same output).
@@ -61,6 +67,56 @@ impl Output {
         })
     }
 
+    /// True if `path` is on the output's file system, where it can be linked.
+    pub fn beside(&self, path: &Path) -> io::Result<bool> {
+        Ok(self.file.metadata()?.dev() == fs::metadata(path)?.dev())
+    }
+
+    /// Fills the temporary file with the stored blob `from`: a hard link to it on the same
+    /// file system (if the file system allows), a copy elsewhere. With `hash`, the bytes
+    /// are hashed first (linked) or on the way (copied): false if they are not the blob.
+    pub fn fill(&mut self, from: &Path, hash: Option<&[u8; 32]>) -> io::Result<bool> {
+        let mut hash = hash;
+        if self.beside(from)? {
+            if let Some(want) = hash {
+                if files::hash_file(from)? != *want {
+                    return Ok(false);
+                }
+            }
+            fs::remove_file(&self.tmp)?;
+            match fs::hard_link(from, &self.tmp) {
+                Ok(()) => return Ok(true),
+                Err(e) => {
+                    // A bind mount (same device, other mount), or a file system without
+                    // hard links: copied, already hashed.
+                    debug!(output = %self.to.display(), "cannot link the output to the store, copying: {e}");
+                    self.file = File::options()
+                        .write(true)
+                        .create_new(true)
+                        .open(&self.tmp)?;
+                    hash = None;
+                }
+            }
+        }
+        let mut file = &self.file;
+        match hash {
+            Some(want) => {
+                let mut h = blake3::Hasher::new();
+                let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
+                let read = io::BufReader::with_capacity(1 << 20, File::open(from)?);
+                h.update_reader(Tee::new(read, &mut out))?;
+                out.flush()?;
+                Ok(h.finalize().as_bytes() == want)
+            }
+            // File to file: the kernel copies (copy_file_range), sharing the blocks where
+            // the file system can (reflinks on XFS and Btrfs).
+            None => {
+                io::copy(&mut File::open(from)?, &mut file)?;
+                Ok(true)
+            }
+        }
+    }
+
     /// Another handle on the temporary file, for a piece's writes.
     pub fn file(&self) -> io::Result<File> {
         self.file.try_clone()
@@ -73,6 +129,11 @@ impl Output {
         check_output(&self.to, &self.data_dir)?;
         fs::rename(&self.tmp, &self.to)?;
         self.placed = true;
+        // rename(2) does nothing when both names link the same file already (the output
+        // of an earlier `-o`, linked to the same stored copy).
+        if fs::symlink_metadata(&self.tmp).is_ok() {
+            let _ = fs::remove_file(&self.tmp);
+        }
         remove_strays(&self.to);
         Ok(self.to.clone())
     }
@@ -137,32 +198,17 @@ impl WriteAt for Targets {
     }
 }
 
-/// Copies a stored blob to `to` through a temporary [`Output`]. With `hash`, the bytes are
-/// hashed on the way: false (and nothing written) if they are not the blob.
+/// Copies (or links, see [`Output::fill`]) a stored blob to `to` through a temporary
+/// [`Output`]. With `hash`, the bytes are hashed: false (and nothing placed) if they are
+/// not the blob.
 pub fn copy_out(
     from: &Path,
     to: &Path,
     hash: Option<&[u8; 32]>,
     data_dir: &Path,
 ) -> io::Result<bool> {
-    let output = Output::create(to, data_dir)?;
-    let mut file = output.file()?;
-    let good = match hash {
-        Some(want) => {
-            let mut h = blake3::Hasher::new();
-            let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
-            let read = io::BufReader::with_capacity(1 << 20, File::open(from)?);
-            h.update_reader(Tee::new(read, &mut out))?;
-            out.flush()?;
-            h.finalize().as_bytes() == want
-        }
-        // File to file: the kernel copies (copy_file_range), sharing the blocks where the
-        // file system can (reflinks on XFS and Btrfs).
-        None => {
-            io::copy(&mut File::open(from)?, &mut file)?;
-            true
-        }
-    };
+    let mut output = Output::create(to, data_dir)?;
+    let good = output.fill(from, hash)?;
     if good {
         output.place()?;
     }
