@@ -418,6 +418,19 @@ fn a_fetch_interrupted_by_a_crash_resumes_from_the_verified_ranges() {
     no_strays(net.tmp.path());
 }
 
+/// A random file added on the first node and found by the second; the file, its hash,
+/// and where the second node stores it once fetched.
+fn added_on_first(net: &Net, seed: u8, len: usize) -> (PathBuf, String, PathBuf) {
+    let (file, hash) = random_file(net.tmp.path(), seed, len);
+    add(&net.nodes[0], &file);
+    wait_providers(&net.nodes[1], &hash, 1);
+    let stored = net.nodes[1]
+        .data_dir
+        .join("blobs")
+        .join(format!("{hash}.data"));
+    (file, hash, stored)
+}
+
 /// The inode number of `p`.
 fn inode(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -427,13 +440,7 @@ fn inode(p: &Path) -> u64 {
 #[test]
 fn an_output_beside_the_store_is_a_link_to_it_and_a_write_to_it_is_caught() {
     let net = start_net(2);
-    let (file, hash) = random_file(net.tmp.path(), 11, 6 * MIB);
-    add(&net.nodes[0], &file);
-    wait_providers(&net.nodes[1], &hash, 1);
-    let stored = net.nodes[1]
-        .data_dir
-        .join("blobs")
-        .join(format!("{hash}.data"));
+    let (file, hash, stored) = added_on_first(&net, 11, 6 * MIB);
     // A fresh fetch, and a blob already held, both linked: no second copy of the bytes.
     let first = net.tmp.path().join("first");
     get(&net.nodes[1], &hash, &first);
@@ -493,13 +500,7 @@ fn an_output_on_another_file_system_is_written_as_the_fetch_goes() {
             "/dev/shm is on the test directory's file system",
         );
     }
-    let (file, hash) = random_file(net.tmp.path(), 12, 5 * MIB);
-    add(&net.nodes[0], &file);
-    wait_providers(&net.nodes[1], &hash, 1);
-    let stored = net.nodes[1]
-        .data_dir
-        .join("blobs")
-        .join(format!("{hash}.data"));
+    let (file, hash, stored) = added_on_first(&net, 12, 5 * MIB);
     let fresh = dir.path().join("fresh");
     get(&net.nodes[1], &hash, &fresh);
     same_file(&file, &fresh);
