@@ -362,6 +362,9 @@ fn main() -> Result<()> {
                 bail!("the output file is not the blob");
             }
         }
+        // Each fetch starts with no copy of the blob on the receiver: the output, a hard
+        // link to the stored copy, would otherwise keep its pages from the next fetch.
+        std::fs::remove_file(&out)?;
         let store = fetch(&b, &hash, size, None)?;
         settle()?;
         let raw = raw::send(size as usize)?;
