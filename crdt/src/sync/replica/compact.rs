@@ -87,6 +87,9 @@ pub(super) struct Compaction {
     /// The log's length and the stable cut when compaction last ran.
     last_len: usize,
     last_cut: Option<VersionVector>,
+    /// Whether that run left writes of this replica's own out as too young: the next run
+    /// is due even if nothing moved, or a document gone quiet would keep them for ever.
+    young_left: bool,
 }
 
 /// Dots of `store` that `keep` lacks, as a context.
@@ -220,8 +223,8 @@ impl Replica {
     /// blocks, leaving out its values dead at the stable cut (see the module). Each fold
     /// is persisted, then logged and broadcast. While earlier folds are on their way to
     /// disk, only those that failed (or never answered) are persisted again. Does nothing
-    /// while catching up, when neither the log nor the cut moved since the last run, or
-    /// once this replica's writer is removed or banned (its folds could straddle its cut,
+    /// while catching up, when neither the log nor the cut moved since the last run (and
+    /// it left none of its writes out as too young), or once this replica's writer is removed or banned (its folds could straddle its cut,
     /// or carry contexts that peers holding its older folds cannot order).
     pub(super) fn compact(&mut self) -> Result<(), SyncError> {
         if self.catching_up || self.is_cut(&self.actor) {
@@ -234,18 +237,20 @@ impl Replica {
         let cut = self.stable_cut();
         if self.log.len() == self.compaction.last_len
             && self.compaction.last_cut.as_ref() == Some(&cut)
+            && !self.compaction.young_left
         {
             return Ok(());
         }
         self.compaction.last_len = self.log.len();
         self.compaction.last_cut = Some(cut.clone());
         let young = self.now_ms.saturating_sub(MIN_AGE_MS);
-        let own: Vec<(&SignedDelta, usize)> = self
-            .log
-            .entries_of(&self.actor)
-            .into_iter()
-            .take_while(|(d, _)| d.hlc.millis <= young)
-            .collect();
+        let mut own: Vec<(&SignedDelta, usize)> = self.log.entries_of(&self.actor);
+        let of_age = own
+            .iter()
+            .position(|(d, _)| d.hlc.millis > young)
+            .unwrap_or(own.len());
+        self.compaction.young_left = of_age < own.len();
+        own.truncate(of_age);
         let Some(last) = own.last().map(|(d, _)| d.seqs.last) else {
             return Ok(());
         };

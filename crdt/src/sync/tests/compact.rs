@@ -422,3 +422,29 @@ fn folding_replaces_an_authors_deltas_on_every_replica() {
     assert_eq!(restored.doc().to_json()["n"], 128);
     assert!(p.errors.is_empty(), "{:?}", p.errors);
 }
+
+/// Compaction that runs while the newest writes are too young to fold, and then never sees
+/// the log or the cut move again (the document went quiet), still folds them once old
+/// enough: young writes left out make the next run due.
+#[test]
+fn writes_too_young_at_one_compaction_fold_at_a_later_one_in_a_quiet_document() {
+    let mut p = connected(2);
+    let big = "z".repeat(4_000);
+    for i in 0..8 {
+        p.write(0, set("k", &format!("{i}{big}")));
+    }
+    p.settle();
+    exchange_summaries(&mut p);
+    // Too young: nothing folds.
+    p.input(0, Input::Compact);
+    p.settle();
+    assert_eq!(p.replicas[0].log_len(), 8);
+    // Nothing happens meanwhile; they come of age.
+    p.compact(0);
+    p.settle();
+    for r in &p.replicas {
+        assert_eq!(r.log_len(), 1);
+        assert!(r.log_bytes() < 4_000 + 1_000, "{}", r.log_bytes());
+    }
+    assert!(p.errors.is_empty(), "{:?}", p.errors);
+}

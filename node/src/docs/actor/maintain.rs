@@ -11,8 +11,8 @@ use crate::store::Change;
 impl Actor {
     /// Every [`MAINTENANCE`]: the writes each document lacks go to the metrics; what peer
     /// replicas hold is saved where it changed, and every document compacts (a replica
-    /// does nothing when neither its log nor its stable cut moved); the provider lookups
-    /// that are due start.
+    /// does nothing when neither its log nor its stable cut moved and none of its own
+    /// writes was left out as too young); the provider lookups that are due start.
     pub(super) async fn maintain(&mut self) {
         for (id, h) in &self.docs {
             self.metrics.doc_behind(id, h.replica.behind());
