@@ -205,8 +205,8 @@ pub enum BlobCommand {
         /// The blob's BLAKE3 hash in hex, or its CID.
         hash: String,
         /// Also put the blob here once complete: a hard link to the stored copy on the
-        /// data directory's file system (editing FILE in place then edits that copy,
-        /// which the node notices and hashes again), a copy elsewhere.
+        /// data directory's file system (read-only, as the stored copy is: copy it to
+        /// edit it; see docs/storage.md), a copy elsewhere.
         #[arg(short = 'o', long = "out", value_name = "FILE")]
         out: Option<std::path::PathBuf>,
     },

@@ -41,6 +41,8 @@ fn an_output_beside_the_store_is_a_link_to_it_and_a_write_to_it_is_caught() {
         inode(&stored),
         "the output is not the store's file"
     );
+    // Read-only: `cp x first` or `> first` fails rather than reach the store's copy.
+    assert_eq!(mode(&first), 0o444);
     let second = net.tmp.path().join("second");
     get(&net.nodes[1], &hash, &second);
     assert_eq!(inode(&second), inode(&stored));
@@ -48,11 +50,15 @@ fn an_output_beside_the_store_is_a_link_to_it_and_a_write_to_it_is_caught() {
     // and the temporary name must not stay.
     get(&net.nodes[1], &hash, &first);
     no_strays(net.tmp.path());
-    // The user writes to their file: that is the store's copy too. The next copy out
-    // finds it changed, hashes it, and drops it as corrupt rather than hand it over.
+    // Our own links and renames did not cost the blob its mark as hashed.
+    let rehashed = "hashed again before it is served";
+    let log = std::fs::read_to_string(&net.nodes[1].log).unwrap();
+    assert!(!log.contains(rehashed), "{log}");
+    // The user writes to their file anyway: that is the store's copy too. The next copy
+    // out finds it changed, hashes it, and drops it as corrupt rather than hand it over.
     let mut bytes = std::fs::read(&first).unwrap();
     bytes[4321] ^= 1;
-    std::fs::write(&first, &bytes).unwrap();
+    write_anyway(&first, &bytes);
     let third = net.tmp.path().join("third");
     let r = net.nodes[1]
         .cli(&["blob", "get", &hash, "-o", third.to_str().unwrap()])
@@ -61,6 +67,8 @@ fn an_output_beside_the_store_is_a_link_to_it_and_a_write_to_it_is_caught() {
     assert!(!r.status.success(), "a changed copy was handed over");
     assert!(stderr.contains("corrupt"), "{stderr}");
     assert!(!third.exists());
+    let log = std::fs::read_to_string(&net.nodes[1].log).unwrap();
+    assert!(log.contains(rehashed), "{log}");
     // The user's file is theirs: the store dropped only its own name.
     assert_eq!(std::fs::read(&first).unwrap(), bytes);
     assert!(!stored.exists());
@@ -118,7 +126,7 @@ fn a_stored_blob_damaged_on_disk_is_caught_before_it_is_copied_out() {
         .unwrap();
     let mut bytes = std::fs::read(&stored).unwrap();
     bytes[1234] ^= 0x40;
-    std::fs::write(&stored, bytes).unwrap();
+    write_anyway(&stored, &bytes);
     net.nodes[0].restart().unwrap();
     // The output path holds a file already: a failed copy must leave it as it was.
     let out = net.tmp.path().join("copy");

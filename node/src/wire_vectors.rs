@@ -272,7 +272,7 @@ fn ranges_proof() -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source");
     std::fs::write(&source, &data).unwrap();
-    let (hash, size) = files::import(dir.path(), &source).unwrap();
+    let (hash, size, _) = files::import(dir.path(), &source).unwrap();
     let framed = files::encode(
         &files::Paths::new(dir.path(), &hash),
         &hash,

@@ -10,7 +10,7 @@ use super::files::{self, faults, Paths, Step};
 use super::*;
 use crate::store::faulty::{Fault, FaultyDisk};
 
-async fn overlay() -> Overlay {
+pub(super) async fn overlay() -> Overlay {
     let mut cfg = lattice_overlay::Config::new(lattice_overlay::Keypair::generate_ed25519());
     cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     cfg.mdns = false;
@@ -36,7 +36,7 @@ fn holds(blobs: &Blobs, dir: &Path, hash: &[u8; 32]) -> bool {
     if listed {
         let data = Paths::new(dir, hash).data;
         assert_eq!(
-            &files::hash_file(&data).unwrap(),
+            &files::hash_stamped(&data).unwrap().0,
             hash,
             "a listed blob is damaged"
         );

@@ -177,16 +177,25 @@ pub(super) async fn run(
             // was verified is caught here, and nothing placed, rather than handed over.
             let from = f.paths.data.clone();
             let to = out.clone();
-            let checked = !blobs.is_intact(&hash);
+            let marked = blobs.intact_stamp(&hash);
+            let check = marked.is_none().then_some(hash);
             let data_dir = blobs.data_dir();
-            let good = output_io(&out, move || {
-                output::copy_out(&from, &to, checked.then_some(&hash), &data_dir)
+            let filled = output_io(&out, move || {
+                output::copy_out(&from, &to, check.as_ref(), &data_dir)
             })
             .await?;
-            if !good {
+            if !filled.good {
                 return Err(blobs.corrupt(hash).await);
             }
-            blobs.mark_intact(hash);
+            // Intact still if nothing wrote to the stored copy from the moment it was
+            // hashed (now, or before: then only our link moved its ctime since) to now,
+            // past our rename of the output.
+            let verified = match (filled.hashed, marked) {
+                (true, _) => filled.unchanged,
+                (false, Some(m)) => filled.unchanged.filter(|s| s.unwritten_since(&m)),
+                (false, None) => None,
+            };
+            blobs.mark_intact_since(hash, verified);
             Some(out)
         }
         None => None,
@@ -506,7 +515,7 @@ impl Fetch<'_> {
     async fn complete(&mut self, sinks: Option<Sinks>) -> Result<(), BlobError> {
         let paths = self.paths.clone();
         let size = self.meta.size;
-        tokio::task::spawn_blocking(move || {
+        let verified = tokio::task::spawn_blocking(move || {
             let (data, ob) = match sinks {
                 Some(s) => (s.data, s.ob),
                 None => files::open_partial(&paths, size)?,
@@ -517,7 +526,7 @@ impl Fetch<'_> {
         .map_err(|e| std::io::Error::other(e.to_string()))??;
         self.meta.complete = true;
         self.meta.verified.clear();
-        self.blobs.mark_intact(self.hash);
+        self.blobs.mark_intact_since(self.hash, Some(verified));
         self.blobs.save(self.meta.clone()).await
     }
 }

@@ -53,7 +53,8 @@ impl Paths {
 
 /// What a file's metadata says of its bytes. Any write to the file changes its ctime,
 /// which no user can set back (unlike the mtime); a hard link, rename or `chmod` changes
-/// it too, which costs one needless check.
+/// it too, which costs one needless check (except our own, see
+/// [`Stamp::unwritten_since`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
     dev: u64,
@@ -63,16 +64,52 @@ pub struct Stamp {
     ctime: (i64, i64),
 }
 
+impl Stamp {
+    pub fn of(m: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// True if the file was not written since `earlier` was taken, as far as its
+    /// metadata tells: only its ctime moved (a link, rename or `chmod`), or nothing. A
+    /// write that leaves the mtime as it was (set back with `touch`, or within the file
+    /// system's timestamp granularity) is not seen; used only across our own link or
+    /// rename of a file we hold a verified stamp of, a few microseconds.
+    pub fn unwritten_since(&self, earlier: &Stamp) -> bool {
+        (self.dev, self.ino, self.size, self.mtime)
+            == (earlier.dev, earlier.ino, earlier.size, earlier.mtime)
+    }
+}
+
 pub fn stamp(path: &Path) -> io::Result<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path)?;
-    Ok(Stamp {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.len(),
-        mtime: (m.mtime(), m.mtime_nsec()),
-        ctime: (m.ctime(), m.ctime_nsec()),
-    })
+    Ok(Stamp::of(&fs::metadata(path)?))
+}
+
+/// Makes a complete blob's data file read-only (its write bits cleared; who may read it
+/// is left as it was): the output of `blob get -o` on the store's file system is a hard
+/// link to it, and a user's in-place write to that output (`cp`, `>`) then fails rather
+/// than damage the store's copy. Changes the ctime: call before taking the file's
+/// [`Stamp`]. Best effort.
+pub fn seal(file: &File) {
+    use std::os::unix::fs::PermissionsExt;
+    let sealed = file.metadata().and_then(|m| {
+        let mode = m.permissions().mode() & 0o7777;
+        if mode & 0o222 == 0 {
+            return Ok(());
+        }
+        file.set_permissions(fs::Permissions::from_mode(mode & !0o222))
+    });
+    // A file system without modes (FAT) or a file of another owner: the store's copy is
+    // then as writable as it was, and a write to it is still caught by its stamp.
+    if let Err(e) = sealed {
+        tracing::debug!("cannot make a stored blob read-only: {e}");
+    }
 }
 
 /// Copies what `read` yields into `to`, passing it on; remembers whether a failure was
@@ -232,11 +269,14 @@ pub fn leftovers(
 }
 
 /// Checks a `<hash>.data` no record names: if its bytes hash to its name, its tree is
-/// computed again (`.obao`) and its size returned; if not, it is removed.
-pub fn adopt(dir: &Path, hash: &[u8; 32]) -> io::Result<Option<u64>> {
+/// computed again (`.obao`) and its size returned, with its stamp before it was read (the
+/// file [sealed](seal) first); if not, it is removed.
+pub fn adopt(dir: &Path, hash: &[u8; 32]) -> io::Result<Option<(u64, Stamp)>> {
     let paths = Paths::new(dir, hash);
     let data = File::open(&paths.data)?;
-    let size = data.metadata()?.len();
+    seal(&data);
+    let meta = data.metadata()?;
+    let (size, stamp) = (meta.len(), Stamp::of(&meta));
     let tmp = paths.outboard.with_extension("obao-new");
     let tree = BaoTree::new(size, BLOCK);
     let mut ob = PreOrderOutboard {
@@ -255,19 +295,27 @@ pub fn adopt(dir: &Path, hash: &[u8; 32]) -> io::Result<Option<u64>> {
     ob.data.sync_all()?;
     fs::rename(&tmp, &paths.outboard)?;
     File::open(dir)?.sync_all()?;
-    Ok(Some(size))
+    Ok(Some((size, stamp)))
 }
 
-/// BLAKE3 of a stored blob's bytes, read in one streaming pass.
-pub fn hash_file(path: &Path) -> io::Result<[u8; 32]> {
+/// BLAKE3 of a stored blob's bytes, read in one streaming pass, and the file's stamp
+/// taken before they were read: a write while they are read shows as a changed stamp.
+pub fn hash_stamped(path: &Path) -> io::Result<([u8; 32], Stamp)> {
+    hash_open(File::open(path)?)
+}
+
+/// [`hash_stamped`] of a file already open.
+pub fn hash_open(file: File) -> io::Result<([u8; 32], Stamp)> {
+    let stamp = Stamp::of(&file.metadata()?);
     let mut h = blake3::Hasher::new();
-    h.update_reader(io::BufReader::with_capacity(1 << 20, File::open(path)?))?;
-    Ok(*h.finalize().as_bytes())
+    h.update_reader(io::BufReader::with_capacity(1 << 20, file))?;
+    Ok((*h.finalize().as_bytes(), stamp))
 }
 
 /// Copies `source` into the store in one streaming pass (constant memory), computing its
-/// BLAKE3 tree on the way; returns (hash, size).
-pub fn import(dir: &Path, source: &Path) -> Result<([u8; 32], u64), ImportError> {
+/// BLAKE3 tree on the way; returns (hash, size, the [sealed](seal) data file's stamp
+/// before it was renamed into place).
+pub fn import(dir: &Path, source: &Path) -> Result<([u8; 32], u64, Stamp), ImportError> {
     let src = File::open(source).map_err(ImportError::Source)?;
     let size = src.metadata().map_err(ImportError::Source)?.len();
     let tag = format!("import-{}-{}", std::process::id(), rand::random::<u64>());
@@ -300,8 +348,10 @@ pub fn import(dir: &Path, source: &Path) -> Result<([u8; 32], u64), ImportError>
         }
         let data = tee.to.into_inner().map_err(|e| e.into_error())?;
         step(dir, Step::Write)?;
+        seal(&data);
         step(dir, Step::SyncData)?;
         data.sync_all()?;
+        let stamp = Stamp::of(&data.metadata()?);
         step(dir, Step::SyncTree)?;
         ob.data.sync_all()?;
         let hash = *root.as_bytes();
@@ -315,7 +365,7 @@ pub fn import(dir: &Path, source: &Path) -> Result<([u8; 32], u64), ImportError>
         fs::rename(&tmp_data, &paths.data)?;
         step(dir, Step::SyncDir)?;
         File::open(dir)?.sync_all()?;
-        Ok((hash, size))
+        Ok((hash, size, stamp))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp_data);
@@ -416,15 +466,19 @@ pub fn decode(
     super::in_place::decode(encoded, &range_set(ranges), data, ob)
 }
 
-/// Makes a finished fetch the blob: data durable, `.part` renamed to `.data`.
-pub fn finish(paths: &Paths, data: File, ob: File) -> io::Result<()> {
+/// Makes a finished fetch the blob: data durable, `.part` renamed to `.data` and
+/// [sealed](seal) (after the rename: a `.part` left read-only by a crash could not be
+/// written again by a resumed fetch). Returns the data file's stamp then, as verified.
+pub fn finish(paths: &Paths, data: File, ob: File) -> io::Result<Stamp> {
     data.sync_all()?;
     ob.sync_all()?;
     fs::rename(&paths.part, &paths.data)?;
+    seal(&data);
+    let stamp = Stamp::of(&data.metadata()?);
     if let Some(dir) = paths.data.parent() {
         File::open(dir)?.sync_all()?;
     }
-    Ok(())
+    Ok(stamp)
 }
 
 #[cfg(test)]
@@ -477,11 +531,19 @@ mod tests {
         let hash = *blake3::hash(&bytes).as_bytes();
         let paths = Paths::new(dir.path(), &hash);
         fs::write(&paths.data, &bytes).unwrap();
-        assert_eq!(adopt(dir.path(), &hash).unwrap(), Some(bytes.len() as u64));
+        let (size, stamp) = adopt(dir.path(), &hash).unwrap().unwrap();
+        assert_eq!(size, bytes.len() as u64);
+        assert_eq!(stamp, super::stamp(&paths.data).unwrap());
+        let mode = fs::metadata(&paths.data).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o444
+        );
         assert!(paths.outboard.exists());
         // Damaged: removed.
         let mut bad = bytes.clone();
         bad[7] ^= 1;
+        fs::remove_file(&paths.data).unwrap();
         fs::write(&paths.data, &bad).unwrap();
         assert_eq!(adopt(dir.path(), &hash).unwrap(), None);
         assert!(!paths.data.exists());

@@ -68,6 +68,8 @@ pub enum BlobError {
     Busy(String),
     #[error("the stored copy of blob {0} is corrupt (its bytes no longer hash to it); it was removed: fetch it again with `lattice blob get`")]
     Corrupt(String),
+    #[error("the stored copy of blob {0} is gone from the data directory; it was forgotten: fetch it again with `lattice blob get`")]
+    Missing(String),
     #[error("cannot write {path}: {}", crate::store::said(.source))]
     Output {
         path: PathBuf,
@@ -176,6 +178,10 @@ struct Inner {
     intact: Mutex<HashMap<[u8; 32], files::Stamp>>,
     /// Blobs being hashed for that now.
     checking: Mutex<HashSet<[u8; 32]>>,
+    /// Complete blobs whose data file could not be read at their last check, with its
+    /// stamp then: refused at once until the file changes, so that requests do not read
+    /// a failing disk again and again.
+    unreadable: Mutex<HashMap<[u8; 32], files::Stamp>>,
 }
 
 /// The handle to the blob store.
@@ -209,6 +215,7 @@ impl Blobs {
             quota,
             intact: Mutex::new(HashMap::new()),
             checking: Mutex::new(HashSet::new()),
+            unreadable: Mutex::new(HashMap::new()),
         }));
         blobs.finish_interrupted().await?;
         blobs.sort_leftovers().await?;
@@ -225,11 +232,16 @@ impl Blobs {
         crate::lock(&self.0.index)
     }
 
-    /// Marks a complete blob intact as its data file stands now.
-    fn mark_intact(&self, hash: [u8; 32]) {
-        match files::stamp(&self.paths(&hash).data) {
-            Ok(stamp) => self.mark_intact_as(hash, stamp),
-            Err(_) => {
+    /// Marks a complete blob intact if its data file was not written since `verified`,
+    /// its stamp when its bytes were hashed or verified: our own link or rename since
+    /// then moves only its ctime ([`files::Stamp::unwritten_since`]). Otherwise (or with
+    /// no such stamp) the mark goes, and the blob is hashed again before it is served or
+    /// copied out.
+    fn mark_intact_since(&self, hash: [u8; 32], verified: Option<files::Stamp>) {
+        let now = files::stamp(&self.paths(&hash).data);
+        match (now, verified) {
+            (Ok(now), Some(v)) if now.unwritten_since(&v) => self.mark_intact_as(hash, now),
+            _ => {
                 crate::lock(&self.0.intact).remove(&hash);
             }
         }
@@ -241,31 +253,49 @@ impl Blobs {
     }
 
     /// Checks, once per start, that a complete blob's bytes still hash to it before they
-    /// are served or copied out. A corrupt copy is removed (it can be fetched again).
+    /// are served or copied out. A corrupt copy is removed, a missing one forgotten (either
+    /// can be fetched again); one that cannot be read (a failing disk, permissions
+    /// changed) is kept and refused, at once until its file changes.
     /// `Ok(false)`: another caller is checking it right now.
     async fn check_intact(&self, hash: [u8; 32]) -> Result<bool, BlobError> {
         if self.is_intact(&hash) {
             return Ok(true);
         }
+        let data = self.paths(&hash).data;
+        let unreadable = || {
+            BlobError::Io(std::io::Error::other(format!(
+                "{} could not be read at its last check",
+                data.display()
+            )))
+        };
+        let before = files::stamp(&data);
+        let failed = crate::lock(&self.0.unreadable).get(&hash).copied();
+        if failed.is_some() && before.as_ref().ok() == failed.as_ref() {
+            return Err(unreadable());
+        }
         if !crate::lock(&self.0.checking).insert(hash) {
             return Ok(false);
         }
-        let data = self.paths(&hash).data;
-        // Stamped before hashing: a write while it is hashed shows at the next check.
-        let r = tokio::task::spawn_blocking(move || {
-            let stamp = files::stamp(&data)?;
-            Ok::<_, std::io::Error>((stamp, files::hash_file(&data)?))
-        })
-        .await;
+        let path = data.clone();
+        let r = tokio::task::spawn_blocking(move || files::hash_stamped(&path)).await;
         crate::lock(&self.0.checking).remove(&hash);
         let hashed = r.map_err(|e| std::io::Error::other(e.to_string()))?;
-        if let Ok((stamp, h)) = hashed {
-            if h == hash {
+        crate::lock(&self.0.unreadable).remove(&hash);
+        match hashed {
+            Ok((h, stamp)) if h == hash => {
                 self.mark_intact_as(hash, stamp);
-                return Ok(true);
+                Ok(true)
+            }
+            Ok(_) => Err(self.corrupt(hash).await),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.missing(hash).await),
+            Err(e) => {
+                warn!(blob = %files::hex(&hash), "cannot read the blob's data file to check it; refused until the file changes: {e}");
+                if let Ok(stamp) = before {
+                    crate::lock(&self.0.unreadable).insert(hash, stamp);
+                }
+                Err(BlobError::Io(e))
             }
         }
-        Err(self.corrupt(hash).await)
     }
 
     /// Drops a blob from the index, and its mark as intact: an add racing with this
@@ -274,18 +304,23 @@ impl Blobs {
     fn forget(&self, hash: &[u8; 32]) {
         self.index().remove(hash);
         crate::lock(&self.0.intact).remove(hash);
+        crate::lock(&self.0.unreadable).remove(hash);
     }
 
     /// True if a complete blob's bytes were hashed (or fetched and verified) since start,
-    /// and its data file was not written since (one `stat`). A file changed since loses
-    /// its mark, and is hashed again before it is served or copied out.
+    /// and its data file was not written since (one `stat`).
     fn is_intact(&self, hash: &[u8; 32]) -> bool {
-        let Some(marked) = crate::lock(&self.0.intact).get(hash).copied() else {
-            return false;
-        };
+        self.intact_stamp(hash).is_some()
+    }
+
+    /// The stamp a complete blob's data file was marked intact with, if the file still
+    /// has it. A file changed since loses its mark, and is hashed again before it is
+    /// served or copied out.
+    fn intact_stamp(&self, hash: &[u8; 32]) -> Option<files::Stamp> {
+        let marked = crate::lock(&self.0.intact).get(hash).copied()?;
         let now = files::stamp(&self.paths(hash).data);
         if now.as_ref().is_ok_and(|s| *s == marked) {
-            return true;
+            return Some(marked);
         }
         info!(blob = %files::hex(hash), "the blob's data file changed since it was hashed; it is hashed again before it is served");
         let mut intact = crate::lock(&self.0.intact);
@@ -293,7 +328,7 @@ impl Blobs {
         if intact.get(hash) == Some(&marked) {
             intact.remove(hash);
         }
-        false
+        None
     }
 
     /// Forgets and removes a blob whose stored bytes do not hash to it; the error to
@@ -301,14 +336,28 @@ impl Blobs {
     async fn corrupt(&self, hash: [u8; 32]) -> BlobError {
         let hex = files::hex(&hash);
         error!(blob = %hex, "the stored copy of a blob is corrupt; removing it");
+        self.drop_copy(hash).await;
+        BlobError::Corrupt(hex)
+    }
+
+    /// Forgets a complete blob whose data file is gone; the error to report.
+    async fn missing(&self, hash: [u8; 32]) -> BlobError {
+        let hex = files::hex(&hash);
+        error!(blob = %hex, "the stored copy of a blob is gone from the data directory; forgetting it");
+        self.drop_copy(hash).await;
+        BlobError::Missing(hex)
+    }
+
+    /// Forgets a blob and removes what is left of its files.
+    async fn drop_copy(&self, hash: [u8; 32]) {
+        let hex = files::hex(&hash);
         if let Err(e) = self.0.store.del_blob(hash).await {
-            warn!(blob = %hex, "cannot forget the corrupt blob: {e}");
+            warn!(blob = %hex, "cannot forget the blob: {e}");
         }
         self.forget(&hash);
         if let Err(e) = self.paths(&hash).remove() {
-            warn!(blob = %hex, "cannot remove the corrupt blob's files: {e}");
+            warn!(blob = %hex, "cannot remove the blob's files: {e}");
         }
-        BlobError::Corrupt(hex)
     }
 
     pub fn count(&self) -> usize {
@@ -360,7 +409,7 @@ impl Blobs {
     pub async fn add(&self, path: PathBuf) -> Result<BlobInfo, BlobError> {
         let dir = self.0.dir.clone();
         let src = path.clone();
-        let (hash, size) = tokio::task::spawn_blocking(move || files::import(&dir, &src))
+        let (hash, size, stamp) = tokio::task::spawn_blocking(move || files::import(&dir, &src))
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?
             .map_err(|e| match e {
@@ -387,7 +436,7 @@ impl Blobs {
         }
         // Its bytes were hashed on their way into the store: the first peer to ask for
         // it does not wait for them to be hashed again.
-        self.mark_intact(hash);
+        self.mark_intact_since(hash, Some(stamp));
         self.announce(hash);
         info!(blob = %files::hex(&hash), size, "blob added");
         Ok(BlobInfo::from(&meta))
@@ -569,3 +618,5 @@ impl Blobs {
 
 #[cfg(test)]
 mod fault_tests;
+#[cfg(test)]
+mod intact_tests;

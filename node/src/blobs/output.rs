@@ -3,9 +3,10 @@
 //! inside the daemon's data directory.
 //!
 //! On the store's file system the output is a hard link to the store's data file: no
-//! byte is written twice. The two names share their bytes, so a write to the output is
-//! a write to the store's copy; the store notices it ([`super::files::Stamp`]) and hashes
-//! the blob again before serving it. Elsewhere a fresh fetch streams each verified chunk
+//! byte is written twice. The two names share their bytes and their mode, read-only
+//! ([`super::files::seal`]), so a user's in-place write to the output fails; one that
+//! happens anyway (root) is a write to the store's copy, which the store notices
+//! ([`super::files::Stamp`]) and hashes the blob again before serving it. Elsewhere a fresh fetch streams each verified chunk
 //! group into the output as it lands in the store, and a blob already held is copied
 //! out. Blocking IO: call from `spawn_blocking`.
 
@@ -18,7 +19,7 @@ use std::sync::Mutex;
 use bao_tree::io::sync::WriteAt;
 use tracing::debug;
 
-use super::files::{self, Tee};
+use super::files::{self, Stamp, Tee};
 
 /// Temporary output files being written now, which [`remove_strays`] leaves alone (two
 /// fetches may write to the same output).
@@ -30,6 +31,41 @@ fn live(tmp: &Path, add: bool) {
         live.push(tmp.to_path_buf());
     } else {
         live.retain(|p| p != tmp);
+    }
+}
+
+/// What [`Output::fill`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Filled {
+    /// The bytes are the blob's (taken on trust when not hashed).
+    pub good: bool,
+    /// Whether they were hashed.
+    pub hashed: bool,
+    /// The stored copy's stamp as the fill began (after our link), if it was still the
+    /// same when the fill ended: nothing wrote to it meanwhile.
+    pub unchanged: Option<Stamp>,
+}
+
+impl Filled {
+    fn hashed(good: bool, before: Stamp, src: &File) -> Filled {
+        Filled {
+            good,
+            hashed: true,
+            unchanged: Filled::still(before, src),
+        }
+    }
+
+    fn unhashed(before: Stamp, src: &File) -> Filled {
+        Filled {
+            good: true,
+            hashed: false,
+            unchanged: Filled::still(before, src),
+        }
+    }
+
+    fn still(before: Stamp, src: &File) -> Option<Stamp> {
+        let after = src.metadata().ok().map(|m| Stamp::of(&m));
+        (after == Some(before)).then_some(before)
     }
 }
 
@@ -72,47 +108,70 @@ impl Output {
         Ok(self.file.metadata()?.dev() == fs::metadata(path)?.dev())
     }
 
-    /// Fills the temporary file with the stored blob `from`: a hard link to it on the same
-    /// file system (if the file system allows), a copy elsewhere. With `hash`, the bytes
-    /// are hashed first (linked) or on the way (copied): false if they are not the blob.
-    pub fn fill(&mut self, from: &Path, hash: Option<&[u8; 32]>) -> io::Result<bool> {
-        let mut hash = hash;
+    /// Fills the temporary file with the stored blob `from`: a hard link to it where the
+    /// file system allows, a copy elsewhere. With `hash`, the bytes are hashed: through
+    /// the stored copy opened before it is linked (so what is hashed is the store's,
+    /// whatever happens beside the output), or on their way into the copy.
+    pub fn fill(&mut self, from: &Path, hash: Option<&[u8; 32]>) -> io::Result<Filled> {
+        let src = File::open(from).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("reading the stored copy {}: {e}", from.display()),
+            )
+        })?;
         if self.beside(from)? {
-            if let Some(want) = hash {
-                if files::hash_file(from)? != *want {
-                    return Ok(false);
-                }
-            }
+            // Data files of stores older than sealing are sealed now: an in-place write
+            // to the output then fails rather than damage the store's copy.
+            files::seal(&src);
             fs::remove_file(&self.tmp)?;
             match fs::hard_link(from, &self.tmp) {
-                Ok(()) => return Ok(true),
+                Ok(()) => {
+                    let (src_meta, tmp) = (src.metadata()?, fs::symlink_metadata(&self.tmp)?);
+                    if (src_meta.dev(), src_meta.ino()) != (tmp.dev(), tmp.ino()) {
+                        return Err(io::Error::other(
+                            "the temporary output file was replaced while it was made",
+                        ));
+                    }
+                    return match hash {
+                        Some(want) => {
+                            let before = Stamp::of(&src_meta);
+                            let (got, _) = files::hash_open(src.try_clone()?)?;
+                            Ok(Filled::hashed(got == *want, before, &src))
+                        }
+                        None => Ok(Filled::unhashed(Stamp::of(&src_meta), &src)),
+                    };
+                }
+                // A bind mount (same device, other mount), or a file system without hard
+                // links: copied.
                 Err(e) => {
-                    // A bind mount (same device, other mount), or a file system without
-                    // hard links: copied, already hashed.
                     debug!(output = %self.to.display(), "cannot link the output to the store, copying: {e}");
                     self.file = File::options()
                         .write(true)
                         .create_new(true)
                         .open(&self.tmp)?;
-                    hash = None;
                 }
             }
         }
+        let before = Stamp::of(&src.metadata()?);
         let mut file = &self.file;
         match hash {
             Some(want) => {
                 let mut h = blake3::Hasher::new();
                 let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
-                let read = io::BufReader::with_capacity(1 << 20, File::open(from)?);
+                let read = io::BufReader::with_capacity(1 << 20, &src);
                 h.update_reader(Tee::new(read, &mut out))?;
                 out.flush()?;
-                Ok(h.finalize().as_bytes() == want)
+                Ok(Filled::hashed(
+                    h.finalize().as_bytes() == want,
+                    before,
+                    &src,
+                ))
             }
             // File to file: the kernel copies (copy_file_range), sharing the blocks where
             // the file system can (reflinks on XFS and Btrfs).
             None => {
-                io::copy(&mut File::open(from)?, &mut file)?;
-                Ok(true)
+                io::copy(&mut &src, &mut file)?;
+                Ok(Filled::unhashed(before, &src))
             }
         }
     }
@@ -199,20 +258,20 @@ impl WriteAt for Targets {
 }
 
 /// Copies (or links, see [`Output::fill`]) a stored blob to `to` through a temporary
-/// [`Output`]. With `hash`, the bytes are hashed: false (and nothing placed) if they are
-/// not the blob.
+/// [`Output`]. With `hash`, the bytes are hashed, and nothing is placed if they are not
+/// the blob.
 pub fn copy_out(
     from: &Path,
     to: &Path,
     hash: Option<&[u8; 32]>,
     data_dir: &Path,
-) -> io::Result<bool> {
+) -> io::Result<Filled> {
     let mut output = Output::create(to, data_dir)?;
-    let good = output.fill(from, hash)?;
-    if good {
+    let filled = output.fill(from, hash)?;
+    if filled.good {
         output.place()?;
     }
-    Ok(good)
+    Ok(filled)
 }
 
 /// Refuses an output path that resolves (through `..` and symlinks) into `data_dir`: a

@@ -11,7 +11,8 @@ use crate::store::BlobMeta;
 impl Blobs {
     /// A fetch renames its verified `.part` to `.data` and then records the blob complete:
     /// a crash between the two leaves a `.data` of an incomplete blob. Such a file is
-    /// hashed: kept (and recorded complete) if it is the blob, removed if not.
+    /// hashed: kept (and recorded complete) if it is the blob, removed if not, left alone
+    /// if it cannot be read.
     pub(super) async fn finish_interrupted(&self) -> Result<(), BlobError> {
         let pending: Vec<BlobMeta> = self
             .index()
@@ -23,19 +24,29 @@ impl Blobs {
             let paths = self.paths(&m.hash);
             let data = paths.data.clone();
             let hash = m.hash;
-            let good = tokio::task::spawn_blocking(move || files::hash_file(&data))
-                .await
-                .map_err(|e| std::io::Error::other(e.to_string()))?
-                .is_ok_and(|h| h == hash);
-            if good {
-                info!(blob = %files::hex(&hash), "a fetch finished before a crash; recorded complete");
-                m.complete = true;
-                m.verified.clear();
-                self.mark_intact(hash);
-                self.save(m).await?;
-            } else {
-                warn!(blob = %files::hex(&hash), "removing a blob file left by an interrupted fetch that does not verify");
-                std::fs::remove_file(&paths.data)?;
+            let hashed = tokio::task::spawn_blocking(move || {
+                let file = std::fs::File::open(&data)?;
+                // Sealed as `files::finish` would have, had the crash come later.
+                files::seal(&file);
+                files::hash_open(file)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+            match hashed {
+                Ok((h, stamp)) if h == hash => {
+                    info!(blob = %files::hex(&hash), "a fetch finished before a crash; recorded complete");
+                    m.complete = true;
+                    m.verified.clear();
+                    self.mark_intact_as(hash, stamp);
+                    self.save(m).await?;
+                }
+                Ok(_) => {
+                    warn!(blob = %files::hex(&hash), "removing a blob file left by an interrupted fetch that does not verify");
+                    std::fs::remove_file(&paths.data)?;
+                }
+                Err(e) => {
+                    warn!(blob = %files::hex(&hash), "cannot read a blob file left by an interrupted fetch; left as it is: {e}")
+                }
             }
         }
         Ok(())
@@ -68,9 +79,9 @@ impl Blobs {
                 .await
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
             match adopted {
-                Ok(Some(size)) => {
+                Ok(Some((size, stamp))) => {
                     info!(blob = %files::hex(&hash), size, "recorded again a whole blob no record named");
-                    self.mark_intact(hash);
+                    self.mark_intact_as(hash, stamp);
                     self.save(BlobMeta {
                         hash,
                         size,
