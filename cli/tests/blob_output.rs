@@ -42,7 +42,7 @@ fn an_output_beside_the_store_is_a_link_to_it_and_a_write_to_it_is_caught() {
         "the output is not the store's file"
     );
     // Read-only: `cp x first` or `> first` fails rather than reach the store's copy.
-    assert_eq!(mode(&first), 0o444);
+    assert_eq!(mode(&first) & 0o222, 0, "writable");
     let second = net.tmp.path().join("second");
     get(&net.nodes[1], &hash, &second);
     assert_eq!(inode(&second), inode(&stored));
@@ -181,4 +181,38 @@ fn blob_get_refuses_to_write_into_the_data_directory_however_the_path_is_spelled
     net.nodes[0].restart().unwrap();
     let listed = run_ok(&net.nodes[0], &["blob", "ls"]);
     assert_eq!(listed[0]["hash"], hash.as_str());
+}
+
+#[test]
+fn a_stored_copy_removed_behind_the_nodes_back_is_forgotten_and_fetched_again() {
+    let mut net = start_net(2);
+    let (file, hash, stored) = added_on_first(&net, 13, 2 * MIB);
+    let first = net.tmp.path().join("first");
+    get(&net.nodes[1], &hash, &first);
+    // Its copy removed by hand while the node runs.
+    std::fs::remove_file(&first).unwrap();
+    std::fs::remove_file(&stored).unwrap();
+    let again = net.tmp.path().join("again");
+    let r = net.nodes[1]
+        .cli(&["blob", "get", &hash, "-o", again.to_str().unwrap()])
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    // Before: "cannot write again: No such file or directory", for ever.
+    assert!(!r.status.success());
+    assert!(stderr.contains("gone"), "{stderr}");
+    assert!(!again.exists());
+    // Forgotten: the next `blob get` fetches it again.
+    get(&net.nodes[1], &hash, &again);
+    same_file(&file, &again);
+    no_strays(net.tmp.path());
+
+    // Removed while the node is stopped: forgotten as it starts.
+    net.nodes[1]
+        .terminate(std::time::Duration::from_secs(10))
+        .unwrap();
+    std::fs::remove_file(&again).unwrap();
+    std::fs::remove_file(&stored).unwrap();
+    net.nodes[1].restart().unwrap();
+    let listed = run_ok(&net.nodes[1], &["blob", "ls"]);
+    assert!(listed.as_array().unwrap().is_empty(), "{listed}");
 }

@@ -178,6 +178,9 @@ pub(super) async fn run(
             let from = f.paths.data.clone();
             let to = out.clone();
             let marked = blobs.intact_stamp(&hash);
+            if marked.is_none() {
+                blobs.refuse_unusable(hash).await?;
+            }
             let check = marked.is_none().then_some(hash);
             let data_dir = blobs.data_dir();
             let filled = output_io(&out, move || {
@@ -187,15 +190,15 @@ pub(super) async fn run(
             if !filled.good {
                 return Err(blobs.corrupt(hash).await);
             }
-            // Intact still if nothing wrote to the stored copy from the moment it was
-            // hashed (now, or before: then only our link moved its ctime since) to now,
-            // past our rename of the output.
-            let verified = match (filled.hashed, marked) {
-                (true, _) => filled.unchanged,
-                (false, Some(m)) => filled.unchanged.filter(|s| s.unwritten_since(&m)),
-                (false, None) => None,
+            // Intact still if nothing but our own link and rename touched the stored copy
+            // from the moment it was hashed (now, or before: then it must be as it was
+            // when opened) until the output was placed.
+            let verified = match marked {
+                _ if filled.hashed => filled.placed,
+                Some(m) if m == filled.opened => filled.placed,
+                _ => None,
             };
-            blobs.mark_intact_since(hash, verified);
+            blobs.mark_intact_or_not(hash, verified);
             Some(out)
         }
         None => None,
@@ -526,7 +529,7 @@ impl Fetch<'_> {
         .map_err(|e| std::io::Error::other(e.to_string()))??;
         self.meta.complete = true;
         self.meta.verified.clear();
-        self.blobs.mark_intact_since(self.hash, Some(verified));
+        self.blobs.mark_intact_since(self.hash, verified);
         self.blobs.save(self.meta.clone()).await
     }
 }

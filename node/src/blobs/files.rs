@@ -57,8 +57,8 @@ impl Paths {
 /// [`Stamp::unwritten_since`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stamp {
-    dev: u64,
-    ino: u64,
+    pub dev: u64,
+    pub ino: u64,
     size: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
@@ -127,6 +127,11 @@ impl<R, W> Tee<R, W> {
             to,
             read_failed: false,
         }
+    }
+
+    /// Whether a failure was the reader's.
+    pub(super) fn read_failed(&self) -> bool {
+        self.read_failed
     }
 }
 

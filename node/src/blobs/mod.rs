@@ -178,10 +178,20 @@ struct Inner {
     intact: Mutex<HashMap<[u8; 32], files::Stamp>>,
     /// Blobs being hashed for that now.
     checking: Mutex<HashSet<[u8; 32]>>,
-    /// Complete blobs whose data file could not be read at their last check, with its
-    /// stamp then: refused at once until the file changes, so that requests do not read
-    /// a failing disk again and again.
-    unreadable: Mutex<HashMap<[u8; 32], files::Stamp>>,
+    /// Complete blobs whose data file could not be read at their last check: refused at
+    /// once for [`UNREADABLE_FOR`] or until the file changes, so that requests do not
+    /// read a failing disk again and again.
+    unreadable: Mutex<HashMap<[u8; 32], Unreadable>>,
+}
+
+/// How long a stored copy that could not be read is refused without trying again.
+const UNREADABLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A stored copy's failed read: its stamp then, when, and the error.
+struct Unreadable {
+    stamp: files::Stamp,
+    at: std::time::Instant,
+    error: String,
 }
 
 /// The handle to the blob store.
@@ -218,6 +228,7 @@ impl Blobs {
             unreadable: Mutex::new(HashMap::new()),
         }));
         blobs.finish_interrupted().await?;
+        blobs.forget_missing().await?;
         blobs.sort_leftovers().await?;
         for m in blobs.list() {
             if m.complete {
@@ -233,18 +244,21 @@ impl Blobs {
     }
 
     /// Marks a complete blob intact if its data file was not written since `verified`,
-    /// its stamp when its bytes were hashed or verified: our own link or rename since
-    /// then moves only its ctime ([`files::Stamp::unwritten_since`]). Otherwise (or with
-    /// no such stamp) the mark goes, and the blob is hashed again before it is served or
-    /// copied out.
-    fn mark_intact_since(&self, hash: [u8; 32], verified: Option<files::Stamp>) {
-        let now = files::stamp(&self.paths(&hash).data);
-        match (now, verified) {
-            (Ok(now), Some(v)) if now.unwritten_since(&v) => self.mark_intact_as(hash, now),
-            _ => {
-                crate::lock(&self.0.intact).remove(&hash);
-            }
-        }
+    /// its stamp when its bytes were hashed or verified: our own rename since then moves
+    /// only its ctime ([`files::Stamp::unwritten_since`]).
+    fn mark_intact_since(&self, hash: [u8; 32], verified: files::Stamp) {
+        let now = files::stamp(&self.paths(&hash).data).ok();
+        self.mark_intact_or_not(hash, now.filter(|s| s.unwritten_since(&verified)));
+    }
+
+    /// Marks a complete blob intact as its data file stands at `stamp`; with none, the
+    /// mark goes, and the blob is hashed again before it is served or copied out.
+    fn mark_intact_or_not(&self, hash: [u8; 32], stamp: Option<files::Stamp>) {
+        let mut intact = crate::lock(&self.0.intact);
+        match stamp {
+            Some(s) => intact.insert(hash, s),
+            None => intact.remove(&hash),
+        };
     }
 
     /// Marks a blob intact as its data file stood when it was hashed.
@@ -255,32 +269,20 @@ impl Blobs {
     /// Checks, once per start, that a complete blob's bytes still hash to it before they
     /// are served or copied out. A corrupt copy is removed, a missing one forgotten (either
     /// can be fetched again); one that cannot be read (a failing disk, permissions
-    /// changed) is kept and refused, at once until its file changes.
+    /// changed) is kept and refused ([`Blobs::refuse_unusable`]).
     /// `Ok(false)`: another caller is checking it right now.
     async fn check_intact(&self, hash: [u8; 32]) -> Result<bool, BlobError> {
         if self.is_intact(&hash) {
             return Ok(true);
         }
-        let data = self.paths(&hash).data;
-        let unreadable = || {
-            BlobError::Io(std::io::Error::other(format!(
-                "{} could not be read at its last check",
-                data.display()
-            )))
-        };
-        let before = files::stamp(&data);
-        let failed = crate::lock(&self.0.unreadable).get(&hash).copied();
-        if failed.is_some() && before.as_ref().ok() == failed.as_ref() {
-            return Err(unreadable());
-        }
+        let before = self.refuse_unusable(hash).await?;
         if !crate::lock(&self.0.checking).insert(hash) {
             return Ok(false);
         }
-        let path = data.clone();
-        let r = tokio::task::spawn_blocking(move || files::hash_stamped(&path)).await;
+        let data = self.paths(&hash).data;
+        let r = tokio::task::spawn_blocking(move || files::hash_stamped(&data)).await;
         crate::lock(&self.0.checking).remove(&hash);
         let hashed = r.map_err(|e| std::io::Error::other(e.to_string()))?;
-        crate::lock(&self.0.unreadable).remove(&hash);
         match hashed {
             Ok((h, stamp)) if h == hash => {
                 self.mark_intact_as(hash, stamp);
@@ -289,13 +291,45 @@ impl Blobs {
             Ok(_) => Err(self.corrupt(hash).await),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.missing(hash).await),
             Err(e) => {
-                warn!(blob = %files::hex(&hash), "cannot read the blob's data file to check it; refused until the file changes: {e}");
-                if let Ok(stamp) = before {
-                    crate::lock(&self.0.unreadable).insert(hash, stamp);
+                warn!(blob = %files::hex(&hash), "cannot read the blob's data file to check it; refused for {}s or until the file changes: {e}", UNREADABLE_FOR.as_secs());
+                if let Some(stamp) = before {
+                    let failed = Unreadable {
+                        stamp,
+                        at: std::time::Instant::now(),
+                        error: e.to_string(),
+                    };
+                    crate::lock(&self.0.unreadable).insert(hash, failed);
                 }
                 Err(BlobError::Io(e))
             }
         }
+    }
+
+    /// Before a complete blob's data file is read: forgets the blob if the file is gone,
+    /// and refuses it if a read failed less than [`UNREADABLE_FOR`] ago and the file has
+    /// not changed since. Its stamp now, if it has one.
+    async fn refuse_unusable(&self, hash: [u8; 32]) -> Result<Option<files::Stamp>, BlobError> {
+        let data = self.paths(&hash).data;
+        let now = match files::stamp(&data) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(self.missing(hash).await)
+            }
+            now => now.ok(),
+        };
+        let mut unreadable = crate::lock(&self.0.unreadable);
+        if let Some(failed) = unreadable.get(&hash) {
+            if now == Some(failed.stamp) && failed.at.elapsed() < UNREADABLE_FOR {
+                return Err(BlobError::Io(std::io::Error::other(format!(
+                    "{} could not be read {} s ago ({}); tried again {} s after that, or once the file changes",
+                    data.display(),
+                    failed.at.elapsed().as_secs(),
+                    failed.error,
+                    UNREADABLE_FOR.as_secs()
+                ))));
+            }
+            unreadable.remove(&hash);
+        }
+        Ok(now)
     }
 
     /// Drops a blob from the index, and its mark as intact: an add racing with this
@@ -436,7 +470,7 @@ impl Blobs {
         }
         // Its bytes were hashed on their way into the store: the first peer to ask for
         // it does not wait for them to be hashed again.
-        self.mark_intact_since(hash, Some(stamp));
+        self.mark_intact_since(hash, stamp);
         self.announce(hash);
         info!(blob = %files::hex(&hash), size, "blob added");
         Ok(BlobInfo::from(&meta))

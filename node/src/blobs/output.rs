@@ -34,39 +34,22 @@ fn live(tmp: &Path, add: bool) {
     }
 }
 
-/// What [`Output::fill`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What [`Output::fill`] and [`copy_out`] found of the stored copy.
+#[derive(Debug)]
 pub struct Filled {
     /// The bytes are the blob's (taken on trust when not hashed).
     pub good: bool,
     /// Whether they were hashed.
     pub hashed: bool,
-    /// The stored copy's stamp as the fill began (after our link), if it was still the
-    /// same when the fill ended: nothing wrote to it meanwhile.
-    pub unchanged: Option<Stamp>,
-}
-
-impl Filled {
-    fn hashed(good: bool, before: Stamp, src: &File) -> Filled {
-        Filled {
-            good,
-            hashed: true,
-            unchanged: Filled::still(before, src),
-        }
-    }
-
-    fn unhashed(before: Stamp, src: &File) -> Filled {
-        Filled {
-            good: true,
-            hashed: false,
-            unchanged: Filled::still(before, src),
-        }
-    }
-
-    fn still(before: Stamp, src: &File) -> Option<Stamp> {
-        let after = src.metadata().ok().map(|m| Stamp::of(&m));
-        (after == Some(before)).then_some(before)
-    }
+    /// The stored copy's stamp when opened, before anything was linked or read.
+    pub opened: Stamp,
+    /// Its stamp once linked (or as opened, if copied), if nothing but our link moved it
+    /// from then until the fill ended.
+    unchanged: Option<Stamp>,
+    /// Its stamp once the output is placed, if it was unchanged and nothing but our
+    /// rename moved it since ([`copy_out`]).
+    pub placed: Option<Stamp>,
+    src: File,
 }
 
 /// A temporary output file, removed when dropped unless it was placed.
@@ -113,33 +96,48 @@ impl Output {
     /// the stored copy opened before it is linked (so what is hashed is the store's,
     /// whatever happens beside the output), or on their way into the copy.
     pub fn fill(&mut self, from: &Path, hash: Option<&[u8; 32]>) -> io::Result<Filled> {
-        let src = File::open(from).map_err(|e| {
+        let reading = |e: io::Error| {
             io::Error::new(
                 e.kind(),
                 format!("reading the stored copy {}: {e}", from.display()),
             )
-        })?;
+        };
+        let src = File::open(from).map_err(reading)?;
+        let stamp = |f: &File| f.metadata().map(|m| Stamp::of(&m)).map_err(reading);
         if self.beside(from)? {
             // Data files of stores older than sealing are sealed now: an in-place write
             // to the output then fails rather than damage the store's copy.
             files::seal(&src);
+            let opened = stamp(&src)?;
             fs::remove_file(&self.tmp)?;
             match fs::hard_link(from, &self.tmp) {
                 Ok(()) => {
-                    let (src_meta, tmp) = (src.metadata()?, fs::symlink_metadata(&self.tmp)?);
-                    if (src_meta.dev(), src_meta.ino()) != (tmp.dev(), tmp.ino()) {
+                    let linked = stamp(&src)?;
+                    let tmp = fs::symlink_metadata(&self.tmp)?;
+                    if (linked.dev, linked.ino) != (tmp.dev(), tmp.ino()) {
                         return Err(io::Error::other(
-                            "the temporary output file was replaced while it was made",
+                            "the stored copy was replaced while it was linked (a `blob add` of the same bytes?); try again",
                         ));
                     }
-                    return match hash {
-                        Some(want) => {
-                            let before = Stamp::of(&src_meta);
-                            let (got, _) = files::hash_open(src.try_clone()?)?;
-                            Ok(Filled::hashed(got == *want, before, &src))
-                        }
-                        None => Ok(Filled::unhashed(Stamp::of(&src_meta), &src)),
-                    };
+                    // Moved by nothing but our link (a few microseconds), and then by
+                    // nothing at all while hashed.
+                    let mut unchanged = linked.unwritten_since(&opened).then_some(linked);
+                    let mut good = true;
+                    if let Some(want) = hash {
+                        let (got, _) = files::hash_open(src.try_clone()?).map_err(reading)?;
+                        let after = stamp(&src)?;
+                        // Written while hashed: the bytes placed need not be those hashed.
+                        good = got == *want && after.unwritten_since(&linked);
+                        unchanged = unchanged.filter(|u| *u == after);
+                    }
+                    return Ok(Filled {
+                        good,
+                        hashed: hash.is_some(),
+                        opened,
+                        unchanged,
+                        placed: None,
+                        src,
+                    });
                 }
                 // A bind mount (same device, other mount), or a file system without hard
                 // links: copied.
@@ -152,28 +150,38 @@ impl Output {
                 }
             }
         }
-        let before = Stamp::of(&src.metadata()?);
+        let opened = stamp(&src)?;
         let mut file = &self.file;
-        match hash {
+        let good = match hash {
             Some(want) => {
                 let mut h = blake3::Hasher::new();
                 let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
-                let read = io::BufReader::with_capacity(1 << 20, &src);
-                h.update_reader(Tee::new(read, &mut out))?;
+                let mut tee = Tee::new(io::BufReader::with_capacity(1 << 20, &src), &mut out);
+                h.update_reader(&mut tee)
+                    .map_err(|e| match tee.read_failed() {
+                        true => reading(e),
+                        false => e,
+                    })?;
+                drop(tee);
                 out.flush()?;
-                Ok(Filled::hashed(
-                    h.finalize().as_bytes() == want,
-                    before,
-                    &src,
-                ))
+                h.finalize().as_bytes() == want
             }
             // File to file: the kernel copies (copy_file_range), sharing the blocks where
             // the file system can (reflinks on XFS and Btrfs).
             None => {
                 io::copy(&mut &src, &mut file)?;
-                Ok(Filled::unhashed(before, &src))
+                true
             }
-        }
+        };
+        let after = stamp(&src)?;
+        Ok(Filled {
+            good,
+            hashed: hash.is_some(),
+            opened,
+            unchanged: (after == opened).then_some(opened),
+            placed: None,
+            src,
+        })
     }
 
     /// Another handle on the temporary file, for a piece's writes.
@@ -267,9 +275,13 @@ pub fn copy_out(
     data_dir: &Path,
 ) -> io::Result<Filled> {
     let mut output = Output::create(to, data_dir)?;
-    let filled = output.fill(from, hash)?;
+    let mut filled = output.fill(from, hash)?;
     if filled.good {
         output.place()?;
+        filled.placed = filled.unchanged.and_then(|u| {
+            let now = Stamp::of(&filled.src.metadata().ok()?);
+            now.unwritten_since(&u).then_some(now)
+        });
     }
     Ok(filled)
 }

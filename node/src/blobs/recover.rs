@@ -52,6 +52,29 @@ impl Blobs {
         Ok(())
     }
 
+    /// Forgets the complete blobs whose `.data` file is gone (removed by hand, a disk
+    /// swapped): neither announced nor listed, they can be fetched again.
+    pub(super) async fn forget_missing(&self) -> Result<(), BlobError> {
+        let gone: Vec<[u8; 32]> = self
+            .index()
+            .values()
+            .filter(|m| {
+                // Gone, not unreadable: a permission error keeps the record.
+                let found = std::fs::symlink_metadata(self.paths(&m.hash).data);
+                m.complete && found.is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            })
+            .map(|m| m.hash)
+            .collect();
+        for hash in gone {
+            warn!(blob = %files::hex(&hash), "a blob's data file is gone; forgetting the blob");
+            self.0.store.del_blob(hash).await?;
+            self.forget(&hash);
+            // Its tree, if left.
+            let _ = self.paths(&hash).remove();
+        }
+        Ok(())
+    }
+
     /// Removes blob files that no record explains, and records again the whole blobs no
     /// record names once they prove to be the blob (see [`files::leftovers`]). A file
     /// that cannot be removed is logged, not fatal.
