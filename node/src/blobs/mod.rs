@@ -14,6 +14,7 @@ pub mod cid;
 mod fetch;
 pub mod files;
 pub mod in_place;
+mod intact;
 pub mod output;
 mod recover;
 pub mod wire;
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use lattice_overlay::{Overlay, PeerId, Responder};
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 use crate::now_ms;
 use crate::store::{BlobMeta, Store, StoreError};
@@ -179,19 +180,9 @@ struct Inner {
     /// Blobs being hashed for that now.
     checking: Mutex<HashSet<[u8; 32]>>,
     /// Complete blobs whose data file could not be read at their last check: refused at
-    /// once for [`UNREADABLE_FOR`] or until the file changes, so that requests do not
+    /// once for a minute ([`intact`]) or until the file changes, so that requests do not
     /// read a failing disk again and again.
-    unreadable: Mutex<HashMap<[u8; 32], Unreadable>>,
-}
-
-/// How long a stored copy that could not be read is refused without trying again.
-const UNREADABLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A stored copy's failed read: its stamp then, when, and the error.
-struct Unreadable {
-    stamp: files::Stamp,
-    at: std::time::Instant,
-    error: String,
+    unreadable: Mutex<HashMap<[u8; 32], intact::Unreadable>>,
 }
 
 /// The handle to the blob store.
@@ -243,95 +234,6 @@ impl Blobs {
         crate::lock(&self.0.index)
     }
 
-    /// Marks a complete blob intact if its data file was not written since `verified`,
-    /// its stamp when its bytes were hashed or verified: our own rename since then moves
-    /// only its ctime ([`files::Stamp::unwritten_since`]).
-    fn mark_intact_since(&self, hash: [u8; 32], verified: files::Stamp) {
-        let now = files::stamp(&self.paths(&hash).data).ok();
-        self.mark_intact_or_not(hash, now.filter(|s| s.unwritten_since(&verified)));
-    }
-
-    /// Marks a complete blob intact as its data file stands at `stamp`; with none, the
-    /// mark goes, and the blob is hashed again before it is served or copied out.
-    fn mark_intact_or_not(&self, hash: [u8; 32], stamp: Option<files::Stamp>) {
-        let mut intact = crate::lock(&self.0.intact);
-        match stamp {
-            Some(s) => intact.insert(hash, s),
-            None => intact.remove(&hash),
-        };
-    }
-
-    /// Marks a blob intact as its data file stood when it was hashed.
-    fn mark_intact_as(&self, hash: [u8; 32], stamp: files::Stamp) {
-        crate::lock(&self.0.intact).insert(hash, stamp);
-    }
-
-    /// Checks, once per start, that a complete blob's bytes still hash to it before they
-    /// are served or copied out. A corrupt copy is removed, a missing one forgotten (either
-    /// can be fetched again); one that cannot be read (a failing disk, permissions
-    /// changed) is kept and refused ([`Blobs::refuse_unusable`]).
-    /// `Ok(false)`: another caller is checking it right now.
-    async fn check_intact(&self, hash: [u8; 32]) -> Result<bool, BlobError> {
-        if self.is_intact(&hash) {
-            return Ok(true);
-        }
-        let before = self.refuse_unusable(hash).await?;
-        if !crate::lock(&self.0.checking).insert(hash) {
-            return Ok(false);
-        }
-        let data = self.paths(&hash).data;
-        let r = tokio::task::spawn_blocking(move || files::hash_stamped(&data)).await;
-        crate::lock(&self.0.checking).remove(&hash);
-        let hashed = r.map_err(|e| std::io::Error::other(e.to_string()))?;
-        match hashed {
-            Ok((h, stamp)) if h == hash => {
-                self.mark_intact_as(hash, stamp);
-                Ok(true)
-            }
-            Ok(_) => Err(self.corrupt(hash).await),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.missing(hash).await),
-            Err(e) => {
-                warn!(blob = %files::hex(&hash), "cannot read the blob's data file to check it; refused for {}s or until the file changes: {e}", UNREADABLE_FOR.as_secs());
-                if let Some(stamp) = before {
-                    let failed = Unreadable {
-                        stamp,
-                        at: std::time::Instant::now(),
-                        error: e.to_string(),
-                    };
-                    crate::lock(&self.0.unreadable).insert(hash, failed);
-                }
-                Err(BlobError::Io(e))
-            }
-        }
-    }
-
-    /// Before a complete blob's data file is read: forgets the blob if the file is gone,
-    /// and refuses it if a read failed less than [`UNREADABLE_FOR`] ago and the file has
-    /// not changed since. Its stamp now, if it has one.
-    async fn refuse_unusable(&self, hash: [u8; 32]) -> Result<Option<files::Stamp>, BlobError> {
-        let data = self.paths(&hash).data;
-        let now = match files::stamp(&data) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(self.missing(hash).await)
-            }
-            now => now.ok(),
-        };
-        let mut unreadable = crate::lock(&self.0.unreadable);
-        if let Some(failed) = unreadable.get(&hash) {
-            if now == Some(failed.stamp) && failed.at.elapsed() < UNREADABLE_FOR {
-                return Err(BlobError::Io(std::io::Error::other(format!(
-                    "{} could not be read {} s ago ({}); tried again {} s after that, or once the file changes",
-                    data.display(),
-                    failed.at.elapsed().as_secs(),
-                    failed.error,
-                    UNREADABLE_FOR.as_secs()
-                ))));
-            }
-            unreadable.remove(&hash);
-        }
-        Ok(now)
-    }
-
     /// Drops a blob from the index, and its mark as intact: an add racing with this
     /// removal may leave it listed, and its next serve then hashes it again (and finds
     /// its files gone) rather than trusting a mark for files that are not there.
@@ -339,59 +241,6 @@ impl Blobs {
         self.index().remove(hash);
         crate::lock(&self.0.intact).remove(hash);
         crate::lock(&self.0.unreadable).remove(hash);
-    }
-
-    /// True if a complete blob's bytes were hashed (or fetched and verified) since start,
-    /// and its data file was not written since (one `stat`).
-    fn is_intact(&self, hash: &[u8; 32]) -> bool {
-        self.intact_stamp(hash).is_some()
-    }
-
-    /// The stamp a complete blob's data file was marked intact with, if the file still
-    /// has it. A file changed since loses its mark, and is hashed again before it is
-    /// served or copied out.
-    fn intact_stamp(&self, hash: &[u8; 32]) -> Option<files::Stamp> {
-        let marked = crate::lock(&self.0.intact).get(hash).copied()?;
-        let now = files::stamp(&self.paths(hash).data);
-        if now.as_ref().is_ok_and(|s| *s == marked) {
-            return Some(marked);
-        }
-        info!(blob = %files::hex(hash), "the blob's data file changed since it was hashed; it is hashed again before it is served");
-        let mut intact = crate::lock(&self.0.intact);
-        // Only the mark that was checked: another may have been set meanwhile.
-        if intact.get(hash) == Some(&marked) {
-            intact.remove(hash);
-        }
-        None
-    }
-
-    /// Forgets and removes a blob whose stored bytes do not hash to it; the error to
-    /// report.
-    async fn corrupt(&self, hash: [u8; 32]) -> BlobError {
-        let hex = files::hex(&hash);
-        error!(blob = %hex, "the stored copy of a blob is corrupt; removing it");
-        self.drop_copy(hash).await;
-        BlobError::Corrupt(hex)
-    }
-
-    /// Forgets a complete blob whose data file is gone; the error to report.
-    async fn missing(&self, hash: [u8; 32]) -> BlobError {
-        let hex = files::hex(&hash);
-        error!(blob = %hex, "the stored copy of a blob is gone from the data directory; forgetting it");
-        self.drop_copy(hash).await;
-        BlobError::Missing(hex)
-    }
-
-    /// Forgets a blob and removes what is left of its files.
-    async fn drop_copy(&self, hash: [u8; 32]) {
-        let hex = files::hex(&hash);
-        if let Err(e) = self.0.store.del_blob(hash).await {
-            warn!(blob = %hex, "cannot forget the blob: {e}");
-        }
-        self.forget(&hash);
-        if let Err(e) = self.paths(&hash).remove() {
-            warn!(blob = %hex, "cannot remove the blob's files: {e}");
-        }
     }
 
     pub fn count(&self) -> usize {
