@@ -36,11 +36,6 @@ impl Blobs {
         };
     }
 
-    /// Marks a blob intact as its data file stood when it was hashed.
-    pub(super) fn mark_intact_as(&self, hash: [u8; 32], stamp: files::Stamp) {
-        crate::lock(&self.0.intact).insert(hash, stamp);
-    }
-
     /// Checks, once per start, that a complete blob's bytes still hash to it before they
     /// are served or copied out. A corrupt copy is removed, a missing one forgotten (either
     /// can be fetched again); one that cannot be read (a failing disk, permissions
@@ -60,7 +55,7 @@ impl Blobs {
         let hashed = r.map_err(|e| std::io::Error::other(e.to_string()))?;
         match hashed {
             Ok((h, stamp)) if h == hash => {
-                self.mark_intact_as(hash, stamp);
+                self.mark_intact_or_not(hash, Some(stamp));
                 Ok(true)
             }
             Ok(_) => Err(self.corrupt(hash).await),

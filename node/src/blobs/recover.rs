@@ -37,7 +37,7 @@ impl Blobs {
                     info!(blob = %files::hex(&hash), "a fetch finished before a crash; recorded complete");
                     m.complete = true;
                     m.verified.clear();
-                    self.mark_intact_as(hash, stamp);
+                    self.mark_intact_or_not(hash, Some(stamp));
                     self.save(m).await?;
                 }
                 Ok(_) => {
@@ -104,7 +104,7 @@ impl Blobs {
             match adopted {
                 Ok(Some((size, stamp))) => {
                     info!(blob = %files::hex(&hash), size, "recorded again a whole blob no record named");
-                    self.mark_intact_as(hash, stamp);
+                    self.mark_intact_or_not(hash, Some(stamp));
                     self.save(BlobMeta {
                         hash,
                         size,

@@ -224,8 +224,9 @@ impl Replica {
     /// is persisted, then logged and broadcast. While earlier folds are on their way to
     /// disk, only those that failed (or never answered) are persisted again. Does nothing
     /// while catching up, when neither the log nor the cut moved since the last run (and
-    /// it left none of its writes out as too young), or once this replica's writer is removed or banned (its folds could straddle its cut,
-    /// or carry contexts that peers holding its older folds cannot order).
+    /// it left none of its writes out as too young), or once this replica's writer is
+    /// removed or banned (its folds could straddle its cut, or carry contexts that peers
+    /// holding its older folds cannot order).
     pub(super) fn compact(&mut self) -> Result<(), SyncError> {
         if self.catching_up || self.is_cut(&self.actor) {
             return Ok(());
