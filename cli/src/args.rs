@@ -205,7 +205,7 @@ pub enum BlobCommand {
         /// The blob's BLAKE3 hash in hex, or its CID.
         hash: String,
         /// Also put the blob here once complete: a hard link to the stored copy on the
-        /// data directory's file system (read-only, as the stored copy is: copy it to
+        /// blob directory's file system (read-only, as the stored copy is: copy it to
         /// edit it; see docs/storage.md), a copy elsewhere.
         #[arg(short = 'o', long = "out", value_name = "FILE")]
         out: Option<std::path::PathBuf>,

@@ -104,7 +104,7 @@ async fn case(overlay: &Overlay, at: Option<Step>, kind: io::ErrorKind, before: 
         .unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(holds(&blobs, &dir, &hash), "{what}");
     // Hashed on its way in: served without hashing it again.
-    assert!(blobs.is_intact(&hash), "{what}");
+    assert!(blobs.is_intact(&hash).await, "{what}");
     drop(blobs);
     drop(store);
     thread.join();

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::files::{self, DecodeFailure, Paths, CHUNK};
-use super::output::{self, Output};
+use super::output::{self, Output, Verdict};
 use super::wire::{BlobRequest, BlobResponse};
 use super::{verified_bytes, BlobError, BlobInfo, Blobs, Progress};
 use crate::store::BlobMeta;
@@ -174,31 +174,31 @@ pub(super) async fn run(
         _ if placed.is_some() => placed,
         Some(out) => {
             // Hashed on the way out unless it is intact: a stored copy damaged since it
-            // was verified is caught here, and nothing placed, rather than handed over.
+            // was verified (its stamp moved) is caught here, and nothing placed, rather
+            // than handed over.
             let from = f.paths.data.clone();
             let to = out.clone();
-            let marked = blobs.intact_stamp(&hash);
+            let marked = blobs.intact_stamp(&hash).await;
             if marked.is_none() {
                 blobs.refuse_unusable(hash).await?;
             }
-            let check = marked.is_none().then_some(hash);
             let data_dir = blobs.data_dir();
             let filled = output_io(&out, move || {
-                output::copy_out(&from, &to, check.as_ref(), &data_dir)
+                output::copy_out(&from, &to, &hash, marked, &data_dir)
             })
             .await?;
-            if !filled.good {
-                return Err(blobs.corrupt(hash).await);
+            match filled.verdict {
+                Verdict::Good => {}
+                Verdict::Corrupt => return Err(blobs.corrupt(hash).await),
+                Verdict::Changed => {
+                    blobs.mark_intact_or_not(hash, None);
+                    return Err(BlobError::Changed(hex));
+                }
             }
             // Intact still if nothing but our own link and rename touched the stored copy
-            // from the moment it was hashed (now, or before: then it must be as it was
-            // when opened) until the output was placed.
-            let verified = match marked {
-                _ if filled.hashed => filled.placed,
-                Some(m) if m == filled.opened => filled.placed,
-                _ => None,
-            };
-            blobs.mark_intact_or_not(hash, verified);
+            // from the moment it was verified (hashed now, or marked before and exactly
+            // so when opened) until the output was placed.
+            blobs.mark_intact_or_not(hash, filled.placed);
             Some(out)
         }
         None => None,

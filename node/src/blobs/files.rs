@@ -51,6 +51,15 @@ impl Paths {
     }
 }
 
+/// Whether a complete blob's bytes were removed from the blob directory: its `.data` is
+/// gone and its `.obao` is not. With both gone, the directory itself may have lost its
+/// disk (not mounted yet), which is not taken for a removal: its records and pins stay.
+pub fn data_removed(paths: &Paths) -> bool {
+    let gone =
+        |p: &Path| fs::symlink_metadata(p).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+    gone(&paths.data) && fs::symlink_metadata(&paths.outboard).is_ok()
+}
+
 /// What a file's metadata says of its bytes. Any write to the file changes its ctime,
 /// which no user can set back (unlike the mtime); a hard link, rename or `chmod` changes
 /// it too, which costs one needless check (except our own, see
@@ -223,7 +232,8 @@ impl From<io::Error> for ImportError {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Leftovers {
     /// To remove: `import-*` of a `blob add` that did not finish, `.part` of a blob not
-    /// recorded or recorded complete, `.obao` with neither.
+    /// recorded or recorded complete, `.obao` with neither, `.obao-new` of an adoption
+    /// that did not finish.
     pub doomed: Vec<PathBuf>,
     /// Whole blobs (`<hash>.data`) that no record names: an add that crashed before its
     /// record, or a store moved aside. They are checked and recorded again, never removed
@@ -246,7 +256,7 @@ pub fn leftovers(
         let Some((stem, ext)) = name.rsplit_once('.') else {
             continue;
         };
-        if !matches!(ext, "data" | "part" | "obao") {
+        if !matches!(ext, "data" | "part" | "obao" | "obao-new") {
             continue;
         }
         if stem.starts_with("import-") {
@@ -261,6 +271,8 @@ pub fn leftovers(
             continue;
         };
         match (known.get(&hash), ext) {
+            // A tree that adopt did not finish: computed again if the blob is adopted.
+            (_, "obao-new") => out.doomed.push(path),
             (Some(true), "part") => out.doomed.push(path),
             (Some(_), _) => {}
             (None, "data") => out.unrecorded.push(hash),
@@ -291,14 +303,22 @@ pub fn adopt(dir: &Path, hash: &[u8; 32]) -> io::Result<Option<(u64, Stamp)>> {
     };
     let root = outboard(io::BufReader::with_capacity(1 << 20, data), tree, &mut ob);
     let good = root.as_ref().is_ok_and(|r| r.as_bytes() == hash);
-    if !good {
+    let kept = match good {
+        true => ob
+            .data
+            .sync_all()
+            .and_then(|()| fs::rename(&tmp, &paths.outboard)),
+        false => Ok(()),
+    };
+    if !good || kept.is_err() {
         let _ = fs::remove_file(&tmp);
+    }
+    if !good {
         root?;
         fs::remove_file(&paths.data)?;
         return Ok(None);
     }
-    ob.data.sync_all()?;
-    fs::rename(&tmp, &paths.outboard)?;
+    kept?;
     File::open(dir)?.sync_all()?;
     Ok(Some((size, stamp)))
 }
@@ -512,6 +532,7 @@ mod tests {
             name(&complete, "part"),
             name(&stray, "part"),
             name(&stray, "obao"),
+            name(&unknown, "obao-new"),
         ];
         for f in kept.iter().chain(&doomed) {
             fs::write(dir.path().join(f), b"x").unwrap();

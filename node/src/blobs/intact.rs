@@ -10,6 +10,17 @@ use super::{files, BlobError, Blobs};
 /// How long a stored copy that could not be read is refused without trying again.
 const UNREADABLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A data file's stamp, taken on a blocking thread: a disk that hangs (a network file
+/// system, a drive stuck in its firmware) stalls that thread, not the node's runtime.
+async fn stamp_of(path: std::path::PathBuf) -> std::io::Result<files::Stamp> {
+    tokio::task::spawn_blocking(move || files::stamp(&path))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
+/// Blobs hashed at once to check them before they are served.
+const MAX_CHECKING: usize = 2;
+
 /// A stored copy's failed read: its stamp then, when, and the error.
 pub(super) struct Unreadable {
     stamp: files::Stamp,
@@ -40,14 +51,20 @@ impl Blobs {
     /// are served or copied out. A corrupt copy is removed, a missing one forgotten (either
     /// can be fetched again); one that cannot be read (a failing disk, permissions
     /// changed) is kept and refused ([`Blobs::refuse_unusable`]).
-    /// `Ok(false)`: another caller is checking it right now.
+    /// `Ok(false)`: another caller is checking it right now, or [`MAX_CHECKING`] blobs
+    /// are being checked (answer "busy").
     pub(super) async fn check_intact(&self, hash: [u8; 32]) -> Result<bool, BlobError> {
-        if self.is_intact(&hash) {
+        if self.is_intact(&hash).await {
             return Ok(true);
         }
         let before = self.refuse_unusable(hash).await?;
-        if !crate::lock(&self.0.checking).insert(hash) {
-            return Ok(false);
+        {
+            // A few at once: after a start no blob is marked, and a peer asking for every
+            // blob here must not set the disk hashing them all in parallel.
+            let mut checking = crate::lock(&self.0.checking);
+            if checking.len() >= MAX_CHECKING || !checking.insert(hash) {
+                return Ok(false);
+            }
         }
         let data = self.paths(&hash).data;
         let r = tokio::task::spawn_blocking(move || files::hash_stamped(&data)).await;
@@ -83,7 +100,7 @@ impl Blobs {
         hash: [u8; 32],
     ) -> Result<Option<files::Stamp>, BlobError> {
         let data = self.paths(&hash).data;
-        let now = match files::stamp(&data) {
+        let now = match stamp_of(data.clone()).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(self.missing(hash).await)
             }
@@ -107,16 +124,16 @@ impl Blobs {
 
     /// True if a complete blob's bytes were hashed (or fetched and verified) since start,
     /// and its data file was not written since (one `stat`).
-    pub(super) fn is_intact(&self, hash: &[u8; 32]) -> bool {
-        self.intact_stamp(hash).is_some()
+    pub(super) async fn is_intact(&self, hash: &[u8; 32]) -> bool {
+        self.intact_stamp(hash).await.is_some()
     }
 
     /// The stamp a complete blob's data file was marked intact with, if the file still
     /// has it. A file changed since loses its mark, and is hashed again before it is
     /// served or copied out.
-    pub(super) fn intact_stamp(&self, hash: &[u8; 32]) -> Option<files::Stamp> {
+    pub(super) async fn intact_stamp(&self, hash: &[u8; 32]) -> Option<files::Stamp> {
         let marked = crate::lock(&self.0.intact).get(hash).copied()?;
-        let now = files::stamp(&self.paths(hash).data);
+        let now = stamp_of(self.paths(hash).data).await;
         if now.as_ref().is_ok_and(|s| *s == marked) {
             return Some(marked);
         }
@@ -138,9 +155,18 @@ impl Blobs {
         BlobError::Corrupt(hex)
     }
 
-    /// Forgets a complete blob whose data file is gone; the error to report.
+    /// Forgets a complete blob whose data file is gone, if it was removed from a blob
+    /// directory that is still there ([`files::data_removed`]); the error to report.
     pub(super) async fn missing(&self, hash: [u8; 32]) -> BlobError {
         let hex = files::hex(&hash);
+        if !files::data_removed(&self.paths(&hash)) {
+            let dir = self.0.dir.display();
+            warn!(blob = %hex, "the blob's files are gone from {dir}; its record is kept");
+            return BlobError::Io(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("the files of blob {hex} are gone from {dir} (is its disk mounted?); its record is kept: `lattice blob rm {hex}` forgets it"),
+            ));
+        }
         error!(blob = %hex, "the stored copy of a blob is gone from the data directory; forgetting it");
         self.drop_copy(hash).await;
         BlobError::Missing(hex)

@@ -71,6 +71,8 @@ pub enum BlobError {
     Corrupt(String),
     #[error("the stored copy of blob {0} is gone from the data directory; it was forgotten: fetch it again with `lattice blob get`")]
     Missing(String),
+    #[error("the stored copy of blob {0} was written to while it was copied out (through an earlier `-o` output made writable?); nothing was placed: run `lattice blob get` again")]
+    Changed(String),
     #[error("cannot write {path}: {}", crate::store::said(.source))]
     Output {
         path: PathBuf,

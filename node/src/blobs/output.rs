@@ -6,9 +6,11 @@
 //! byte is written twice. The two names share their bytes and their mode, read-only
 //! ([`super::files::seal`]), so a user's in-place write to the output fails; one that
 //! happens anyway (root) is a write to the store's copy, which the store notices
-//! ([`super::files::Stamp`]) and hashes the blob again before serving it. Elsewhere a fresh fetch streams each verified chunk
-//! group into the output as it lands in the store, and a blob already held is copied
-//! out. Blocking IO: call from `spawn_blocking`.
+//! ([`super::files::Stamp`]) and hashes the blob again before serving it. Elsewhere a
+//! fresh fetch streams each verified chunk group into the output as it lands in the
+//! store, and a blob already held is copied out. A stored copy written to while it is
+//! linked or copied out is not placed ([`Verdict::Changed`]). Blocking IO: call from
+//! `spawn_blocking`.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -21,8 +23,9 @@ use tracing::debug;
 
 use super::files::{self, Stamp, Tee};
 
-/// Temporary output files being written now, which [`remove_strays`] leaves alone (two
-/// fetches may write to the same output).
+/// Temporary output files being written now, by their path through their directory's
+/// canonical path, which [`remove_strays`] leaves alone (two fetches may write to the
+/// same output, named in two ways).
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 fn live(tmp: &Path, add: bool) {
@@ -34,16 +37,75 @@ fn live(tmp: &Path, add: bool) {
     }
 }
 
+/// What the stored copy proved to be while it was linked or copied out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The blob's bytes: hashed, or as marked intact and not written since.
+    Good,
+    /// Not the blob's bytes, though nothing wrote to the copy while it was read: the
+    /// stored copy is damaged.
+    Corrupt,
+    /// Written to while it was linked, copied or hashed: what the output holds need not
+    /// be what was checked, and nothing is placed. Not a sign of damage: try again.
+    Changed,
+}
+
+/// An error reading the stored copy `from`, said so.
+fn reading(from: &Path) -> impl Fn(io::Error) -> io::Error + '_ {
+    move |e| {
+        io::Error::new(
+            e.kind(),
+            format!("reading the stored copy {}: {e}", from.display()),
+        )
+    }
+}
+
+/// The stamp of the stored copy `from`, opened as `src`.
+fn stamp(src: &File, from: &Path) -> io::Result<Stamp> {
+    src.metadata().map(|m| Stamp::of(&m)).map_err(reading(from))
+}
+
+/// Writes that tests make to a stored copy (by its path) once its bytes were read and
+/// before its stamp is checked again: a deterministic "written while copied out".
+#[cfg(test)]
+pub(super) static WHILE_READ: Mutex<Vec<(PathBuf, WriteHook)>> = Mutex::new(Vec::new());
+
+#[cfg(test)]
+pub(super) type WriteHook = Box<dyn FnOnce() + Send>;
+
+fn while_read(_from: &Path) {
+    #[cfg(test)]
+    {
+        let hook = {
+            let mut hooks = crate::lock(&WHILE_READ);
+            let i = hooks.iter().position(|(p, _)| p == _from);
+            i.map(|i| hooks.remove(i).1)
+        };
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
+
+/// Whether the bytes hashed to the blob (or were taken on trust), and whether the
+/// stored copy stayed as it was while they were read.
+fn judge(matches: bool, steady: bool) -> Verdict {
+    match (steady, matches) {
+        (false, _) => Verdict::Changed,
+        (true, true) => Verdict::Good,
+        (true, false) => Verdict::Corrupt,
+    }
+}
+
 /// What [`Output::fill`] and [`copy_out`] found of the stored copy.
 #[derive(Debug)]
 pub struct Filled {
-    /// The bytes are the blob's (taken on trust when not hashed).
-    pub good: bool,
-    /// Whether they were hashed.
+    pub verdict: Verdict,
+    /// Whether the bytes were hashed.
     pub hashed: bool,
     /// The stored copy's stamp when opened, before anything was linked or read.
     pub opened: Stamp,
-    /// Its stamp once linked (or as opened, if copied), if nothing but our link moved it
+    /// Its stamp as verified (once linked, or as opened if copied), if nothing moved it
     /// from then until the fill ended.
     unchanged: Option<Stamp>,
     /// Its stamp once the output is placed, if it was unchanged and nothing but our
@@ -56,6 +118,8 @@ pub struct Filled {
 #[derive(Debug)]
 pub struct Output {
     tmp: PathBuf,
+    /// `tmp` through its directory's canonical path: its name in [`LIVE`].
+    live: PathBuf,
     to: PathBuf,
     data_dir: PathBuf,
     file: File,
@@ -70,15 +134,18 @@ impl Output {
         let name = to.file_name().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "the output names no file")
         })?;
-        let tmp = to.with_file_name(format!(
+        let tmp_name = format!(
             ".{}.lattice-{:016x}",
             name.to_string_lossy(),
             rand::random::<u64>()
-        ));
+        );
+        let tmp = to.with_file_name(&tmp_name);
+        let live_as = fs::canonicalize(to.parent().unwrap_or(Path::new("/")))?.join(&tmp_name);
         let file = File::options().write(true).create_new(true).open(&tmp)?;
-        live(&tmp, true);
+        live(&live_as, true);
         Ok(Output {
             tmp,
+            live: live_as,
             to: to.to_path_buf(),
             data_dir: data_dir.to_path_buf(),
             file,
@@ -92,53 +159,25 @@ impl Output {
     }
 
     /// Fills the temporary file with the stored blob `from`: a hard link to it where the
-    /// file system allows, a copy elsewhere. With `hash`, the bytes are hashed: through
-    /// the stored copy opened before it is linked (so what is hashed is the store's,
-    /// whatever happens beside the output), or on their way into the copy.
-    pub fn fill(&mut self, from: &Path, hash: Option<&[u8; 32]>) -> io::Result<Filled> {
-        let reading = |e: io::Error| {
-            io::Error::new(
-                e.kind(),
-                format!("reading the stored copy {}: {e}", from.display()),
-            )
-        };
-        let src = File::open(from).map_err(reading)?;
-        let stamp = |f: &File| f.metadata().map(|m| Stamp::of(&m)).map_err(reading);
+    /// file system allows ([`Output::linked`]), a copy elsewhere ([`Output::copied`]).
+    /// The bytes are hashed unless the stored copy is, when opened, exactly as it was
+    /// `marked` intact. A copy written to meanwhile is [`Verdict::Changed`], never
+    /// [`Verdict::Good`].
+    pub fn fill(
+        &mut self,
+        from: &Path,
+        hash: &[u8; 32],
+        marked: Option<Stamp>,
+    ) -> io::Result<Filled> {
+        let src = File::open(from).map_err(reading(from))?;
         if self.beside(from)? {
             // Data files of stores older than sealing are sealed now: an in-place write
             // to the output then fails rather than damage the store's copy.
             files::seal(&src);
-            let opened = stamp(&src)?;
+            let opened = stamp(&src, from)?;
             fs::remove_file(&self.tmp)?;
             match fs::hard_link(from, &self.tmp) {
-                Ok(()) => {
-                    let linked = stamp(&src)?;
-                    let tmp = fs::symlink_metadata(&self.tmp)?;
-                    if (linked.dev, linked.ino) != (tmp.dev(), tmp.ino()) {
-                        return Err(io::Error::other(
-                            "the stored copy was replaced while it was linked (a `blob add` of the same bytes?); try again",
-                        ));
-                    }
-                    // Moved by nothing but our link (a few microseconds), and then by
-                    // nothing at all while hashed.
-                    let mut unchanged = linked.unwritten_since(&opened).then_some(linked);
-                    let mut good = true;
-                    if let Some(want) = hash {
-                        let (got, _) = files::hash_open(src.try_clone()?).map_err(reading)?;
-                        let after = stamp(&src)?;
-                        // Written while hashed: the bytes placed need not be those hashed.
-                        good = got == *want && after.unwritten_since(&linked);
-                        unchanged = unchanged.filter(|u| *u == after);
-                    }
-                    return Ok(Filled {
-                        good,
-                        hashed: hash.is_some(),
-                        opened,
-                        unchanged,
-                        placed: None,
-                        src,
-                    });
-                }
+                Ok(()) => return self.linked(from, src, opened, hash, marked),
                 // A bind mount (same device, other mount), or a file system without hard
                 // links: copied.
                 Err(e) => {
@@ -150,35 +189,89 @@ impl Output {
                 }
             }
         }
-        let opened = stamp(&src)?;
-        let mut file = &self.file;
-        let good = match hash {
-            Some(want) => {
-                let mut h = blake3::Hasher::new();
-                let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
-                let mut tee = Tee::new(io::BufReader::with_capacity(1 << 20, &src), &mut out);
-                h.update_reader(&mut tee)
-                    .map_err(|e| match tee.read_failed() {
-                        true => reading(e),
-                        false => e,
-                    })?;
-                drop(tee);
-                out.flush()?;
-                h.finalize().as_bytes() == want
-            }
-            // File to file: the kernel copies (copy_file_range), sharing the blocks where
-            // the file system can (reflinks on XFS and Btrfs).
-            None => {
-                io::copy(&mut &src, &mut file)?;
-                true
-            }
+        self.copied(from, src, hash, marked)
+    }
+
+    /// The temporary file just linked to `from`, opened before as `src` (stamped
+    /// `opened`): hashed through `src` unless it was as `marked` when opened, so what is
+    /// hashed is the store's copy, whatever happens beside the output.
+    fn linked(
+        &self,
+        from: &Path,
+        src: File,
+        opened: Stamp,
+        hash: &[u8; 32],
+        marked: Option<Stamp>,
+    ) -> io::Result<Filled> {
+        let linked = stamp(&src, from)?;
+        let tmp = fs::symlink_metadata(&self.tmp)?;
+        if (linked.dev, linked.ino) != (tmp.dev(), tmp.ino()) {
+            return Err(io::Error::other(
+                "the stored copy was replaced while it was linked (a `blob add` of the same bytes?); try again",
+            ));
+        }
+        // Not as marked (or never marked): a write, or a file renamed over it, since.
+        let hashing = marked != Some(opened);
+        let (verdict, unchanged) = if hashing {
+            let (got, _) = files::hash_open(src.try_clone()?).map_err(reading(from))?;
+            while_read(from);
+            // Written while hashed: the bytes placed need not be those hashed. Any write
+            // moves the ctime, which no one can set back.
+            let steady = stamp(&src, from)? == linked;
+            (judge(got == *hash, steady), steady.then_some(linked))
+        } else {
+            // As marked when opened; moved by nothing but our link (a few microseconds)?
+            let by_link = linked.unwritten_since(&opened);
+            (judge(true, by_link), by_link.then_some(linked))
         };
-        let after = stamp(&src)?;
         Ok(Filled {
-            good,
-            hashed: hash.is_some(),
+            verdict,
+            hashed: hashing,
             opened,
-            unchanged: (after == opened).then_some(opened),
+            unchanged,
+            placed: None,
+            src,
+        })
+    }
+
+    /// Copies `from`, opened as `src`, into the temporary file: hashed on the way unless
+    /// it was as `marked` when opened.
+    pub(super) fn copied(
+        &self,
+        from: &Path,
+        src: File,
+        hash: &[u8; 32],
+        marked: Option<Stamp>,
+    ) -> io::Result<Filled> {
+        let opened = stamp(&src, from)?;
+        let hashing = marked != Some(opened);
+        let mut file = &self.file;
+        let matches = if hashing {
+            let mut h = blake3::Hasher::new();
+            let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
+            let mut tee = Tee::new(io::BufReader::with_capacity(1 << 20, &src), &mut out);
+            h.update_reader(&mut tee)
+                .map_err(|e| match tee.read_failed() {
+                    true => reading(from)(e),
+                    false => e,
+                })?;
+            drop(tee);
+            out.flush()?;
+            h.finalize().as_bytes() == hash
+        } else {
+            // File to file: the kernel copies (copy_file_range), sharing the blocks where
+            // the file system can (reflinks on XFS and Btrfs). Taken on trust as marked,
+            // unless the stamp moves while copying.
+            io::copy(&mut &src, &mut file)?;
+            true
+        };
+        while_read(from);
+        let steady = stamp(&src, from)? == opened;
+        Ok(Filled {
+            verdict: judge(matches, steady),
+            hashed: hashing,
+            opened,
+            unchanged: steady.then_some(opened),
             placed: None,
             src,
         })
@@ -190,11 +283,18 @@ impl Output {
     }
 
     /// Renames the whole file into place.
-    pub fn place(mut self) -> io::Result<PathBuf> {
+    pub fn place(self) -> io::Result<PathBuf> {
+        self.place_then(|| ()).map(|(to, ())| to)
+    }
+
+    /// Renames the whole file into place and runs `then` right after the rename, before
+    /// anything else is done.
+    pub fn place_then<T>(mut self, then: impl FnOnce() -> T) -> io::Result<(PathBuf, T)> {
         // Checked again just before the rename: the fetch may have taken minutes, time
         // enough for a directory on the way to be swapped for a symlink.
         check_output(&self.to, &self.data_dir)?;
         fs::rename(&self.tmp, &self.to)?;
+        let then = then();
         self.placed = true;
         // rename(2) does nothing when both names link the same file already (the output
         // of an earlier `-o`, linked to the same stored copy).
@@ -202,7 +302,7 @@ impl Output {
             let _ = fs::remove_file(&self.tmp);
         }
         remove_strays(&self.to);
-        Ok(self.to.clone())
+        Ok((self.to.clone(), then))
     }
 }
 
@@ -214,7 +314,8 @@ fn remove_strays(to: &Path) {
         return;
     };
     let prefix = format!(".{}.lattice-", name.to_string_lossy());
-    let Ok(entries) = fs::read_dir(dir) else {
+    // Read through its canonical path, so that entries are named as in LIVE.
+    let Ok(entries) = fs::canonicalize(dir).and_then(fs::read_dir) else {
         return;
     };
     for e in entries.flatten() {
@@ -238,7 +339,7 @@ impl Drop for Output {
         if !self.placed {
             let _ = fs::remove_file(&self.tmp);
         }
-        live(&self.tmp, false);
+        live(&self.live, false);
     }
 }
 
@@ -266,22 +367,26 @@ impl WriteAt for Targets {
 }
 
 /// Copies (or links, see [`Output::fill`]) a stored blob to `to` through a temporary
-/// [`Output`]. With `hash`, the bytes are hashed, and nothing is placed if they are not
-/// the blob.
+/// [`Output`], hashing it unless it is as `marked` intact; places it only if it proved
+/// [`Verdict::Good`].
 pub fn copy_out(
     from: &Path,
     to: &Path,
-    hash: Option<&[u8; 32]>,
+    hash: &[u8; 32],
+    marked: Option<Stamp>,
     data_dir: &Path,
 ) -> io::Result<Filled> {
     let mut output = Output::create(to, data_dir)?;
-    let mut filled = output.fill(from, hash)?;
-    if filled.good {
-        output.place()?;
-        filled.placed = filled.unchanged.and_then(|u| {
-            let now = Stamp::of(&filled.src.metadata().ok()?);
-            now.unwritten_since(&u).then_some(now)
-        });
+    let mut filled = output.fill(from, hash, marked)?;
+    if filled.verdict == Verdict::Good {
+        let (src, unchanged) = (&filled.src, filled.unchanged);
+        // Stamped right after the rename: the less time between, the less a write with
+        // its mtime set back could hide in it.
+        let (_, placed) = output.place_then(|| {
+            let now = Stamp::of(&src.metadata().ok()?);
+            unchanged.filter(|u| now.unwritten_since(u)).map(|_| now)
+        })?;
+        filled.placed = placed;
     }
     Ok(filled)
 }

@@ -52,19 +52,25 @@ impl Blobs {
         Ok(())
     }
 
-    /// Forgets the complete blobs whose `.data` file is gone (removed by hand, a disk
-    /// swapped): neither announced nor listed, they can be fetched again.
+    /// Forgets the complete blobs whose `.data` file was removed (by hand, a disk
+    /// swapped): neither announced nor listed, they can be fetched again. Blobs whose
+    /// `.obao` is gone too are kept, with a warning: the blob directory may be missing its
+    /// disk ([`files::data_removed`]).
     pub(super) async fn forget_missing(&self) -> Result<(), BlobError> {
-        let gone: Vec<[u8; 32]> = self
-            .index()
-            .values()
-            .filter(|m| {
-                // Gone, not unreadable: a permission error keeps the record.
-                let found = std::fs::symlink_metadata(self.paths(&m.hash).data);
-                m.complete && found.is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
-            })
-            .map(|m| m.hash)
-            .collect();
+        let (mut gone, mut lost) = (Vec::new(), 0usize);
+        for m in self.index().values().filter(|m| m.complete) {
+            let paths = self.paths(&m.hash);
+            if files::data_removed(&paths) {
+                gone.push(m.hash);
+            } else if std::fs::symlink_metadata(&paths.data)
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
+                lost += 1;
+            }
+        }
+        if lost > 0 {
+            warn!(blobs = lost, dir = %self.0.dir.display(), "complete blobs whose files are all gone are kept as recorded (is the blob directory's disk mounted?); `lattice blob rm HASH` forgets one");
+        }
         for hash in gone {
             warn!(blob = %files::hex(&hash), "a blob's data file is gone; forgetting the blob");
             self.0.store.del_blob(hash).await?;

@@ -50,10 +50,12 @@ impl From<BlobError> for ApiError {
                 ErrorCode::BadRequest
             }
             BlobError::Unknown(_) | BlobError::NoProviders(_) => ErrorCode::NotFound,
-            BlobError::Busy(_) => ErrorCode::Busy,
+            BlobError::Busy(_) | BlobError::Changed(_) => ErrorCode::Busy,
             BlobError::Incomplete { .. } => ErrorCode::NetworkError,
-            BlobError::Io(_) | BlobError::Store(_) => ErrorCode::Storage,
-            _ => ErrorCode::Internal,
+            BlobError::Io(_)
+            | BlobError::Store(_)
+            | BlobError::Corrupt(_)
+            | BlobError::Missing(_) => ErrorCode::Storage,
         };
         ApiError::new(code, e.to_string())
     }
