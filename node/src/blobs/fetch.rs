@@ -529,7 +529,7 @@ impl Fetch<'_> {
         .map_err(|e| std::io::Error::other(e.to_string()))??;
         self.meta.complete = true;
         self.meta.verified.clear();
-        self.blobs.mark_intact_since(self.hash, verified);
+        self.blobs.mark_intact_since(self.hash, verified).await;
         self.blobs.save(self.meta.clone()).await
     }
 }

@@ -323,10 +323,39 @@ pub fn adopt(dir: &Path, hash: &[u8; 32]) -> io::Result<Option<(u64, Stamp)>> {
     Ok(Some((size, stamp)))
 }
 
+/// Writes that tests make to a stored copy (by its path) once its bytes were read
+/// (hashed, linked or copied out) and before its stamp is checked again: a deterministic
+/// "written while read".
+#[cfg(test)]
+pub(super) static WHILE_READ: std::sync::Mutex<Vec<(PathBuf, WriteHook)>> =
+    std::sync::Mutex::new(Vec::new());
+
+#[cfg(test)]
+pub(super) type WriteHook = Box<dyn FnOnce() + Send>;
+
+pub(super) fn while_read(_from: &Path) {
+    #[cfg(test)]
+    {
+        let hook = {
+            let mut hooks = crate::lock(&WHILE_READ);
+            let i = hooks.iter().position(|(p, _)| p == _from);
+            i.map(|i| hooks.remove(i).1)
+        };
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+}
+
 /// BLAKE3 of a stored blob's bytes, read in one streaming pass, and the file's stamp
-/// taken before they were read: a write while they are read shows as a changed stamp.
-pub fn hash_stamped(path: &Path) -> io::Result<([u8; 32], Stamp)> {
-    hash_open(File::open(path)?)
+/// taken before they were read if it was the same after (none if the file was written
+/// to, or its mode changed, while it was read).
+pub fn hash_stamped(path: &Path) -> io::Result<([u8; 32], Option<Stamp>)> {
+    let file = File::open(path)?;
+    let (hash, before) = hash_open(file.try_clone()?)?;
+    while_read(path);
+    let after = Stamp::of(&file.metadata()?);
+    Ok((hash, (after == before).then_some(before)))
 }
 
 /// [`hash_stamped`] of a file already open.

@@ -10,16 +10,13 @@ use super::{files, BlobError, Blobs};
 /// How long a stored copy that could not be read is refused without trying again.
 const UNREADABLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A data file's stamp, taken on a blocking thread: a disk that hangs (a network file
-/// system, a drive stuck in its firmware) stalls that thread, not the node's runtime.
-async fn stamp_of(path: std::path::PathBuf) -> std::io::Result<files::Stamp> {
-    tokio::task::spawn_blocking(move || files::stamp(&path))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
-}
+/// File checks (`stat`) waiting on the disk at once; past them a check fails at once.
+pub(super) const MAX_STATS: usize = 16;
 
-/// Blobs hashed at once to check them before they are served.
-const MAX_CHECKING: usize = 2;
+/// Blobs hashed at once to check them before they are served; others wait for a turn
+/// up to [`CHECK_WAIT`], then are answered "busy".
+pub(super) const MAX_CHECKING: usize = 2;
+const CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A stored copy's failed read: its stamp then, when, and the error.
 pub(super) struct Unreadable {
@@ -29,11 +26,33 @@ pub(super) struct Unreadable {
 }
 
 impl Blobs {
+    /// Runs a file check on a blocking thread: a disk that hangs (a network file system,
+    /// a drive stuck in its firmware) stalls that thread, not the node's runtime, and at
+    /// most [`MAX_STATS`] threads.
+    async fn off_runtime<T: Send + 'static>(
+        &self,
+        check: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        let Ok(_permit) = self.0.stats.try_acquire() else {
+            return Err(std::io::Error::other(
+                "the disk is slow to answer file checks; try again",
+            ));
+        };
+        tokio::task::spawn_blocking(check)
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+    }
+
+    /// A data file's stamp, off the runtime.
+    async fn stamp_of(&self, path: std::path::PathBuf) -> std::io::Result<files::Stamp> {
+        self.off_runtime(move || files::stamp(&path)).await
+    }
+
     /// Marks a complete blob intact if its data file was not written since `verified`,
     /// its stamp when its bytes were hashed or verified: our own rename since then moves
     /// only its ctime ([`files::Stamp::unwritten_since`]).
-    pub(super) fn mark_intact_since(&self, hash: [u8; 32], verified: files::Stamp) {
-        let now = files::stamp(&self.paths(&hash).data).ok();
+    pub(super) async fn mark_intact_since(&self, hash: [u8; 32], verified: files::Stamp) {
+        let now = self.stamp_of(self.paths(&hash).data).await.ok();
         self.mark_intact_or_not(hash, now.filter(|s| s.unwritten_since(&verified)));
     }
 
@@ -51,29 +70,36 @@ impl Blobs {
     /// are served or copied out. A corrupt copy is removed, a missing one forgotten (either
     /// can be fetched again); one that cannot be read (a failing disk, permissions
     /// changed) is kept and refused ([`Blobs::refuse_unusable`]).
-    /// `Ok(false)`: another caller is checking it right now, or [`MAX_CHECKING`] blobs
-    /// are being checked (answer "busy").
+    /// `Ok(false)`: another caller is checking it right now, [`MAX_CHECKING`] blobs were
+    /// being checked for all of [`CHECK_WAIT`], or the copy was written to while it was
+    /// hashed (answer "busy": it is hashed again at the next request).
     pub(super) async fn check_intact(&self, hash: [u8; 32]) -> Result<bool, BlobError> {
         if self.is_intact(&hash).await {
             return Ok(true);
         }
         let before = self.refuse_unusable(hash).await?;
-        {
-            // A few at once: after a start no blob is marked, and a peer asking for every
-            // blob here must not set the disk hashing them all in parallel.
-            let mut checking = crate::lock(&self.0.checking);
-            if checking.len() >= MAX_CHECKING || !checking.insert(hash) {
-                return Ok(false);
-            }
+        if !crate::lock(&self.0.checking).insert(hash) {
+            return Ok(false);
         }
+        // A few at once: after a start no blob is marked, and a peer asking for every
+        // blob here must not set the disk hashing them all in parallel.
+        let turn = tokio::time::timeout(CHECK_WAIT, self.0.hashing.acquire()).await;
+        let Ok(Ok(_turn)) = turn else {
+            crate::lock(&self.0.checking).remove(&hash);
+            return Ok(false);
+        };
         let data = self.paths(&hash).data;
         let r = tokio::task::spawn_blocking(move || files::hash_stamped(&data)).await;
         crate::lock(&self.0.checking).remove(&hash);
         let hashed = r.map_err(|e| std::io::Error::other(e.to_string()))?;
         match hashed {
-            Ok((h, stamp)) if h == hash => {
+            Ok((h, Some(stamp))) if h == hash => {
                 self.mark_intact_or_not(hash, Some(stamp));
                 Ok(true)
+            }
+            Ok((_, None)) => {
+                info!(blob = %files::hex(&hash), "the blob's data file changed while it was hashed; it is hashed again at the next request");
+                Ok(false)
             }
             Ok(_) => Err(self.corrupt(hash).await),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(self.missing(hash).await),
@@ -100,7 +126,7 @@ impl Blobs {
         hash: [u8; 32],
     ) -> Result<Option<files::Stamp>, BlobError> {
         let data = self.paths(&hash).data;
-        let now = match stamp_of(data.clone()).await {
+        let now = match self.stamp_of(data.clone()).await {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(self.missing(hash).await)
             }
@@ -133,11 +159,16 @@ impl Blobs {
     /// served or copied out.
     pub(super) async fn intact_stamp(&self, hash: &[u8; 32]) -> Option<files::Stamp> {
         let marked = crate::lock(&self.0.intact).get(hash).copied()?;
-        let now = stamp_of(self.paths(hash).data).await;
-        if now.as_ref().is_ok_and(|s| *s == marked) {
-            return Some(marked);
+        let now = self.stamp_of(self.paths(hash).data).await;
+        match now {
+            Ok(s) if s == marked => return Some(marked),
+            Ok(_) => {
+                info!(blob = %files::hex(hash), "the blob's data file changed since it was hashed; it is hashed again before it is served")
+            }
+            Err(e) => {
+                info!(blob = %files::hex(hash), "cannot check the blob's data file ({e}); it is hashed again before it is served")
+            }
         }
-        info!(blob = %files::hex(hash), "the blob's data file changed since it was hashed; it is hashed again before it is served");
         let mut intact = crate::lock(&self.0.intact);
         // Only the mark that was checked: another may have been set meanwhile.
         if intact.get(hash) == Some(&marked) {
@@ -159,7 +190,11 @@ impl Blobs {
     /// directory that is still there ([`files::data_removed`]); the error to report.
     pub(super) async fn missing(&self, hash: [u8; 32]) -> BlobError {
         let hex = files::hex(&hash);
-        if !files::data_removed(&self.paths(&hash)) {
+        let paths = self.paths(&hash);
+        let removed = self
+            .off_runtime(move || Ok(files::data_removed(&paths)))
+            .await;
+        if !removed.unwrap_or(false) {
             let dir = self.0.dir.display();
             warn!(blob = %hex, "the blob's files are gone from {dir}; its record is kept");
             return BlobError::Io(std::io::Error::new(

@@ -42,7 +42,7 @@ async fn a_stored_copy_is_read_only_and_its_mark_survives_a_link_but_not_a_write
     let out = tmp.path().join("out");
     std::fs::hard_link(&file, tmp.path().join("tmp")).unwrap();
     std::fs::rename(tmp.path().join("tmp"), &out).unwrap();
-    blobs.mark_intact_since(hash, verified);
+    blobs.mark_intact_since(hash, verified).await;
     assert!(blobs.is_intact(&hash).await);
 
     // A write between the stamp and the mark (by a user who made the file writable
@@ -52,7 +52,7 @@ async fn a_stored_copy_is_read_only_and_its_mark_survives_a_link_but_not_a_write
     std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o644)).unwrap();
     let f = std::fs::OpenOptions::new().append(true).open(&out).unwrap();
     std::io::Write::write_all(&mut &f, b"\xff").unwrap();
-    blobs.mark_intact_since(hash, verified);
+    blobs.mark_intact_since(hash, verified).await;
     assert!(!blobs.is_intact(&hash).await);
     // So the next serve hashes it and finds it corrupt.
     assert!(matches!(
@@ -121,11 +121,18 @@ async fn an_output_is_filled_from_the_stored_copy_and_says_whether_it_stayed_unc
     assert_eq!(files::stamp(&file).unwrap(), placed);
     assert!(placed.unwritten_since(&filled.opened));
     assert_eq!(ino(&to), ino(&file));
-    // As marked: linked again without hashing.
-    let to = tmp.path().join("again");
-    let filled = output::copy_out(&file, &to, &hash, Some(placed), &data_dir).unwrap();
-    assert!(filled.verdict == Verdict::Good && !filled.hashed);
-    assert_eq!(ino(&to), ino(&file));
+    // As marked: linked again without hashing, to another name and then to the same
+    // name again (where the rename does nothing and the temporary name is unlinked):
+    // each time the stamp once placed is the file's, so the next is not hashed either.
+    let mut marked = placed;
+    for name in ["again", "again", "linked"] {
+        let to = tmp.path().join(name);
+        let filled = output::copy_out(&file, &to, &hash, Some(marked), &data_dir).unwrap();
+        assert!(filled.verdict == Verdict::Good && !filled.hashed, "{name}");
+        assert_eq!(ino(&to), ino(&file));
+        marked = filled.placed.expect("nothing wrote to it");
+        assert_eq!(files::stamp(&file).unwrap(), marked, "{name}");
+    }
     // Not the blob: nothing placed, whatever the output's name held.
     let other = [7u8; 32];
     let to = tmp.path().join("wrong");
@@ -155,10 +162,10 @@ async fn a_copy_written_to_while_it_is_copied_out_is_not_placed_and_not_taken_fo
     let first = std::fs::read(&file).unwrap()[0];
     let out = tmp.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    // Linked and hashed (never marked), then linked on trust (as marked), then copied
-    // on trust and copied hashed (as a fetch onto another file system does): each
-    // time the same byte is written back while the bytes are read, so the copy still
-    // hashes to the blob, and each time its stamp moved.
+    // Linked and hashed (never marked), linked on trust (as marked), copied on trust
+    // and copied hashed (as `-o` onto another file system does): each time the same
+    // byte is written back while the bytes are read, so the copy still hashes to the
+    // blob, and each time its stamp moved.
     let link = |marked| {
         let to = out.join("linked");
         let (f, d) = (file.clone(), data_dir.clone());
@@ -173,15 +180,16 @@ async fn a_copy_written_to_while_it_is_copied_out_is_not_placed_and_not_taken_fo
             .map(|filled| (filled, to))
     };
     type Fill<'a> = &'a dyn Fn(Option<files::Stamp>) -> std::io::Result<(output::Filled, PathBuf)>;
-    let cases: [(&str, Fill, bool); 3] = [
+    let cases: [(&str, Fill, bool); 4] = [
         ("linked, hashed", &link, false),
+        ("linked on trust", &link, true),
         ("copied on trust", &copy, true),
         ("copied, hashed", &copy, false),
     ];
     for (what, fill, trusted) in cases {
         let marked = trusted.then(|| files::stamp(&file).unwrap());
         let f = file.clone();
-        crate::lock(&output::WHILE_READ)
+        crate::lock(&files::WHILE_READ)
             .push((file.clone(), Box::new(move || write_in_place(&f, first))));
         let (filled, to) = fill(marked).unwrap();
         assert_eq!(filled.verdict, Verdict::Changed, "{what}");
@@ -205,4 +213,23 @@ async fn a_copy_written_to_while_it_is_copied_out_is_not_placed_and_not_taken_fo
         "no temporary left"
     );
     drop(blobs);
+}
+
+#[tokio::test]
+async fn a_copy_written_to_while_it_is_checked_for_a_peer_is_kept_and_checked_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (blobs, _thread, hash, file) = one_blob(tmp.path()).await;
+    let first = std::fs::read(&file).unwrap()[0];
+    // Unmarked, as after a restart; the same byte written back while it is hashed.
+    blobs.mark_intact_or_not(hash, None);
+    let f = file.clone();
+    crate::lock(&files::WHILE_READ)
+        .push((file.clone(), Box::new(move || write_in_place(&f, first))));
+    assert!(!blobs.check_intact(hash).await.unwrap(), "answered busy");
+    assert!(file.exists(), "not removed as corrupt");
+    assert!(blobs.meta(&hash).is_some_and(|m| m.complete));
+    assert!(!blobs.is_intact(&hash).await);
+    // Asked again: hashed again, and served.
+    assert!(blobs.check_intact(hash).await.unwrap());
+    assert!(blobs.is_intact(&hash).await);
 }

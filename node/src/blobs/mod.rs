@@ -179,8 +179,12 @@ struct Inner {
     /// while the stamp holds. It matters for a blob linked out by `blob get -o`, whose
     /// data file is also the user's file.
     intact: Mutex<HashMap<[u8; 32], files::Stamp>>,
-    /// Blobs being hashed for that now.
+    /// Blobs being hashed for that now, or waiting for a turn.
     checking: Mutex<HashSet<[u8; 32]>>,
+    /// Turns to hash a blob for that ([`intact::MAX_CHECKING`]).
+    hashing: Semaphore,
+    /// Turns to check a file's stamp off the runtime ([`intact::MAX_STATS`]).
+    stats: Semaphore,
     /// Complete blobs whose data file could not be read at their last check: refused at
     /// once for a minute ([`intact`]) or until the file changes, so that requests do not
     /// read a failing disk again and again.
@@ -218,6 +222,8 @@ impl Blobs {
             quota,
             intact: Mutex::new(HashMap::new()),
             checking: Mutex::new(HashSet::new()),
+            hashing: Semaphore::new(intact::MAX_CHECKING),
+            stats: Semaphore::new(intact::MAX_STATS),
             unreadable: Mutex::new(HashMap::new()),
         }));
         blobs.finish_interrupted().await?;
@@ -321,7 +327,7 @@ impl Blobs {
         }
         // Its bytes were hashed on their way into the store: the first peer to ask for
         // it does not wait for them to be hashed again.
-        self.mark_intact_since(hash, stamp);
+        self.mark_intact_since(hash, stamp).await;
         self.announce(hash);
         info!(blob = %files::hex(&hash), size, "blob added");
         Ok(BlobInfo::from(&meta))

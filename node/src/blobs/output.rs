@@ -65,28 +65,6 @@ fn stamp(src: &File, from: &Path) -> io::Result<Stamp> {
     src.metadata().map(|m| Stamp::of(&m)).map_err(reading(from))
 }
 
-/// Writes that tests make to a stored copy (by its path) once its bytes were read and
-/// before its stamp is checked again: a deterministic "written while copied out".
-#[cfg(test)]
-pub(super) static WHILE_READ: Mutex<Vec<(PathBuf, WriteHook)>> = Mutex::new(Vec::new());
-
-#[cfg(test)]
-pub(super) type WriteHook = Box<dyn FnOnce() + Send>;
-
-fn while_read(_from: &Path) {
-    #[cfg(test)]
-    {
-        let hook = {
-            let mut hooks = crate::lock(&WHILE_READ);
-            let i = hooks.iter().position(|(p, _)| p == _from);
-            i.map(|i| hooks.remove(i).1)
-        };
-        if let Some(hook) = hook {
-            hook();
-        }
-    }
-}
-
 /// Whether the bytes hashed to the blob (or were taken on trust), and whether the
 /// stored copy stayed as it was while they were read.
 fn judge(matches: bool, steady: bool) -> Verdict {
@@ -141,8 +119,15 @@ impl Output {
         );
         let tmp = to.with_file_name(&tmp_name);
         let live_as = fs::canonicalize(to.parent().unwrap_or(Path::new("/")))?.join(&tmp_name);
-        let file = File::options().write(true).create_new(true).open(&tmp)?;
+        // Registered first: a sweep beside it never sees it unregistered.
         live(&live_as, true);
+        let file = match File::options().write(true).create_new(true).open(&tmp) {
+            Ok(f) => f,
+            Err(e) => {
+                live(&live_as, false);
+                return Err(e);
+            }
+        };
         Ok(Output {
             tmp,
             live: live_as,
@@ -214,14 +199,15 @@ impl Output {
         let hashing = marked != Some(opened);
         let (verdict, unchanged) = if hashing {
             let (got, _) = files::hash_open(src.try_clone()?).map_err(reading(from))?;
-            while_read(from);
+            files::while_read(from);
             // Written while hashed: the bytes placed need not be those hashed. Any write
             // moves the ctime, which no one can set back.
             let steady = stamp(&src, from)? == linked;
             (judge(got == *hash, steady), steady.then_some(linked))
         } else {
             // As marked when opened; moved by nothing but our link (a few microseconds)?
-            let by_link = linked.unwritten_since(&opened);
+            files::while_read(from);
+            let by_link = linked.unwritten_since(&opened) && stamp(&src, from)? == linked;
             (judge(true, by_link), by_link.then_some(linked))
         };
         Ok(Filled {
@@ -265,7 +251,7 @@ impl Output {
             io::copy(&mut &src, &mut file)?;
             true
         };
-        while_read(from);
+        files::while_read(from);
         let steady = stamp(&src, from)? == opened;
         Ok(Filled {
             verdict: judge(matches, steady),
@@ -287,20 +273,21 @@ impl Output {
         self.place_then(|| ()).map(|(to, ())| to)
     }
 
-    /// Renames the whole file into place and runs `then` right after the rename, before
-    /// anything else is done.
+    /// Renames the whole file into place and runs `then` right after (once the temporary
+    /// name is gone), before the directory is swept.
     pub fn place_then<T>(mut self, then: impl FnOnce() -> T) -> io::Result<(PathBuf, T)> {
         // Checked again just before the rename: the fetch may have taken minutes, time
         // enough for a directory on the way to be swapped for a symlink.
         check_output(&self.to, &self.data_dir)?;
         fs::rename(&self.tmp, &self.to)?;
-        let then = then();
         self.placed = true;
         // rename(2) does nothing when both names link the same file already (the output
-        // of an earlier `-o`, linked to the same stored copy).
+        // of an earlier `-o`, linked to the same stored copy). Its unlink moves the
+        // file's ctime: done before `then`, which may stamp it.
         if fs::symlink_metadata(&self.tmp).is_ok() {
             let _ = fs::remove_file(&self.tmp);
         }
+        let then = then();
         remove_strays(&self.to);
         Ok((self.to.clone(), then))
     }
