@@ -52,8 +52,8 @@ impl Blobs {
         Ok(())
     }
 
-    /// Forgets the complete blobs whose `.data` file was removed (by hand, a disk
-    /// swapped): neither announced nor listed, they can be fetched again. Blobs whose
+    /// Forgets the complete blobs whose `.data` file was removed by hand: neither
+    /// announced nor listed, they can be fetched again. Blobs whose
     /// `.obao` is gone too are kept, with a warning: the blob directory may be missing its
     /// disk ([`files::data_removed`]).
     pub(super) async fn forget_missing(&self) -> Result<(), BlobError> {
