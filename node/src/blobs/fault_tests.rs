@@ -6,7 +6,8 @@
 use std::io;
 use std::path::Path;
 
-use super::files::{self, faults, Paths, Step};
+use super::faults;
+use super::files::{self, Paths, Step};
 use super::*;
 use crate::store::faulty::{Fault, FaultyDisk};
 

@@ -187,32 +187,7 @@ fn step(_dir: &Path, _at: Step) -> io::Result<()> {
 
 #[cfg(test)]
 fn step(dir: &Path, at: Step) -> io::Result<()> {
-    faults::hit(dir, at)
-}
-
-/// Failures planned by tests, per blob directory (tests run in parallel).
-#[cfg(test)]
-pub mod faults {
-    use std::io;
-    use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
-
-    use super::Step;
-
-    static PLANS: Mutex<Vec<(PathBuf, Step, io::ErrorKind)>> = Mutex::new(Vec::new());
-
-    /// The next pass through `at` in `dir` fails with `kind`.
-    pub fn arm(dir: &Path, at: Step, kind: io::ErrorKind) {
-        crate::lock(&PLANS).push((dir.to_path_buf(), at, kind));
-    }
-
-    pub(super) fn hit(dir: &Path, at: Step) -> io::Result<()> {
-        let mut plans = crate::lock(&PLANS);
-        match plans.iter().position(|(d, s, _)| d == dir && *s == at) {
-            Some(i) => Err(io::Error::from(plans.remove(i).2)),
-            None => Ok(()),
-        }
-    }
+    super::faults::hit(dir, at)
 }
 
 /// Why a `blob add` failed: reading the source, or writing the store.
@@ -323,28 +298,11 @@ pub fn adopt(dir: &Path, hash: &[u8; 32]) -> io::Result<Option<(u64, Stamp)>> {
     Ok(Some((size, stamp)))
 }
 
-/// Writes that tests make to a stored copy (by its path) once its bytes were read
-/// (hashed, linked or copied out) and before its stamp is checked again: a deterministic
-/// "written while read".
-#[cfg(test)]
-pub(super) static WHILE_READ: std::sync::Mutex<Vec<(PathBuf, WriteHook)>> =
-    std::sync::Mutex::new(Vec::new());
-
-#[cfg(test)]
-pub(super) type WriteHook = Box<dyn FnOnce() + Send>;
-
+/// Runs what a test planned for the moment `from`'s bytes were read
+/// ([`super::faults::WHILE_READ`]); nothing outside tests.
 pub(super) fn while_read(_from: &Path) {
     #[cfg(test)]
-    {
-        let hook = {
-            let mut hooks = crate::lock(&WHILE_READ);
-            let i = hooks.iter().position(|(p, _)| p == _from);
-            i.map(|i| hooks.remove(i).1)
-        };
-        if let Some(hook) = hook {
-            hook();
-        }
-    }
+    super::faults::while_read(_from);
 }
 
 /// BLAKE3 of a stored blob's bytes, read in one streaming pass, and the file's stamp

@@ -189,7 +189,7 @@ async fn a_copy_written_to_while_it_is_copied_out_is_not_placed_and_not_taken_fo
     for (what, fill, trusted) in cases {
         let marked = trusted.then(|| files::stamp(&file).unwrap());
         let f = file.clone();
-        crate::lock(&files::WHILE_READ)
+        crate::lock(&super::faults::WHILE_READ)
             .push((file.clone(), Box::new(move || write_in_place(&f, first))));
         let (filled, to) = fill(marked).unwrap();
         assert_eq!(filled.verdict, Verdict::Changed, "{what}");
@@ -223,7 +223,7 @@ async fn a_copy_written_to_while_it_is_checked_for_a_peer_is_kept_and_checked_ag
     // Unmarked, as after a restart; the same byte written back while it is hashed.
     blobs.mark_intact_or_not(hash, None);
     let f = file.clone();
-    crate::lock(&files::WHILE_READ)
+    crate::lock(&super::faults::WHILE_READ)
         .push((file.clone(), Box::new(move || write_in_place(&f, first))));
     assert!(!blobs.check_intact(hash).await.unwrap(), "answered busy");
     assert!(file.exists(), "not removed as corrupt");

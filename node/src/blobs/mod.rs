@@ -11,6 +11,8 @@
 //! in memory here; the bytes live in files under `<data>/blobs/`.
 
 pub mod cid;
+#[cfg(test)]
+pub mod faults;
 mod fetch;
 pub mod files;
 pub mod in_place;
