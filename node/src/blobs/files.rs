@@ -278,22 +278,20 @@ pub fn adopt(dir: &Path, hash: &[u8; 32]) -> io::Result<Option<(u64, Stamp)>> {
     };
     let root = outboard(io::BufReader::with_capacity(1 << 20, data), tree, &mut ob);
     let good = root.as_ref().is_ok_and(|r| r.as_bytes() == hash);
-    let kept = match good {
-        true => ob
-            .data
-            .sync_all()
-            .and_then(|()| fs::rename(&tmp, &paths.outboard)),
-        false => Ok(()),
-    };
-    if !good || kept.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
     if !good {
+        let _ = fs::remove_file(&tmp);
         root?;
         fs::remove_file(&paths.data)?;
         return Ok(None);
     }
-    kept?;
+    let kept = ob
+        .data
+        .sync_all()
+        .and_then(|()| fs::rename(&tmp, &paths.outboard));
+    if let Err(e) = kept {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     File::open(dir)?.sync_all()?;
     Ok(Some((size, stamp)))
 }
@@ -316,7 +314,8 @@ pub fn hash_stamped(path: &Path) -> io::Result<([u8; 32], Option<Stamp>)> {
     Ok((hash, (after == before).then_some(before)))
 }
 
-/// [`hash_stamped`] of a file already open.
+/// BLAKE3 of a file already open, read in one streaming pass, and its stamp taken
+/// before it was read (compare it with one taken after: [`hash_stamped`]).
 pub fn hash_open(file: File) -> io::Result<([u8; 32], Stamp)> {
     let stamp = Stamp::of(&file.metadata()?);
     let mut h = blake3::Hasher::new();
